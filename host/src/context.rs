@@ -1,0 +1,365 @@
+//! [`Context`]: a global object in an isolate, where code is evaluated.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::console::Console;
+use crate::error::{Error, Result};
+use crate::handle::HandleRef;
+use crate::isolate::{Isolate, Session, Slot};
+use crate::run::{self, Limits};
+use crate::script::{self, ScriptOrigin};
+use crate::value::{self, Value, js};
+
+/// How a result that is not a primitive comes back when it is asked for as a dynamic
+/// [`Value`]. Results asked for as a concrete Rust type are always copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transfer {
+    /// isolated-vm's default rules for the operation: `eval` and `Script::run` give
+    /// `undefined` for objects, `eval_closure` fails with `A non-transferable value was passed`.
+    #[default]
+    Auto,
+    /// A deep copy (see the mapping in [`crate::value`]).
+    Copy,
+}
+
+/// Options for running code: timeout, origin (for stack traces), how the result transfers.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = ivm::EvalOptions::default()
+///     .timeout(Duration::from_millis(50))
+///     .filename("file:///job.js")
+///     .copy();
+/// # drop(options);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct EvalOptions {
+    /// Wall-clock limit for the script, the microtasks it queues, and (with `promise`) the
+    /// time until its promise settles. `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// Where the code comes from, for stack traces and syntax errors.
+    pub origin: ScriptOrigin,
+    /// How a non-primitive result transfers.
+    pub transfer: Transfer,
+    /// If the result is a promise, wait for it and use its value (a rejection is an
+    /// [`Error::Exception`]).
+    pub promise: bool,
+}
+
+impl EvalOptions {
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Sets the filename shown in stack traces.
+    pub fn filename(mut self, filename: impl Into<String>) -> Self {
+        self.origin.filename = filename.into();
+        self
+    }
+    /// Sets the origin (filename, line and column offsets).
+    pub fn origin(mut self, origin: ScriptOrigin) -> Self {
+        self.origin = origin;
+        self
+    }
+    /// Copies a non-primitive result ([`Transfer::Copy`]).
+    pub fn copy(mut self) -> Self {
+        self.transfer = Transfer::Copy;
+        self
+    }
+    /// Waits for a promise result to settle.
+    pub fn promise(mut self) -> Self {
+        self.promise = true;
+        self
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        Limits { timeout: self.timeout, await_promise: self.promise }
+    }
+}
+
+/// Options for [`Isolate::create_context_with`].
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct ContextOptions {
+    /// Gives the context a `console` object (`log`, `info`, `debug`, `warn`, `error`, `trace`)
+    /// whose output goes to this sink. Without it the context has no `console`.
+    pub console: Option<Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>>,
+}
+
+impl ContextOptions {
+    /// Sends `console.*` output to `sink`.
+    pub fn console(mut self, sink: impl Fn(ConsoleLevel, &str) + Send + Sync + 'static) -> Self {
+        self.console = Some(Arc::new(sink));
+        self
+    }
+}
+
+/// The level of a `console` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleLevel {
+    /// `console.log`, `console.info`, `console.debug`
+    Log,
+    /// `console.warn`, `console.trace`
+    Warn,
+    /// `console.error`
+    Error,
+}
+
+/// A context in an isolate: a global object with the ECMAScript built-ins and nothing from
+/// the host (no `require`, `process`, `fetch`; a `console` only when asked for).
+///
+/// `Context` is a handle (`Clone + Send + Sync`); the context is released when the last
+/// handle is dropped or [`release`](Context::release) is called.
+#[derive(Clone)]
+pub struct Context {
+    handle: Arc<HandleRef>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("id", &self.handle.id).finish()
+    }
+}
+
+/// Creates a context in a locked isolate and returns its handle id.
+pub(crate) fn create(session: &mut Session<'_>, options: &ContextOptions) -> Result<u64> {
+    let inner = session.inner;
+    v8::scope!(let scope, &mut *session.isolate);
+    let context = v8::Context::new(scope, Default::default());
+    let scope = &mut v8::ContextScope::new(scope, context);
+    if let Some(sink) = &options.console {
+        Console::install(scope, inner, sink.clone())?;
+    }
+    Ok(inner.insert(Slot::Context(v8::Global::new(scope, context))))
+}
+
+impl Context {
+    pub(crate) fn from_id(isolate: Isolate, id: u64) -> Context {
+        Context { handle: Arc::new(HandleRef::new(isolate, id)) }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.handle.id
+    }
+
+    /// The isolate this context belongs to.
+    pub fn isolate(&self) -> &Isolate {
+        &self.handle.isolate
+    }
+
+    /// Evaluates `code` and copies its completion value into `T`.
+    ///
+    /// Asking for a concrete type copies the value; asking for a [`Value`] follows
+    /// isolated-vm's rule for `eval`: primitives come back as they are, objects as
+    /// `Value::Undefined` unless [`EvalOptions::copy`] is set.
+    ///
+    /// ```
+    /// # let isolate = ivm::Isolate::new(Default::default())?;
+    /// # let context = isolate.create_context()?;
+    /// #[derive(serde::Deserialize)]
+    /// struct Report { total: u32, names: Vec<String> }
+    /// let r: Report = context.eval("({ total: 2, names: ['a', 'b'] })")?;
+    /// assert_eq!((r.total, r.names.len()), (2, 2));
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn eval<T: DeserializeOwned + 'static>(&self, code: &str) -> Result<T> {
+        self.eval_with(code, &EvalOptions::default())
+    }
+
+    /// [`eval`](Context::eval) with options.
+    pub fn eval_with<T: DeserializeOwned + 'static>(&self, code: &str, options: &EvalOptions) -> Result<T> {
+        let id = self.id();
+        let value = self.handle.isolate.inner.run_sync(|s| eval(s, id, code, options, want_dynamic::<T>()))?;
+        value::from_value(value)
+    }
+
+    /// Async form of [`eval_with`](Context::eval_with).
+    pub fn eval_async<T: DeserializeOwned + Send + 'static>(
+        &self,
+        code: impl Into<String>,
+        options: EvalOptions,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
+        let (id, code, dynamic) = (self.id(), code.into(), want_dynamic::<T>());
+        let done = self.handle.isolate.inner.run_async(move |s| eval(s, id, &code, &options, dynamic));
+        async move { value::from_value(done.await?) }
+    }
+
+    /// Runs `code` as the body of a function whose parameters are `$0`, `$1`, ... (the elements
+    /// of `args`, which must serialize to a sequence, e.g. a tuple) and returns what it
+    /// `return`s. `this` is the context's global object.
+    ///
+    /// ```
+    /// # let isolate = ivm::Isolate::new(Default::default())?;
+    /// # let context = isolate.create_context()?;
+    /// let sum: f64 = context.eval_closure("return $0 + $1", (1, 2.5), &Default::default())?;
+    /// assert_eq!(sum, 3.5);
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn eval_closure<T: DeserializeOwned + 'static>(
+        &self,
+        code: &str,
+        args: impl Serialize,
+        options: &EvalOptions,
+    ) -> Result<T> {
+        let args = closure_args(args)?;
+        let id = self.id();
+        let value = self.handle.isolate.inner.run_sync(|s| eval_closure(s, id, code, &args, options, want_dynamic::<T>()))?;
+        value::from_value(value)
+    }
+
+    /// Async form of [`eval_closure`](Context::eval_closure).
+    pub fn eval_closure_async<T: DeserializeOwned + Send + 'static>(
+        &self,
+        code: impl Into<String>,
+        args: impl Serialize,
+        options: EvalOptions,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
+        let prepared = closure_args(args).map(|args| (self.id(), code.into(), args, want_dynamic::<T>()));
+        let inner = self.handle.isolate.inner.clone();
+        async move {
+            let (id, code, args, dynamic) = prepared?;
+            let value = inner.run_async(move |s| eval_closure(s, id, &code, &args, &options, dynamic)).await?;
+            value::from_value(value)
+        }
+    }
+
+    /// Reads a property of the global object, copied into `T`.
+    pub fn get_global<T: DeserializeOwned + 'static>(&self, name: &str) -> Result<T> {
+        let id = self.id();
+        let value = self.handle.isolate.inner.run_sync(|s| global_get(s, id, name))?;
+        value::from_value(value)
+    }
+
+    /// Sets a property of the global object to a copy of `value`, e.g.
+    /// `context.set_global("config", &config)`. Setters are not run: the property is
+    /// (re)defined as a data property.
+    pub fn set_global(&self, name: &str, value: &impl Serialize) -> Result<()> {
+        let (id, value) = (self.id(), value::to_value(value)?);
+        self.handle.isolate.inner.run_sync(|s| global_set(s, id, name, &value))
+    }
+
+    /// Releases the context. Later calls on it fail with `Context is released`. Returns
+    /// whether it was still held.
+    pub fn release(&self) -> bool {
+        self.handle.release()
+    }
+}
+
+/// Whether the caller asked for a dynamic `Value`, to which isolated-vm's transfer rules apply.
+fn want_dynamic<T: 'static>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>()
+}
+
+fn closure_args(args: impl Serialize) -> Result<Vec<Value>> {
+    match value::to_value(&args)? {
+        Value::Array(items) => Ok(items),
+        Value::Undefined => Ok(Vec::new()),
+        other => Ok(vec![other]),
+    }
+}
+
+/// Copies a result out under the transfer rule for the operation.
+pub(crate) fn transfer_out<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    result: v8::Local<'s, v8::Value>,
+    transfer: Transfer,
+    dynamic: bool,
+    fallback: Fallback,
+) -> Result<Value> {
+    if let Some(p) = js::primitive(scope, result) {
+        return Ok(p);
+    }
+    if transfer == Transfer::Copy || !dynamic {
+        return js::copy_out(scope, result);
+    }
+    match fallback {
+        Fallback::Undefined => Ok(Value::Undefined),
+        Fallback::Throw => Err(Error::InvalidArgument("A non-transferable value was passed".into())),
+    }
+}
+
+/// isolated-vm's per-operation fallback for plain objects (reference §1.4).
+#[derive(Clone, Copy)]
+pub(crate) enum Fallback {
+    Undefined,
+    Throw,
+}
+
+fn eval(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions, dynamic: bool) -> Result<Value> {
+    let transfer = options.transfer;
+    run::run_in_context(
+        session,
+        id,
+        options.limits(),
+        |scope| {
+            let script = script::compile_in_context(scope, code, &options.origin)?;
+            script.run(scope).ok_or_else(js::threw)
+        },
+        |scope, result| transfer_out(scope, result, transfer, dynamic, Fallback::Undefined),
+    )
+}
+
+fn eval_closure(
+    session: &mut Session<'_>,
+    id: u64,
+    code: &str,
+    args: &[Value],
+    options: &EvalOptions,
+    dynamic: bool,
+) -> Result<Value> {
+    let transfer = options.transfer;
+    run::run_in_context(
+        session,
+        id,
+        options.limits(),
+        |scope| {
+            let function = script::compile_function(scope, code, args.len(), &options.origin)?;
+            let mut argv = Vec::with_capacity(args.len());
+            for arg in args {
+                argv.push(js::copy_in(scope, arg)?);
+            }
+            let global = scope.get_current_context().global(scope);
+            function.call(scope, global.into(), &argv).ok_or_else(js::threw)
+        },
+        |scope, result| transfer_out(scope, result, transfer, dynamic, Fallback::Throw),
+    )
+}
+
+fn global_get(session: &mut Session<'_>, id: u64, name: &str) -> Result<Value> {
+    run::run_in_context(
+        session,
+        id,
+        Limits::default(),
+        |scope| {
+            let global = scope.get_current_context().global(scope);
+            let key = v8::String::new(scope, name).ok_or_else(js::threw)?;
+            global.get(scope, key.into()).ok_or_else(js::threw)
+        },
+        |scope, value| js::copy_out(scope, value),
+    )
+}
+
+fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Value) -> Result<()> {
+    run::run_in_context(
+        session,
+        id,
+        Limits::default(),
+        |scope| {
+            let global = scope.get_current_context().global(scope);
+            let key = v8::String::new(scope, name).ok_or_else(js::threw)?;
+            let value = js::copy_in(scope, value)?;
+            global.delete(scope, key.into()).ok_or_else(js::threw)?;
+            global.create_data_property(scope, key.into(), value).ok_or_else(js::threw)?;
+            Ok(v8::undefined(scope).into())
+        },
+        |_, _| Ok(()),
+    )
+}

@@ -1,0 +1,67 @@
+//! `cpu_time` and `wall_time`, as isolated-vm defines them: the time an isolate spent locked
+//! by some thread, wall-clock and on that thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`).
+//! Both can be read live from any thread while the isolate runs.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub(crate) struct Clock {
+    cpu_ns: AtomicU64,
+    wall_ns: AtomicU64,
+    running: Mutex<Option<Segment>>,
+}
+
+/// The time the isolate is being held right now.
+struct Segment {
+    wall_start: Instant,
+    cpu_clock: libc::clockid_t,
+    cpu_start: u64,
+}
+
+fn read_cpu(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; an invalid clock (thread gone) leaves it at zero.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn this_thread_cpu_clock() -> libc::clockid_t {
+    let mut clock: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+    // SAFETY: `pthread_self` is always valid; on failure `clock` keeps the per-thread id,
+    // which is right when read from this thread and harmlessly wrong from others.
+    unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+    clock
+}
+
+impl Clock {
+    /// Starts a segment on the current thread (the isolate was just locked).
+    pub(crate) fn start(&self) {
+        let cpu_clock = this_thread_cpu_clock();
+        let segment = Segment { wall_start: Instant::now(), cpu_clock, cpu_start: read_cpu(cpu_clock) };
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(segment);
+    }
+
+    /// Ends the running segment (the isolate is about to be unlocked).
+    pub(crate) fn stop(&self) {
+        let segment = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(s) = segment {
+            let cpu = read_cpu(s.cpu_clock).saturating_sub(s.cpu_start);
+            self.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
+            self.wall_ns.fetch_add(s.wall_start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn cpu_time(&self) -> Duration {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let live = running.as_ref().map_or(0, |s| read_cpu(s.cpu_clock).saturating_sub(s.cpu_start));
+        Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed) + live)
+    }
+
+    pub(crate) fn wall_time(&self) -> Duration {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let live = running.as_ref().map_or(0, |s| s.wall_start.elapsed().as_nanos() as u64);
+        Duration::from_nanos(self.wall_ns.load(Ordering::Relaxed) + live)
+    }
+}

@@ -1,0 +1,442 @@
+//! [`Isolate`]: one V8 heap with its own memory limit, and the machinery that runs operations
+//! on it: blocking calls lock it on the caller's thread (no thread hop), async calls queue on
+//! it and run on the worker pool in submission order.
+
+mod clock;
+pub(crate) mod memory;
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::engine::{self, executor};
+use crate::error::{Error, Result};
+use crate::script::{CompileOptions, Script};
+use crate::{Context, ContextOptions};
+
+use clock::Clock;
+use memory::MemoryGuard;
+
+/// Options for [`Isolate::new`].
+///
+/// ```
+/// let isolate = ivm::Isolate::new(ivm::IsolateOptions::default().memory_limit(64)).unwrap();
+/// # drop(isolate);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IsolateOptions {
+    /// Memory limit in MB (heap, plus ArrayBuffers and WebAssembly memories). Default 128,
+    /// minimum 8.
+    pub memory_limit: u64,
+}
+
+impl Default for IsolateOptions {
+    fn default() -> Self {
+        IsolateOptions { memory_limit: 128 }
+    }
+}
+
+impl IsolateOptions {
+    /// Sets the memory limit in MB.
+    pub fn memory_limit(mut self, mb: u64) -> Self {
+        self.memory_limit = mb;
+        self
+    }
+}
+
+/// V8's heap statistics for an isolate, plus `externally_allocated_size` (bytes held by its
+/// ArrayBuffers), as isolated-vm's `getHeapStatistics()` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct HeapStatistics {
+    pub total_heap_size: usize,
+    pub total_heap_size_executable: usize,
+    pub total_physical_size: usize,
+    pub total_available_size: usize,
+    pub used_heap_size: usize,
+    pub heap_size_limit: usize,
+    pub malloced_memory: usize,
+    pub peak_malloced_memory: usize,
+    pub does_zap_garbage: bool,
+    pub number_of_native_contexts: usize,
+    pub number_of_detached_contexts: usize,
+    /// Bytes held by ArrayBuffer backing stores (exactly 1024 after `new Uint8Array(1024)`).
+    pub externally_allocated_size: usize,
+}
+
+/// A V8 isolate: its own heap, its own memory limit, any number of [`Context`]s.
+///
+/// `Isolate` is a cheap handle (`Clone + Send + Sync`). The isolate lives until it is
+/// disposed — by [`dispose`](Isolate::dispose), by going over its memory limit, or when the
+/// last handle to it (including its contexts and scripts) is dropped.
+///
+/// Every operation has a blocking form, which runs on the calling thread, and an `_async`
+/// form, which returns a `Future` that works on any executor; async operations on one isolate
+/// run in the order they were submitted, and different isolates run in parallel.
+///
+/// ```
+/// let isolate = ivm::Isolate::new(Default::default())?;
+/// let context = isolate.create_context()?;
+/// let n: u32 = context.eval("6 * 7")?;
+/// assert_eq!(n, 42);
+/// # Ok::<(), ivm::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Isolate {
+    pub(crate) inner: Arc<IsolateInner>,
+}
+
+type Job = Box<dyn FnOnce(Option<&mut Session<'_>>) + Send>;
+
+pub(crate) struct IsolateInner {
+    /// `None` once disposed. Declared first: it must drop (disposing V8's isolate) before the
+    /// guard its callbacks point at.
+    v8: Mutex<Option<Arc<v8::SharedIsolate>>>,
+    handle: v8::IsolateHandle,
+    disposed: AtomicBool,
+    pub(crate) memory: Arc<MemoryGuard>,
+    pub(crate) memory_limit: usize,
+    clock: Clock,
+    handles: Mutex<HandleTable>,
+    jobs: Mutex<JobQueue>,
+    /// Host state that JavaScript functions of this isolate point at (console sinks).
+    kept: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+#[derive(Default)]
+struct JobQueue {
+    queue: VecDeque<Job>,
+    scheduled: bool,
+}
+
+/// Engine objects that handles point at, by id. Public handles hold ids, not V8 pointers, so
+/// the same API can later front an isolate living in another process.
+#[derive(Default)]
+struct HandleTable {
+    next: u64,
+    slots: HashMap<u64, Slot>,
+}
+
+pub(crate) enum Slot {
+    Context(v8::Global<v8::Context>),
+    Script(v8::Global<v8::UnboundScript>),
+}
+
+/// How many async operations a worker runs per turn before letting other isolates go first.
+const BATCH: usize = 64;
+
+thread_local! {
+    /// The isolate this thread holds locked, if any.
+    static LOCKED: Cell<*const IsolateInner> = const { Cell::new(std::ptr::null()) };
+}
+
+/// An isolate locked by the current thread.
+pub(crate) struct Session<'a> {
+    pub(crate) isolate: &'a mut v8::Isolate,
+    pub(crate) inner: &'a Arc<IsolateInner>,
+}
+
+impl Isolate {
+    /// Creates an isolate.
+    ///
+    /// Fails with [`Error::InvalidArgument`] if `memory_limit` is below 8 MB.
+    pub fn new(options: IsolateOptions) -> Result<Isolate> {
+        if options.memory_limit < 8 {
+            return Err(Error::InvalidArgument("`memory_limit` must be at least 8".into()));
+        }
+        engine::platform();
+        let limit = usize::try_from(options.memory_limit.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        // isolated-vm's sizing: a young generation of 1-16 MB, growing with the limit.
+        let young = (1usize << (options.memory_limit / 128).min(4)) << 20;
+        let memory = MemoryGuard::new(limit);
+        let params = v8::CreateParams::default()
+            .set_max_old_generation_size_in_bytes(limit)
+            .set_max_young_generation_size_in_bytes(young)
+            .array_buffer_allocator(memory.allocator());
+        let mut isolate = v8::Isolate::new(params);
+        memory.install(&mut isolate);
+        isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);
+        isolate.set_capture_stack_trace_for_uncaught_exceptions(true, 10);
+        let handle = isolate.thread_safe_handle();
+        // SAFETY: all state attached to the isolate is `Send`: the memory guard (an `Arc` of
+        // atomics) and the allocator it backs.
+        let shared = unsafe { isolate.try_into_shared() }
+            .map_err(|e| Error::InvalidArgument(format!("cannot share the isolate: {e:?}")))?;
+        Ok(Isolate {
+            inner: Arc::new(IsolateInner {
+                v8: Mutex::new(Some(Arc::new(shared))),
+                handle,
+                disposed: AtomicBool::new(false),
+                memory,
+                memory_limit: limit,
+                clock: Clock::default(),
+                handles: Mutex::default(),
+                jobs: Mutex::default(),
+                kept: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Creates a context (a global object and its built-ins) in this isolate.
+    pub fn create_context(&self) -> Result<Context> {
+        self.create_context_with(ContextOptions::default())
+    }
+
+    /// Creates a context with options (e.g. a `console`).
+    pub fn create_context_with(&self, options: ContextOptions) -> Result<Context> {
+        let id = self.inner.run_sync(|s| crate::context::create(s, &options))?;
+        Ok(Context::from_id(self.clone(), id))
+    }
+
+    /// Async form of [`create_context_with`](Isolate::create_context_with).
+    pub fn create_context_async(&self, options: ContextOptions) -> impl Future<Output = Result<Context>> + Send + 'static {
+        let isolate = self.clone();
+        let done = self.inner.run_async(move |s| crate::context::create(s, &options));
+        async move { Ok(Context::from_id(isolate, done.await?)) }
+    }
+
+    /// Compiles a script, to run later in any context of this isolate.
+    pub fn compile_script(&self, code: &str, options: &CompileOptions) -> Result<Script> {
+        let id = self.inner.run_sync(|s| crate::script::compile(s, code, options))?;
+        Ok(Script::from_id(self.clone(), id))
+    }
+
+    /// Async form of [`compile_script`](Isolate::compile_script).
+    pub fn compile_script_async(
+        &self,
+        code: impl Into<String>,
+        options: CompileOptions,
+    ) -> impl Future<Output = Result<Script>> + Send + 'static {
+        let isolate = self.clone();
+        let code = code.into();
+        let done = self.inner.run_async(move |s| crate::script::compile(s, &code, &options));
+        async move { Ok(Script::from_id(isolate, done.await?)) }
+    }
+
+    /// V8's heap statistics for this isolate.
+    pub fn heap_statistics(&self) -> Result<HeapStatistics> {
+        self.inner.run_sync(heap_statistics)
+    }
+
+    /// Async form of [`heap_statistics`](Isolate::heap_statistics).
+    pub fn heap_statistics_async(&self) -> impl Future<Output = Result<HeapStatistics>> + Send + 'static {
+        self.inner.run_async(heap_statistics)
+    }
+
+    /// CPU time this isolate has used: the CPU clock of the threads that held it, while they
+    /// held it. Readable live, from any thread. Fails once disposed.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        self.inner.check_alive()?;
+        Ok(self.inner.clock.cpu_time())
+    }
+
+    /// Wall-clock time during which this isolate was held by some thread.
+    pub fn wall_time(&self) -> Result<Duration> {
+        self.inner.check_alive()?;
+        Ok(self.inner.clock.wall_time())
+    }
+
+    /// Disposes the isolate: a running script is terminated (its caller gets
+    /// `Isolate was disposed during execution`), queued async operations fail with
+    /// [`Error::Disposed`], and every handle into the isolate stops working. The heap is freed
+    /// as soon as no thread is using it. Disposing twice is an error, as in isolated-vm.
+    pub fn dispose(&self) -> Result<()> {
+        if self.inner.dispose() { Ok(()) } else { Err(Error::disposed("Isolate is already disposed")) }
+    }
+
+    /// Whether the isolate is disposed (or being disposed).
+    pub fn is_disposed(&self) -> bool {
+        self.inner.disposed.load(Ordering::SeqCst)
+    }
+
+    /// Whether `other` is a handle to the same isolate.
+    pub fn same(&self, other: &Isolate) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl std::fmt::Debug for Isolate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Isolate").field("disposed", &self.is_disposed()).finish_non_exhaustive()
+    }
+}
+
+fn heap_statistics(session: &mut Session<'_>) -> Result<HeapStatistics> {
+    let s = session.isolate.get_heap_statistics();
+    Ok(HeapStatistics {
+        total_heap_size: s.total_heap_size(),
+        total_heap_size_executable: s.total_heap_size_executable(),
+        total_physical_size: s.total_physical_size(),
+        total_available_size: s.total_available_size(),
+        used_heap_size: s.used_heap_size(),
+        heap_size_limit: s.heap_size_limit(),
+        malloced_memory: s.malloced_memory(),
+        peak_malloced_memory: s.peak_malloced_memory(),
+        does_zap_garbage: s.does_zap_garbage(),
+        number_of_native_contexts: s.number_of_native_contexts(),
+        number_of_detached_contexts: s.number_of_detached_contexts(),
+        externally_allocated_size: session.inner.memory.array_buffer_bytes(),
+    })
+}
+
+impl IsolateInner {
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.disposed.load(Ordering::SeqCst) { Err(Error::isolate_disposed()) } else { Ok(()) }
+    }
+
+    pub(crate) fn is_disposed(&self) -> bool {
+        self.disposed.load(Ordering::SeqCst)
+    }
+
+    fn shared(&self) -> Result<Arc<v8::SharedIsolate>> {
+        self.v8.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(Error::isolate_disposed)
+    }
+
+    /// Marks the isolate disposed and lets go of it. Returns `false` if it already was.
+    fn dispose(&self) -> bool {
+        if self.disposed.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.handle.terminate_execution();
+        let shared = self.v8.lock().unwrap_or_else(|e| e.into_inner()).take();
+        std::mem::take(&mut self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots);
+        let pending = std::mem::take(&mut self.jobs.lock().unwrap_or_else(|e| e.into_inner()).queue);
+        for job in pending {
+            job(None);
+        }
+        // If no operation holds the isolate, this drop disposes V8's isolate now; otherwise the
+        // last operation to finish does.
+        drop(shared);
+        true
+    }
+
+    /// Runs `op` with the isolate locked on the calling thread.
+    pub(crate) fn run_sync<R>(self: &Arc<Self>, op: impl FnOnce(&mut Session<'_>) -> Result<R>) -> Result<R> {
+        if !LOCKED.get().is_null() {
+            return Err(Error::InvalidArgument(
+                "an isolate cannot be called synchronously from a callback that runs inside an isolate".into(),
+            ));
+        }
+        let shared = self.shared()?;
+        let mut locker = shared.lock();
+        self.enter(&mut locker, op)
+    }
+
+    /// Runs `op` on the worker pool after the operations queued before it.
+    pub(crate) fn run_async<R: Send + 'static>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&mut Session<'_>) -> Result<R> + Send + 'static,
+    ) -> impl Future<Output = Result<R>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Box::new(move |session| {
+            let result = match session {
+                Some(session) => op(session),
+                None => Err(Error::isolate_disposed()),
+            };
+            let _ = tx.send(result);
+        }));
+        async move { rx.await.unwrap_or_else(|_| Err(Error::isolate_disposed())) }
+    }
+
+    fn enqueue(self: &Arc<Self>, job: Job) {
+        if self.is_disposed() {
+            return job(None);
+        }
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.queue.push_back(job);
+        if !jobs.scheduled {
+            jobs.scheduled = true;
+            drop(jobs);
+            executor::schedule(self.clone());
+        }
+    }
+
+    fn next_job(&self) -> Option<Job> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let job = jobs.queue.pop_front();
+        if job.is_none() {
+            jobs.scheduled = false;
+        }
+        job
+    }
+
+    /// The bookkeeping around every locked stretch: the thread marker, the clock, and the
+    /// memory limit (an isolate found over it is disposed and the caller gets `MemoryLimit`).
+    fn enter<R>(self: &Arc<Self>, isolate: &mut v8::Isolate, op: impl FnOnce(&mut Session<'_>) -> Result<R>) -> Result<R> {
+        LOCKED.set(Arc::as_ptr(self));
+        self.clock.start();
+        let result = op(&mut Session { isolate, inner: self });
+        self.clock.stop();
+        LOCKED.set(std::ptr::null());
+        if self.memory.hit() {
+            self.dispose();
+            return Err(Error::MemoryLimit);
+        }
+        result
+    }
+
+    pub(crate) fn thread_safe_handle(&self) -> v8::IsolateHandle {
+        self.handle.clone()
+    }
+
+    /// Keeps `state` alive as long as the isolate (JavaScript functions point at it).
+    pub(crate) fn keep_alive(&self, state: Arc<dyn std::any::Any + Send + Sync>) {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).push(state);
+    }
+
+    pub(crate) fn insert(&self, slot: Slot) -> u64 {
+        let mut table = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        table.next += 1;
+        let id = table.next;
+        table.slots.insert(id, slot);
+        id
+    }
+
+    /// Drops the engine object behind a handle id. Returns whether there was one.
+    pub(crate) fn remove(&self, id: u64) -> bool {
+        // The `Global` is dropped outside the table lock; V8 defers its reset if this thread
+        // does not hold the isolate.
+        let removed = self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.remove(&id);
+        removed.is_some()
+    }
+
+    /// Looks up a handle id and makes a `Local` of it.
+    pub(crate) fn local<'s, T>(
+        &self,
+        scope: &v8::PinScope<'s, '_, ()>,
+        id: u64,
+        pick: impl FnOnce(&Slot) -> Option<&v8::Global<T>>,
+    ) -> Option<v8::Local<'s, T>> {
+        let table = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        table.slots.get(&id).and_then(pick).map(|global| v8::Local::new(scope, global))
+    }
+}
+
+impl executor::Runnable for IsolateInner {
+    fn run_queued(self: Arc<Self>) -> bool {
+        let Ok(shared) = self.shared() else {
+            // Disposed: `dispose` failed the queued jobs; fail any that raced in after it.
+            while let Some(job) = self.next_job() {
+                job(None);
+            }
+            return false;
+        };
+        let mut locker = shared.lock();
+        for _ in 0..BATCH {
+            let Some(job) = self.next_job() else { return false };
+            if self.is_disposed() {
+                job(None);
+                continue;
+            }
+            let _ = self.enter(&mut locker, |session| {
+                job(Some(session));
+                Ok(())
+            });
+        }
+        true
+    }
+}

@@ -1,0 +1,46 @@
+//! # ivm — isolated V8 JavaScript isolates with hard limits
+//!
+//! ivm runs untrusted JavaScript in V8 isolates, each with its own heap, a hard memory limit
+//! and per-call timeouts, and moves data between them and Rust safely. It is the successor of
+//! the Node.js library isolated-vm, with its own pinned V8.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ivm::{Isolate, IsolateOptions, EvalOptions, Error};
+//!
+//! let isolate = Isolate::new(IsolateOptions::default().memory_limit(64))?;
+//! let context = isolate.create_context()?;
+//!
+//! // Values come out through serde.
+//! let total: u64 = context.eval("[1, 2, 3].reduce((a, b) => a + b)")?;
+//! assert_eq!(total, 6);
+//!
+//! // Limits hold: a runaway loop is stopped and the isolate stays usable.
+//! let err = context
+//!     .eval_with::<()>("for (;;) {}", &EvalOptions::default().timeout(Duration::from_millis(20)))
+//!     .unwrap_err();
+//! assert!(matches!(err, Error::Timeout { .. }));
+//! assert_eq!(err.to_string(), "Script execution timed out.");
+//! # Ok::<(), ivm::Error>(())
+//! ```
+//!
+//! Where things live: [`Isolate`] (heap, limits, lifetime), [`Context`] (a global object and
+//! evaluation), [`Script`] (compiled code), [`Value`] and [`to_value`]/[`from_value`] (data
+//! crossing the boundary), [`Error`] (typed failures).
+
+mod console;
+mod context;
+mod engine;
+mod error;
+mod handle;
+mod isolate;
+mod run;
+mod script;
+pub mod value;
+
+pub use context::{ConsoleLevel, Context, ContextOptions, EvalOptions, Transfer};
+pub use engine::v8_version;
+pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
+pub use isolate::{HeapStatistics, Isolate, IsolateOptions};
+pub use script::{CompileOptions, Script, ScriptOrigin};
+pub use value::{BigInt, Value, from_value, to_value};

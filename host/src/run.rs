@@ -1,0 +1,258 @@
+//! Running JavaScript under an operation's limits, and turning what happened into a `Result`.
+//!
+//! Every operation that runs code goes through [`run_in_context`]: it enters the context,
+//! catches exceptions, arms the timeout, drains the microtask queue, optionally waits for a
+//! promise result to settle, and copies the result out — all inside the timeout, so neither
+//! queued microtasks nor getters met while copying can escape it (isolated-vm only times the
+//! synchronous part).
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::{self, watchdog::Timer};
+use crate::error::{Error, JsError, Location, Result};
+use crate::isolate::{IsolateInner, Session, Slot};
+use crate::value::js::threw;
+
+/// isolated-vm's message for a thrown value that is an object but not an `Error`.
+const NON_ERROR_THROWN: &str =
+    "An object was thrown from supplied code within isolated-vm, but that object was not an instance of `Error`.";
+/// Frames captured for a timeout's stack, as in isolated-vm.
+const TIMEOUT_FRAMES: usize = 10;
+
+/// Limits for one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Limits {
+    pub(crate) timeout: Option<Duration>,
+    /// Wait for a promise result to settle and use its value (or its rejection).
+    pub(crate) await_promise: bool,
+}
+
+/// Runs `body` in the context `context_id`, then `finish` on its result, under `limits`.
+pub(crate) fn run_in_context<R>(
+    session: &mut Session<'_>,
+    context_id: u64,
+    limits: Limits,
+    body: impl for<'s, 'i> FnOnce(&mut v8::PinScope<'s, 'i>) -> Result<v8::Local<'s, v8::Value>>,
+    finish: impl for<'s, 'i> FnOnce(&mut v8::PinScope<'s, 'i>, v8::Local<'s, v8::Value>) -> Result<R>,
+) -> Result<R> {
+    let inner = session.inner;
+    v8::scope!(let scope, &mut *session.isolate);
+    let context = inner
+        .local(scope, context_id, |slot| match slot {
+            Slot::Context(g) => Some(g),
+            _ => None,
+        })
+        .ok_or_else(|| Error::disposed("Context is released"))?;
+    let scope = &mut v8::ContextScope::new(scope, context);
+    v8::tc_scope!(let tc, scope);
+    let timeout = limits.timeout.map(|d| TimeoutGuard::arm(inner, v8::Global::new(tc, context), d));
+    let result = (|| {
+        let value = body(tc)?;
+        tc.perform_microtask_checkpoint();
+        if tc.has_terminated() {
+            return Err(threw());
+        }
+        let value = if limits.await_promise { settle(tc, value, timeout.as_ref())? } else { value };
+        finish(tc, value)
+    })();
+    let result = match result {
+        Err(_) if tc.has_terminated() || tc.is_execution_terminating() => Err(terminated(inner, timeout.as_ref())),
+        Err(_) if tc.has_caught() => Err(Error::Exception(caught(tc))),
+        other => other,
+    };
+    if let Some(timeout) = timeout {
+        if timeout.fired() && !inner.is_disposed() && !inner.memory.hit() {
+            // The timeout's termination may still be pending; the isolate stays usable.
+            tc.cancel_terminate_execution();
+        }
+    }
+    result
+}
+
+/// Why a script was terminated.
+fn terminated(inner: &IsolateInner, timeout: Option<&TimeoutGuard>) -> Error {
+    if inner.memory.hit() {
+        Error::MemoryLimit
+    } else if let Some(t) = timeout.filter(|t| t.fired()) {
+        Error::Timeout { stack: t.stack() }
+    } else {
+        Error::disposed("Isolate was disposed during execution")
+    }
+}
+
+/// Waits for a promise to settle: runs microtasks and V8's foreground tasks until it does,
+/// the timeout fires, or nothing is left that could settle it.
+fn settle<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    value: v8::Local<'s, v8::Value>,
+    timeout: Option<&TimeoutGuard>,
+) -> Result<v8::Local<'s, v8::Value>> {
+    let Ok(promise) = v8::Local::<v8::Promise>::try_from(value) else { return Ok(value) };
+    let platform = engine::platform();
+    loop {
+        match promise.state() {
+            v8::PromiseState::Fulfilled => return Ok(promise.result(scope)),
+            v8::PromiseState::Rejected => {
+                promise.mark_as_handled();
+                let reason = promise.result(scope);
+                return Err(Error::Exception(exception(scope, reason, None)));
+            }
+            v8::PromiseState::Pending => {}
+        }
+        if let Some(t) = timeout.filter(|t| t.fired()) {
+            return Err(Error::Timeout { stack: t.stack() });
+        }
+        if v8::Platform::pump_message_loop(platform, scope, false) {
+            scope.perform_microtask_checkpoint();
+        } else if scope.has_pending_background_tasks() {
+            std::thread::sleep(Duration::from_micros(100));
+        } else {
+            scope.perform_microtask_checkpoint();
+            if promise.state() == v8::PromiseState::Pending {
+                return Err(Error::Abandoned);
+            }
+        }
+        if scope.is_execution_terminating() {
+            return Err(threw());
+        }
+    }
+}
+
+/// The exception a `TryCatch` caught.
+pub(crate) fn caught(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) -> JsError {
+    let exception_value = tc.exception();
+    let message = tc.message();
+    match exception_value {
+        Some(e) => exception(tc, e, message),
+        None => JsError { name: "Error".into(), message: "Unknown exception".into(), ..Default::default() },
+    }
+}
+
+/// Describes a thrown value. Reading `name`, `message` and `stack` may run getters; anything
+/// they throw is ignored.
+pub(crate) fn exception<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    thrown: v8::Local<'s, v8::Value>,
+    message: Option<v8::Local<'s, v8::Message>>,
+) -> JsError {
+    let location = message.map(|m| Location {
+        filename: m.get_script_resource_name(scope).map(|n| n.to_rust_string_lossy(scope)).unwrap_or_default(),
+        line: m.get_line_number(scope).unwrap_or(0) as u32,
+        column: m.get_start_column() as u32 + 1,
+    });
+    if !thrown.is_object() {
+        return JsError { name: String::new(), message: thrown.to_rust_string_lossy(scope), stack: None, location };
+    }
+    if !thrown.is_native_error() {
+        return JsError { name: "Error".into(), message: NON_ERROR_THROWN.into(), stack: None, location };
+    }
+    v8::tc_scope!(let tc, scope);
+    let object = thrown.to_object(tc).expect("is an object");
+    let read = |key: &str| -> Option<String> {
+        let key = v8::String::new(tc, key)?;
+        let v = object.get(tc, key.into())?;
+        (!v.is_undefined()).then(|| v.to_rust_string_lossy(tc))
+    };
+    let name = read("name").unwrap_or_else(|| "Error".into());
+    let message_text = read("message").unwrap_or_default();
+    let stack = read("stack");
+    JsError { name, message: message_text, stack, location }
+}
+
+/// A compile error, with isolated-vm's ` [filename:line:column]` suffix on a SyntaxError.
+pub(crate) fn compile_error(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) -> Error {
+    if tc.has_terminated() {
+        return Error::disposed("Isolate was disposed during execution");
+    }
+    let mut error = caught(tc);
+    if error.name == "SyntaxError" {
+        if let Some(loc) = &error.location {
+            error.message = format!("{} [{}:{}:{}]", error.message, loc.filename, loc.line, loc.column);
+            // The stack's first line repeats the message; keep the two in agreement.
+            let frames = error.stack.as_deref().and_then(|s| s.split_once('\n')).map(|(_, rest)| rest);
+            error.stack = Some(match frames {
+                Some(frames) => format!("SyntaxError: {}\n{frames}", error.message),
+                None => format!("SyntaxError: {}", error.message),
+            });
+        }
+    }
+    Error::Exception(error)
+}
+
+/// An armed timeout. When it fires, an interrupt captures the running stack and terminates
+/// the script. Dropping the guard disarms it; an interrupt still in flight then does nothing.
+pub(crate) struct TimeoutGuard {
+    timer: Timer,
+    state: Arc<TimeoutState>,
+}
+
+struct TimeoutState {
+    active: AtomicBool,
+    stack: Mutex<String>,
+    /// The context the script runs in (the interrupt needs one to read the stack).
+    context: v8::Global<v8::Context>,
+}
+
+impl TimeoutGuard {
+    pub(crate) fn arm(inner: &IsolateInner, context: v8::Global<v8::Context>, after: Duration) -> TimeoutGuard {
+        let state = Arc::new(TimeoutState { active: AtomicBool::new(true), stack: Mutex::default(), context });
+        let handle = inner.thread_safe_handle();
+        let for_interrupt = state.clone();
+        let timer = Timer::arm(Instant::now() + after, move || {
+            let data = Arc::into_raw(for_interrupt) as *mut c_void;
+            if !handle.request_interrupt(on_timeout, data) {
+                // SAFETY: the interrupt was not queued, so `data` is still ours.
+                drop(unsafe { Arc::from_raw(data as *const TimeoutState) });
+            }
+        });
+        TimeoutGuard { timer, state }
+    }
+
+    pub(crate) fn fired(&self) -> bool {
+        self.timer.fired()
+    }
+
+    fn stack(&self) -> String {
+        self.state.stack.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for TimeoutGuard {
+    fn drop(&mut self) {
+        self.state.active.store(false, Ordering::SeqCst);
+    }
+}
+
+unsafe extern "C" fn on_timeout(mut isolate: v8::UnsafeRawIsolatePtr, data: *mut c_void) {
+    // SAFETY: `data` is the `Arc` leaked in `TimeoutGuard::arm`; this is its only consumer.
+    let state = unsafe { Arc::from_raw(data as *const TimeoutState) };
+    if !state.active.load(Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: V8 runs interrupts on the isolate's thread, inside JavaScript, with the isolate
+    // entered and a context current.
+    let isolate = unsafe { v8::Isolate::ref_from_raw_isolate_ptr_mut(&mut isolate) };
+    {
+        v8::scope!(let scope, &mut *isolate);
+        let context = v8::Local::new(scope, &state.context);
+        let scope = &mut v8::ContextScope::new(scope, context);
+        if let Some(trace) = v8::StackTrace::current_stack_trace(scope, TIMEOUT_FRAMES) {
+            let mut text = String::from("Error: Script execution timed out.");
+            for i in 0..trace.get_frame_count() {
+                let Some(frame) = trace.get_frame(scope, i) else { continue };
+                let function = frame.get_function_name(scope).map(|f| f.to_rust_string_lossy(scope));
+                let file = frame.get_script_name(scope).map(|f| f.to_rust_string_lossy(scope)).unwrap_or_default();
+                let at = format!("{file}:{}:{}", frame.get_line_number(), frame.get_column());
+                match function.filter(|f| !f.is_empty()) {
+                    Some(f) => text.push_str(&format!("\n    at {f} ({at})")),
+                    None => text.push_str(&format!("\n    at {at}")),
+                }
+            }
+            *state.stack.lock().unwrap_or_else(|e| e.into_inner()) = text;
+        }
+    }
+    isolate.terminate_execution();
+}

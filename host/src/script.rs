@@ -1,0 +1,219 @@
+//! [`Script`]: code compiled once in an isolate, run in any of its contexts.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::context::{Context, EvalOptions, Fallback, transfer_out};
+use crate::error::{Error, Result};
+use crate::handle::HandleRef;
+use crate::isolate::{Isolate, Session, Slot};
+use crate::run;
+use crate::value::{self, Value, js};
+
+/// Where code comes from: shown in stack traces and syntax errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScriptOrigin {
+    /// The filename (isolated-vm's default is `<isolated-vm>`; URLs such as
+    /// `file:///app/main.js` work well with tools).
+    pub filename: String,
+    /// Added to line numbers (0-based).
+    pub line_offset: i32,
+    /// Added to column numbers on the first line (0-based).
+    pub column_offset: i32,
+}
+
+impl Default for ScriptOrigin {
+    fn default() -> Self {
+        ScriptOrigin { filename: "<isolated-vm>".into(), line_offset: 0, column_offset: 0 }
+    }
+}
+
+impl ScriptOrigin {
+    /// An origin with this filename and no offsets.
+    pub fn new(filename: impl Into<String>) -> Self {
+        ScriptOrigin { filename: filename.into(), ..Default::default() }
+    }
+    /// Sets the line and column offsets.
+    pub fn offsets(mut self, line: i32, column: i32) -> Self {
+        self.line_offset = line;
+        self.column_offset = column;
+        self
+    }
+}
+
+/// Options for [`Isolate::compile_script`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CompileOptions {
+    /// Where the code comes from.
+    pub origin: ScriptOrigin,
+}
+
+impl CompileOptions {
+    /// Compile options with this origin.
+    pub fn origin(origin: ScriptOrigin) -> Self {
+        CompileOptions { origin }
+    }
+}
+
+/// A compiled script, runnable in any context of the isolate that compiled it.
+///
+/// ```
+/// let isolate = ivm::Isolate::new(Default::default())?;
+/// let script = isolate.compile_script("x * 2", &ivm::CompileOptions::default())?;
+/// let context = isolate.create_context()?;
+/// context.set_global("x", &21)?;
+/// let n: i32 = script.run(&context, &Default::default())?;
+/// assert_eq!(n, 42);
+/// # Ok::<(), ivm::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Script {
+    handle: Arc<HandleRef>,
+}
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Script").field("id", &self.handle.id).finish()
+    }
+}
+
+impl Script {
+    pub(crate) fn from_id(isolate: Isolate, id: u64) -> Script {
+        Script { handle: Arc::new(HandleRef::new(isolate, id)) }
+    }
+
+    /// Runs the script in `context` (which must belong to the same isolate) and copies its
+    /// completion value into `T`, with the same rules as [`Context::eval`]. `options.origin`
+    /// is ignored: the script keeps the origin it was compiled with.
+    pub fn run<T: DeserializeOwned + 'static>(&self, context: &Context, options: &EvalOptions) -> Result<T> {
+        let (script_id, context_id) = self.ids_for(context)?;
+        let dynamic = std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>();
+        let value = self.handle.isolate.inner.run_sync(|s| run_script(s, script_id, context_id, options, dynamic))?;
+        value::from_value(value)
+    }
+
+    /// Async form of [`run`](Script::run).
+    pub fn run_async<T: DeserializeOwned + Send + 'static>(
+        &self,
+        context: &Context,
+        options: EvalOptions,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
+        let ids = self.ids_for(context);
+        let inner = self.handle.isolate.inner.clone();
+        let dynamic = std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>();
+        async move {
+            let (script_id, context_id) = ids?;
+            let value = inner.run_async(move |s| run_script(s, script_id, context_id, &options, dynamic)).await?;
+            value::from_value(value)
+        }
+    }
+
+    /// Releases the compiled script. Later runs fail with `Script has been released`.
+    pub fn release(&self) -> bool {
+        self.handle.release()
+    }
+
+    fn ids_for(&self, context: &Context) -> Result<(u64, u64)> {
+        if !context.isolate().same(&self.handle.isolate) {
+            return Err(Error::InvalidArgument("Invalid context".into()));
+        }
+        Ok((self.handle.id, context.id()))
+    }
+}
+
+fn run_script(session: &mut Session<'_>, script_id: u64, context_id: u64, options: &EvalOptions, dynamic: bool) -> Result<Value> {
+    let inner = session.inner.clone();
+    let transfer = options.transfer;
+    run::run_in_context(
+        session,
+        context_id,
+        options.limits(),
+        |scope| {
+            let unbound = inner
+                .local(scope, script_id, |slot| match slot {
+                    Slot::Script(g) => Some(g),
+                    _ => None,
+                })
+                .ok_or_else(|| Error::disposed("Script has been released"))?;
+            unbound.bind_to_current_context(scope).run(scope).ok_or_else(js::threw)
+        },
+        |scope, result| transfer_out(scope, result, transfer, dynamic, Fallback::Undefined),
+    )
+}
+
+fn origin<'s>(scope: &v8::PinScope<'s, '_>, origin: &ScriptOrigin) -> Result<v8::ScriptOrigin<'s>> {
+    let name = v8::String::new(scope, &origin.filename)
+        .ok_or_else(|| Error::InvalidArgument("the filename is too long".into()))?;
+    Ok(v8::ScriptOrigin::new(scope, name.into(), origin.line_offset, origin.column_offset, false, -1, None, false, false, false, None))
+}
+
+fn source_string<'s>(scope: &v8::PinScope<'s, '_>, code: &str) -> Result<v8::Local<'s, v8::String>> {
+    v8::String::new(scope, code).ok_or_else(|| Error::InvalidArgument("the code is longer than V8's maximum string length".into()))
+}
+
+/// Compiles code bound to the current context. A syntax error is returned as an exception
+/// with isolated-vm's location suffix.
+pub(crate) fn compile_in_context<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    code: &str,
+    script_origin: &ScriptOrigin,
+) -> Result<v8::Local<'s, v8::Script>> {
+    let source = source_string(scope, code)?;
+    let origin = origin(scope, script_origin)?;
+    v8::tc_scope!(let tc, scope);
+    match v8::Script::compile(tc, source, Some(&origin)) {
+        Some(script) => Ok(script),
+        None => Err(run::compile_error(tc)),
+    }
+}
+
+/// Compiles a function body with parameters `$0..$n`.
+pub(crate) fn compile_function<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    code: &str,
+    arity: usize,
+    script_origin: &ScriptOrigin,
+) -> Result<v8::Local<'s, v8::Function>> {
+    let source = source_string(scope, code)?;
+    let origin = origin(scope, script_origin)?;
+    let mut params = Vec::with_capacity(arity);
+    for i in 0..arity {
+        params.push(source_string(scope, &format!("${i}"))?);
+    }
+    let mut source = v8::script_compiler::Source::new(source, Some(&origin));
+    v8::tc_scope!(let tc, scope);
+    let compiled = v8::script_compiler::compile_function(
+        tc,
+        &mut source,
+        &params,
+        &[],
+        v8::script_compiler::CompileOptions::NoCompileOptions,
+        v8::script_compiler::NoCacheReason::NoReason,
+    );
+    compiled.ok_or_else(|| run::compile_error(tc))
+}
+
+/// Compiles an unbound script in a locked isolate and returns its handle id.
+pub(crate) fn compile(session: &mut Session<'_>, code: &str, options: &CompileOptions) -> Result<u64> {
+    let inner = session.inner;
+    v8::scope!(let scope, &mut *session.isolate);
+    // Compiling needs a context; a throw-away one keeps the script unbound.
+    let context = v8::Context::new(scope, Default::default());
+    let scope = &mut v8::ContextScope::new(scope, context);
+    let source = source_string(scope, code)?;
+    let origin = origin(scope, &options.origin)?;
+    let mut source = v8::script_compiler::Source::new(source, Some(&origin));
+    v8::tc_scope!(let tc, scope);
+    let unbound = v8::script_compiler::compile_unbound_script(
+        tc,
+        &mut source,
+        v8::script_compiler::CompileOptions::NoCompileOptions,
+        v8::script_compiler::NoCacheReason::NoReason,
+    )
+    .ok_or_else(|| run::compile_error(tc))?;
+    Ok(inner.insert(Slot::Script(v8::Global::new(tc, unbound))))
+}
