@@ -6,15 +6,30 @@ pub(crate) mod watchdog;
 
 use std::sync::OnceLock;
 
+/// V8 flags ivm sets for every isolate.
+///
+/// `--no-maglev`: without the Maglev tier V8 optimises hot code with TurboFan only, as the
+/// V8 that isolated-vm users run (Node 20) does. Maglev's on-stack replacement recompiles the
+/// loops of every fresh closure, which made short evals 3× slower, and one JIT tier fewer is
+/// less attack surface for untrusted code. `IVM_V8_FLAGS=--maglev` turns it back on.
+const V8_FLAGS: &str = "--no-maglev";
+
 static PLATFORM: OnceLock<v8::SharedRef<v8::Platform>> = OnceLock::new();
 
 /// Initialises V8 once per process. Every isolate constructor calls this first.
+///
+/// `IVM_V8_FLAGS`, when set, is passed to V8 first (e.g. `--max-lazy` for experiments; flags
+/// apply to every isolate of the process).
 ///
 /// The platform is the "unprotected" one: isolates are locked and run on the caller's thread
 /// for synchronous calls, and those threads may predate V8's initialisation, which memory
 /// protection keys (PKU) would punish with a segfault.
 pub(crate) fn platform() -> &'static v8::SharedRef<v8::Platform> {
     PLATFORM.get_or_init(|| {
+        v8::V8::set_flags_from_string(V8_FLAGS);
+        if let Ok(flags) = std::env::var("IVM_V8_FLAGS") {
+            v8::V8::set_flags_from_string(&flags);
+        }
         let platform = v8::new_unprotected_default_platform(0, false).make_shared();
         v8::V8::initialize_platform(platform.clone());
         v8::V8::initialize();

@@ -1,1 +1,128 @@
-fn main(){}
+//! `ivm-bench`: the workloads of `isolated-vm-baseline.js`, measured the same way, printed
+//! with the same JSON keys (`--json`) so `ci/bench-compare.sh` can put them side by side.
+//! Build it in release mode.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use ivm::{EvalOptions, Isolate, IsolateOptions, Value};
+
+fn main() -> Result<(), ivm::Error> {
+    let json = std::env::args().any(|a| a == "--json");
+    let mut out = serde_json::Map::new();
+    let mut put = |key: &str, value: f64| {
+        out.insert(key.into(), serde_json::json!(value));
+    };
+
+    // 1. cold isolate: create + context + eval + dispose
+    put(
+        "isolate_cycle_ms",
+        time_ms(200, |_| {
+            let isolate = Isolate::new(IsolateOptions::default().memory_limit(128)).expect("isolate");
+            let context = isolate.create_context().expect("context");
+            context.eval::<Value>("1+1").expect("eval");
+            isolate.dispose().expect("dispose");
+        }),
+    );
+
+    let isolate = Isolate::new(IsolateOptions::default().memory_limit(128))?;
+    let context = isolate.create_context()?;
+    // 2. context create + release in a warm isolate
+    put(
+        "context_create_ms",
+        time_ms(500, |_| {
+            let c = isolate.create_context().expect("context");
+            c.release();
+        }),
+    );
+    // 3. sync eval round trip
+    put("eval_sync_us", 1000.0 * time_ms(20_000, |_| drop(context.eval::<Value>("1+1").expect("eval"))));
+
+    // 8. timeout latency: requested 20 ms
+    let start = Instant::now();
+    let err = context.eval_with::<Value>("for(;;){}", &EvalOptions::default().timeout(Duration::from_millis(20)));
+    put("timeout_20ms_elapsed_ms", start.elapsed().as_secs_f64() * 1000.0);
+    let timeout_msg = err.err().map(|e| e.to_string()).unwrap_or_default();
+
+    // 9. memory per idle isolate + context
+    let rss0 = rss_bytes();
+    let mut keep = Vec::new();
+    for _ in 0..200 {
+        let is = Isolate::new(IsolateOptions::default().memory_limit(128))?;
+        let c = is.create_context()?;
+        c.eval::<Value>("1")?;
+        keep.push((is, c));
+    }
+    put("rss_per_isolate_MB", (rss_bytes() as f64 - rss0 as f64) / 200.0 / 1e6);
+    for (is, _) in &keep {
+        is.dispose()?;
+    }
+    drop(keep);
+
+    // 10. async throughput: 8 isolates x 500 evals in flight
+    let contexts = (0..8)
+        .map(|_| Isolate::new(IsolateOptions::default().memory_limit(64))?.create_context())
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = Instant::now();
+    let mut pending = Vec::with_capacity(4000);
+    for _ in 0..500 {
+        for c in &contexts {
+            pending.push(c.eval_async::<Value>(
+                "(() => { let s = 0; for (let i = 0; i < 1000; i++) s += i; return s })()",
+                EvalOptions::default(),
+            ));
+        }
+    }
+    let count = pending.len();
+    for p in pending {
+        block_on(p)?;
+    }
+    put("async_evals_per_s", count as f64 / start.elapsed().as_secs_f64());
+
+    out.insert("timeout_msg".into(), timeout_msg.into());
+    out.insert("v8".into(), ivm::v8_version().into());
+    if json {
+        println!("{}", serde_json::Value::Object(out));
+    } else {
+        for (k, v) in &out {
+            println!("{k:>26}  {v}");
+        }
+    }
+    Ok(())
+}
+
+/// Average milliseconds per call of `f` over `n` calls.
+fn time_ms(n: usize, mut f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    for i in 0..n {
+        f(i);
+    }
+    start.elapsed().as_secs_f64() * 1000.0 / n as f64
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// A minimal executor: the futures ivm returns work on any executor, this one included.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
