@@ -8,8 +8,8 @@
 //! 2. **ArrayBuffers.** Backing stores come from a counting allocator that refuses an
 //!    allocation which would take heap + buffers over the limit; V8 turns the refusal into
 //!    `RangeError: Array buffer allocation failed`.
-//! 3. **After each full GC** the heap plus external memory is compared with the limit, which
-//!    catches memory V8 accounts as external.
+//! 3. **After each full GC** the heap plus ArrayBuffer memory is compared with the limit, which
+//!    catches a heap that stays over it.
 //!
 //! WebAssembly memories are capped separately (see `wasm_limit`).
 
@@ -110,7 +110,9 @@ unsafe extern "C" fn after_full_gc(
     let stats = isolate.get_heap_statistics();
     let used = stats.used_heap_size();
     guard.heap_used.store(used, Ordering::Relaxed);
-    if used + stats.external_memory() > guard.limit {
+    // ArrayBuffers by this isolate's own count: V8's `external_memory` also includes
+    // allocations it announced and the allocator then refused.
+    if used + guard.array_buffer_bytes() > guard.limit {
         guard.over_limit();
     }
 }

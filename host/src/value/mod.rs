@@ -141,7 +141,7 @@ pub(crate) fn format_number(n: f64) -> String {
         return "0".into();
     }
     let abs = n.abs();
-    if (1e-7..1e21).contains(&abs) {
+    if (1e-6..1e21).contains(&abs) {
         // Rust's shortest round-trip representation matches JavaScript's in this range.
         return format!("{n}");
     }
