@@ -11,7 +11,8 @@
 //! 3. **After each full GC** the heap plus ArrayBuffer memory is compared with the limit, which
 //!    catches a heap that stays over it.
 //!
-//! WebAssembly memories are capped separately (see `wasm_limit`).
+//! Not yet covered: WebAssembly memories (V8 reserves them outside the heap and the allocator;
+//! each is bounded only by V8's own 4 GiB maximum).
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
