@@ -150,10 +150,7 @@ fn handles_are_send_and_sync() {
 fn an_orphaned_isolate_is_freed_when_its_last_handle_drops() {
     // isolated-vm: tests/orphaned-isolate-gc.js — creating and dropping isolates without
     // dispose() must not accumulate memory.
-    let rss = || -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
-    };
+    use crate::rss;
     for _ in 0..50 {
         let (_i, c) = new_context();
         c.eval::<Value>("1").unwrap();

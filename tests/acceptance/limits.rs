@@ -99,10 +99,7 @@ fn a_hundred_memory_limit_hits_leave_the_process_healthy() {
     if crate::in_own_process("limits::a_hundred_memory_limit_hits_leave_the_process_healthy") {
         return;
     }
-    let rss = || -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
-    };
+    use crate::rss;
     let mut peak = 0;
     for i in 0..100 {
         let (name, code) = HOSTILE[i % HOSTILE.len()];

@@ -47,6 +47,12 @@ pub fn in_own_process(name: &str) -> bool {
     true
 }
 
+/// This process's resident set size in bytes.
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
 pub fn new_context() -> (ivm::Isolate, ivm::Context) {
     let isolate = ivm::Isolate::new(Default::default()).expect("isolate");
     let context = isolate.create_context().expect("context");
