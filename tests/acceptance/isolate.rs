@@ -75,6 +75,9 @@ fn heap_statistics_count_array_buffers_exactly() {
     context.eval::<Value>("globalThis.buffer = new Uint8Array(1024)").unwrap();
     assert_eq!(isolate.heap_statistics().unwrap().externally_allocated_size, 1024);
     assert_eq!(crate::block_on(isolate.heap_statistics_async()).unwrap().externally_allocated_size, 1024);
+    // WebAssembly memories count too: V8 reserves them outside the ArrayBuffer allocator.
+    context.eval::<Value>("globalThis.memory = new WebAssembly.Memory({ initial: 2 })").unwrap();
+    assert_eq!(isolate.heap_statistics().unwrap().externally_allocated_size, 1024 + 2 * 65536);
 }
 
 #[test]

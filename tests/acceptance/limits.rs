@@ -60,7 +60,24 @@ const HOSTILE: &[(&str, &str)] = &[
     ("2 MB Uint8Array loop (isolated-vm README)", "const a = []; for (;;) a.push(new Uint8Array(2 * 1024 * 1024))"),
     ("repeated JSON.parse", "const s = JSON.stringify(Array.from({ length: 1e5 }, (_, i) => ({ i, s: 'x' + i }))); const a = []; for (;;) a.push(JSON.parse(s))"),
     ("WebAssembly memory growth", "const m = new WebAssembly.Memory({ initial: 1, maximum: 65536 }); for (;;) m.grow(16)"),
+    ("memory.grow inside WebAssembly code", WASM_GROW_LOOP),
+    ("one large WebAssembly memory, then filled", "const m = new WebAssembly.Memory({ initial: 16384 }); new Uint8Array(m.buffer).fill(1)"),
 ];
+
+/// A module whose exported `grow` runs `memory.grow(16)` in a wasm loop until it fails:
+/// `(module (memory 1) (func (export "grow") (result i32)
+///    (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (i32.const 0)))`
+const WASM_GROW_LOOP: &str = "
+    const bytes = new Uint8Array([
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f,
+        0x03, 0x02, 0x01, 0x00,
+        0x05, 0x03, 0x01, 0x00, 0x01,
+        0x07, 0x08, 0x01, 0x04, 0x67, 0x72, 0x6f, 0x77, 0x00, 0x00,
+        0x0a, 0x12, 0x01, 0x10, 0x00, 0x03, 0x40, 0x41, 0x10, 0x40, 0x00, 0x41, 0x7f, 0x47, 0x0d,
+        0x00, 0x0b, 0x41, 0x00, 0x0b,
+    ]);
+    new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.grow()";
 
 /// The outcome the issue allows: `MemoryLimit` with the isolate disposed, or a RangeError
 /// that V8 itself throws.

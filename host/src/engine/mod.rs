@@ -1,7 +1,9 @@
 //! Process-wide machinery shared by all isolates: V8 initialisation, the worker pool that runs
-//! async operations, and the watchdog that enforces timeouts.
+//! async operations, the watchdog that enforces timeouts, and the reaper that frees disposed
+//! isolates.
 
 pub(crate) mod executor;
+pub(crate) mod reaper;
 pub(crate) mod watchdog;
 
 use std::sync::OnceLock;

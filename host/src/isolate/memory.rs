@@ -8,11 +8,14 @@
 //! 2. **ArrayBuffers.** Backing stores come from a counting allocator that refuses an
 //!    allocation which would take heap + buffers over the limit; V8 turns the refusal into
 //!    `RangeError: Array buffer allocation failed`.
-//! 3. **After each full GC** the heap plus ArrayBuffer memory is compared with the limit, which
-//!    catches a heap that stays over it.
+//! 3. **After each full GC** the heap plus external memory (ArrayBuffers and WebAssembly
+//!    memories) is compared with the limit, which catches a heap that stays over it and
+//!    WebAssembly memories, which V8 reserves itself, outside the allocator. Growing a
+//!    WebAssembly memory raises V8's external-memory count, which brings on that GC.
 //!
-//! Not yet covered: WebAssembly memories (V8 reserves them outside the heap and the allocator;
-//! each is bounded only by V8's own 4 GiB maximum).
+//! A WebAssembly memory is reserved without asking the allocator, so it can briefly exceed the
+//! limit: V8 schedules the GC when the memory is announced and the script is terminated at its
+//! next interrupt check, before it can write to the memory.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -86,6 +89,16 @@ impl MemoryGuard {
     }
 }
 
+/// Memory the isolate holds outside its heap: ArrayBuffers and WebAssembly memories.
+///
+/// WebAssembly memories bypass the ArrayBuffer allocator; V8 only announces them in its
+/// external-memory counter (which also drives its GC scheduling, so growing a memory brings on
+/// the full GC whose epilogue checks the limit). The counter is read by adjusting it by zero.
+pub(crate) fn external_bytes(isolate: &mut v8::Isolate, guard: &MemoryGuard) -> usize {
+    let announced = usize::try_from(isolate.adjust_amount_of_external_allocated_memory(0)).unwrap_or(0);
+    announced.max(guard.array_buffer_bytes())
+}
+
 extern "C" fn near_heap_limit(data: *mut c_void, current: usize, _initial: usize) -> usize {
     // SAFETY: `data` is the guard registered in `install`, alive as long as the isolate.
     let guard = unsafe { &*(data as *const MemoryGuard) };
@@ -111,9 +124,7 @@ unsafe extern "C" fn after_full_gc(
     let stats = isolate.get_heap_statistics();
     let used = stats.used_heap_size();
     guard.heap_used.store(used, Ordering::Relaxed);
-    // ArrayBuffers by this isolate's own count: V8's `external_memory` also includes
-    // allocations it announced and the allocator then refused.
-    if used + guard.array_buffer_bytes() > guard.limit {
+    if used + external_bytes(isolate, guard) > guard.limit {
         guard.over_limit();
     }
 }

@@ -49,7 +49,7 @@ impl IsolateOptions {
 }
 
 /// V8's heap statistics for an isolate, plus `externally_allocated_size` (bytes held by its
-/// ArrayBuffers), as isolated-vm's `getHeapStatistics()` reports them.
+/// ArrayBuffers and WebAssembly memories), as isolated-vm's `getHeapStatistics()` reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct HeapStatistics {
@@ -64,7 +64,8 @@ pub struct HeapStatistics {
     pub does_zap_garbage: bool,
     pub number_of_native_contexts: usize,
     pub number_of_detached_contexts: usize,
-    /// Bytes held by ArrayBuffer backing stores (exactly 1024 after `new Uint8Array(1024)`).
+    /// Bytes held by ArrayBuffer backing stores (exactly 1024 after `new Uint8Array(1024)`) and
+    /// WebAssembly memories.
     pub externally_allocated_size: usize,
 }
 
@@ -93,8 +94,8 @@ pub struct Isolate {
 type Job = Box<dyn FnOnce(Option<&mut Session<'_>>) + Send>;
 
 pub(crate) struct IsolateInner {
-    /// `None` once disposed. Declared first: it must drop (disposing V8's isolate) before the
-    /// guard its callbacks point at.
+    /// `None` once disposed; `dispose` hands it to the reaper together with the guard and the
+    /// host state its callbacks point at.
     v8: Mutex<Option<Arc<v8::SharedIsolate>>>,
     handle: v8::IsolateHandle,
     disposed: AtomicBool,
@@ -241,7 +242,8 @@ impl Isolate {
     /// Disposes the isolate: a running script is terminated (its caller gets
     /// `Isolate was disposed during execution`), queued async operations fail with
     /// [`Error::Disposed`], and every handle into the isolate stops working. The heap is freed
-    /// as soon as no thread is using it. Disposing twice is an error, as in isolated-vm.
+    /// on a background thread once no thread is using the isolate, so `dispose` returns
+    /// without waiting for it. Disposing twice is an error, as in isolated-vm.
     pub fn dispose(&self) -> Result<()> {
         if self.inner.dispose() { Ok(()) } else { Err(Error::disposed("Isolate is already disposed")) }
     }
@@ -277,8 +279,15 @@ fn heap_statistics(session: &mut Session<'_>) -> Result<HeapStatistics> {
         does_zap_garbage: s.does_zap_garbage(),
         number_of_native_contexts: s.number_of_native_contexts(),
         number_of_detached_contexts: s.number_of_detached_contexts(),
-        externally_allocated_size: session.inner.memory.array_buffer_bytes(),
+        externally_allocated_size: memory::external_bytes(session.isolate, &session.inner.memory),
     })
+}
+
+impl Drop for IsolateInner {
+    /// The last handle is gone: the isolate goes to the reaper like a disposed one.
+    fn drop(&mut self) {
+        self.dispose();
+    }
 }
 
 impl IsolateInner {
@@ -306,9 +315,10 @@ impl IsolateInner {
         for job in pending {
             job(None);
         }
-        // If no operation holds the isolate, this drop disposes V8's isolate now; otherwise the
-        // last operation to finish does.
-        drop(shared);
+        // The reaper drops the isolate with the state its callbacks point at, so they outlive
+        // it. If an operation still holds the isolate, the last one to finish frees it.
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()));
+        engine::reaper::retire((shared, self.memory.clone(), kept));
         true
     }
 
