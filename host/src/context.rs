@@ -1,6 +1,5 @@
 //! [`Context`]: a global object in an isolate, where code is evaluated.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +9,10 @@ use serde::de::DeserializeOwned;
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
-use crate::isolate::{Isolate, Session, Slot};
+use crate::isolate::{Isolate, Operation, Session, Slot};
 use crate::run::{self, Limits};
 use crate::script::{self, ScriptOrigin};
+use crate::transfer::{IntoJs, Transferable};
 use crate::value::{self, Value, js};
 
 /// How a result that is not a primitive comes back when it is asked for as a dynamic
@@ -186,10 +186,10 @@ impl Context {
         &self,
         code: impl Into<String>,
         options: EvalOptions,
-    ) -> impl Future<Output = Result<T>> + Send + 'static {
+    ) -> Operation<T> {
         let (id, code, dynamic) = (self.id(), code.into(), want_dynamic::<T>());
         let done = self.handle.isolate.inner.run_async(move |s| eval(s, id, &code, &options, dynamic));
-        async move { value::from_value(done.await?) }
+        Operation::new(async move { value::from_value(done.await?) })
     }
 
     /// Runs `code` as the body of a function whose parameters are `$0`, `$1`, ... (the elements
@@ -221,14 +221,14 @@ impl Context {
         code: impl Into<String>,
         args: impl Serialize,
         options: EvalOptions,
-    ) -> impl Future<Output = Result<T>> + Send + 'static {
+    ) -> Operation<T> {
         let prepared = closure_args(args).map(|args| (self.id(), code.into(), args, want_dynamic::<T>()));
         let inner = self.handle.isolate.inner.clone();
-        async move {
+        Operation::new(async move {
             let (id, code, args, dynamic) = prepared?;
             let value = inner.run_async(move |s| eval_closure(s, id, &code, &args, &options, dynamic)).await?;
             value::from_value(value)
-        }
+        })
     }
 
     /// Reads a property of the global object, copied into `T`.
@@ -241,8 +241,8 @@ impl Context {
     /// Sets a property of the global object to a copy of `value`, e.g.
     /// `context.set_global("config", &config)`. Setters are not run: the property is
     /// (re)defined as a data property.
-    pub fn set_global(&self, name: &str, value: &impl Serialize) -> Result<()> {
-        let (id, value) = (self.id(), value::to_value(value)?);
+    pub fn set_global(&self, name: &str, value: impl IntoJs) -> Result<()> {
+        let (id, value) = (self.id(), value.into_transferable()?);
         self.handle.isolate.inner.run_sync(|s| global_set(s, id, name, &value))
     }
 
@@ -347,7 +347,8 @@ fn global_get(session: &mut Session<'_>, id: u64, name: &str) -> Result<Value> {
     )
 }
 
-fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Value) -> Result<()> {
+fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Transferable) -> Result<()> {
+    let inner = session.inner;
     run::run_in_context(
         session,
         id,
@@ -355,7 +356,7 @@ fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Value) -> 
         |scope| {
             let global = scope.get_current_context().global(scope);
             let key = v8::String::new(scope, name).ok_or_else(js::threw)?;
-            let value = js::copy_in(scope, value)?;
+            let value = value.to_js(scope, inner)?;
             global.delete(scope, key.into()).ok_or_else(js::threw)?;
             global.create_data_property(scope, key.into(), value).ok_or_else(js::threw)?;
             Ok(v8::undefined(scope).into())

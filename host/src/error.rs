@@ -98,6 +98,10 @@ pub struct JsError {
     pub stack: Option<String>,
     /// Where the exception was raised, when V8 knows.
     pub location: Option<Location>,
+    /// The error's `cause`, when it has one.
+    pub cause: Option<Box<JsError>>,
+    /// An `AggregateError`'s `errors`.
+    pub errors: Vec<JsError>,
 }
 
 /// A position in a script.
@@ -163,6 +167,12 @@ impl Error {
             Error::Exception(e) => Some(e),
             _ => None,
         }
+    }
+
+    /// A JavaScript exception of class `name` (`Error`, `TypeError`, `RangeError`, ... or a
+    /// custom name), e.g. for a host function to throw.
+    pub fn js(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Exception(JsError { name: name.into(), message: message.into(), ..Default::default() })
     }
 
     pub(crate) fn disposed(message: impl Into<String>) -> Self {

@@ -28,19 +28,24 @@
 //! evaluation), [`Script`] (compiled code), [`Value`] and [`to_value`]/[`from_value`] (data
 //! crossing the boundary), [`Error`] (typed failures).
 
+mod callback;
 mod console;
 mod context;
 mod engine;
 mod error;
+mod exception;
 mod handle;
 mod isolate;
 mod run;
 mod script;
+mod transfer;
 pub mod value;
 
+pub use callback::Callback;
 pub use context::{ConsoleLevel, Context, ContextOptions, EvalOptions, Transfer};
 pub use engine::v8_version;
 pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
-pub use isolate::{HeapStatistics, Isolate, IsolateOptions};
+pub use isolate::{HeapStatistics, Isolate, IsolateOptions, Operation};
 pub use script::{CompileOptions, Script, ScriptOrigin};
+pub use transfer::{IntoJs, Transferable};
 pub use value::{BigInt, Value, from_value, to_value};

@@ -12,13 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{self, watchdog::Timer};
-use crate::error::{Error, JsError, Location, Result};
+use crate::error::{Error, Result};
+use crate::exception::{caught, exception};
 use crate::isolate::{IsolateInner, Session, Slot};
 use crate::value::js::threw;
 
-/// isolated-vm's message for a thrown value that is an object but not an `Error`.
-const NON_ERROR_THROWN: &str =
-    "An object was thrown from supplied code within isolated-vm, but that object was not an instance of `Error`.";
 /// Frames captured for a timeout's stack, as in isolated-vm.
 const TIMEOUT_FRAMES: usize = 10;
 
@@ -55,11 +53,13 @@ pub(crate) fn run_in_context<R>(
         if tc.has_terminated() {
             return Err(threw());
         }
-        let value = if limits.await_promise { settle(tc, value, timeout.as_ref())? } else { value };
+        let value = if limits.await_promise { settle(tc, inner, value, timeout.as_ref())? } else { value };
         finish(tc, value)
     })();
     let result = match result {
         Err(_) if tc.has_terminated() || tc.is_execution_terminating() => Err(terminated(inner, timeout.as_ref())),
+        // The timeout fired while the script was in a host function, which threw.
+        Err(_) if timeout.as_ref().is_some_and(|t| t.fired()) => Err(terminated(inner, timeout.as_ref())),
         Err(_) if tc.has_caught() => Err(Error::Exception(caught(tc))),
         other => other,
     };
@@ -87,12 +87,14 @@ fn terminated(inner: &IsolateInner, timeout: Option<&TimeoutGuard>) -> Error {
 /// the timeout fires, or nothing is left that could settle it.
 fn settle<'s>(
     scope: &mut v8::PinScope<'s, '_>,
+    inner: &IsolateInner,
     value: v8::Local<'s, v8::Value>,
     timeout: Option<&TimeoutGuard>,
 ) -> Result<v8::Local<'s, v8::Value>> {
     let Ok(promise) = v8::Local::<v8::Promise>::try_from(value) else { return Ok(value) };
     let platform = engine::platform();
     loop {
+        inner.completions.settle(scope);
         match promise.state() {
             v8::PromiseState::Fulfilled => return Ok(promise.result(scope)),
             v8::PromiseState::Rejected => {
@@ -109,6 +111,9 @@ fn settle<'s>(
             scope.perform_microtask_checkpoint();
         } else if scope.has_pending_background_tasks() {
             std::thread::sleep(Duration::from_micros(100));
+        } else if inner.completions.outstanding() {
+            // An async host function may still settle it.
+            inner.completions.wait(Duration::from_millis(5));
         } else {
             scope.perform_microtask_checkpoint();
             if promise.state() == v8::PromiseState::Pending {
@@ -119,67 +124,6 @@ fn settle<'s>(
             return Err(threw());
         }
     }
-}
-
-/// The exception a `TryCatch` caught.
-pub(crate) fn caught(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) -> JsError {
-    let exception_value = tc.exception();
-    let message = tc.message();
-    match exception_value {
-        Some(e) => exception(tc, e, message),
-        None => JsError { name: "Error".into(), message: "Unknown exception".into(), ..Default::default() },
-    }
-}
-
-/// Describes a thrown value. Reading `name`, `message` and `stack` may run getters; anything
-/// they throw is ignored.
-pub(crate) fn exception<'s>(
-    scope: &mut v8::PinScope<'s, '_>,
-    thrown: v8::Local<'s, v8::Value>,
-    message: Option<v8::Local<'s, v8::Message>>,
-) -> JsError {
-    let location = message.map(|m| Location {
-        filename: m.get_script_resource_name(scope).map(|n| n.to_rust_string_lossy(scope)).unwrap_or_default(),
-        line: m.get_line_number(scope).unwrap_or(0) as u32,
-        column: m.get_start_column() as u32 + 1,
-    });
-    if !thrown.is_object() {
-        return JsError { name: String::new(), message: thrown.to_rust_string_lossy(scope), stack: None, location };
-    }
-    if !thrown.is_native_error() {
-        return JsError { name: "Error".into(), message: NON_ERROR_THROWN.into(), stack: None, location };
-    }
-    v8::tc_scope!(let tc, scope);
-    let object = thrown.to_object(tc).expect("is an object");
-    let read = |key: &str| -> Option<String> {
-        let key = v8::String::new(tc, key)?;
-        let v = object.get(tc, key.into())?;
-        (!v.is_undefined()).then(|| v.to_rust_string_lossy(tc))
-    };
-    let name = read("name").unwrap_or_else(|| "Error".into());
-    let message_text = read("message").unwrap_or_default();
-    let stack = read("stack");
-    JsError { name, message: message_text, stack, location }
-}
-
-/// A compile error, with isolated-vm's ` [filename:line:column]` suffix on a SyntaxError.
-pub(crate) fn compile_error(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) -> Error {
-    if tc.has_terminated() {
-        return Error::disposed("Isolate was disposed during execution");
-    }
-    let mut error = caught(tc);
-    if error.name == "SyntaxError" {
-        if let Some(loc) = &error.location {
-            error.message = format!("{} [{}:{}:{}]", error.message, loc.filename, loc.line, loc.column);
-            // The stack's first line repeats the message; keep the two in agreement.
-            let frames = error.stack.as_deref().and_then(|s| s.split_once('\n')).map(|(_, rest)| rest);
-            error.stack = Some(match frames {
-                Some(frames) => format!("SyntaxError: {}\n{frames}", error.message),
-                None => format!("SyntaxError: {}", error.message),
-            });
-        }
-    }
-    Error::Exception(error)
 }
 
 /// An armed timeout. When it fires, an interrupt captures the running stack and terminates
@@ -200,8 +144,10 @@ impl TimeoutGuard {
     pub(crate) fn arm(inner: &IsolateInner, context: v8::Global<v8::Context>, after: Duration) -> TimeoutGuard {
         let state = Arc::new(TimeoutState { active: AtomicBool::new(true), stack: Mutex::default(), context });
         let handle = inner.thread_safe_handle();
+        let waits = inner.blocking_waits.clone();
         let for_interrupt = state.clone();
         let timer = Timer::arm(Instant::now() + after, move || {
+            waits.abort();
             let data = Arc::into_raw(for_interrupt) as *mut c_void;
             if !handle.request_interrupt(on_timeout, data) {
                 // SAFETY: the interrupt was not queued, so `data` is still ours.

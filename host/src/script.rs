@@ -1,6 +1,5 @@
 //! [`Script`]: code compiled once in an isolate, run in any of its contexts.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -8,7 +7,7 @@ use serde::de::DeserializeOwned;
 use crate::context::{Context, EvalOptions, Fallback, transfer_out};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
-use crate::isolate::{Isolate, Session, Slot};
+use crate::isolate::{Isolate, Operation, Session, Slot};
 use crate::run;
 use crate::value::{self, Value, js};
 
@@ -101,15 +100,15 @@ impl Script {
         &self,
         context: &Context,
         options: EvalOptions,
-    ) -> impl Future<Output = Result<T>> + Send + 'static {
+    ) -> Operation<T> {
         let ids = self.ids_for(context);
         let inner = self.handle.isolate.inner.clone();
         let dynamic = std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>();
-        async move {
+        Operation::new(async move {
             let (script_id, context_id) = ids?;
             let value = inner.run_async(move |s| run_script(s, script_id, context_id, &options, dynamic)).await?;
             value::from_value(value)
-        }
+        })
     }
 
     /// Releases the compiled script. Later runs fail with `Script has been released`.
@@ -167,7 +166,7 @@ pub(crate) fn compile_in_context<'s>(
     v8::tc_scope!(let tc, scope);
     match v8::Script::compile(tc, source, Some(&origin)) {
         Some(script) => Ok(script),
-        None => Err(run::compile_error(tc)),
+        None => Err(crate::exception::compile_error(tc)),
     }
 }
 
@@ -194,7 +193,7 @@ pub(crate) fn compile_function<'s>(
         v8::script_compiler::CompileOptions::NoCompileOptions,
         v8::script_compiler::NoCacheReason::NoReason,
     );
-    compiled.ok_or_else(|| run::compile_error(tc))
+    compiled.ok_or_else(|| crate::exception::compile_error(tc))
 }
 
 /// Compiles an unbound script in a locked isolate and returns its handle id.
@@ -214,6 +213,6 @@ pub(crate) fn compile(session: &mut Session<'_>, code: &str, options: &CompileOp
         v8::script_compiler::CompileOptions::NoCompileOptions,
         v8::script_compiler::NoCacheReason::NoReason,
     )
-    .ok_or_else(|| run::compile_error(tc))?;
+    .ok_or_else(|| crate::exception::compile_error(tc))?;
     Ok(inner.insert(Slot::Script(v8::Global::new(tc, unbound))))
 }

@@ -1,6 +1,7 @@
 //! ivm's behaviour tests, one binary (each test binary links V8 again). Each module reads like
 //! the part of the docs it proves; many port isolated-vm's own tests, with its messages.
 
+mod callbacks;
 mod cli;
 mod context;
 mod isolate;

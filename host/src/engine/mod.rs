@@ -4,6 +4,7 @@
 
 pub(crate) mod executor;
 pub(crate) mod reaper;
+pub(crate) mod tasks;
 pub(crate) mod watchdog;
 
 use std::sync::OnceLock;

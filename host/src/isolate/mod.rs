@@ -4,8 +4,11 @@
 
 mod clock;
 pub(crate) mod memory;
+pub(crate) mod nesting;
+mod operation;
 
-use std::cell::Cell;
+pub use operation::Operation;
+
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use crate::engine::{self, executor};
 use crate::error::{Error, Result};
+use crate::callback::{BlockingWaits, Completions};
 use crate::script::{CompileOptions, Script};
 use crate::{Context, ContextOptions};
 
@@ -91,7 +95,7 @@ pub struct Isolate {
     pub(crate) inner: Arc<IsolateInner>,
 }
 
-type Job = Box<dyn FnOnce(Option<&mut Session<'_>>) + Send>;
+type Job = Box<dyn FnOnce(Result<&mut Session<'_>>) + Send>;
 
 pub(crate) struct IsolateInner {
     /// `None` once disposed; `dispose` hands it to the reaper together with the guard and the
@@ -103,8 +107,13 @@ pub(crate) struct IsolateInner {
     clock: Clock,
     handles: Mutex<HandleTable>,
     jobs: Mutex<JobQueue>,
-    /// Host state that JavaScript functions of this isolate point at (console sinks).
+    /// Host state that JavaScript functions of this isolate point at (console sinks, host
+    /// functions).
     kept: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Results of async host functions on their way back in.
+    pub(crate) completions: Completions,
+    /// Threads blocked in blocking host functions, woken by timeouts and disposal.
+    pub(crate) blocking_waits: Arc<BlockingWaits>,
 }
 
 #[derive(Default)]
@@ -126,13 +135,12 @@ pub(crate) enum Slot {
     Script(v8::Global<v8::UnboundScript>),
 }
 
+/// The error for an async operation that would wait behind the operation waiting for it.
+const DEADLOCK: &str = "This async operation would deadlock: it was submitted from a blocking host function \
+     that an async operation of the same isolate is waiting for. Call the isolate synchronously from there.";
+
 /// How many async operations a worker runs per turn before letting other isolates go first.
 const BATCH: usize = 64;
-
-thread_local! {
-    /// The isolate this thread holds locked, if any.
-    static LOCKED: Cell<*const IsolateInner> = const { Cell::new(std::ptr::null()) };
-}
 
 /// An isolate locked by the current thread.
 pub(crate) struct Session<'a> {
@@ -176,6 +184,8 @@ impl Isolate {
                 handles: Mutex::default(),
                 jobs: Mutex::default(),
                 kept: Mutex::default(),
+                completions: Completions::default(),
+                blocking_waits: Arc::default(),
             }),
         })
     }
@@ -192,10 +202,10 @@ impl Isolate {
     }
 
     /// Async form of [`create_context_with`](Isolate::create_context_with).
-    pub fn create_context_async(&self, options: ContextOptions) -> impl Future<Output = Result<Context>> + Send + 'static {
+    pub fn create_context_async(&self, options: ContextOptions) -> Operation<Context> {
         let isolate = self.clone();
         let done = self.inner.run_async(move |s| crate::context::create(s, &options));
-        async move { Ok(Context::from_id(isolate, done.await?)) }
+        Operation::new(async move { Ok(Context::from_id(isolate, done.await?)) })
     }
 
     /// Compiles a script, to run later in any context of this isolate.
@@ -205,15 +215,11 @@ impl Isolate {
     }
 
     /// Async form of [`compile_script`](Isolate::compile_script).
-    pub fn compile_script_async(
-        &self,
-        code: impl Into<String>,
-        options: CompileOptions,
-    ) -> impl Future<Output = Result<Script>> + Send + 'static {
+    pub fn compile_script_async(&self, code: impl Into<String>, options: CompileOptions) -> Operation<Script> {
         let isolate = self.clone();
         let code = code.into();
         let done = self.inner.run_async(move |s| crate::script::compile(s, &code, &options));
-        async move { Ok(Script::from_id(isolate, done.await?)) }
+        Operation::new(async move { Ok(Script::from_id(isolate, done.await?)) })
     }
 
     /// V8's heap statistics for this isolate.
@@ -222,8 +228,8 @@ impl Isolate {
     }
 
     /// Async form of [`heap_statistics`](Isolate::heap_statistics).
-    pub fn heap_statistics_async(&self) -> impl Future<Output = Result<HeapStatistics>> + Send + 'static {
-        self.inner.run_async(heap_statistics)
+    pub fn heap_statistics_async(&self) -> Operation<HeapStatistics> {
+        Operation::new(self.inner.run_async(heap_statistics))
     }
 
     /// CPU time this isolate has used: the CPU clock of the threads that held it, while they
@@ -309,11 +315,12 @@ impl IsolateInner {
             return false;
         }
         self.handle.terminate_execution();
+        self.blocking_waits.abort();
         let shared = self.v8.lock().unwrap_or_else(|e| e.into_inner()).take();
         std::mem::take(&mut self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots);
         let pending = std::mem::take(&mut self.jobs.lock().unwrap_or_else(|e| e.into_inner()).queue);
         for job in pending {
-            job(None);
+            job(Err(Error::isolate_disposed()));
         }
         // The reaper drops the isolate with the state its callbacks point at, so they outlive
         // it. If an operation still holds the isolate, the last one to finish frees it.
@@ -322,37 +329,56 @@ impl IsolateInner {
         true
     }
 
-    /// Runs `op` with the isolate locked on the calling thread.
+    /// Runs `op` with the isolate locked on the calling thread: inline if this thread is
+    /// already inside it (a host function called from its JavaScript), after stepping out of
+    /// another isolate if it is inside that one (see [`nesting`]).
     pub(crate) fn run_sync<R>(self: &Arc<Self>, op: impl FnOnce(&mut Session<'_>) -> Result<R>) -> Result<R> {
-        if !LOCKED.get().is_null() {
-            return Err(Error::InvalidArgument(
-                "an isolate cannot be called synchronously from a callback that runs inside an isolate".into(),
-            ));
+        match nesting::current() {
+            None => {
+                let shared = self.shared()?;
+                let mut locker = shared.lock();
+                self.enter(&mut locker, false, op)
+            }
+            Some(frame) if std::ptr::eq(frame.inner, Arc::as_ptr(self)) => {
+                self.check_alive()?;
+                // SAFETY: the frame's isolate is locked by an enclosing call on this thread,
+                // which is suspended in the host function that called us.
+                let isolate = unsafe { &mut *frame.isolate };
+                let result = nesting::within(frame, || op(&mut Session { isolate, inner: self }));
+                self.after(result)
+            }
+            Some(frame) => nesting::step_out(frame, || self.run_sync(op)),
         }
-        let shared = self.shared()?;
-        let mut locker = shared.lock();
-        self.enter(&mut locker, op)
     }
 
     /// Runs `op` on the worker pool after the operations queued before it.
-    pub(crate) fn run_async<R: Send + 'static>(
+    pub(crate) fn run_async<R: Send + 'static, F: FnOnce(&mut Session<'_>) -> Result<R> + Send + 'static>(
         self: &Arc<Self>,
-        op: impl FnOnce(&mut Session<'_>) -> Result<R> + Send + 'static,
-    ) -> impl Future<Output = Result<R>> + Send + 'static {
+        op: F,
+    ) -> impl Future<Output = Result<R>> + Send + 'static + use<R, F> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(Box::new(move |session| {
-            let result = match session {
-                Some(session) => op(session),
-                None => Err(Error::isolate_disposed()),
-            };
-            let _ = tx.send(result);
+            let _ = tx.send(session.and_then(op));
         }));
         async move { rx.await.unwrap_or_else(|_| Err(Error::isolate_disposed())) }
     }
 
+    /// Queues `job` to run after the operations queued before it; its outcome is dropped.
+    pub(crate) fn post(self: &Arc<Self>, job: impl FnOnce(&mut Session<'_>) + Send + 'static) {
+        self.enqueue(Box::new(move |session| {
+            if let Ok(session) = session {
+                job(session)
+            }
+        }));
+    }
+
     fn enqueue(self: &Arc<Self>, job: Job) {
         if self.is_disposed() {
-            return job(None);
+            return job(Err(Error::isolate_disposed()));
+        }
+        if nesting::is_waiting_in_job_of(Arc::as_ptr(self)) {
+            // It would queue behind the operation that is waiting for it.
+            return job(Err(Error::InvalidArgument(DEADLOCK.into())));
         }
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         jobs.queue.push_back(job);
@@ -372,14 +398,29 @@ impl IsolateInner {
         job
     }
 
-    /// The bookkeeping around every locked stretch: the thread marker, the clock, and the
+    /// The bookkeeping around every locked stretch: the thread's frame, the clock, and the
     /// memory limit (an isolate found over it is disposed and the caller gets `MemoryLimit`).
-    fn enter<R>(self: &Arc<Self>, isolate: &mut v8::Isolate, op: impl FnOnce(&mut Session<'_>) -> Result<R>) -> Result<R> {
-        LOCKED.set(Arc::as_ptr(self));
+    fn enter<R>(
+        self: &Arc<Self>,
+        locker: &mut v8::Locker<'_>,
+        in_job: bool,
+        op: impl FnOnce(&mut Session<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let frame = nesting::Frame {
+            in_job,
+            inner: Arc::as_ptr(self),
+            isolate: &mut **locker as *mut v8::Isolate,
+            // The frame never outlives `locker`: `within` pops it before returning.
+            locker: locker as *mut v8::Locker<'_> as *mut v8::Locker<'static>,
+        };
         self.clock.start();
-        let result = op(&mut Session { isolate, inner: self });
+        // SAFETY: `frame.isolate` is the isolate `locker` holds, for the duration of `within`.
+        let result = nesting::within(frame, || op(&mut Session { isolate: unsafe { &mut *frame.isolate }, inner: self }));
         self.clock.stop();
-        LOCKED.set(std::ptr::null());
+        self.after(result)
+    }
+
+    fn after<R>(&self, result: Result<R>) -> Result<R> {
         if self.memory.hit() {
             self.dispose();
             return Err(Error::MemoryLimit);
@@ -429,7 +470,7 @@ impl executor::Runnable for IsolateInner {
         let Ok(shared) = self.shared() else {
             // Disposed: `dispose` failed the queued jobs; fail any that raced in after it.
             while let Some(job) = self.next_job() {
-                job(None);
+                job(Err(Error::isolate_disposed()));
             }
             return false;
         };
@@ -437,11 +478,11 @@ impl executor::Runnable for IsolateInner {
         for _ in 0..BATCH {
             let Some(job) = self.next_job() else { return false };
             if self.is_disposed() {
-                job(None);
+                job(Err(Error::isolate_disposed()));
                 continue;
             }
-            let _ = self.enter(&mut locker, |session| {
-                job(Some(session));
+            let _ = self.enter(&mut locker, true, |session| {
+                job(Ok(session));
                 Ok(())
             });
         }

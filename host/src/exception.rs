@@ -1,0 +1,165 @@
+//! Exceptions crossing the isolate boundary, both ways.
+//!
+//! Out of an isolate: a thrown value becomes a [`JsError`] (class name, message, stack, and —
+//! unlike isolated-vm — `cause` and `AggregateError.errors`). Into an isolate: an [`Error`]
+//! from the host (a host function's failure, or an exception from another isolate) becomes a
+//! JavaScript error of the same class, whose stack is the inner stack, a
+//! `    at (<isolated-vm boundary>)` marker line, and the frames of the JavaScript that made the
+//! call.
+
+use crate::error::{Error, JsError, Location};
+
+/// isolated-vm's message for a thrown value that is an object but not an `Error`.
+const NON_ERROR_THROWN: &str =
+    "An object was thrown from supplied code within isolated-vm, but that object was not an instance of `Error`.";
+/// The marker line between the stack inside an isolate and the stack of its caller.
+const BOUNDARY: &str = "    at (<isolated-vm boundary>)";
+/// `cause` chains and `errors` lists are followed this deep.
+const MAX_NESTING: usize = 8;
+/// At most this many `AggregateError.errors` entries are kept.
+const MAX_AGGREGATED: u32 = 100;
+
+/// The exception a `TryCatch` caught.
+pub(crate) fn caught(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) -> JsError {
+    let exception_value = tc.exception();
+    let message = tc.message();
+    match exception_value {
+        Some(e) => exception(tc, e, message),
+        None => JsError { name: "Error".into(), message: "Unknown exception".into(), ..Default::default() },
+    }
+}
+
+/// Describes a thrown value. Reading `name`, `message`, `stack`, `cause` and `errors` may run
+/// getters; anything they throw is ignored.
+pub(crate) fn exception<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    thrown: v8::Local<'s, v8::Value>,
+    message: Option<v8::Local<'s, v8::Message>>,
+) -> JsError {
+    let location = message.map(|m| Location {
+        filename: m.get_script_resource_name(scope).map(|n| n.to_rust_string_lossy(scope)).unwrap_or_default(),
+        line: m.get_line_number(scope).unwrap_or(0) as u32,
+        column: m.get_start_column() as u32 + 1,
+    });
+    JsError { location, ..describe(scope, thrown, 0) }
+}
+
+fn describe<'s>(scope: &mut v8::PinScope<'s, '_>, thrown: v8::Local<'s, v8::Value>, depth: usize) -> JsError {
+    if !thrown.is_object() {
+        return JsError { message: thrown.to_rust_string_lossy(scope), ..Default::default() };
+    }
+    if !thrown.is_native_error() {
+        return JsError { name: "Error".into(), message: NON_ERROR_THROWN.into(), ..Default::default() };
+    }
+    v8::tc_scope!(let tc, scope);
+    let object = thrown.to_object(tc).expect("is an object");
+    let get = |key: &str| -> Option<v8::Local<'_, v8::Value>> {
+        let key = v8::String::new(tc, key)?;
+        object.get(tc, key.into()).filter(|v| !v.is_undefined())
+    };
+    let (name, message, stack, cause, errors) = (get("name"), get("message"), get("stack"), get("cause"), get("errors"));
+    let text = |v: Option<v8::Local<'_, v8::Value>>, tc: &mut v8::PinScope<'_, '_>| v.map(|v| v.to_rust_string_lossy(tc));
+    let mut error = JsError {
+        name: text(name, tc).unwrap_or_else(|| "Error".into()),
+        message: text(message, tc).unwrap_or_default(),
+        stack: stack.filter(|s| s.is_string()).map(|s| s.to_rust_string_lossy(tc)),
+        ..Default::default()
+    };
+    if depth < MAX_NESTING {
+        error.cause = cause.map(|c| Box::new(describe(tc, c, depth + 1)));
+        if let Some(list) = errors.and_then(|e| v8::Local::<v8::Array>::try_from(e).ok()) {
+            for i in 0..list.length().min(MAX_AGGREGATED) {
+                if let Some(item) = list.get_index(tc, i) {
+                    error.errors.push(describe(tc, item, depth + 1));
+                }
+            }
+        }
+    }
+    error
+}
+
+/// A compile error, with isolated-vm's ` [filename:line:column]` suffix on a SyntaxError.
+pub(crate) fn compile_error(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) -> Error {
+    if tc.has_terminated() {
+        return Error::disposed("Isolate was disposed during execution");
+    }
+    let mut error = caught(tc);
+    if error.name == "SyntaxError" {
+        if let Some(loc) = &error.location {
+            error.message = format!("{} [{}:{}:{}]", error.message, loc.filename, loc.line, loc.column);
+            // The stack's first line repeats the message; keep the two in agreement.
+            let frames = error.stack.as_deref().and_then(|s| s.split_once('\n')).map(|(_, rest)| rest);
+            error.stack = Some(match frames {
+                Some(frames) => format!("SyntaxError: {}\n{frames}", error.message),
+                None => format!("SyntaxError: {}", error.message),
+            });
+        }
+    }
+    Error::Exception(error)
+}
+
+/// Throws `error` in the current context.
+pub(crate) fn throw(scope: &mut v8::PinScope<'_, '_>, error: &Error) {
+    let value = to_js(scope, error);
+    scope.throw_exception(value);
+}
+
+/// `error` as a JavaScript value of the current context (an error object of the same class,
+/// or the thrown primitive).
+pub(crate) fn to_js<'s>(scope: &mut v8::PinScope<'s, '_>, error: &Error) -> v8::Local<'s, v8::Value> {
+    match error {
+        Error::Exception(e) => js_error(scope, e),
+        other => js_error(
+            scope,
+            &JsError { name: other.name().into(), message: other.message().into(), ..Default::default() },
+        ),
+    }
+}
+
+fn js_error<'s>(scope: &mut v8::PinScope<'s, '_>, e: &JsError) -> v8::Local<'s, v8::Value> {
+    let message = v8::String::new(scope, &e.message).unwrap_or_else(|| v8::String::empty(scope));
+    if e.name.is_empty() {
+        // A thrown primitive: its string form is all that was kept.
+        return message.into();
+    }
+    let value = match e.name.as_str() {
+        "TypeError" => v8::Exception::type_error(scope, message),
+        "RangeError" => v8::Exception::range_error(scope, message),
+        "ReferenceError" => v8::Exception::reference_error(scope, message),
+        "SyntaxError" => v8::Exception::syntax_error(scope, message),
+        _ => v8::Exception::error(scope, message),
+    };
+    let Some(object) = value.to_object(scope) else { return value };
+    let set = |scope: &mut v8::PinScope<'s, '_>, key: &str, v: v8::Local<'s, v8::Value>, enumerable: bool| {
+        if let Some(key) = v8::String::new(scope, key) {
+            let attr = if enumerable { v8::PropertyAttribute::NONE } else { v8::PropertyAttribute::DONT_ENUM };
+            object.define_own_property(scope, key.into(), v, attr);
+        }
+    };
+    if !matches!(e.name.as_str(), "Error" | "TypeError" | "RangeError" | "ReferenceError" | "SyntaxError") {
+        if let Some(name) = v8::String::new(scope, &e.name) {
+            set(scope, "name", name.into(), false);
+        }
+    }
+    if let Some(inner) = &e.stack {
+        let stack_key = v8::String::new(scope, "stack").map(Into::into);
+        let own = stack_key.and_then(|k| object.get(scope, k)).map(|s| s.to_rust_string_lossy(scope)).unwrap_or_default();
+        let combined = match own.split_once('\n') {
+            Some((_, frames)) => format!("{inner}\n{BOUNDARY}\n{frames}"),
+            None => inner.clone(),
+        };
+        if let Some(stack) = v8::String::new(scope, &combined) {
+            set(scope, "stack", stack.into(), false);
+        }
+    }
+    if let Some(cause) = &e.cause {
+        let cause = js_error(scope, cause);
+        set(scope, "cause", cause, false);
+    }
+    if !e.errors.is_empty() {
+        let items: Vec<_> = e.errors.iter().map(|item| js_error(scope, item)).collect();
+        let list = v8::Array::new_with_elements(scope, &items);
+        set(scope, "errors", list.into(), false);
+    }
+    value
+}
