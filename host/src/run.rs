@@ -40,7 +40,7 @@ pub(crate) fn run_in_context<R>(
     v8::scope!(let scope, &mut *session.isolate);
     let context = inner
         .local(scope, context_id, |slot| match slot {
-            Slot::Context(g) => Some(g),
+            Slot::Context(g) | Slot::Reference { context: g, .. } => Some(g),
             _ => None,
         })
         .ok_or_else(|| Error::disposed("Context is released"))?;

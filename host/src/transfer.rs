@@ -5,8 +5,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::callback::Callback;
-use crate::error::Result;
-use crate::isolate::IsolateInner;
+use crate::error::{Error, Result};
+use crate::isolate::{IsolateInner, Slot};
+use crate::reference::Reference;
 use crate::value::{self, Value, js};
 
 /// A value on its way into an isolate. Built outside the isolate (it is `Send`), made into a
@@ -18,9 +19,13 @@ pub enum Transferable {
     Value(Value),
     /// A host function.
     Callback(Callback),
+    /// A value of the receiving isolate, passed as itself. Passing it into another isolate
+    /// fails: its value does not leave its isolate.
+    Reference(Reference),
 }
 
-/// Types that can be put into an isolate: anything `Serialize` (copied) and [`Callback`]s.
+/// Types that can be put into an isolate: anything `Serialize` (copied), [`Callback`]s, and
+/// [`Reference`]s to values of that isolate.
 pub trait IntoJs {
     /// Prepares the value for the isolate (serializes data).
     fn into_transferable(self) -> Result<Transferable>;
@@ -44,6 +49,18 @@ impl IntoJs for &Callback {
     }
 }
 
+impl IntoJs for Reference {
+    fn into_transferable(self) -> Result<Transferable> {
+        Ok(Transferable::Reference(self))
+    }
+}
+
+impl IntoJs for &Reference {
+    fn into_transferable(self) -> Result<Transferable> {
+        Ok(Transferable::Reference(self.clone()))
+    }
+}
+
 impl IntoJs for Transferable {
     fn into_transferable(self) -> Result<Transferable> {
         Ok(self)
@@ -60,6 +77,52 @@ impl Transferable {
         match self {
             Transferable::Value(v) => js::copy_in(scope, v),
             Transferable::Callback(c) => c.to_js(scope, inner),
+            Transferable::Reference(r) => {
+                if !Arc::ptr_eq(&r.isolate().inner, inner) {
+                    return Err(Error::js("TypeError", "Cannot dereference this into target isolate"));
+                }
+                inner
+                    .local(scope, r.id(), |slot| match slot {
+                        Slot::Reference { value, .. } => Some(value),
+                        _ => None,
+                    })
+                    .ok_or_else(|| Error::disposed("Reference has been released"))
+            }
         }
     }
 }
+
+/// Argument lists: tuples of [`IntoJs`] values (`()`, `(a,)`, `(a, b)`, ... up to 8) or a
+/// `Vec<Transferable>`.
+pub trait IntoArgs {
+    /// Prepares the arguments for the isolate.
+    fn into_args(self) -> Result<Vec<Transferable>>;
+}
+
+impl IntoArgs for Vec<Transferable> {
+    fn into_args(self) -> Result<Vec<Transferable>> {
+        Ok(self)
+    }
+}
+
+macro_rules! tuple_args {
+    ($($name:ident),*) => {
+        impl<$($name: IntoJs),*> IntoArgs for ($($name,)*) {
+            #[allow(non_snake_case)]
+            fn into_args(self) -> Result<Vec<Transferable>> {
+                let ($($name,)*) = self;
+                Ok(vec![$($name.into_transferable()?),*])
+            }
+        }
+    };
+}
+
+tuple_args!();
+tuple_args!(A);
+tuple_args!(A, B);
+tuple_args!(A, B, C);
+tuple_args!(A, B, C, D);
+tuple_args!(A, B, C, D, E);
+tuple_args!(A, B, C, D, E, F);
+tuple_args!(A, B, C, D, E, F, G);
+tuple_args!(A, B, C, D, E, F, G, H);

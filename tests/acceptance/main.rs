@@ -6,6 +6,7 @@ mod cli;
 mod context;
 mod isolate;
 mod limits;
+mod references;
 mod script;
 mod values;
 

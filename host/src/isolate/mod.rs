@@ -133,6 +133,8 @@ struct HandleTable {
 pub(crate) enum Slot {
     Context(v8::Global<v8::Context>),
     Script(v8::Global<v8::UnboundScript>),
+    /// A value and the context it was reached in (where operations on it run).
+    Reference { value: v8::Global<v8::Value>, context: v8::Global<v8::Context> },
 }
 
 /// The error for an async operation that would wait behind the operation waiting for it.
@@ -451,6 +453,11 @@ impl IsolateInner {
         // does not hold the isolate.
         let removed = self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.remove(&id);
         removed.is_some()
+    }
+
+    /// Whether a handle id is still held.
+    pub(crate) fn holds(&self, id: u64) -> bool {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.contains_key(&id)
     }
 
     /// Looks up a handle id and makes a `Local` of it.

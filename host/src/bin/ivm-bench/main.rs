@@ -4,10 +4,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use ivm::{EvalOptions, Isolate, IsolateOptions, Value};
+use ivm::{Callback, EvalOptions, Isolate, IsolateOptions, Value};
 
 fn main() -> Result<(), ivm::Error> {
     let json = std::env::args().any(|a| a == "--json");
@@ -39,6 +40,30 @@ fn main() -> Result<(), ivm::Error> {
     );
     // 3. sync eval round trip
     put("eval_sync_us", 1000.0 * time_ms(20_000, |_| drop(context.eval::<Value>("1+1").expect("eval"))));
+
+    // 4. host -> isolate function call via Reference
+    context.eval::<Value>("globalThis.add = (a, b) => a + b")?;
+    let add = context.global()?.get_ref("add")?;
+    let no_options = EvalOptions::default();
+    put(
+        "call_sync_us",
+        1000.0 * time_ms(20_000, |i| drop(add.apply::<Value>((), (i as f64, 1), &no_options).expect("apply"))),
+    );
+
+    // 5. isolate -> host callback, 100k calls inside one eval
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    context.set_global(
+        "hostInc",
+        Callback::new(move |(): ()| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }),
+    )?;
+    let start = Instant::now();
+    context.eval::<Value>("for (let i = 0; i < 100000; i++) hostInc()")?;
+    put("callback_us", start.elapsed().as_secs_f64() * 1e6 / 100_000.0);
+    assert_eq!(hits.load(Ordering::Relaxed), 100_000);
 
     // 8. timeout latency: requested 20 ms
     let start = Instant::now();

@@ -1,0 +1,430 @@
+//! [`Reference`]: a handle to a value that stays inside its isolate.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::context::{Context, EvalOptions};
+use crate::error::{Error, Result};
+use crate::handle::HandleRef;
+use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
+use crate::run::{self, Limits};
+use crate::transfer::{IntoArgs, IntoJs, Transferable};
+use crate::value::{self, Value, js};
+
+/// A handle to a value inside an isolate (an object, a function, or a primitive), usable from
+/// any thread. The value is not copied: operations run in its isolate, under isolated-vm's
+/// safety rules:
+///
+/// - [`get`](Reference::get), [`set`](Reference::set) and [`delete`](Reference::delete) see
+///   own properties only, unless the reference was made with [`inherit`](Reference::inherit);
+/// - an object that is a Proxy, or has one on its prototype chain, is refused;
+/// - getters never run unless asked for with [`accessors`](Reference::accessors) (`get` on
+///   an accessor property fails with `Property is getter`); `set` always defines a data
+///   property, so setters never run.
+///
+/// ```
+/// let isolate = ivm::Isolate::new(Default::default())?;
+/// let context = isolate.create_context()?;
+/// context.eval::<()>("globalThis.add = (a, b) => a + b")?;
+/// let add = context.global()?.get_ref("add")?;
+/// assert_eq!(add.type_of(), "function");
+/// assert_eq!(add.apply::<i32>((), (2, 3), &Default::default())?, 5);
+/// # Ok::<(), ivm::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Reference {
+    handle: Arc<HandleRef>,
+    type_of: &'static str,
+    inherit: bool,
+    accessors: bool,
+}
+
+impl std::fmt::Debug for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reference").field("type_of", &self.type_of).finish_non_exhaustive()
+    }
+}
+
+/// A property key: a string or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// A named property.
+    Name(String),
+    /// An array index.
+    Index(u32),
+}
+
+impl From<&str> for Key {
+    fn from(name: &str) -> Key {
+        Key::Name(name.to_owned())
+    }
+}
+impl From<String> for Key {
+    fn from(name: String) -> Key {
+        Key::Name(name)
+    }
+}
+impl From<u32> for Key {
+    fn from(index: u32) -> Key {
+        Key::Index(index)
+    }
+}
+
+impl Reference {
+    /// Makes a reference to `value` in the current context.
+    pub(crate) fn create<'s>(
+        scope: &mut v8::PinScope<'s, '_>,
+        inner: &Arc<IsolateInner>,
+        value: v8::Local<'s, v8::Value>,
+    ) -> Reference {
+        let context = scope.get_current_context();
+        let id = inner.insert(Slot::Reference { value: v8::Global::new(scope, value), context: v8::Global::new(scope, context) });
+        Reference {
+            handle: Arc::new(HandleRef::new(Isolate { inner: inner.clone() }, id)),
+            type_of: type_of(value),
+            inherit: false,
+            accessors: false,
+        }
+    }
+
+    /// The isolate the value lives in.
+    pub fn isolate(&self) -> &Isolate {
+        &self.handle.isolate
+    }
+
+    /// JavaScript's `typeof` of the value, as isolated-vm reports it: `"null"`, `"undefined"`,
+    /// `"number"`, `"string"`, `"boolean"`, `"function"` or `"object"` (also for symbols and
+    /// BigInts).
+    pub fn type_of(&self) -> &'static str {
+        self.type_of
+    }
+
+    /// Follows the prototype chain in `get` (isolated-vm's `unsafeInherit`). References
+    /// obtained through this one inherit the setting.
+    pub fn inherit(mut self) -> Reference {
+        self.inherit = true;
+        self
+    }
+
+    /// Lets `get` run getters.
+    pub fn accessors(mut self) -> Reference {
+        self.accessors = true;
+        self
+    }
+
+    /// Reads a property, copied into `T` (see [`get_ref`](Reference::get_ref) for a reference).
+    pub fn get<T: DeserializeOwned + 'static>(&self, key: impl Into<Key>) -> Result<T> {
+        let key = key.into();
+        let (id, rules) = (self.handle.id, self.rules());
+        let value = self.inner().run_sync(|s| with_value(s, id, |scope, _, target| {
+            let v = property(scope, target, &key, rules)?;
+            js::copy_out(scope, v)
+        }))?;
+        value::from_value(value)
+    }
+
+    /// Async form of [`get`](Reference::get).
+    pub fn get_async<T: DeserializeOwned + Send + 'static>(&self, key: impl Into<Key>) -> Operation<T> {
+        let key = key.into();
+        let (id, rules) = (self.handle.id, self.rules());
+        let done = self.inner().run_async(move |s| with_value(s, id, |scope, _, target| {
+            let v = property(scope, target, &key, rules)?;
+            js::copy_out(scope, v)
+        }));
+        Operation::new(async move { value::from_value(done.await?) })
+    }
+
+    /// Reads a property as a reference (isolated-vm's `get` for objects).
+    pub fn get_ref(&self, key: impl Into<Key>) -> Result<Reference> {
+        let key = key.into();
+        let (id, rules) = (self.handle.id, self.rules());
+        let child = self.inner().run_sync(|s| with_value(s, id, |scope, inner, target| {
+            let v = property(scope, target, &key, rules)?;
+            Ok(Reference::create(scope, inner, v))
+        }))?;
+        Ok(self.derived(child))
+    }
+
+    /// Defines a data property (setters do not run), e.g. `reference.set("config", &config)`
+    /// or a [`Callback`](crate::Callback).
+    pub fn set(&self, key: impl Into<Key>, value: impl IntoJs) -> Result<()> {
+        let (key, value, id) = (key.into(), value.into_transferable()?, self.handle.id);
+        self.inner().run_sync(|s| with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value)))
+    }
+
+    /// Async form of [`set`](Reference::set).
+    pub fn set_async(&self, key: impl Into<Key>, value: impl IntoJs) -> Operation<()> {
+        let prepared = value.into_transferable().map(|v| (key.into(), v, self.handle.id));
+        let inner = self.inner().clone();
+        Operation::new(async move {
+            let (key, value, id) = prepared?;
+            inner.run_async(move |s| with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))).await
+        })
+    }
+
+    /// Fire-and-forget [`set`](Reference::set): queued like `set_async`; errors are dropped.
+    pub fn set_ignored(&self, key: impl Into<Key>, value: impl IntoJs) {
+        drop(self.set_async(key, value));
+    }
+
+    /// Deletes a property. Fails with `Delete failed` if it cannot be deleted.
+    pub fn delete(&self, key: impl Into<Key>) -> Result<()> {
+        let (key, id) = (key.into(), self.handle.id);
+        self.inner().run_sync(|s| with_value(s, id, |scope, _, target| remove(scope, target, &key)))
+    }
+
+    /// Async form of [`delete`](Reference::delete).
+    pub fn delete_async(&self, key: impl Into<Key>) -> Operation<()> {
+        let (key, id) = (key.into(), self.handle.id);
+        Operation::new(self.inner().run_async(move |s| with_value(s, id, |scope, _, target| remove(scope, target, &key))))
+    }
+
+    /// Calls the function with `this` = `recv` (`()` for `undefined`) and `args` (a tuple of
+    /// anything [`IntoJs`], e.g. `(1, "a", callback)`); the result is copied into `T`.
+    /// `options.timeout` bounds the call, `options.promise` waits for a promise result.
+    pub fn apply<T: DeserializeOwned + 'static>(&self, recv: impl IntoJs, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
+        let (recv, args, id) = (recv.into_transferable()?, args.into_args()?, self.handle.id);
+        let limits = options.limits();
+        let value = self.inner().run_sync(|s| call(s, id, &recv, &args, limits, |scope, _, v| js::copy_out(scope, v)))?;
+        value::from_value(value)
+    }
+
+    /// Async form of [`apply`](Reference::apply).
+    pub fn apply_async<T: DeserializeOwned + Send + 'static>(
+        &self,
+        recv: impl IntoJs,
+        args: impl IntoArgs,
+        options: EvalOptions,
+    ) -> Operation<T> {
+        let prepared = recv.into_transferable().and_then(|r| Ok((r, args.into_args()?, self.handle.id)));
+        let inner = self.inner().clone();
+        Operation::new(async move {
+            let (recv, args, id) = prepared?;
+            let limits = options.limits();
+            let value = inner.run_async(move |s| call(s, id, &recv, &args, limits, |scope, _, v| js::copy_out(scope, v))).await?;
+            value::from_value(value)
+        })
+    }
+
+    /// Fire-and-forget [`apply`](Reference::apply): queued like `apply_async`; the result
+    /// and errors are dropped.
+    pub fn apply_ignored(&self, recv: impl IntoJs, args: impl IntoArgs, options: EvalOptions) {
+        drop(self.apply_async::<Value>(recv, args, options));
+    }
+
+    /// [`apply`](Reference::apply), with the result as a reference (isolated-vm's default for
+    /// objects).
+    pub fn apply_ref(&self, recv: impl IntoJs, args: impl IntoArgs, options: &EvalOptions) -> Result<Reference> {
+        let (recv, args, id) = (recv.into_transferable()?, args.into_args()?, self.handle.id);
+        let child = self.inner().run_sync(|s| {
+            call(s, id, &recv, &args, options.limits(), |scope, inner, v| Ok(Reference::create(scope, inner, v)))
+        })?;
+        Ok(self.derived(child))
+    }
+
+    /// Copies the value out into `T`.
+    pub fn copy<T: DeserializeOwned + 'static>(&self) -> Result<T> {
+        let id = self.handle.id;
+        value::from_value(self.inner().run_sync(|s| with_value(s, id, |scope, _, v| js::copy_out(scope, v)))?)
+    }
+
+    /// Async form of [`copy`](Reference::copy).
+    pub fn copy_async<T: DeserializeOwned + Send + 'static>(&self) -> Operation<T> {
+        let id = self.handle.id;
+        let done = self.inner().run_async(move |s| with_value(s, id, |scope, _, v| js::copy_out(scope, v)));
+        Operation::new(async move { value::from_value(done.await?) })
+    }
+
+    /// Releases the handle. Later calls fail with `Reference has been released`. Returns
+    /// whether it was still held.
+    pub fn release(&self) -> bool {
+        self.handle.release()
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.handle.id
+    }
+
+    fn inner(&self) -> &Arc<IsolateInner> {
+        &self.handle.isolate.inner
+    }
+
+    fn rules(&self) -> Rules {
+        Rules { inherit: self.inherit, accessors: self.accessors }
+    }
+
+    fn derived(&self, child: Reference) -> Reference {
+        Reference { inherit: self.inherit, ..child }
+    }
+}
+
+impl Context {
+    /// A reference to the context's global object.
+    pub fn global(&self) -> Result<Reference> {
+        let id = self.id();
+        let inner = self.isolate().inner.clone();
+        inner.run_sync(|s| {
+            run::run_in_context(s, id, Limits::default(), |scope| Ok(scope.get_current_context().global(scope).into()), |scope, v| {
+                Ok(Reference::create(scope, &inner, v))
+            })
+        })
+    }
+}
+
+fn type_of(value: v8::Local<v8::Value>) -> &'static str {
+    if value.is_null() {
+        "null"
+    } else if value.is_undefined() {
+        "undefined"
+    } else if value.is_number() {
+        "number"
+    } else if value.is_string() {
+        "string"
+    } else if value.is_boolean() {
+        "boolean"
+    } else if value.is_function() {
+        "function"
+    } else {
+        "object"
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Rules {
+    inherit: bool,
+    accessors: bool,
+}
+
+/// Runs `body` on a reference's value, in its context.
+fn with_value<R>(
+    session: &mut Session<'_>,
+    id: u64,
+    body: impl for<'s, 'i> FnOnce(&mut v8::PinScope<'s, 'i>, &Arc<IsolateInner>, v8::Local<'s, v8::Value>) -> Result<R>,
+) -> Result<R> {
+    let inner = session.inner.clone();
+    check_held(&inner, id)?;
+    run::run_in_context(session, id, Limits::default(), |scope| value_of(scope, &inner, id), |scope, v| body(scope, &inner, v))
+}
+
+fn check_held(inner: &IsolateInner, id: u64) -> Result<()> {
+    if inner.holds(id) { Ok(()) } else { Err(Error::disposed("Reference has been released")) }
+}
+
+fn value_of<'s>(scope: &mut v8::PinScope<'s, '_>, inner: &IsolateInner, id: u64) -> Result<v8::Local<'s, v8::Value>> {
+    inner
+        .local(scope, id, |slot| match slot {
+            Slot::Reference { value, .. } => Some(value),
+            _ => None,
+        })
+        .ok_or_else(|| Error::disposed("Reference has been released"))
+}
+
+fn type_error(message: &str) -> Error {
+    Error::js("TypeError", message)
+}
+
+/// The target as an object that get/set/delete may touch: not a function, no Proxy anywhere
+/// on its prototype chain.
+fn checked_object<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>) -> Result<v8::Local<'s, v8::Object>> {
+    if target.is_function() || !target.is_object() {
+        return Err(type_error("Reference is not an object"));
+    }
+    let object = target.to_object(scope).ok_or_else(js::threw)?;
+    let mut link: v8::Local<v8::Value> = object.into();
+    while link.is_object() {
+        if link.is_proxy() {
+            return Err(type_error("Object is or has proxy"));
+        }
+        link = link.to_object(scope).and_then(|o| o.get_prototype(scope)).ok_or_else(js::threw)?;
+    }
+    Ok(object)
+}
+
+fn key_of<'s>(scope: &mut v8::PinScope<'s, '_>, key: &Key) -> Result<v8::Local<'s, v8::Value>> {
+    Ok(match key {
+        Key::Name(name) => v8::String::new(scope, name).ok_or_else(|| Error::InvalidArgument("Invalid `key`".into()))?.into(),
+        Key::Index(i) => v8::Integer::new_from_unsigned(scope, *i).into(),
+    })
+}
+
+fn property<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>, key: &Key, rules: Rules) -> Result<v8::Local<'s, v8::Value>> {
+    let object = checked_object(scope, target)?;
+    let key = key_of(scope, key)?;
+    let name = key.to_string(scope).ok_or_else(js::threw)?;
+    // Find the object on the chain that has the property as its own.
+    let mut holder = object;
+    loop {
+        if holder.has_own_property(scope, name.into()).ok_or_else(js::threw)? {
+            break;
+        }
+        let next = holder.get_prototype(scope).filter(|p| rules.inherit && p.is_object());
+        match next.and_then(|p| p.to_object(scope)) {
+            Some(p) => holder = p,
+            None => return Ok(v8::undefined(scope).into()),
+        }
+    }
+    if !rules.accessors {
+        let descriptor = holder.get_own_property_descriptor(scope, name.into()).ok_or_else(js::threw)?;
+        if let Some(descriptor) = descriptor.to_object(scope) {
+            let get = v8::String::new(scope, "get").ok_or_else(js::threw)?;
+            if descriptor.get(scope, get.into()).is_some_and(|g| !g.is_undefined()) {
+                return Err(type_error("Property is getter"));
+            }
+        }
+    }
+    holder.get(scope, key).ok_or_else(js::threw)
+}
+
+fn define<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    inner: &Arc<IsolateInner>,
+    target: v8::Local<'s, v8::Value>,
+    key: &Key,
+    value: &Transferable,
+) -> Result<()> {
+    let object = checked_object(scope, target)?;
+    let key = key_of(scope, key)?;
+    let value = value.to_js(scope, inner)?;
+    let name = key.to_string(scope).ok_or_else(js::threw)?;
+    // Delete first, so an accessor is replaced rather than its setter run.
+    if object.delete(scope, key).ok_or_else(js::threw)? && object.create_data_property(scope, name.into(), value).ok_or_else(js::threw)? {
+        Ok(())
+    } else {
+        Err(type_error("Set failed"))
+    }
+}
+
+fn remove<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>, key: &Key) -> Result<()> {
+    let object = checked_object(scope, target)?;
+    let key = key_of(scope, key)?;
+    if object.delete(scope, key).ok_or_else(js::threw)? { Ok(()) } else { Err(type_error("Delete failed")) }
+}
+
+fn call<R>(
+    session: &mut Session<'_>,
+    id: u64,
+    recv: &Transferable,
+    args: &[Transferable],
+    limits: Limits,
+    finish: impl for<'s, 'i> FnOnce(&mut v8::PinScope<'s, 'i>, &Arc<IsolateInner>, v8::Local<'s, v8::Value>) -> Result<R>,
+) -> Result<R> {
+    let inner = session.inner.clone();
+    check_held(&inner, id)?;
+    run::run_in_context(
+        session,
+        id,
+        limits,
+        |scope| {
+            let target = value_of(scope, &inner, id)?;
+            let function = v8::Local::<v8::Function>::try_from(target).map_err(|_| type_error("Reference is not a function"))?;
+            let recv = recv.to_js(scope, &inner)?;
+            let mut argv = Vec::with_capacity(args.len());
+            for arg in args {
+                argv.push(arg.to_js(scope, &inner)?);
+            }
+            function.call(scope, recv, &argv).ok_or_else(js::threw)
+        },
+        |scope, v| finish(scope, &inner, v),
+    )
+}
