@@ -254,8 +254,12 @@ impl Context {
 }
 
 /// Whether the caller asked for a dynamic `Value`, to which isolated-vm's transfer rules apply.
+///
+/// `()` counts as dynamic too: a caller that ignores the result (`eval::<()>("globalThis.f =
+/// () => 1")`) should not fail because the completion value cannot be copied.
 fn want_dynamic<T: 'static>() -> bool {
-    std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>()
+    let t = std::any::TypeId::of::<T>();
+    t == std::any::TypeId::of::<Value>() || t == std::any::TypeId::of::<()>()
 }
 
 fn closure_args(args: impl Serialize) -> Result<Vec<Value>> {

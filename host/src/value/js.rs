@@ -1,6 +1,8 @@
 //! Copying between V8 values and [`Value`]. Runs with the isolate locked, inside the
 //! operation's timeout (a getter met while copying runs JavaScript).
 
+use std::collections::HashMap;
+
 use indexmap::IndexMap;
 
 use super::{BigInt, Value};
@@ -132,39 +134,64 @@ fn copy_out_at<'s>(
 
 /// Creates a V8 value from a [`Value`] in the scope's current context.
 pub(crate) fn copy_in<'s>(scope: &mut v8::PinScope<'s, '_>, value: &Value) -> Result<v8::Local<'s, v8::Value>, Error> {
-    let too_long = || Error::Conversion("a string is longer than V8's maximum string length".into());
-    Ok(match value {
-        Value::Undefined => v8::undefined(scope).into(),
-        Value::Null => v8::null(scope).into(),
-        Value::Bool(b) => v8::Boolean::new(scope, *b).into(),
-        Value::Number(n) => v8::Number::new(scope, *n).into(),
-        Value::BigInt(b) => {
-            let (negative, words) = b.words();
-            v8::BigInt::new_from_words(scope, negative, words).ok_or_else(threw)?.into()
-        }
-        Value::String(s) => v8::String::new(scope, s).ok_or_else(too_long)?.into(),
-        Value::Array(items) => {
-            let mut elements = Vec::with_capacity(items.len());
-            for item in items {
-                elements.push(copy_in(scope, item)?);
+    let object_prototype = v8::Object::new(scope).get_prototype(scope).ok_or_else(threw)?;
+    CopyIn { object_prototype, keys: HashMap::new() }.value(scope, value)
+}
+
+/// One copy into an isolate. Objects are made in one call each, with their prototype and
+/// properties, and keys are internalized once per copy: rows of records share their keys.
+struct CopyIn<'s, 'v> {
+    object_prototype: v8::Local<'s, v8::Value>,
+    keys: HashMap<&'v str, v8::Local<'s, v8::Name>>,
+}
+
+impl<'s, 'v> CopyIn<'s, 'v> {
+    fn value(&mut self, scope: &mut v8::PinScope<'s, '_>, value: &'v Value) -> Result<v8::Local<'s, v8::Value>, Error> {
+        let too_long = || Error::Conversion("a string is longer than V8's maximum string length".into());
+        Ok(match value {
+            Value::Undefined => v8::undefined(scope).into(),
+            Value::Null => v8::null(scope).into(),
+            Value::Bool(b) => v8::Boolean::new(scope, *b).into(),
+            Value::Number(n) => v8::Number::new(scope, *n).into(),
+            Value::BigInt(b) => {
+                let (negative, words) = b.words();
+                v8::BigInt::new_from_words(scope, negative, words).ok_or_else(threw)?.into()
             }
-            v8::Array::new_with_elements(scope, &elements).into()
-        }
-        Value::Object(map) => {
-            let object = v8::Object::new(scope);
-            for (k, v) in map {
-                let key = v8::String::new(scope, k).ok_or_else(too_long)?;
-                let v = copy_in(scope, v)?;
-                object.create_data_property(scope, key.into(), v).ok_or_else(threw)?;
+            Value::String(s) => v8::String::new(scope, s).ok_or_else(too_long)?.into(),
+            Value::Array(items) => {
+                let mut elements = Vec::with_capacity(items.len());
+                for item in items {
+                    elements.push(self.value(scope, item)?);
+                }
+                v8::Array::new_with_elements(scope, &elements).into()
             }
-            object.into()
-        }
-        Value::Bytes(bytes) => {
-            let len = bytes.len();
-            let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes.clone()).make_shared();
-            let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
-            v8::Uint8Array::new(scope, buffer, 0, len).ok_or_else(threw)?.into()
-        }
-        Value::Date(ms) => v8::Date::new(scope, *ms).ok_or_else(threw)?.into(),
-    })
+            Value::Object(map) => {
+                let mut names = Vec::with_capacity(map.len());
+                let mut values = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    let name = match self.keys.get(k.as_str()) {
+                        Some(name) => *name,
+                        None => {
+                            let name: v8::Local<v8::Name> =
+                                v8::String::new_from_utf8(scope, k.as_bytes(), v8::NewStringType::Internalized)
+                                    .ok_or_else(too_long)?
+                                    .into();
+                            self.keys.insert(k, name);
+                            name
+                        }
+                    };
+                    names.push(name);
+                    values.push(self.value(scope, v)?);
+                }
+                v8::Object::with_prototype_and_properties(scope, self.object_prototype, &names, &values).into()
+            }
+            Value::Bytes(bytes) => {
+                let len = bytes.len();
+                let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes.clone()).make_shared();
+                let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
+                v8::Uint8Array::new(scope, buffer, 0, len).ok_or_else(threw)?.into()
+            }
+            Value::Date(ms) => v8::Date::new(scope, *ms).ok_or_else(threw)?.into(),
+        })
+    }
 }

@@ -65,6 +65,25 @@ fn main() -> Result<(), ivm::Error> {
     put("callback_us", start.elapsed().as_secs_f64() * 1e6 / 100_000.0);
     assert_eq!(hits.load(Ordering::Relaxed), 100_000);
 
+    // 6. structured copy of a ~1 MB object graph into the isolate (a Rust value, through serde)
+    let rows: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| serde_json::json!({ "id": i, "name": format!("row{i}"), "tags": ["a", "b"], "score": i as f64 / 3.0 }))
+        .collect();
+    let data = serde_json::json!({ "rows": rows });
+    let megabytes = serde_json::to_string(&data).map_or(0, |s| s.len()) as f64 / 1e6;
+    let global = context.global()?;
+    let start = Instant::now();
+    for _ in 0..20 {
+        global.set("data", &data)?;
+    }
+    put("copy_in_MBps", 20.0 * megabytes / start.elapsed().as_secs_f64());
+    // 7. copy out of the isolate
+    let start = Instant::now();
+    for _ in 0..20 {
+        drop(global.get::<Value>("data")?);
+    }
+    put("copy_out_MBps", 20.0 * megabytes / start.elapsed().as_secs_f64());
+
     // 8. timeout latency: requested 20 ms
     let start = Instant::now();
     let err = context.eval_with::<Value>("for(;;){}", &EvalOptions::default().timeout(Duration::from_millis(20)));
