@@ -31,15 +31,26 @@ use crate::engine::tasks;
 use crate::error::{Error, Result};
 use crate::exception;
 use crate::isolate::{IsolateInner, nesting};
+use crate::value::js::{from_v8_args, to_v8};
 use crate::value::{self, Value, js};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
+type JsArgs<'s> = [v8::Local<'s, v8::Value>];
+/// Reads the arguments; the returned call starts the closure's future.
+type Starter = Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<Box<dyn FnOnce() -> BoxFuture>> + Send + Sync>;
 
+/// A host function with its types erased: each form reads the arguments in the isolate
+/// (directly into the closure's argument type) and then does its part.
 enum Call {
-    Sync(Box<dyn Fn(Value) -> Result<Value> + Send + Sync>),
-    Async(Box<dyn Fn(Value) -> BoxFuture + Send + Sync>),
-    Blocking(Box<dyn Fn(Value) -> BoxFuture + Send + Sync>),
-    Ignored(Arc<dyn Fn(Value) + Send + Sync>),
+    /// Calls the closure and builds its result in the isolate.
+    Sync(Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<v8::Local<'s, v8::Value>> + Send + Sync>),
+    /// Prepares the closure's future.
+    Async(Starter),
+    /// Prepares the closure's future, which the caller blocks on (started once the thread has
+    /// stepped out of the isolate, so the closure may use the isolate).
+    Blocking(Starter),
+    /// Prepares the closure's call, which runs later on the worker pool.
+    Ignored(Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<Box<dyn FnOnce() + Send>> + Send + Sync>),
 }
 
 /// A Rust closure that becomes a JavaScript function when it is put into an isolate (e.g.
@@ -74,54 +85,30 @@ impl std::fmt::Debug for Callback {
     }
 }
 
-fn args_of<A: DeserializeOwned + 'static>(args: Value) -> Result<A> {
-    let result = match args {
-        Value::Array(list) if std::any::TypeId::of::<A>() != std::any::TypeId::of::<Value>() => A::deserialize(Args(list)),
-        other => value::from_value(other),
-    };
-    result.map_err(|e| Error::js("TypeError", e.message().to_owned()))
+/// Reads the arguments for a closure taking `A`; a mismatch is a TypeError in JavaScript.
+fn args_of<'s, A: DeserializeOwned + 'static>(scope: &mut v8::PinScope<'s, '_>, args: &JsArgs<'s>) -> Result<A> {
+    from_v8_args(scope, args).map_err(|e| match e {
+        // JavaScript threw while the arguments were read (a getter): keep its exception.
+        e if js::is_threw(&e) => e,
+        other => Error::js("TypeError", other.message().to_owned()),
+    })
 }
 
-/// A host function's argument list, read as JavaScript reads one: into a tuple, missing
-/// arguments are `undefined` and extra ones are ignored.
-struct Args(Vec<Value>);
-
-impl<'de> serde::Deserializer<'de> for Args {
-    type Error = Error;
-
-    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        Value::Array(self.0).deserialize_any(visitor)
-    }
-
-    fn deserialize_tuple<V: serde::de::Visitor<'de>>(mut self, len: usize, visitor: V) -> Result<V::Value> {
-        self.0.resize(len, Value::Undefined);
-        Value::Array(self.0).deserialize_tuple(len, visitor)
-    }
-
-    /// `()` takes no arguments, and ignores any it is given.
-    fn deserialize_unit<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        visitor.visit_unit()
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
-        unit_struct newtype_struct seq tuple_struct map struct enum identifier ignored_any
-    }
-}
-
-fn boxed<A, R, F, Fut>(f: F) -> Box<dyn Fn(Value) -> BoxFuture + Send + Sync>
+/// The async and blocking forms: read the arguments, then (when called) start the future.
+fn starter<A, R, F, Fut>(f: F) -> Starter
 where
     A: DeserializeOwned + 'static,
     R: Serialize,
     F: Fn(A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R>> + Send + 'static,
 {
-    Box::new(move |args| match args_of::<A>(args) {
-        Ok(args) => {
+    let f = Arc::new(f);
+    Box::new(move |scope, args| {
+        let (f, args) = (f.clone(), args_of::<A>(scope, args)?);
+        Ok(Box::new(move || {
             let future = f(args);
-            Box::pin(async move { value::to_value(&future.await?) })
-        }
-        Err(e) => Box::pin(std::future::ready(Err(e))),
+            Box::pin(async move { value::to_value(&future.await?) }) as BoxFuture
+        }) as Box<dyn FnOnce() -> BoxFuture>)
     })
 }
 
@@ -133,7 +120,10 @@ impl Callback {
         R: Serialize,
         F: Fn(A) -> Result<R> + Send + Sync + 'static,
     {
-        Callback::from_call(Call::Sync(Box::new(move |args| value::to_value(&f(args_of(args)?)?))))
+        Callback::from_call(Call::Sync(Box::new(move |scope, args| {
+            let result = f(args_of(scope, args)?)?;
+            to_v8(scope, &result)
+        })))
     }
 
     /// An async host function: JavaScript gets a promise that settles with the future's output.
@@ -154,7 +144,7 @@ impl Callback {
         F: Fn(A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
-        Callback::from_call(Call::Async(boxed(f)))
+        Callback::from_call(Call::Async(starter(f)))
     }
 
     /// An async host function that JavaScript calls synchronously: the call blocks until the
@@ -166,20 +156,20 @@ impl Callback {
         F: Fn(A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
-        Callback::from_call(Call::Blocking(boxed(f)))
+        Callback::from_call(Call::Blocking(starter(f)))
     }
 
     /// A fire-and-forget host function: JavaScript gets `undefined` at once; the closure runs
     /// later on the worker pool and whatever it returns is dropped.
     pub fn new_ignored<A, F>(f: F) -> Callback
     where
-        A: DeserializeOwned + 'static,
+        A: DeserializeOwned + Send + 'static,
         F: Fn(A) + Send + Sync + 'static,
     {
-        Callback::from_call(Call::Ignored(Arc::new(move |args| {
-            if let Ok(args) = value::from_value(args) {
-                f(args)
-            }
+        let f = Arc::new(f);
+        Callback::from_call(Call::Ignored(Box::new(move |scope, args| {
+            let (f, args) = (f.clone(), args_of::<A>(scope, args)?);
+            Ok(Box::new(move || f(args)) as Box<dyn FnOnce() + Send>)
         })))
     }
 
@@ -231,39 +221,36 @@ fn trampoline<'s>(
     // SAFETY: `data` points at the `Installed` the isolate keeps alive (see `to_js`).
     let installed = unsafe { &*(data.value() as *const Installed) };
     let Some(isolate) = installed.isolate.upgrade() else { return };
-    let mut list = Vec::with_capacity(args.length().max(0) as usize);
-    for i in 0..args.length() {
-        match js::copy_out(scope, args.get(i)) {
-            Ok(v) => list.push(v),
-            Err(e) => return throw_unless_pending(scope, &e),
-        }
-    }
-    let list = Value::Array(list);
+    let list: Vec<_> = (0..args.length()).map(|i| args.get(i)).collect();
     let result = match &installed.host.call {
-        Call::Sync(f) => guarded(|| f(list)),
+        Call::Sync(f) => guarded(|| f(scope, &list)),
         // When the operation's timeout fires, the wait ends with a Timeout error, thrown here;
         // the termination the timeout requested follows, so the script cannot go on.
-        Call::Blocking(f) => block_on_released(&isolate, || f(list)),
+        Call::Blocking(f) => guarded(|| f(scope, &list))
+            .and_then(|start| block_on_released(&isolate, start))
+            .and_then(|value| js::copy_in(scope, &value)),
         Call::Async(f) => {
             let Some(resolver) = v8::PromiseResolver::new(scope) else { return };
             rv.set(resolver.get_promise(scope).into());
             let context = scope.get_current_context();
             let pending = PendingCall::new(&isolate, v8::Global::new(scope, context), v8::Global::new(scope, resolver));
-            match guarded(|| Ok(f(list))) {
+            match guarded(|| f(scope, &list)).and_then(|start| guarded(|| Ok(start()))) {
                 Ok(future) => tasks::spawn(async move { pending.complete(future.await) }),
                 Err(e) => pending.complete(Err(e)),
             }
             return;
         }
-        Call::Ignored(f) => {
-            let f = f.clone();
-            tasks::spawn_blocking(move || {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(list)));
-            });
-            return;
-        }
+        Call::Ignored(f) => match guarded(|| f(scope, &list)) {
+            Ok(work) => {
+                tasks::spawn_blocking(move || {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                });
+                return;
+            }
+            Err(e) => Err(e),
+        },
     };
-    match result.and_then(|v| js::copy_in(scope, &v)) {
+    match result {
         Ok(v) => rv.set(v),
         Err(e) => throw_unless_pending(scope, &e),
     }
@@ -271,10 +258,9 @@ fn trampoline<'s>(
 
 /// Throws `error`, unless JavaScript already threw (a getter while copying arguments).
 fn throw_unless_pending(scope: &mut v8::PinScope<'_, '_>, error: &Error) {
-    if matches!(error, Error::Exception(e) if e.name.is_empty() && e.message.is_empty()) {
-        return;
+    if !js::is_threw(error) {
+        exception::throw(scope, error);
     }
-    exception::throw(scope, error);
 }
 
 /// Runs host code; a panic becomes an error instead of unwinding into V8.
@@ -286,7 +272,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Starts the future and polls it on this thread until it completes, with the isolate
 /// released (so other threads, and the future itself, can use it) and the thread marked as
 /// waiting in the isolate (so async operations that would queue behind it fail fast).
-fn block_on_released(isolate: &Arc<IsolateInner>, start: impl FnOnce() -> BoxFuture) -> Result<Value> {
+fn block_on_released(isolate: &Arc<IsolateInner>, start: Box<dyn FnOnce() -> BoxFuture>) -> Result<Value> {
     let Some(frame) = nesting::current() else { return Err(Error::js("Error", "not inside an isolate")) };
     let waits = isolate.blocking_waits.clone();
     let generation = waits.generation();

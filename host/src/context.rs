@@ -3,30 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::console::Console;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::handle::HandleRef;
 use crate::isolate::{Isolate, Operation, Session, Slot};
 use crate::run::{self, Limits};
 use crate::script::{self, ScriptOrigin};
-use crate::transfer::{IntoJs, Transferable};
-use crate::value::{self, Value, js};
-
-/// How a result that is not a primitive comes back when it is asked for as a dynamic
-/// [`Value`]. Results asked for as a concrete Rust type are always copied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Transfer {
-    /// isolated-vm's default rules for the operation: `eval` and `Script::run` give
-    /// `undefined` for objects, `eval_closure` fails with `A non-transferable value was passed`.
-    #[default]
-    Auto,
-    /// A deep copy (see the mapping in [`crate::value`]).
-    Copy,
-}
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, Transfer, read_out};
+use crate::value::js;
 
 /// Options for running code: timeout, origin (for stack traces), how the result transfers.
 ///
@@ -46,7 +30,7 @@ pub struct EvalOptions {
     pub timeout: Option<Duration>,
     /// Where the code comes from, for stack traces and syntax errors.
     pub origin: ScriptOrigin,
-    /// How a non-primitive result transfers.
+    /// How a non-primitive result transfers when it is asked for as a dynamic value.
     pub transfer: Transfer,
     /// If the result is a promise, wait for it and use its value (a rejection is an
     /// [`Error::Exception`]).
@@ -69,10 +53,14 @@ impl EvalOptions {
         self.origin = origin;
         self
     }
-    /// Copies a non-primitive result ([`Transfer::Copy`]).
-    pub fn copy(mut self) -> Self {
-        self.transfer = Transfer::Copy;
+    /// Sets how a non-primitive result transfers when it is asked for as a dynamic value.
+    pub fn transfer(mut self, transfer: Transfer) -> Self {
+        self.transfer = transfer;
         self
+    }
+    /// Copies a non-primitive result ([`Transfer::Copy`]).
+    pub fn copy(self) -> Self {
+        self.transfer(Transfer::Copy)
     }
     /// Waits for a promise result to settle.
     pub fn promise(mut self) -> Self {
@@ -155,11 +143,12 @@ impl Context {
         &self.handle.isolate
     }
 
-    /// Evaluates `code` and copies its completion value into `T`.
-    ///
-    /// Asking for a concrete type copies the value; asking for a [`Value`] follows
-    /// isolated-vm's rule for `eval`: primitives come back as they are, objects as
-    /// `Value::Undefined` unless [`EvalOptions::copy`] is set.
+    /// Evaluates `code` and reads its completion value into `T`: a copy into any
+    /// `DeserializeOwned` type, a [`Reference`](crate::Reference), an
+    /// [`ExternalCopy`](crate::ExternalCopy), or a dynamic [`Value`](crate::Value) or
+    /// [`Transferred`](crate::Transferred), which follow isolated-vm's rule for `eval`:
+    /// primitives come back as they are, other objects as `undefined` unless
+    /// [`EvalOptions::transfer`] says otherwise.
     ///
     /// ```
     /// # let isolate = ivm::Isolate::new(Default::default())?;
@@ -170,31 +159,27 @@ impl Context {
     /// assert_eq!((r.total, r.names.len()), (2, 2));
     /// # Ok::<(), ivm::Error>(())
     /// ```
-    pub fn eval<T: DeserializeOwned + 'static>(&self, code: &str) -> Result<T> {
+    pub fn eval<T: FromJs>(&self, code: &str) -> Result<T> {
         self.eval_with(code, &EvalOptions::default())
     }
 
     /// [`eval`](Context::eval) with options.
-    pub fn eval_with<T: DeserializeOwned + 'static>(&self, code: &str, options: &EvalOptions) -> Result<T> {
+    pub fn eval_with<T: FromJs>(&self, code: &str, options: &EvalOptions) -> Result<T> {
         let id = self.id();
-        let value = self.handle.isolate.inner.run_sync(|s| eval(s, id, code, options, want_dynamic::<T>()))?;
-        value::from_value(value)
+        self.handle.isolate.inner.run_sync(|s| eval(s, id, code, options))
     }
 
     /// Async form of [`eval_with`](Context::eval_with).
-    pub fn eval_async<T: DeserializeOwned + Send + 'static>(
-        &self,
-        code: impl Into<String>,
-        options: EvalOptions,
-    ) -> Operation<T> {
-        let (id, code, dynamic) = (self.id(), code.into(), want_dynamic::<T>());
-        let done = self.handle.isolate.inner.run_async(move |s| eval(s, id, &code, &options, dynamic));
-        Operation::new(async move { value::from_value(done.await?) })
+    pub fn eval_async<T: FromJs>(&self, code: impl Into<String>, options: EvalOptions) -> Operation<T> {
+        let (id, code) = (self.id(), code.into());
+        Operation::new(self.handle.isolate.inner.run_async(move |s| eval(s, id, &code, &options)))
     }
 
-    /// Runs `code` as the body of a function whose parameters are `$0`, `$1`, ... (the elements
-    /// of `args`, which must serialize to a sequence, e.g. a tuple) and returns what it
-    /// `return`s. `this` is the context's global object.
+    /// Runs `code` as the body of a function whose parameters are `$0`, `$1`, ... (`args`, a
+    /// tuple of anything [`IntoJs`]) and reads what it `return`s like [`eval`](Context::eval),
+    /// except that a dynamic result that is an object fails with `A non-transferable value was
+    /// passed` under [`Transfer::Auto`] (isolated-vm's rule for `evalClosure`). `this` is the
+    /// context's global object.
     ///
     /// ```
     /// # let isolate = ivm::Isolate::new(Default::default())?;
@@ -203,46 +188,33 @@ impl Context {
     /// assert_eq!(sum, 3.5);
     /// # Ok::<(), ivm::Error>(())
     /// ```
-    pub fn eval_closure<T: DeserializeOwned + 'static>(
-        &self,
-        code: &str,
-        args: impl Serialize,
-        options: &EvalOptions,
-    ) -> Result<T> {
-        let args = closure_args(args)?;
-        let id = self.id();
-        let value = self.handle.isolate.inner.run_sync(|s| eval_closure(s, id, code, &args, options, want_dynamic::<T>()))?;
-        value::from_value(value)
+    pub fn eval_closure<T: FromJs>(&self, code: &str, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
+        let (id, args) = (self.id(), args.into_args());
+        self.handle.isolate.inner.run_sync(|s| eval_closure(s, id, code, &args, options))
     }
 
     /// Async form of [`eval_closure`](Context::eval_closure).
-    pub fn eval_closure_async<T: DeserializeOwned + Send + 'static>(
-        &self,
-        code: impl Into<String>,
-        args: impl Serialize,
-        options: EvalOptions,
-    ) -> Operation<T> {
-        let prepared = closure_args(args).map(|args| (self.id(), code.into(), args, want_dynamic::<T>()));
-        let inner = self.handle.isolate.inner.clone();
+    pub fn eval_closure_async<T: FromJs>(&self, code: impl Into<String>, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
+        let prepared = args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>();
+        let (id, code, inner) = (self.id(), code.into(), self.handle.isolate.inner.clone());
         Operation::new(async move {
-            let (id, code, args, dynamic) = prepared?;
-            let value = inner.run_async(move |s| eval_closure(s, id, &code, &args, &options, dynamic)).await?;
-            value::from_value(value)
+            let args = prepared?;
+            inner.run_async(move |s| eval_closure(s, id, &code, &args, &options)).await
         })
     }
 
-    /// Reads a property of the global object, copied into `T`.
-    pub fn get_global<T: DeserializeOwned + 'static>(&self, name: &str) -> Result<T> {
+    /// Reads a property of the global object, like [`Reference::get`](crate::Reference::get).
+    pub fn get_global<T: FromJs>(&self, name: &str) -> Result<T> {
         let id = self.id();
-        let value = self.handle.isolate.inner.run_sync(|s| global_get(s, id, name))?;
-        value::from_value(value)
+        self.handle.isolate.inner.run_sync(|s| global_get(s, id, name))
     }
 
-    /// Sets a property of the global object to a copy of `value`, e.g.
-    /// `context.set_global("config", &config)`. Setters are not run: the property is
-    /// (re)defined as a data property.
+    /// Sets a property of the global object to `value` (anything [`IntoJs`]: a copy of
+    /// `Serialize` data, e.g. `context.set_global("config", &config)`, a
+    /// [`Callback`](crate::Callback), ...). Setters are not run: the property is (re)defined
+    /// as a data property.
     pub fn set_global(&self, name: &str, value: impl IntoJs) -> Result<()> {
-        let (id, value) = (self.id(), value.into_transferable()?);
+        let (id, value) = (self.id(), value.into_arg());
         self.handle.isolate.inner.run_sync(|s| global_set(s, id, name, &value))
     }
 
@@ -253,52 +225,9 @@ impl Context {
     }
 }
 
-/// Whether the caller asked for a dynamic `Value`, to which isolated-vm's transfer rules apply.
-///
-/// `()` counts as dynamic too: a caller that ignores the result (`eval::<()>("globalThis.f =
-/// () => 1")`) should not fail because the completion value cannot be copied.
-fn want_dynamic<T: 'static>() -> bool {
-    let t = std::any::TypeId::of::<T>();
-    t == std::any::TypeId::of::<Value>() || t == std::any::TypeId::of::<()>()
-}
-
-fn closure_args(args: impl Serialize) -> Result<Vec<Value>> {
-    match value::to_value(&args)? {
-        Value::Array(items) => Ok(items),
-        Value::Undefined => Ok(Vec::new()),
-        other => Ok(vec![other]),
-    }
-}
-
-/// Copies a result out under the transfer rule for the operation.
-pub(crate) fn transfer_out<'s>(
-    scope: &mut v8::PinScope<'s, '_>,
-    result: v8::Local<'s, v8::Value>,
-    transfer: Transfer,
-    dynamic: bool,
-    fallback: Fallback,
-) -> Result<Value> {
-    if let Some(p) = js::primitive(scope, result) {
-        return Ok(p);
-    }
-    if transfer == Transfer::Copy || !dynamic {
-        return js::copy_out(scope, result);
-    }
-    match fallback {
-        Fallback::Undefined => Ok(Value::Undefined),
-        Fallback::Throw => Err(Error::InvalidArgument("A non-transferable value was passed".into())),
-    }
-}
-
-/// isolated-vm's per-operation fallback for plain objects (reference §1.4).
-#[derive(Clone, Copy)]
-pub(crate) enum Fallback {
-    Undefined,
-    Throw,
-}
-
-fn eval(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions, dynamic: bool) -> Result<Value> {
-    let transfer = options.transfer;
+fn eval<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions) -> Result<T> {
+    let inner = session.inner.clone();
+    let rule = Rule::new(options.transfer, Fallback::Undefined);
     run::run_in_context(
         session,
         id,
@@ -307,19 +236,13 @@ fn eval(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions, d
             let script = script::compile_in_context(scope, code, &options.origin)?;
             script.run(scope).ok_or_else(js::threw)
         },
-        |scope, result| transfer_out(scope, result, transfer, dynamic, Fallback::Undefined),
+        |scope, result| read_out(scope, &inner, result, rule),
     )
 }
 
-fn eval_closure(
-    session: &mut Session<'_>,
-    id: u64,
-    code: &str,
-    args: &[Value],
-    options: &EvalOptions,
-    dynamic: bool,
-) -> Result<Value> {
-    let transfer = options.transfer;
+fn eval_closure<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, args: &[Arg<'_>], options: &EvalOptions) -> Result<T> {
+    let inner = session.inner.clone();
+    let rule = Rule::new(options.transfer, Fallback::Throw);
     run::run_in_context(
         session,
         id,
@@ -328,16 +251,17 @@ fn eval_closure(
             let function = script::compile_function(scope, code, args.len(), &options.origin)?;
             let mut argv = Vec::with_capacity(args.len());
             for arg in args {
-                argv.push(js::copy_in(scope, arg)?);
+                argv.push(arg.to_js(scope, &inner)?);
             }
             let global = scope.get_current_context().global(scope);
             function.call(scope, global.into(), &argv).ok_or_else(js::threw)
         },
-        |scope, result| transfer_out(scope, result, transfer, dynamic, Fallback::Throw),
+        |scope, result| read_out(scope, &inner, result, rule),
     )
 }
 
-fn global_get(session: &mut Session<'_>, id: u64, name: &str) -> Result<Value> {
+fn global_get<T: FromJs>(session: &mut Session<'_>, id: u64, name: &str) -> Result<T> {
+    let inner = session.inner.clone();
     run::run_in_context(
         session,
         id,
@@ -347,12 +271,12 @@ fn global_get(session: &mut Session<'_>, id: u64, name: &str) -> Result<Value> {
             let key = v8::String::new(scope, name).ok_or_else(js::threw)?;
             global.get(scope, key.into()).ok_or_else(js::threw)
         },
-        |scope, value| js::copy_out(scope, value),
+        |scope, value| read_out(scope, &inner, value, Rule::new(Transfer::Auto, Fallback::Reference)),
     )
 }
 
-fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Transferable) -> Result<()> {
-    let inner = session.inner;
+fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Arg<'_>) -> Result<()> {
+    let inner = session.inner.clone();
     run::run_in_context(
         session,
         id,
@@ -360,7 +284,7 @@ fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Transferab
         |scope| {
             let global = scope.get_current_context().global(scope);
             let key = v8::String::new(scope, name).ok_or_else(js::threw)?;
-            let value = value.to_js(scope, inner)?;
+            let value = value.to_js(scope, &inner)?;
             global.delete(scope, key.into()).ok_or_else(js::threw)?;
             global.create_data_property(scope, key.into(), value).ok_or_else(js::threw)?;
             Ok(v8::undefined(scope).into())

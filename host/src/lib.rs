@@ -25,8 +25,11 @@
 //! ```
 //!
 //! Where things live: [`Isolate`] (heap, limits, lifetime), [`Context`] (a global object and
-//! evaluation), [`Script`] (compiled code), [`Value`] and [`to_value`]/[`from_value`] (data
-//! crossing the boundary), [`Error`] (typed failures).
+//! evaluation), [`Script`] (compiled code), [`Reference`] (a handle to a value in an isolate),
+//! [`ExternalCopy`] (a value held outside every isolate), [`Callback`] (Rust closures as
+//! JavaScript functions), [`FromJs`]/[`IntoJs`] and [`Transfer`] (what crosses the boundary,
+//! and how), [`Value`] and [`to_value`]/[`from_value`] (dynamic data), [`Error`] (typed
+//! failures).
 
 mod callback;
 mod console;
@@ -34,6 +37,7 @@ mod context;
 mod engine;
 mod error;
 mod exception;
+mod external_copy;
 mod handle;
 mod isolate;
 mod reference;
@@ -43,11 +47,12 @@ mod transfer;
 pub mod value;
 
 pub use callback::Callback;
-pub use context::{ConsoleLevel, Context, ContextOptions, EvalOptions, Transfer};
+pub use context::{ConsoleLevel, Context, ContextOptions, EvalOptions};
 pub use engine::v8_version;
 pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
 pub use isolate::{HeapStatistics, Isolate, IsolateOptions, Operation};
 pub use script::{CompileOptions, Script, ScriptOrigin};
 pub use reference::{Key, Reference};
-pub use transfer::{IntoArgs, IntoJs, Transferable};
+pub use external_copy::{CopyIntoOptions, ExternalCopy, ExternalCopyOptions};
+pub use transfer::{FromJs, IntoArgs, IntoJs, Transfer, Transferable, Transferred};
 pub use value::{BigInt, Value, from_value, to_value};

@@ -6,11 +6,12 @@ use serde::de::DeserializeOwned;
 
 use crate::context::{Context, EvalOptions};
 use crate::error::{Error, Result};
+use crate::external_copy::{ExternalCopy, ExternalCopyOptions};
 use crate::handle::HandleRef;
 use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
 use crate::run::{self, Limits};
-use crate::transfer::{IntoArgs, IntoJs, Transferable};
-use crate::value::{self, Value, js};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transfer, Transferable, read_out};
+use crate::value::js;
 
 /// A handle to a value inside an isolate (an object, a function, or a primitive), usable from
 /// any thread. The value is not copied: operations run in its isolate, under isolated-vm's
@@ -27,7 +28,7 @@ use crate::value::{self, Value, js};
 /// let isolate = ivm::Isolate::new(Default::default())?;
 /// let context = isolate.create_context()?;
 /// context.eval::<()>("globalThis.add = (a, b) => a + b")?;
-/// let add = context.global()?.get_ref("add")?;
+/// let add: ivm::Reference = context.global()?.get("add")?;
 /// assert_eq!(add.type_of(), "function");
 /// assert_eq!(add.apply::<i32>((), (2, 3), &Default::default())?, 5);
 /// # Ok::<(), ivm::Error>(())
@@ -77,13 +78,14 @@ impl Reference {
         scope: &mut v8::PinScope<'s, '_>,
         inner: &Arc<IsolateInner>,
         value: v8::Local<'s, v8::Value>,
+        inherit: bool,
     ) -> Reference {
         let context = scope.get_current_context();
         let id = inner.insert(Slot::Reference { value: v8::Global::new(scope, value), context: v8::Global::new(scope, context) });
         Reference {
             handle: Arc::new(HandleRef::new(Isolate { inner: inner.clone() }, id)),
             type_of: type_of(value),
-            inherit: false,
+            inherit,
             accessors: false,
         }
     }
@@ -113,49 +115,43 @@ impl Reference {
         self
     }
 
-    /// Reads a property, copied into `T` (see [`get_ref`](Reference::get_ref) for a reference).
-    pub fn get<T: DeserializeOwned + 'static>(&self, key: impl Into<Key>) -> Result<T> {
+    /// Reads a property: a copy into any `DeserializeOwned` type, a [`Reference`] to it, an
+    /// [`ExternalCopy`](crate::ExternalCopy), or a [`Transferred`](crate::Transferred) by
+    /// isolated-vm's rule for `get` (primitives copied, objects and functions as references).
+    ///
+    /// ```
+    /// # let isolate = ivm::Isolate::new(Default::default())?;
+    /// # let context = isolate.create_context()?;
+    /// context.eval::<()>("globalThis.config = { name: 'job', limits: { cpu: 2 } }")?;
+    /// let config: ivm::Reference = context.global()?.get("config")?;
+    /// assert_eq!(config.get::<String>("name")?, "job");
+    /// let limits = config.get::<ivm::Reference>("limits")?;
+    /// assert_eq!(limits.get::<u32>("cpu")?, 2);
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn get<T: FromJs>(&self, key: impl Into<Key>) -> Result<T> {
         let key = key.into();
         let (id, rules) = (self.handle.id, self.rules());
-        let value = self.inner().run_sync(|s| with_value(s, id, |scope, _, target| {
-            let v = property(scope, target, &key, rules)?;
-            js::copy_out(scope, v)
-        }))?;
-        value::from_value(value)
+        self.inner().run_sync(|s| get(s, id, &key, rules))
     }
 
     /// Async form of [`get`](Reference::get).
-    pub fn get_async<T: DeserializeOwned + Send + 'static>(&self, key: impl Into<Key>) -> Operation<T> {
+    pub fn get_async<T: FromJs>(&self, key: impl Into<Key>) -> Operation<T> {
         let key = key.into();
         let (id, rules) = (self.handle.id, self.rules());
-        let done = self.inner().run_async(move |s| with_value(s, id, |scope, _, target| {
-            let v = property(scope, target, &key, rules)?;
-            js::copy_out(scope, v)
-        }));
-        Operation::new(async move { value::from_value(done.await?) })
-    }
-
-    /// Reads a property as a reference (isolated-vm's `get` for objects).
-    pub fn get_ref(&self, key: impl Into<Key>) -> Result<Reference> {
-        let key = key.into();
-        let (id, rules) = (self.handle.id, self.rules());
-        let child = self.inner().run_sync(|s| with_value(s, id, |scope, inner, target| {
-            let v = property(scope, target, &key, rules)?;
-            Ok(Reference::create(scope, inner, v))
-        }))?;
-        Ok(self.derived(child))
+        Operation::new(self.inner().run_async(move |s| get(s, id, &key, rules)))
     }
 
     /// Defines a data property (setters do not run), e.g. `reference.set("config", &config)`
     /// or a [`Callback`](crate::Callback).
     pub fn set(&self, key: impl Into<Key>, value: impl IntoJs) -> Result<()> {
-        let (key, value, id) = (key.into(), value.into_transferable()?, self.handle.id);
+        let (key, value, id) = (key.into(), value.into_arg(), self.handle.id);
         self.inner().run_sync(|s| with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value)))
     }
 
     /// Async form of [`set`](Reference::set).
     pub fn set_async(&self, key: impl Into<Key>, value: impl IntoJs) -> Operation<()> {
-        let prepared = value.into_transferable().map(|v| (key.into(), v, self.handle.id));
+        let prepared = value.into_arg().into_owned().map(|v| (key.into(), v, self.handle.id));
         let inner = self.inner().clone();
         Operation::new(async move {
             let (key, value, id) = prepared?;
@@ -180,60 +176,68 @@ impl Reference {
         Operation::new(self.inner().run_async(move |s| with_value(s, id, |scope, _, target| remove(scope, target, &key))))
     }
 
+    /// Fire-and-forget [`delete`](Reference::delete).
+    pub fn delete_ignored(&self, key: impl Into<Key>) {
+        drop(self.delete_async(key));
+    }
+
     /// Calls the function with `this` = `recv` (`()` for `undefined`) and `args` (a tuple of
-    /// anything [`IntoJs`], e.g. `(1, "a", callback)`); the result is copied into `T`.
+    /// anything [`IntoJs`], e.g. `(1, "a", callback)`). The result is read like
+    /// [`get`](Reference::get)'s: a copy into a `DeserializeOwned` type, a [`Reference`], an
+    /// [`ExternalCopy`](crate::ExternalCopy), or a [`Transferred`](crate::Transferred).
     /// `options.timeout` bounds the call, `options.promise` waits for a promise result.
-    pub fn apply<T: DeserializeOwned + 'static>(&self, recv: impl IntoJs, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
-        let (recv, args, id) = (recv.into_transferable()?, args.into_args()?, self.handle.id);
-        let limits = options.limits();
-        let value = self.inner().run_sync(|s| call(s, id, &recv, &args, limits, |scope, _, v| js::copy_out(scope, v)))?;
-        value::from_value(value)
+    pub fn apply<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
+        let (recv, args, id) = (recv.into_arg(), args.into_args(), self.handle.id);
+        let rule = self.rule(options.transfer);
+        self.inner().run_sync(|s| call(s, id, &recv, &args, options.limits(), rule))
     }
 
     /// Async form of [`apply`](Reference::apply).
-    pub fn apply_async<T: DeserializeOwned + Send + 'static>(
-        &self,
-        recv: impl IntoJs,
-        args: impl IntoArgs,
-        options: EvalOptions,
-    ) -> Operation<T> {
-        let prepared = recv.into_transferable().and_then(|r| Ok((r, args.into_args()?, self.handle.id)));
+    pub fn apply_async<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
+        let prepared = owned_args(recv, args).map(|(recv, args)| (recv, args, self.handle.id, self.rule(options.transfer)));
         let inner = self.inner().clone();
         Operation::new(async move {
-            let (recv, args, id) = prepared?;
-            let limits = options.limits();
-            let value = inner.run_async(move |s| call(s, id, &recv, &args, limits, |scope, _, v| js::copy_out(scope, v))).await?;
-            value::from_value(value)
+            let (recv, args, id, rule) = prepared?;
+            inner.run_async(move |s| call(s, id, &recv, &args, options.limits(), rule)).await
         })
     }
 
     /// Fire-and-forget [`apply`](Reference::apply): queued like `apply_async`; the result
     /// and errors are dropped.
     pub fn apply_ignored(&self, recv: impl IntoJs, args: impl IntoArgs, options: EvalOptions) {
-        drop(self.apply_async::<Value>(recv, args, options));
+        drop(self.apply_async::<()>(recv, args, options));
     }
 
-    /// [`apply`](Reference::apply), with the result as a reference (isolated-vm's default for
-    /// objects).
-    pub fn apply_ref(&self, recv: impl IntoJs, args: impl IntoArgs, options: &EvalOptions) -> Result<Reference> {
-        let (recv, args, id) = (recv.into_transferable()?, args.into_args()?, self.handle.id);
-        let child = self.inner().run_sync(|s| {
-            call(s, id, &recv, &args, options.limits(), |scope, inner, v| Ok(Reference::create(scope, inner, v)))
-        })?;
-        Ok(self.derived(child))
-    }
-
-    /// Copies the value out into `T`.
-    pub fn copy<T: DeserializeOwned + 'static>(&self) -> Result<T> {
-        let id = self.handle.id;
-        value::from_value(self.inner().run_sync(|s| with_value(s, id, |scope, _, v| js::copy_out(scope, v)))?)
+    /// Copies the value out into `T` (isolated-vm's `copy()`).
+    pub fn copy<T: DeserializeOwned + Send + 'static>(&self) -> Result<T> {
+        let (id, rule) = (self.handle.id, Rule::new(Transfer::Copy, Fallback::Reference));
+        self.inner().run_sync(|s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule)))
     }
 
     /// Async form of [`copy`](Reference::copy).
     pub fn copy_async<T: DeserializeOwned + Send + 'static>(&self) -> Operation<T> {
+        let (id, rule) = (self.handle.id, Rule::new(Transfer::Copy, Fallback::Reference));
+        Operation::new(self.inner().run_async(move |s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule))))
+    }
+
+    /// Makes an [`ExternalCopy`] of the value, optionally transferring ArrayBuffers into it
+    /// (isolated-vm's `new ExternalCopy(value, { transferList, transferOut })`).
+    pub fn external_copy(&self, options: &ExternalCopyOptions) -> Result<ExternalCopy> {
         let id = self.handle.id;
-        let done = self.inner().run_async(move |s| with_value(s, id, |scope, _, v| js::copy_out(scope, v)));
-        Operation::new(async move { value::from_value(done.await?) })
+        self.inner().run_sync(|s| with_value(s, id, |scope, inner, v| ExternalCopy::from_js(scope, inner, v, options)))
+    }
+
+    /// The value itself, for passing into its own isolate (isolated-vm's `deref()`); passing
+    /// `&Reference` does the same. In any other isolate it fails with `Cannot dereference this
+    /// into target isolate`: values never leave their isolate this way.
+    pub fn deref(&self) -> Transferable {
+        Transferable::from(self.clone())
+    }
+
+    /// A single-use [`deref`](Reference::deref) (isolated-vm's `derefInto()`); a second use
+    /// fails. With `release`, the reference is released once it was used.
+    pub fn deref_into(&self, release: bool) -> Transferable {
+        Transferable::once(Once::Deref { reference: self.clone(), release })
     }
 
     /// Releases the handle. Later calls fail with `Reference has been released`. Returns
@@ -242,8 +246,12 @@ impl Reference {
         self.handle.release()
     }
 
-    pub(crate) fn id(&self) -> u64 {
-        self.handle.id
+    /// The value, in its own isolate (locked by the caller as `inner`).
+    pub(crate) fn local_in<'s>(&self, scope: &v8::PinScope<'s, '_>, inner: &Arc<IsolateInner>) -> Result<v8::Local<'s, v8::Value>> {
+        if !Arc::ptr_eq(self.inner(), inner) {
+            return Err(Error::js("TypeError", "Cannot dereference this into target isolate"));
+        }
+        value_of(scope, inner, self.handle.id)
     }
 
     fn inner(&self) -> &Arc<IsolateInner> {
@@ -254,19 +262,26 @@ impl Reference {
         Rules { inherit: self.inherit, accessors: self.accessors }
     }
 
-    fn derived(&self, child: Reference) -> Reference {
-        Reference { inherit: self.inherit, ..child }
+    /// The transfer rule for results of `get` and `apply`: isolated-vm's reference fallback.
+    fn rule(&self, transfer: Transfer) -> Rule {
+        Rule { inherit: self.inherit, ..Rule::new(transfer, Fallback::Reference) }
     }
+}
+
+fn owned_args(recv: impl IntoJs, args: impl IntoArgs) -> Result<(Arg<'static>, Vec<Arg<'static>>)> {
+    let recv = recv.into_arg().into_owned()?;
+    let args = args.into_args().into_iter().map(Arg::into_owned).collect::<Result<_>>()?;
+    Ok((recv, args))
 }
 
 impl Context {
     /// A reference to the context's global object.
     pub fn global(&self) -> Result<Reference> {
         let id = self.id();
-        let inner = self.isolate().inner.clone();
-        inner.run_sync(|s| {
+        self.isolate().inner.run_sync(|s| {
+            let inner = s.inner.clone();
             run::run_in_context(s, id, Limits::default(), |scope| Ok(scope.get_current_context().global(scope).into()), |scope, v| {
-                Ok(Reference::create(scope, &inner, v))
+                Ok(Reference::create(scope, &inner, v, false))
             })
         })
     }
@@ -311,7 +326,7 @@ fn check_held(inner: &IsolateInner, id: u64) -> Result<()> {
     if inner.holds(id) { Ok(()) } else { Err(Error::disposed("Reference has been released")) }
 }
 
-fn value_of<'s>(scope: &mut v8::PinScope<'s, '_>, inner: &IsolateInner, id: u64) -> Result<v8::Local<'s, v8::Value>> {
+fn value_of<'s>(scope: &v8::PinScope<'s, '_>, inner: &IsolateInner, id: u64) -> Result<v8::Local<'s, v8::Value>> {
     inner
         .local(scope, id, |slot| match slot {
             Slot::Reference { value, .. } => Some(value),
@@ -381,7 +396,7 @@ fn define<'s>(
     inner: &Arc<IsolateInner>,
     target: v8::Local<'s, v8::Value>,
     key: &Key,
-    value: &Transferable,
+    value: &Arg<'_>,
 ) -> Result<()> {
     let object = checked_object(scope, target)?;
     let key = key_of(scope, key)?;
@@ -401,14 +416,15 @@ fn remove<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>
     if object.delete(scope, key).ok_or_else(js::threw)? { Ok(()) } else { Err(type_error("Delete failed")) }
 }
 
-fn call<R>(
-    session: &mut Session<'_>,
-    id: u64,
-    recv: &Transferable,
-    args: &[Transferable],
-    limits: Limits,
-    finish: impl for<'s, 'i> FnOnce(&mut v8::PinScope<'s, 'i>, &Arc<IsolateInner>, v8::Local<'s, v8::Value>) -> Result<R>,
-) -> Result<R> {
+fn get<T: FromJs>(session: &mut Session<'_>, id: u64, key: &Key, rules: Rules) -> Result<T> {
+    let rule = Rule { inherit: rules.inherit, ..Rule::new(Transfer::Auto, Fallback::Reference) };
+    with_value(session, id, |scope, inner, target| {
+        let v = property(scope, target, key, rules)?;
+        read_out(scope, inner, v, rule)
+    })
+}
+
+fn call<T: FromJs>(session: &mut Session<'_>, id: u64, recv: &Arg<'_>, args: &[Arg<'_>], limits: Limits, rule: Rule) -> Result<T> {
     let inner = session.inner.clone();
     check_held(&inner, id)?;
     run::run_in_context(
@@ -425,6 +441,6 @@ fn call<R>(
             }
             function.call(scope, recv, &argv).ok_or_else(js::threw)
         },
-        |scope, v| finish(scope, &inner, v),
+        |scope, v| read_out(scope, &inner, v, rule),
     )
 }

@@ -15,7 +15,7 @@ use crate::engine::{self, watchdog::Timer};
 use crate::error::{Error, Result};
 use crate::exception::{caught, exception};
 use crate::isolate::{IsolateInner, Session, Slot};
-use crate::value::js::threw;
+use crate::value::js::{is_threw, threw};
 
 /// Frames captured for a timeout's stack, as in isolated-vm.
 const TIMEOUT_FRAMES: usize = 10;
@@ -60,7 +60,9 @@ pub(crate) fn run_in_context<R>(
         Err(_) if tc.has_terminated() || tc.is_execution_terminating() => Err(terminated(inner, timeout.as_ref())),
         // The timeout fired while the script was in a host function, which threw.
         Err(_) if timeout.as_ref().is_some_and(|t| t.fired()) => Err(terminated(inner, timeout.as_ref())),
-        Err(_) if tc.has_caught() => Err(Error::Exception(caught(tc))),
+        // JavaScript threw: the exception it threw. Errors ivm made itself (e.g. a value that
+        // cannot be copied) stand as they are.
+        Err(e) if is_threw(&e) && tc.has_caught() => Err(Error::Exception(caught(tc))),
         other => other,
     };
     if let Some(timeout) = timeout {

@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-
-use crate::context::{Context, EvalOptions, Fallback, transfer_out};
+use crate::context::{Context, EvalOptions};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
 use crate::isolate::{Isolate, Operation, Session, Slot};
 use crate::run;
-use crate::value::{self, Value, js};
+use crate::transfer::{Fallback, FromJs, Rule, read_out};
+use crate::value::js;
 
 /// Where code comes from: shown in stack traces and syntax errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,26 +87,18 @@ impl Script {
     /// Runs the script in `context` (which must belong to the same isolate) and copies its
     /// completion value into `T`, with the same rules as [`Context::eval`]. `options.origin`
     /// is ignored: the script keeps the origin it was compiled with.
-    pub fn run<T: DeserializeOwned + 'static>(&self, context: &Context, options: &EvalOptions) -> Result<T> {
+    pub fn run<T: FromJs>(&self, context: &Context, options: &EvalOptions) -> Result<T> {
         let (script_id, context_id) = self.ids_for(context)?;
-        let dynamic = std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>();
-        let value = self.handle.isolate.inner.run_sync(|s| run_script(s, script_id, context_id, options, dynamic))?;
-        value::from_value(value)
+        self.handle.isolate.inner.run_sync(|s| run_script(s, script_id, context_id, options))
     }
 
     /// Async form of [`run`](Script::run).
-    pub fn run_async<T: DeserializeOwned + Send + 'static>(
-        &self,
-        context: &Context,
-        options: EvalOptions,
-    ) -> Operation<T> {
+    pub fn run_async<T: FromJs>(&self, context: &Context, options: EvalOptions) -> Operation<T> {
         let ids = self.ids_for(context);
         let inner = self.handle.isolate.inner.clone();
-        let dynamic = std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>();
         Operation::new(async move {
             let (script_id, context_id) = ids?;
-            let value = inner.run_async(move |s| run_script(s, script_id, context_id, &options, dynamic)).await?;
-            value::from_value(value)
+            inner.run_async(move |s| run_script(s, script_id, context_id, &options)).await
         })
     }
 
@@ -124,9 +115,9 @@ impl Script {
     }
 }
 
-fn run_script(session: &mut Session<'_>, script_id: u64, context_id: u64, options: &EvalOptions, dynamic: bool) -> Result<Value> {
+fn run_script<T: FromJs>(session: &mut Session<'_>, script_id: u64, context_id: u64, options: &EvalOptions) -> Result<T> {
     let inner = session.inner.clone();
-    let transfer = options.transfer;
+    let rule = Rule::new(options.transfer, Fallback::Undefined);
     run::run_in_context(
         session,
         context_id,
@@ -140,7 +131,7 @@ fn run_script(session: &mut Session<'_>, script_id: u64, context_id: u64, option
                 .ok_or_else(|| Error::disposed("Script has been released"))?;
             unbound.bind_to_current_context(scope).run(scope).ok_or_else(js::threw)
         },
-        |scope, result| transfer_out(scope, result, transfer, dynamic, Fallback::Undefined),
+        |scope, result| read_out(scope, &inner, result, rule),
     )
 }
 

@@ -1,107 +1,412 @@
-//! What can be put into an isolate: [`IntoJs`].
+//! What crosses into and out of an isolate, and by which rule (isolated-vm's transfer rules,
+//! reference §1.4, with Rust types choosing where isolated-vm needs options).
+//!
+//! **Into an isolate** anything [`IntoJs`] goes: `Serialize` data is copied (built directly
+//! in the isolate, no intermediate tree), a [`Callback`] becomes a function, a [`Reference`]
+//! becomes the value it points at (in its own isolate only), an [`ExternalCopy`] is copied
+//! in, and the single-use [`Transferable`]s from [`Reference::deref_into`] and
+//! [`ExternalCopy::copy_into`] do their one job.
+//!
+//! **Out of an isolate** the caller's type decides: any `DeserializeOwned` type is a copy;
+//! [`Reference`] and [`ExternalCopy`] are what they say; the dynamic [`Value`] and
+//! [`Transferred`] follow the operation's [`Transfer`] option, whose default
+//! ([`Transfer::Auto`]) is isolated-vm's rule for that operation.
 
-use std::sync::Arc;
+use std::any::TypeId;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::callback::Callback;
 use crate::error::{Error, Result};
-use crate::isolate::{IsolateInner, Slot};
+use crate::external_copy::{CopyIntoOptions, ExternalCopy};
+use crate::isolate::IsolateInner;
 use crate::reference::Reference;
 use crate::value::{self, Value, js};
 
-/// A value on its way into an isolate. Built outside the isolate (it is `Send`), made into a
-/// JavaScript value inside it.
-#[derive(Debug, Clone)]
+/// How a non-primitive result leaves the isolate when it is asked for as a dynamic [`Value`]
+/// or [`Transferred`] (isolated-vm's `copy`/`externalCopy`/`reference` options). Results
+/// asked for as a concrete type are always that type: a `DeserializeOwned` type is a copy.
+///
+/// Waiting for a promise result is the separate [`EvalOptions::promise`](crate::EvalOptions::promise)
+/// option: it applies first, then this rule to the settled value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum Transferable {
-    /// A copy of plain data.
+pub enum Transfer {
+    /// isolated-vm's default rule for the operation: primitives are copied, functions become
+    /// [`Reference`]s, and other objects are `undefined` (`eval`, `Script::run`), an error
+    /// `A non-transferable value was passed` (`eval_closure`), or a [`Reference`]
+    /// (`Reference::get`, `Reference::apply`). A [`Value`] cannot hold a reference, so where
+    /// the rule says reference and a `Value` is asked for, the object is copied.
+    #[default]
+    Auto,
+    /// A deep copy (see the mapping in [`crate::value`]).
+    Copy,
+    /// An [`ExternalCopy`] (structured clone, held outside every isolate).
+    ExternalCopy,
+    /// A [`Reference`] to the value, left where it is.
+    Reference,
+}
+
+/// A result as the transfer rule made it, for callers that take whatever comes
+/// (`eval::<Transferred>(...)`).
+#[derive(Debug, Clone)]
+pub enum Transferred {
+    /// A primitive, or a copy.
     Value(Value),
-    /// A host function.
-    Callback(Callback),
-    /// A value of the receiving isolate, passed as itself. Passing it into another isolate
-    /// fails: its value does not leave its isolate.
+    /// A handle to the value in its isolate (functions, and objects under
+    /// [`Transfer::Reference`] or a reference rule).
     Reference(Reference),
+    /// A structured clone held outside every isolate.
+    ExternalCopy(ExternalCopy),
 }
 
-/// Types that can be put into an isolate: anything `Serialize` (copied), [`Callback`]s, and
-/// [`Reference`]s to values of that isolate.
-pub trait IntoJs {
-    /// Prepares the value for the isolate (serializes data).
-    fn into_transferable(self) -> Result<Transferable>;
+/// isolated-vm's per-operation fallback for objects under [`Transfer::Auto`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Fallback {
+    Undefined,
+    Throw,
+    Reference,
 }
 
-impl<T: Serialize> IntoJs for T {
-    fn into_transferable(self) -> Result<Transferable> {
-        Ok(Transferable::Value(value::to_value(&self)?))
+/// The transfer rule for one result.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rule {
+    pub(crate) transfer: Transfer,
+    pub(crate) fallback: Fallback,
+    /// References made from the result follow prototype chains (a derived `inherit`).
+    pub(crate) inherit: bool,
+}
+
+impl Rule {
+    pub(crate) fn new(transfer: Transfer, fallback: Fallback) -> Rule {
+        Rule { transfer, fallback, inherit: false }
     }
 }
 
-impl IntoJs for Callback {
-    fn into_transferable(self) -> Result<Transferable> {
-        Ok(Transferable::Callback(self))
+const NON_TRANSFERABLE: &str = "A non-transferable value was passed";
+
+/// A result on its way out of an isolate: the value, in its (locked) isolate, with the rule
+/// that applies. Only ivm makes these.
+#[doc(hidden)]
+pub struct Out<'a, 's, 'i> {
+    pub(crate) scope: &'a mut v8::PinScope<'s, 'i>,
+    pub(crate) inner: &'a Arc<IsolateInner>,
+    pub(crate) value: v8::Local<'s, v8::Value>,
+    pub(crate) rule: Rule,
+}
+
+/// Types a result can be read into: any `DeserializeOwned` type (a copy, through serde),
+/// [`Value`] and [`Transferred`] (following the [`Transfer`] rule), [`Reference`] and
+/// [`ExternalCopy`].
+pub trait FromJs: Sized + Send + 'static {
+    /// Reads the result. Called by ivm with the isolate locked.
+    #[doc(hidden)]
+    fn from_js(out: Out<'_, '_, '_>) -> Result<Self>;
+}
+
+fn downcast<T: 'static, U: 'static>(value: U) -> T {
+    *(Box::new(value) as Box<dyn std::any::Any>).downcast::<T>().expect("the caller checked the type")
+}
+
+impl<T: DeserializeOwned + Send + 'static> FromJs for T {
+    fn from_js(out: Out<'_, '_, '_>) -> Result<T> {
+        if TypeId::of::<T>() == TypeId::of::<Value>() {
+            return dynamic_value(out).map(downcast);
+        }
+        if TypeId::of::<T>() == TypeId::of::<()>() {
+            // A caller that ignores the result does not copy it (and cannot fail on it).
+            return Ok(downcast(()));
+        }
+        js::from_v8(out.scope, out.value)
     }
 }
 
-impl IntoJs for &Callback {
-    fn into_transferable(self) -> Result<Transferable> {
-        Ok(Transferable::Callback(self.clone()))
+/// A result asked for as a [`Value`].
+fn dynamic_value(out: Out<'_, '_, '_>) -> Result<Value> {
+    if let Some(p) = js::primitive(out.scope, out.value) {
+        return Ok(p);
+    }
+    match (out.rule.transfer, out.rule.fallback) {
+        (Transfer::Copy, _) | (Transfer::Auto, Fallback::Reference) => js::copy_out(out.scope, out.value),
+        (Transfer::Auto, Fallback::Undefined) => Ok(Value::Undefined),
+        (Transfer::Auto, Fallback::Throw) => Err(Error::InvalidArgument(NON_TRANSFERABLE.into())),
+        (other, _) => Err(Error::Conversion(format!(
+            "the transfer option {other:?} makes a handle, which a `Value` cannot hold: ask for `{other:?}` or `Transferred`"
+        ))),
     }
 }
 
-impl IntoJs for Reference {
-    fn into_transferable(self) -> Result<Transferable> {
-        Ok(Transferable::Reference(self))
+impl FromJs for Reference {
+    fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
+        Ok(Reference::create(out.scope, out.inner, out.value, out.rule.inherit))
     }
 }
 
-impl IntoJs for &Reference {
-    fn into_transferable(self) -> Result<Transferable> {
-        Ok(Transferable::Reference(self.clone()))
+impl FromJs for ExternalCopy {
+    fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
+        ExternalCopy::from_js(out.scope, out.inner, out.value, &Default::default())
     }
 }
 
-impl IntoJs for Transferable {
-    fn into_transferable(self) -> Result<Transferable> {
-        Ok(self)
+impl FromJs for Transferred {
+    fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
+        if let Some(p) = js::primitive(out.scope, out.value) {
+            return Ok(Transferred::Value(p));
+        }
+        let as_reference = |out: Out<'_, '_, '_>| Reference::from_js(out).map(Transferred::Reference);
+        if out.value.is_function() {
+            return as_reference(out);
+        }
+        match (out.rule.transfer, out.rule.fallback) {
+            (Transfer::Copy, _) => js::copy_out(out.scope, out.value).map(Transferred::Value),
+            (Transfer::ExternalCopy, _) => <ExternalCopy as FromJs>::from_js(out).map(Transferred::ExternalCopy),
+            (Transfer::Reference, _) | (Transfer::Auto, Fallback::Reference) => as_reference(out),
+            (Transfer::Auto, Fallback::Undefined) => Ok(Transferred::Value(Value::Undefined)),
+            (Transfer::Auto, Fallback::Throw) => Err(Error::InvalidArgument(NON_TRANSFERABLE.into())),
+        }
+    }
+}
+
+/// Reads a result under `rule`.
+pub(crate) fn read_out<'s, T: FromJs>(
+    scope: &mut v8::PinScope<'s, '_>,
+    inner: &Arc<IsolateInner>,
+    value: v8::Local<'s, v8::Value>,
+    rule: Rule,
+) -> Result<T> {
+    T::from_js(Out { scope, inner, value, rule })
+}
+
+/// `Serialize` data, kept as the caller's own value until it is built in the isolate.
+pub(crate) trait SerializeDyn {
+    fn to_v8<'s>(&self, scope: &mut v8::PinScope<'s, '_>) -> Result<v8::Local<'s, v8::Value>>;
+    fn to_value(&self) -> Result<Value>;
+}
+
+impl<T: Serialize + ?Sized> SerializeDyn for T {
+    fn to_v8<'s>(&self, scope: &mut v8::PinScope<'s, '_>) -> Result<v8::Local<'s, v8::Value>> {
+        js::to_v8(scope, self)
+    }
+    fn to_value(&self) -> Result<Value> {
+        value::to_value(self)
+    }
+}
+
+/// A value on its way into an isolate, borrowing the caller's data for `'a`. Only ivm reads
+/// these; make them with [`IntoJs`].
+#[doc(hidden)]
+pub struct Arg<'a>(Kind<'a>);
+
+enum Kind<'a> {
+    /// The caller's data, built in the isolate when the operation runs.
+    Data(Box<dyn SerializeDyn + Send + Sync + 'a>),
+    Owned(Owned),
+}
+
+#[derive(Clone)]
+enum Owned {
+    Value(Value),
+    Callback(Callback),
+    Reference(Reference),
+    Copy(ExternalCopy),
+    Once(Arc<OnceSlot>),
+}
+
+/// A single-use transfer: used up by its first successful use.
+pub(crate) struct OnceSlot {
+    /// isolated-vm's name for what made it, for the second-use error.
+    made_by: &'static str,
+    payload: Mutex<Option<Once>>,
+}
+
+/// The payload of a single-use [`Transferable`].
+pub(crate) enum Once {
+    /// [`Reference::deref_into`]: the value, in its own isolate; the reference is released
+    /// after use when `release` is set.
+    Deref { reference: Reference, release: bool },
+    /// [`ExternalCopy::copy_into`].
+    CopyInto { copy: ExternalCopy, options: CopyIntoOptions },
+}
+
+/// An owned value on its way into an isolate: data, a host function, a reference, a copy,
+/// or a single-use transfer from [`Reference::deref_into`] or [`ExternalCopy::copy_into`].
+/// It is `Send`, so it can be prepared on one thread and used on another; clones of a
+/// single-use transfer share it (the first use uses it up).
+#[derive(Clone)]
+pub struct Transferable(Owned);
+
+impl std::fmt::Debug for Transferable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Owned::Value(_) => "data",
+            Owned::Callback(_) => "callback",
+            Owned::Reference(_) => "reference",
+            Owned::Copy(_) => "external copy",
+            Owned::Once(once) => once.made_by,
+        };
+        f.debug_tuple("Transferable").field(&kind).finish()
     }
 }
 
 impl Transferable {
-    /// Makes the JavaScript value in the current context of a locked isolate.
-    pub(crate) fn to_js<'s>(
-        &self,
-        scope: &mut v8::PinScope<'s, '_>,
-        inner: &Arc<IsolateInner>,
-    ) -> Result<v8::Local<'s, v8::Value>> {
-        match self {
-            Transferable::Value(v) => js::copy_in(scope, v),
-            Transferable::Callback(c) => c.to_js(scope, inner),
-            Transferable::Reference(r) => {
-                if !Arc::ptr_eq(&r.isolate().inner, inner) {
-                    return Err(Error::js("TypeError", "Cannot dereference this into target isolate"));
-                }
-                inner
-                    .local(scope, r.id(), |slot| match slot {
-                        Slot::Reference { value, .. } => Some(value),
-                        _ => None,
-                    })
-                    .ok_or_else(|| Error::disposed("Reference has been released"))
+    pub(crate) fn once(once: Once) -> Transferable {
+        let made_by = match once {
+            Once::Deref { .. } => "derefInto()",
+            Once::CopyInto { .. } => "copyInto()",
+        };
+        Transferable(Owned::Once(Arc::new(OnceSlot { made_by, payload: Mutex::new(Some(once)) })))
+    }
+
+    /// Data, copied into the isolate where this is used.
+    pub fn value(value: impl Serialize) -> Result<Transferable> {
+        Ok(Transferable(Owned::Value(value::to_value(&value)?)))
+    }
+}
+
+macro_rules! transferable_from {
+    ($($ty:ty => $kind:ident),* $(,)?) => {$(
+        impl From<$ty> for Transferable {
+            fn from(handle: $ty) -> Transferable {
+                Transferable(Owned::$kind(handle))
             }
         }
+    )*};
+}
+
+transferable_from!(Callback => Callback, Reference => Reference, ExternalCopy => Copy);
+
+impl<'a> Arg<'a> {
+    /// The owned form, for operations that run later on another thread: borrowed data is
+    /// copied into a [`Value`] now.
+    pub(crate) fn into_owned(self) -> Result<Arg<'static>> {
+        Ok(Arg(Kind::Owned(match self.0 {
+            Kind::Data(data) => Owned::Value(data.to_value()?),
+            Kind::Owned(owned) => owned,
+        })))
+    }
+
+    /// Makes the JavaScript value in the current context of a locked isolate.
+    pub(crate) fn to_js<'s>(&self, scope: &mut v8::PinScope<'s, '_>, inner: &Arc<IsolateInner>) -> Result<v8::Local<'s, v8::Value>> {
+        let owned = match &self.0 {
+            Kind::Data(data) => return data.to_v8(scope),
+            Kind::Owned(owned) => owned,
+        };
+        match owned {
+            Owned::Value(v) => js::copy_in(scope, v),
+            Owned::Callback(c) => c.to_js(scope, inner),
+            Owned::Reference(r) => r.local_in(scope, inner),
+            Owned::Copy(c) => c.copy_in(scope, CopyIntoOptions::default()),
+            Owned::Once(once) => {
+                let mut payload = once.payload.lock().unwrap_or_else(|e| e.into_inner());
+                let used = match payload.as_ref() {
+                    None => {
+                        let message = format!("The return value of `{}` should only be used once", once.made_by);
+                        return Err(Error::js("TypeError", message));
+                    }
+                    Some(Once::Deref { reference, release }) => {
+                        let value = reference.local_in(scope, inner)?;
+                        if *release {
+                            reference.release();
+                        }
+                        value
+                    }
+                    Some(Once::CopyInto { copy, options }) => copy.copy_in(scope, *options)?,
+                };
+                // Used up only once it worked: a failed use (e.g. in the wrong isolate) leaves
+                // it usable.
+                *payload = None;
+                Ok(used)
+            }
+        }
+    }
+}
+
+/// Types that can be put into an isolate: anything `Serialize` (copied), [`Callback`]s,
+/// [`Reference`]s to values of that isolate, [`ExternalCopy`]s, [`Transferable`]s and
+/// [`Transferred`] results.
+pub trait IntoJs {
+    /// Prepares the value. Called by ivm.
+    #[doc(hidden)]
+    fn into_arg<'a>(self) -> Arg<'a>
+    where
+        Self: 'a;
+}
+
+impl<T: Serialize + Send + Sync> IntoJs for T {
+    fn into_arg<'a>(self) -> Arg<'a>
+    where
+        Self: 'a,
+    {
+        Arg(Kind::Data(Box::new(self)))
+    }
+}
+
+macro_rules! into_js_handle {
+    ($($ty:ty),* $(,)?) => {$(
+        impl IntoJs for $ty {
+            fn into_arg<'a>(self) -> Arg<'a> where Self: 'a {
+                Transferable::from(self).into_arg()
+            }
+        }
+        impl IntoJs for &$ty {
+            fn into_arg<'a>(self) -> Arg<'a> where Self: 'a {
+                Transferable::from(self.clone()).into_arg()
+            }
+        }
+    )*};
+}
+
+into_js_handle!(Callback, Reference, ExternalCopy);
+
+impl IntoJs for Transferable {
+    fn into_arg<'a>(self) -> Arg<'a>
+    where
+        Self: 'a,
+    {
+        Arg(Kind::Owned(self.0))
+    }
+}
+
+impl IntoJs for &Transferable {
+    fn into_arg<'a>(self) -> Arg<'a>
+    where
+        Self: 'a,
+    {
+        Arg(Kind::Owned(self.0.clone()))
+    }
+}
+
+impl IntoJs for Transferred {
+    fn into_arg<'a>(self) -> Arg<'a>
+    where
+        Self: 'a,
+    {
+        Arg(Kind::Owned(match self {
+            Transferred::Value(v) => Owned::Value(v),
+            Transferred::Reference(r) => Owned::Reference(r),
+            Transferred::ExternalCopy(c) => Owned::Copy(c),
+        }))
     }
 }
 
 /// Argument lists: tuples of [`IntoJs`] values (`()`, `(a,)`, `(a, b)`, ... up to 8) or a
 /// `Vec<Transferable>`.
 pub trait IntoArgs {
-    /// Prepares the arguments for the isolate.
-    fn into_args(self) -> Result<Vec<Transferable>>;
+    /// Prepares the arguments. Called by ivm.
+    #[doc(hidden)]
+    fn into_args<'a>(self) -> Vec<Arg<'a>>
+    where
+        Self: 'a;
 }
 
 impl IntoArgs for Vec<Transferable> {
-    fn into_args(self) -> Result<Vec<Transferable>> {
-        Ok(self)
+    fn into_args<'a>(self) -> Vec<Arg<'a>>
+    where
+        Self: 'a,
+    {
+        self.into_iter().map(|t| Arg(Kind::Owned(t.0))).collect()
     }
 }
 
@@ -109,9 +414,9 @@ macro_rules! tuple_args {
     ($($name:ident),*) => {
         impl<$($name: IntoJs),*> IntoArgs for ($($name,)*) {
             #[allow(non_snake_case)]
-            fn into_args(self) -> Result<Vec<Transferable>> {
+            fn into_args<'a>(self) -> Vec<Arg<'a>> where Self: 'a {
                 let ($($name,)*) = self;
-                Ok(vec![$($name.into_transferable()?),*])
+                vec![$($name.into_arg()),*]
             }
         }
     };

@@ -82,10 +82,12 @@ fn values_that_cannot_be_copied_give_a_clear_error() {
     let (_isolate, context) = new_context();
     let copy = EvalOptions::default().copy();
     for (code, what) in [
-        ("(function f() {})", "#<function> could not be cloned."),
-        ("Symbol('s')", "#<Symbol> could not be cloned."),
-        ("new Map()", "#<Map> could not be cloned."),
-        ("new Proxy({}, {})", "#<Proxy> could not be cloned."),
+        // V8's DataCloneError messages, as isolated-vm users see them.
+        ("({ f: function f() {} })", "function f() {} could not be cloned."),
+        ("[Symbol('s')]", "Symbol(s) could not be cloned."),
+        ("Promise.resolve(1)", "#<Promise> could not be cloned."),
+        ("new WeakMap()", "#<WeakMap> could not be cloned."),
+        ("new Proxy({}, {})", "#<Object> could not be cloned."),
     ] {
         let err = context.eval_with::<Value>(code, &copy).unwrap_err();
         assert_eq!(err.kind(), ivm::ErrorKind::Conversion, "{code}");

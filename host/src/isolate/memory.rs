@@ -40,6 +40,8 @@ pub(crate) struct MemoryGuard {
     array_buffers: AtomicUsize,
     /// Heap in use after the last full GC.
     heap_used: AtomicUsize,
+    /// Bytes of ExternalCopies made from this isolate and not yet released.
+    held_copies: AtomicUsize,
 }
 
 impl MemoryGuard {
@@ -51,6 +53,7 @@ impl MemoryGuard {
             headroom: AtomicUsize::new(0),
             array_buffers: AtomicUsize::new(0),
             heap_used: AtomicUsize::new(0),
+            held_copies: AtomicUsize::new(0),
         })
     }
 
@@ -64,11 +67,55 @@ impl MemoryGuard {
     /// Installs the heap guards on a newly created isolate.
     pub(crate) fn install(self: &Arc<Self>, isolate: &mut v8::Isolate) {
         let _ = self.handle.set(isolate.thread_safe_handle());
+        // Code that copies data in finds the guard through the isolate (see `of`).
+        isolate.set_slot(self.clone());
         let data = Arc::as_ptr(self) as *mut c_void;
         // The isolate keeps `data` for its lifetime: `IsolateInner` owns an `Arc` of this guard
         // and drops it only after the V8 isolate is gone.
         isolate.add_near_heap_limit_callback(near_heap_limit, data);
         isolate.add_gc_epilogue_callback(after_full_gc, data, v8::GCType::kGCTypeMarkSweepCompact);
+    }
+
+    /// The guard of a locked isolate.
+    pub(crate) fn of(isolate: &v8::Isolate) -> Arc<MemoryGuard> {
+        isolate.get_slot::<Arc<MemoryGuard>>().expect("every isolate has a memory guard").clone()
+    }
+
+    /// A backing store holding `bytes`, charged to this isolate's limit until V8 frees it.
+    /// `None` if the bytes would take the isolate over its limit. Host data copied in goes
+    /// through here rather than through `v8::ArrayBuffer::new`, which aborts the process when
+    /// the allocator refuses.
+    pub(crate) fn adopt(self: &Arc<Self>, bytes: Vec<u8>) -> Option<v8::UniqueRef<v8::BackingStore>> {
+        let len = bytes.len();
+        if !self.reserve(len) {
+            return None;
+        }
+        let data = Box::into_raw(bytes.into_boxed_slice()) as *mut u8;
+        let owner = Arc::into_raw(self.clone()) as *mut c_void;
+        // SAFETY: `data` is `len` bytes owned by nobody else; `release_adopted` frees it and
+        // the guard reference exactly once, when V8 drops the backing store.
+        Some(unsafe { v8::ArrayBuffer::new_backing_store_from_ptr(data as *mut c_void, len, release_adopted, owner) })
+    }
+
+    /// Bytes of ExternalCopies this isolate made that are still held; they count against its
+    /// limit, as isolated-vm reports them to the creating isolate.
+    pub(crate) fn charge_copy(&self, bytes: usize) {
+        self.held_copies.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    pub(crate) fn refund_copy(&self, bytes: usize) {
+        self.held_copies.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    /// Whether `bytes` more would still fit under the limit (at the last measured heap size).
+    pub(crate) fn fits(&self, bytes: usize) -> bool {
+        self.used() + bytes <= self.limit
+    }
+
+    fn used(&self) -> usize {
+        self.heap_used.load(Ordering::Relaxed)
+            + self.array_buffers.load(Ordering::Relaxed)
+            + self.held_copies.load(Ordering::Relaxed)
     }
 
     /// Whether the isolate went over its limit. Once set, the isolate is disposed.
@@ -96,7 +143,7 @@ impl MemoryGuard {
 /// the full GC whose epilogue checks the limit). The counter is read by adjusting it by zero.
 pub(crate) fn external_bytes(isolate: &mut v8::Isolate, guard: &MemoryGuard) -> usize {
     let announced = usize::try_from(isolate.adjust_amount_of_external_allocated_memory(0)).unwrap_or(0);
-    announced.max(guard.array_buffer_bytes())
+    announced.max(guard.array_buffer_bytes()) + guard.held_copies.load(Ordering::Relaxed)
 }
 
 extern "C" fn near_heap_limit(data: *mut c_void, current: usize, _initial: usize) -> usize {
@@ -139,8 +186,8 @@ static ALLOCATOR: v8::RustAllocatorVtable<MemoryGuard> = v8::RustAllocatorVtable
 impl MemoryGuard {
     fn reserve(&self, len: usize) -> bool {
         let before = self.array_buffers.fetch_add(len, Ordering::SeqCst);
-        let heap = self.heap_used.load(Ordering::Relaxed);
-        if before + len + heap <= self.limit {
+        let others = self.heap_used.load(Ordering::Relaxed) + self.held_copies.load(Ordering::Relaxed);
+        if before + len + others <= self.limit {
             return true;
         }
         if len <= ALWAYS_GRANTED {
@@ -180,6 +227,13 @@ unsafe extern "C" fn free(guard: &MemoryGuard, data: *mut c_void, len: usize) {
     guard.array_buffers.fetch_sub(len, Ordering::SeqCst);
     // SAFETY: `data` came from `allocate_*` above.
     unsafe { libc::free(data) }
+}
+
+unsafe extern "C" fn release_adopted(data: *mut c_void, len: usize, owner: *mut c_void) {
+    // SAFETY: the pointers made in `adopt`, handed back once by V8.
+    let guard = unsafe { Arc::from_raw(owner as *const MemoryGuard) };
+    guard.array_buffers.fetch_sub(len, Ordering::SeqCst);
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(data as *mut u8, len)) });
 }
 
 unsafe extern "C" fn drop_guard(guard: *const MemoryGuard) {

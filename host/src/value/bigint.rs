@@ -115,3 +115,45 @@ impl fmt::Display for BigInt {
         Ok(())
     }
 }
+
+/// A decimal string that is not an integer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseBigIntError;
+
+impl fmt::Display for ParseBigIntError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a decimal integer")
+    }
+}
+
+impl std::error::Error for ParseBigIntError {}
+
+impl std::str::FromStr for BigInt {
+    type Err = ParseBigIntError;
+
+    /// Parses a decimal integer with an optional leading `-`, as `BigInt("...")` does.
+    fn from_str(s: &str) -> Result<Self, ParseBigIntError> {
+        let (negative, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseBigIntError);
+        }
+        let mut words: Vec<u64> = Vec::new();
+        // Up to 19 digits at a time: words = words * 10^n + chunk.
+        for chunk in digits.as_bytes().chunks(19) {
+            let scale = 10u128.pow(chunk.len() as u32);
+            let mut carry = chunk.iter().fold(0u128, |n, d| n * 10 + u128::from(d - b'0'));
+            for w in words.iter_mut() {
+                let cur = *w as u128 * scale + carry;
+                *w = cur as u64;
+                carry = cur >> 64;
+            }
+            if carry > 0 {
+                words.push(carry as u64);
+            }
+        }
+        Ok(BigInt::from_words(negative, words))
+    }
+}

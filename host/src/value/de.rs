@@ -31,7 +31,7 @@ impl de::Error for Error {
     }
 }
 
-fn visit_integral<'de, V: Visitor<'de>>(n: f64, visitor: V) -> Result<V::Value, Error> {
+pub(crate) fn visit_integral<'de, V: Visitor<'de>>(n: f64, visitor: V) -> Result<V::Value, Error> {
     // Integral numbers go to the integer visitors so that `u32`, `i64`... fields accept them.
     if n.fract() == 0.0 && n >= i64::MIN as f64 && n < i64::MAX as f64 {
         visitor.visit_i64(n as i64)
@@ -42,7 +42,7 @@ fn visit_integral<'de, V: Visitor<'de>>(n: f64, visitor: V) -> Result<V::Value, 
     }
 }
 
-fn visit_bigint<'de, V: Visitor<'de>>(b: BigInt, visitor: V) -> Result<V::Value, Error> {
+pub(crate) fn visit_bigint<'de, V: Visitor<'de>>(b: BigInt, visitor: V) -> Result<V::Value, Error> {
     if let Some(v) = b.to_i128() {
         if let Ok(small) = i64::try_from(v) {
             return visitor.visit_i64(small);
@@ -68,9 +68,19 @@ impl<'de> de::Deserializer<'de> for Value {
             Value::Number(n) | Value::Date(n) => visit_integral(n, visitor),
             Value::BigInt(b) => visit_bigint(b, visitor),
             Value::String(s) => visitor.visit_string(s),
-            Value::Array(items) => visitor.visit_seq(items.into_iter().map(Element).collect::<Vec<_>>().into_deserializer()),
+            Value::Array(items) | Value::Set(items) => {
+                visitor.visit_seq(items.into_iter().map(Element).collect::<Vec<_>>().into_deserializer())
+            }
             Value::Object(map) => visitor.visit_map(ObjectAccess { iter: map.into_iter(), value: None }),
             Value::Bytes(bytes) => visitor.visit_byte_buf(bytes),
+            Value::Map(entries) => {
+                let mut access = de::value::MapDeserializer::new(entries.into_iter().map(|(k, v)| (Element(k), Element(v))));
+                let out = visitor.visit_map(&mut access)?;
+                access.end()?;
+                Ok(out)
+            }
+            Value::RegExp { source, flags } => visitor.visit_string(format!("/{source}/{flags}")),
+            Value::Error(e) => super::ser::error_fields(&e).deserialize_any(visitor),
         }
     }
 
@@ -134,6 +144,10 @@ fn describe(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
         Value::Bytes(_) => "bytes",
         Value::Date(_) => "a Date",
+        Value::Map(_) => "a Map",
+        Value::Set(_) => "a Set",
+        Value::RegExp { .. } => "a RegExp",
+        Value::Error(_) => "an Error",
     }
 }
 

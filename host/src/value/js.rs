@@ -1,15 +1,19 @@
-//! Copying between V8 values and [`Value`]. Runs with the isolate locked, inside the
-//! operation's timeout (a getter met while copying runs JavaScript).
+//! Copying between V8 values and Rust, with the isolate locked and inside the operation's
+//! timeout (getters met while copying run JavaScript).
+//!
+//! Primitives are made and read through the embedder API directly. Anything else goes through
+//! V8's own structured-clone serializer and the [wire](super::wire) codec: Rust data is
+//! written as wire bytes and V8 builds the objects; V8 serializes objects and Rust reads the
+//! bytes into the type asked for.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::sync::Arc;
 
-use indexmap::IndexMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::{BigInt, Value};
+use super::{BigInt, Value, wire};
 use crate::Error;
-
-/// Nesting deeper than this is refused rather than risking the thread's stack.
-const MAX_DEPTH: usize = 1000;
 
 /// Copies a primitive; `None` for objects and functions.
 pub(crate) fn primitive(scope: &v8::PinScope<'_, '_>, value: v8::Local<v8::Value>) -> Option<Value> {
@@ -32,166 +36,231 @@ pub(crate) fn primitive(scope: &v8::PinScope<'_, '_>, value: v8::Local<v8::Value
     })
 }
 
-/// Copies any copyable value (see the mapping in [`crate::value`]).
-///
-/// `Err(Error::Exception(_))` with an empty error means JavaScript threw (a getter); the caller's
-/// `TryCatch` holds the real exception.
-pub(crate) fn copy_out<'s>(scope: &mut v8::PinScope<'s, '_>, value: v8::Local<'s, v8::Value>) -> Result<Value, Error> {
-    let mut seen = Vec::new();
-    copy_out_at(scope, value, &mut seen)
+/// Makes a primitive [`Value`]; `None` for the others.
+fn make_primitive<'s>(scope: &v8::PinScope<'s, '_>, value: &Value) -> Result<Option<v8::Local<'s, v8::Value>>, Error> {
+    Ok(Some(match value {
+        Value::Undefined => v8::undefined(scope).into(),
+        Value::Null => v8::null(scope).into(),
+        Value::Bool(b) => v8::Boolean::new(scope, *b).into(),
+        Value::Number(n) => v8::Number::new(scope, *n).into(),
+        Value::BigInt(b) => {
+            let (negative, words) = b.words();
+            v8::BigInt::new_from_words(scope, negative, words).ok_or_else(threw)?.into()
+        }
+        Value::String(s) => v8::String::new(scope, s)
+            .ok_or_else(|| Error::Conversion("a string is longer than V8's maximum string length".into()))?
+            .into(),
+        _ => return Ok(None),
+    }))
 }
 
+/// The error for "JavaScript threw": the caller's `TryCatch` holds the real exception.
 pub(crate) fn threw() -> Error {
     Error::Exception(Default::default())
 }
 
-fn not_copyable(scope: &v8::PinScope<'_, '_>, value: v8::Local<v8::Value>) -> Error {
-    let what = if value.is_function() {
-        "function".to_owned()
-    } else if value.is_symbol() {
-        "Symbol".to_owned()
-    } else if value.is_proxy() {
-        "Proxy".to_owned()
-    } else {
-        value
-            .to_object(scope)
-            .map(|o| o.get_constructor_name().to_rust_string_lossy(scope))
-            .unwrap_or_else(|| "value".to_owned())
-    };
-    Error::Conversion(format!("#<{what}> could not be cloned."))
+/// Whether `error` is [`threw`]'s marker rather than an error of its own.
+pub(crate) fn is_threw(error: &Error) -> bool {
+    matches!(error, Error::Exception(e) if e.name.is_empty() && e.message.is_empty())
 }
 
-fn copy_out_at<'s>(
-    scope: &mut v8::PinScope<'s, '_>,
-    value: v8::Local<'s, v8::Value>,
-    seen: &mut Vec<v8::Local<'s, v8::Object>>,
-) -> Result<Value, Error> {
+/// Copies any value into a [`Value`] (see the mapping in [`crate::value`]).
+pub(crate) fn copy_out<'s>(scope: &mut v8::PinScope<'s, '_>, value: v8::Local<'s, v8::Value>) -> Result<Value, Error> {
     if let Some(p) = primitive(scope, value) {
         return Ok(p);
     }
-    if value.is_function() || value.is_symbol() || value.is_proxy() {
-        return Err(not_copyable(scope, value));
-    }
-    if let Ok(date) = v8::Local::<v8::Date>::try_from(value) {
-        return Ok(Value::Date(date.value_of()));
-    }
-    if let Ok(view) = v8::Local::<v8::ArrayBufferView>::try_from(value) {
-        let mut bytes = vec![0; view.byte_length()];
-        view.copy_contents(&mut bytes);
-        return Ok(Value::Bytes(bytes));
-    }
-    if let Ok(buffer) = v8::Local::<v8::ArrayBuffer>::try_from(value) {
-        let len = buffer.byte_length();
-        let bytes = match buffer.data() {
-            // SAFETY: the buffer is alive (held by `value`) and `len` bytes long; no JS runs
-            // while the slice exists.
-            Some(ptr) if len > 0 => unsafe { std::slice::from_raw_parts(ptr.as_ptr() as *const u8, len) }.to_vec(),
-            _ => Vec::new(),
-        };
-        return Ok(Value::Bytes(bytes));
-    }
-    if value.is_map() || value.is_set() || value.is_promise() || value.is_weak_map() || value.is_weak_set() {
-        return Err(not_copyable(scope, value));
-    }
-    let object = value.to_object(scope).ok_or_else(threw)?;
-    if seen.len() >= MAX_DEPTH {
-        return Err(Error::Conversion(format!("the value is nested deeper than {MAX_DEPTH} levels")));
-    }
-    if seen.iter().any(|s| *s == object) {
-        return Err(Error::Conversion("a value with a cycle cannot be copied into a Rust value".into()));
-    }
-    seen.push(object);
-    let result = if let Ok(array) = v8::Local::<v8::Array>::try_from(value) {
-        let mut items = Vec::with_capacity((array.length() as usize).min(1 << 16));
-        for i in 0..array.length() {
-            let item = array.get_index(scope, i).ok_or_else(threw)?;
-            items.push(copy_out_at(scope, item, seen)?);
-        }
-        Value::Array(items)
-    } else {
-        let keys = object
-            .get_own_property_names(
-                scope,
-                v8::GetPropertyNamesArgs {
-                    mode: v8::KeyCollectionMode::OwnOnly,
-                    property_filter: v8::PropertyFilter::ONLY_ENUMERABLE | v8::PropertyFilter::SKIP_SYMBOLS,
-                    index_filter: v8::IndexFilter::IncludeIndices,
-                    key_conversion: v8::KeyConversionMode::ConvertToString,
-                },
-            )
-            .ok_or_else(threw)?;
-        let mut map = IndexMap::with_capacity(keys.length() as usize);
-        for i in 0..keys.length() {
-            let key = keys.get_index(scope, i).ok_or_else(threw)?;
-            let item = object.get(scope, key).ok_or_else(threw)?;
-            map.insert(key.to_rust_string_lossy(scope), copy_out_at(scope, item, seen)?);
-        }
-        Value::Object(map)
-    };
-    seen.pop();
-    Ok(result)
+    let clone = serialize(scope, value, &[])?;
+    wire::read_value(&clone.bytes, &clone)
 }
 
-/// Creates a V8 value from a [`Value`] in the scope's current context.
+/// Reads any value into a `T`.
+pub(crate) fn from_v8<'s, T: DeserializeOwned + 'static>(
+    scope: &mut v8::PinScope<'s, '_>,
+    value: v8::Local<'s, v8::Value>,
+) -> Result<T, Error> {
+    if let Some(p) = primitive(scope, value) {
+        return super::from_value(p);
+    }
+    let clone = serialize(scope, value, &[])?;
+    wire::from_wire(&clone.bytes, &clone)
+}
+
+/// Makes a [`Value`] in the scope's current context.
 pub(crate) fn copy_in<'s>(scope: &mut v8::PinScope<'s, '_>, value: &Value) -> Result<v8::Local<'s, v8::Value>, Error> {
-    let object_prototype = v8::Object::new(scope).get_prototype(scope).ok_or_else(threw)?;
-    CopyIn { object_prototype, keys: HashMap::new() }.value(scope, value)
+    match make_primitive(scope, value)? {
+        Some(p) => Ok(p),
+        None => deserialize(scope, &wire::to_wire(value)?, Incoming::default()),
+    }
 }
 
-/// One copy into an isolate. Objects are made in one call each, with their prototype and
-/// properties, and keys are internalized once per copy: rows of records share their keys.
-struct CopyIn<'s, 'v> {
-    object_prototype: v8::Local<'s, v8::Value>,
-    keys: HashMap<&'v str, v8::Local<'s, v8::Name>>,
+/// Builds any `Serialize` value in the scope's current context.
+pub(crate) fn to_v8<'s, T: Serialize + ?Sized>(scope: &mut v8::PinScope<'s, '_>, value: &T) -> Result<v8::Local<'s, v8::Value>, Error> {
+    let bytes = wire::to_wire(value)?;
+    // After the two header bytes: a primitive is made directly, anything else by V8.
+    if let Some(b'_' | b'0' | b'T' | b'F' | b'I' | b'N' | b'Z' | b'"' | b'S') = bytes.get(2) {
+        let value = wire::read_value(&bytes, &wire::NoStores)?;
+        if let Some(p) = make_primitive(scope, &value)? {
+            return Ok(p);
+        }
+    }
+    deserialize(scope, &bytes, Incoming::default())
 }
 
-impl<'s, 'v> CopyIn<'s, 'v> {
-    fn value(&mut self, scope: &mut v8::PinScope<'s, '_>, value: &'v Value) -> Result<v8::Local<'s, v8::Value>, Error> {
-        let too_long = || Error::Conversion("a string is longer than V8's maximum string length".into());
-        Ok(match value {
-            Value::Undefined => v8::undefined(scope).into(),
-            Value::Null => v8::null(scope).into(),
-            Value::Bool(b) => v8::Boolean::new(scope, *b).into(),
-            Value::Number(n) => v8::Number::new(scope, *n).into(),
-            Value::BigInt(b) => {
-                let (negative, words) = b.words();
-                v8::BigInt::new_from_words(scope, negative, words).ok_or_else(threw)?.into()
-            }
-            Value::String(s) => v8::String::new(scope, s).ok_or_else(too_long)?.into(),
-            Value::Array(items) => {
-                let mut elements = Vec::with_capacity(items.len());
-                for item in items {
-                    elements.push(self.value(scope, item)?);
-                }
-                v8::Array::new_with_elements(scope, &elements).into()
-            }
-            Value::Object(map) => {
-                let mut names = Vec::with_capacity(map.len());
-                let mut values = Vec::with_capacity(map.len());
-                for (k, v) in map {
-                    let name = match self.keys.get(k.as_str()) {
-                        Some(name) => *name,
-                        None => {
-                            let name: v8::Local<v8::Name> =
-                                v8::String::new_from_utf8(scope, k.as_bytes(), v8::NewStringType::Internalized)
-                                    .ok_or_else(too_long)?
-                                    .into();
-                            self.keys.insert(k, name);
-                            name
-                        }
-                    };
-                    names.push(name);
-                    values.push(self.value(scope, v)?);
-                }
-                v8::Object::with_prototype_and_properties(scope, self.object_prototype, &names, &values).into()
-            }
-            Value::Bytes(bytes) => {
-                let len = bytes.len();
-                let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes.clone()).make_shared();
-                let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
-                v8::Uint8Array::new(scope, buffer, 0, len).ok_or_else(threw)?.into()
-            }
-            Value::Date(ms) => v8::Date::new(scope, *ms).ok_or_else(threw)?.into(),
-        })
+/// What V8's serializer produced: the bytes, and the shared memory and compiled modules they
+/// refer to by id.
+#[derive(Default)]
+pub(crate) struct Clone {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) shared: Vec<v8::SharedRef<v8::BackingStore>>,
+    pub(crate) wasm_modules: Vec<Arc<v8::CompiledWasmModule>>,
+}
+
+/// Serializes `value` with V8's structured clone; the `transfer` buffers are written as
+/// transfers (ids in order), not copied. A value that cannot be cloned is
+/// [`Error::Conversion`] with V8's message (e.g. `#<Promise> could not be cloned.`).
+pub(crate) fn serialize<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    value: v8::Local<'s, v8::Value>,
+    transfer: &[v8::Local<'s, v8::ArrayBuffer>],
+) -> Result<Clone, Error> {
+    let state = std::rc::Rc::new(RefCell::new(SerializerState::default()));
+    let serializer = v8::ValueSerializer::new(scope, Box::new(SerializerDelegate(state.clone())));
+    use v8::ValueSerializerHelper;
+    serializer.write_header();
+    for (id, buffer) in transfer.iter().enumerate() {
+        serializer.transfer_array_buffer(id as u32, *buffer);
+    }
+    let context = scope.get_current_context();
+    let written = serializer.write_value(context, value);
+    let bytes = serializer.release();
+    drop(serializer);
+    let state = state.take();
+    match (written, state.clone_error) {
+        (Some(true), _) => Ok(Clone { bytes, shared: state.shared, wasm_modules: state.wasm_modules }),
+        (_, Some(message)) => Err(Error::Conversion(message)),
+        _ => Err(threw()),
+    }
+}
+
+#[derive(Default)]
+struct SerializerState {
+    shared: Vec<v8::SharedRef<v8::BackingStore>>,
+    wasm_modules: Vec<Arc<v8::CompiledWasmModule>>,
+    /// V8's DataCloneError message, when the value cannot be cloned.
+    clone_error: Option<String>,
+}
+
+struct SerializerDelegate(std::rc::Rc<RefCell<SerializerState>>);
+
+impl v8::ValueSerializerImpl for SerializerDelegate {
+    fn throw_data_clone_error<'s>(&self, scope: &mut v8::PinScope<'s, '_>, message: v8::Local<'s, v8::String>) {
+        self.0.borrow_mut().clone_error = Some(message.to_rust_string_lossy(scope));
+        let error = v8::Exception::type_error(scope, message);
+        scope.throw_exception(error);
+    }
+
+    fn get_shared_array_buffer_id<'s>(&self, _: &mut v8::PinScope<'s, '_>, buffer: v8::Local<'s, v8::SharedArrayBuffer>) -> Option<u32> {
+        let mut state = self.0.borrow_mut();
+        state.shared.push(buffer.get_backing_store());
+        Some(state.shared.len() as u32 - 1)
+    }
+
+    fn get_wasm_module_transfer_id(&self, _: &mut v8::PinScope<'_, '_>, module: v8::Local<v8::WasmModuleObject>) -> Option<u32> {
+        let mut state = self.0.borrow_mut();
+        state.wasm_modules.push(Arc::new(module.get_compiled_module()));
+        Some(state.wasm_modules.len() as u32 - 1)
+    }
+}
+
+/// What travels beside serialized bytes into an isolate.
+#[derive(Default)]
+pub(crate) struct Incoming<'s> {
+    /// ArrayBuffers for the transfer ids, in order.
+    pub(crate) transferred: Vec<v8::Local<'s, v8::ArrayBuffer>>,
+    pub(crate) shared: Vec<v8::SharedRef<v8::BackingStore>>,
+    pub(crate) wasm_modules: Vec<Arc<v8::CompiledWasmModule>>,
+}
+
+/// Builds a value from serialized bytes in the scope's current context.
+pub(crate) fn deserialize<'s>(scope: &mut v8::PinScope<'s, '_>, bytes: &[u8], incoming: Incoming<'s>) -> Result<v8::Local<'s, v8::Value>, Error> {
+    let Incoming { transferred, shared, wasm_modules } = incoming;
+    let deserializer = v8::ValueDeserializer::new(scope, Box::new(DeserializerDelegate { shared, wasm_modules }), bytes);
+    let context = scope.get_current_context();
+    use v8::ValueDeserializerHelper;
+    deserializer.read_header(context).ok_or_else(threw)?;
+    for (id, buffer) in transferred.into_iter().enumerate() {
+        deserializer.transfer_array_buffer(id as u32, buffer);
+    }
+    deserializer.read_value(context).ok_or_else(threw)
+}
+
+struct DeserializerDelegate {
+    shared: Vec<v8::SharedRef<v8::BackingStore>>,
+    wasm_modules: Vec<Arc<v8::CompiledWasmModule>>,
+}
+
+impl v8::ValueDeserializerImpl for DeserializerDelegate {
+    fn get_shared_array_buffer_from_id<'s>(&self, scope: &mut v8::PinScope<'s, '_>, id: u32) -> Option<v8::Local<'s, v8::SharedArrayBuffer>> {
+        Some(v8::SharedArrayBuffer::with_backing_store(scope, self.shared.get(id as usize)?))
+    }
+
+    fn get_wasm_module_from_id<'s>(&self, scope: &mut v8::PinScope<'s, '_>, id: u32) -> Option<v8::Local<'s, v8::WasmModuleObject>> {
+        v8::WasmModuleObject::from_compiled_module(scope, self.wasm_modules.get(id as usize)?)
+    }
+}
+
+impl wire::Stores for Clone {
+    fn transferred(&self, _: u32) -> Option<Vec<u8>> {
+        None
+    }
+    fn shared(&self, id: u32) -> Option<Vec<u8>> {
+        Some(store_bytes(self.shared.get(id as usize)?))
+    }
+}
+
+/// A copy of the bytes a backing store holds.
+pub(crate) fn store_bytes(store: &v8::SharedRef<v8::BackingStore>) -> Vec<u8> {
+    // SAFETY: the store is alive (the caller holds it) and `byte_length` bytes long.
+    store.data().map_or_else(Vec::new, |data| unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, store.byte_length()) }.to_vec())
+}
+
+/// Reads a host function's arguments into `A` the way JavaScript reads an argument list: into
+/// a tuple, missing arguments are `undefined` (so trailing `Option`s are optional) and extra
+/// ones are ignored; `()` takes none; a `Vec<T>` takes them all. A [`Value`] is the array of
+/// all of them.
+pub(crate) fn from_v8_args<'s, A: DeserializeOwned + 'static>(
+    scope: &mut v8::PinScope<'s, '_>,
+    args: &[v8::Local<'s, v8::Value>],
+) -> Result<A, Error> {
+    let list = args.iter().map(|arg| copy_out(scope, *arg)).collect::<Result<Vec<_>, _>>()?;
+    if std::any::TypeId::of::<A>() == std::any::TypeId::of::<Value>() {
+        return super::from_value(Value::Array(list));
+    }
+    A::deserialize(ArgList(list))
+}
+
+/// A host function's argument list, read as JavaScript reads one.
+struct ArgList(Vec<Value>);
+
+impl<'de> serde::Deserializer<'de> for ArgList {
+    type Error = Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        Value::Array(self.0).deserialize_any(visitor)
+    }
+
+    fn deserialize_tuple<V: serde::de::Visitor<'de>>(mut self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.0.resize(len, Value::Undefined);
+        Value::Array(self.0).deserialize_tuple(len, visitor)
+    }
+
+    /// `()` takes no arguments, and ignores any it is given.
+    fn deserialize_unit<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit_struct newtype_struct seq tuple_struct map struct enum identifier ignored_any
     }
 }

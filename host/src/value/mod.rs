@@ -19,21 +19,56 @@
 //! | plain object / class instance | `Object` (own enumerable string keys, in order) | map or struct |
 //! | ArrayBuffer, typed array, DataView | `Bytes` (the viewed bytes) | bytes |
 //! | Date | `Date` (ms since the epoch) | f64 |
-//! | function, symbol, Map, Set, Promise, Proxy, ... | not copyable: [`Error::Conversion`](crate::Error::Conversion) | |
+//! | Map | `Map` (entries in order) | map (keys of any type) |
+//! | Set | `Set` (values in order) | sequence |
+//! | RegExp | `RegExp` | string `/source/flags` |
+//! | Error (and subclasses) | `Error` ([`JsError`](crate::JsError)) | map of `name`, `message`, `stack` |
+//! | function, symbol, Promise, WeakMap, Proxy, ... | not copyable: [`Error::Conversion`](crate::Error::Conversion) `… could not be cloned.` | |
 //!
 //! In the other direction Rust integers become numbers when they are safe integers
 //! (|n| ≤ 2^53) and BigInts otherwise; `()` becomes `undefined` and `None` becomes `null`.
+//!
+//! Values are copied straight between V8 and Rust types, with no intermediate [`Value`] tree:
+//! a `T: Serialize` is written in V8's structured-clone format and V8 builds the objects; V8
+//! serializes objects and a `T: DeserializeOwned` is read from the bytes (see `value::wire`).
+//! A [`Value`] itself keeps every distinction above (undefined vs null, BigInt, Date, Map,
+//! Set, RegExp, Error) both ways; through other serde formats it appears as the serde column
+//! says. A graph with cycles cannot be copied into Rust (use a [`Reference`](crate::Reference)
+//! or an [`ExternalCopy`](crate::ExternalCopy)); objects it shares are copied each time.
 
 mod bigint;
 mod de;
 pub(crate) mod js;
 mod ser;
+pub(crate) mod wire;
 
 pub use bigint::BigInt;
 pub use de::from_value;
 pub use ser::to_value;
 
 use indexmap::IndexMap;
+
+use crate::error::JsError;
+
+/// The serde names under which [`Value`] writes the JavaScript types serde has no word for.
+/// ivm's own serializers recognize them and rebuild the exact value; other formats see a
+/// newtype (or unit) struct around the plain form given in the module table.
+pub(crate) mod magic {
+    /// A unit struct: `undefined`.
+    pub const UNDEFINED: &str = "$ivm::Undefined";
+    /// A newtype around the decimal string.
+    pub const BIGINT: &str = "$ivm::BigInt";
+    /// A newtype around milliseconds since the epoch.
+    pub const DATE: &str = "$ivm::Date";
+    /// A newtype around a sequence of `(key, value)` pairs.
+    pub const MAP: &str = "$ivm::Map";
+    /// A newtype around a sequence of values.
+    pub const SET: &str = "$ivm::Set";
+    /// A newtype around `(source, flags)`.
+    pub const REGEXP: &str = "$ivm::RegExp";
+    /// A newtype around a map of `name`, `message`, `stack` and `cause`.
+    pub const ERROR: &str = "$ivm::Error";
+}
 
 /// A copy of a JavaScript value. See the [module docs](self) for the mapping.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -59,6 +94,19 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// A Date, as milliseconds since the Unix epoch.
     Date(f64),
+    /// A Map's entries, in insertion order.
+    Map(Vec<(Value, Value)>),
+    /// A Set's values, in insertion order.
+    Set(Vec<Value>),
+    /// A regular expression.
+    RegExp {
+        /// The pattern (`RegExp.prototype.source`).
+        source: String,
+        /// The flags, e.g. `gi` (`RegExp.prototype.flags`).
+        flags: String,
+    },
+    /// An Error object (not thrown: a value), with its class name, message, stack and cause.
+    Error(Box<JsError>),
 }
 
 impl Value {
@@ -94,7 +142,8 @@ impl Value {
 
     /// This value as JSON, the way `JSON.stringify` would write it, except that `undefined`
     /// at the top level is `null`, BigInts are decimal strings (JSON has no BigInt), bytes are
-    /// arrays of numbers and dates are ISO-8601 strings when representable.
+    /// arrays of numbers, dates are milliseconds since the epoch and Errors are
+    /// `{"name":...,"message":...}`.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match self {
@@ -115,6 +164,9 @@ impl Value {
             Value::Date(ms) => J::Number(
                 serde_json::Number::from_f64(*ms).unwrap_or_else(|| serde_json::Number::from(0)),
             ),
+            // As JSON.stringify writes them: no own enumerable properties.
+            Value::Map(_) | Value::Set(_) | Value::RegExp { .. } => J::Object(Default::default()),
+            Value::Error(e) => serde_json::json!({ "name": e.name, "message": e.message }),
         }
     }
 }
@@ -163,6 +215,8 @@ impl std::fmt::Display for Value {
             Value::Number(n) => f.write_str(&format_number(*n)),
             Value::BigInt(b) => write!(f, "{b}"),
             Value::String(s) => f.write_str(s),
+            Value::RegExp { source, flags } => write!(f, "/{source}/{flags}"),
+            Value::Error(e) => write!(f, "{e}"),
             other => write!(f, "{}", other.to_json()),
         }
     }

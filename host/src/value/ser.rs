@@ -3,8 +3,8 @@
 use indexmap::IndexMap;
 use serde::ser::{self, Serialize};
 
-use super::{BigInt, Value};
-use crate::Error;
+use super::{BigInt, Value, magic};
+use crate::error::{Error, JsError};
 
 /// The largest integer a JavaScript number holds exactly (2^53).
 const MAX_SAFE: i128 = 9_007_199_254_740_992;
@@ -107,8 +107,9 @@ impl ser::Serializer for ValueSerializer {
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<Value, Error> {
         Ok(Value::String(variant.to_owned()))
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result<Value, Error> {
-        value.serialize(self)
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, value: &T) -> Result<Value, Error> {
+        let inner = value.serialize(self)?;
+        if name.starts_with("$ivm::") { from_magic(name, inner) } else { Ok(inner) }
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -197,20 +198,11 @@ pub(crate) struct MapBuilder {
     key: Option<String>,
 }
 
-/// Object keys: strings as they are, numbers and booleans as JavaScript would stringify them.
-fn key_string(key: Value) -> Result<String, Error> {
-    match key {
-        Value::String(s) => Ok(s),
-        Value::Number(_) | Value::Bool(_) | Value::BigInt(_) => Ok(key.to_string()),
-        other => Err(Error::Conversion(format!("a map key must be a string or a number, not {other:?}"))),
-    }
-}
-
 impl ser::SerializeMap for MapBuilder {
     type Ok = Value;
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        self.key = Some(key_string(key.serialize(ValueSerializer)?)?);
+        self.key = Some(key.serialize(KeyText)?);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
@@ -275,15 +267,11 @@ impl Serialize for Value {
     fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use ser::{SerializeMap, SerializeSeq};
         match self {
-            Value::Undefined => s.serialize_unit(),
+            Value::Undefined => s.serialize_unit_struct(magic::UNDEFINED),
             Value::Null => s.serialize_none(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Number(n) => s.serialize_f64(*n),
-            Value::BigInt(b) => match (b.to_i128(), b.to_u128()) {
-                (Some(v), _) => s.serialize_i128(v),
-                (_, Some(v)) => s.serialize_u128(v),
-                _ => s.serialize_str(&b.to_string()),
-            },
+            Value::BigInt(b) => s.serialize_newtype_struct(magic::BIGINT, &b.to_string()),
             Value::String(v) => s.serialize_str(v),
             Value::Array(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
@@ -300,7 +288,193 @@ impl Serialize for Value {
                 m.end()
             }
             Value::Bytes(bytes) => s.serialize_bytes(bytes),
-            Value::Date(ms) => s.serialize_f64(*ms),
+            Value::Date(ms) => s.serialize_newtype_struct(magic::DATE, ms),
+            Value::Map(entries) => s.serialize_newtype_struct(magic::MAP, entries),
+            Value::Set(items) => s.serialize_newtype_struct(magic::SET, items),
+            Value::RegExp { source, flags } => s.serialize_newtype_struct(magic::REGEXP, &(source, flags)),
+            Value::Error(e) => s.serialize_newtype_struct(magic::ERROR, &error_fields(e)),
         }
     }
+}
+
+/// An error's fields as a [`Value::Object`]: `name`, `message`, and `stack`, `cause` and
+/// `errors` when present.
+pub(crate) fn error_fields(e: &JsError) -> Value {
+    let mut map = IndexMap::new();
+    map.insert("name".to_owned(), Value::String(e.name.clone()));
+    map.insert("message".to_owned(), Value::String(e.message.clone()));
+    if let Some(stack) = &e.stack {
+        map.insert("stack".to_owned(), Value::String(stack.clone()));
+    }
+    if let Some(cause) = &e.cause {
+        map.insert("cause".to_owned(), Value::Error(cause.clone()));
+    }
+    if !e.errors.is_empty() {
+        map.insert("errors".to_owned(), Value::Array(e.errors.iter().map(|e| Value::Error(Box::new(e.clone()))).collect()));
+    }
+    Value::Object(map)
+}
+
+/// The inverse of [`error_fields`]; anything missing is left empty.
+pub(crate) fn error_from_fields(fields: Value) -> JsError {
+    let Value::Object(mut map) = fields else { return JsError::default() };
+    let mut text = |key: &str| match map.shift_remove(key) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let (name, message, stack) = (text("name").unwrap_or_default(), text("message").unwrap_or_default(), text("stack"));
+    let as_error = |v: Value| match v {
+        Value::Error(e) => *e,
+        other => error_from_fields(other),
+    };
+    JsError {
+        name,
+        message,
+        stack,
+        cause: map.shift_remove("cause").map(|c| Box::new(as_error(c))),
+        errors: match map.shift_remove("errors") {
+            Some(Value::Array(items)) => items.into_iter().map(as_error).collect(),
+            _ => Vec::new(),
+        },
+        location: None,
+    }
+}
+
+/// Rebuilds the value a [`magic`] newtype stands for from its plain form.
+fn from_magic(name: &str, inner: Value) -> Result<Value, Error> {
+    let malformed = || Error::Conversion(format!("malformed {name}"));
+    Ok(match (name, inner) {
+        (magic::DATE, Value::Number(ms)) => Value::Date(ms),
+        (magic::BIGINT, Value::String(s)) => Value::BigInt(s.parse().map_err(|_| malformed())?),
+        (magic::SET, Value::Array(items)) => Value::Set(items),
+        (magic::MAP, Value::Array(pairs)) => Value::Map(
+            pairs
+                .into_iter()
+                .map(|pair| match pair {
+                    Value::Array(kv) if kv.len() == 2 => {
+                        let mut kv = kv.into_iter();
+                        Ok((kv.next().unwrap_or_default(), kv.next().unwrap_or_default()))
+                    }
+                    _ => Err(malformed()),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        (magic::REGEXP, Value::Array(parts)) => match <[Value; 2]>::try_from(parts) {
+            Ok([Value::String(source), Value::String(flags)]) => Value::RegExp { source, flags },
+            _ => return Err(malformed()),
+        },
+        (magic::ERROR, fields @ Value::Object(_)) => Value::Error(Box::new(error_from_fields(fields))),
+        (_, other) => other,
+    })
+}
+
+/// Map keys as object property names: strings as they are, numbers, booleans and chars as
+/// JavaScript would stringify them.
+pub(crate) struct KeyText;
+
+impl ser::Serializer for KeyText {
+    type Ok = String;
+    type Error = Error;
+    type SerializeSeq = ser::Impossible<String, Error>;
+    type SerializeTuple = ser::Impossible<String, Error>;
+    type SerializeTupleStruct = ser::Impossible<String, Error>;
+    type SerializeTupleVariant = ser::Impossible<String, Error>;
+    type SerializeMap = ser::Impossible<String, Error>;
+    type SerializeStruct = ser::Impossible<String, Error>;
+    type SerializeStructVariant = ser::Impossible<String, Error>;
+
+    fn serialize_str(self, v: &str) -> Result<String, Error> {
+        Ok(v.to_owned())
+    }
+    fn serialize_char(self, v: char) -> Result<String, Error> {
+        Ok(v.to_string())
+    }
+    fn serialize_bool(self, v: bool) -> Result<String, Error> {
+        Ok(v.to_string())
+    }
+    fn serialize_i64(self, v: i64) -> Result<String, Error> {
+        Ok(v.to_string())
+    }
+    fn serialize_u64(self, v: u64) -> Result<String, Error> {
+        Ok(v.to_string())
+    }
+    fn serialize_i128(self, v: i128) -> Result<String, Error> {
+        Ok(v.to_string())
+    }
+    fn serialize_u128(self, v: u128) -> Result<String, Error> {
+        Ok(v.to_string())
+    }
+    fn serialize_i8(self, v: i8) -> Result<String, Error> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<String, Error> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<String, Error> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_u8(self, v: u8) -> Result<String, Error> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<String, Error> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<String, Error> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_f32(self, v: f32) -> Result<String, Error> {
+        Ok(super::format_number(v.into()))
+    }
+    fn serialize_f64(self, v: f64) -> Result<String, Error> {
+        Ok(super::format_number(v))
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<String, Error> {
+        Ok(variant.to_owned())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result<String, Error> {
+        value.serialize(self)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<String, Error> {
+        Err(not_a_key("bytes"))
+    }
+    fn serialize_none(self) -> Result<String, Error> {
+        Err(not_a_key("None"))
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<String, Error> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<String, Error> {
+        Err(not_a_key("()"))
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<String, Error> {
+        Err(not_a_key("a unit struct"))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(self, _: &'static str, _: u32, _: &'static str, _: &T) -> Result<String, Error> {
+        Err(not_a_key("an enum variant with content"))
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        Err(not_a_key("a sequence"))
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
+        Err(not_a_key("a tuple"))
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, Error> {
+        Err(not_a_key("a tuple struct"))
+    }
+    fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeTupleVariant, Error> {
+        Err(not_a_key("an enum variant with content"))
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        Err(not_a_key("a map"))
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
+        Err(not_a_key("a struct"))
+    }
+    fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeStructVariant, Error> {
+        Err(not_a_key("an enum variant with content"))
+    }
+}
+
+fn not_a_key(what: &str) -> Error {
+    Error::Conversion(format!("a map key must be a string or a number, not {what}"))
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use ivm::{Callback, EvalOptions, Isolate, IsolateOptions, Value};
+use ivm::{Callback, EvalOptions, Isolate, IsolateOptions, Reference, Value};
 
 fn main() -> Result<(), ivm::Error> {
     let json = std::env::args().any(|a| a == "--json");
@@ -43,7 +43,7 @@ fn main() -> Result<(), ivm::Error> {
 
     // 4. host -> isolate function call via Reference
     context.eval::<Value>("globalThis.add = (a, b) => a + b")?;
-    let add = context.global()?.get_ref("add")?;
+    let add = context.global()?.get::<Reference>("add")?;
     let no_options = EvalOptions::default();
     put(
         "call_sync_us",
