@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use crate::engine::tasks;
 use crate::error::{Error, Result};
 use crate::exception;
-use crate::isolate::{IsolateInner, nesting};
+use crate::isolate::{IsolateInner, nesting, rejections};
 use crate::value::js::{from_v8_args, to_v8};
 use crate::value::{self, Value, js};
 
@@ -365,10 +365,13 @@ impl Completions {
     }
 
     /// Settles the promises of the completions that have arrived, then runs microtasks.
-    pub(crate) fn settle(&self, scope: &mut v8::PinScope<'_, '_, ()>) {
+    /// Returns the context of the last one settled, if any.
+    pub(crate) fn settle<'s>(&self, scope: &mut v8::PinScope<'s, '_, ()>) -> Option<v8::Local<'s, v8::Context>> {
+        let mut last_context = None;
         loop {
             let Some(c) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
             let context = v8::Local::new(scope, &c.context);
+            last_context = Some(context);
             let scope = &mut v8::ContextScope::new(scope, context);
             let resolver = v8::Local::new(scope, &c.resolver);
             match c.result.and_then(|v| js::copy_in(scope, &v)) {
@@ -380,6 +383,7 @@ impl Completions {
             };
         }
         scope.perform_microtask_checkpoint();
+        last_context
     }
 }
 
@@ -410,7 +414,10 @@ impl PendingCall {
         // If no operation is waiting on the isolate, an async job applies it.
         isolate.post(|session| {
             v8::scope!(let scope, &mut *session.isolate);
-            session.inner.completions.settle(scope);
+            // Between operations: what the settled promises left unhandled is reported now.
+            if let Some(context) = session.inner.completions.settle(scope) {
+                rejections::report(&mut v8::ContextScope::new(scope, context));
+            }
         });
     }
 }

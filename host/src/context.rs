@@ -196,11 +196,8 @@ impl Context {
     /// Async form of [`eval_closure`](Context::eval_closure).
     pub fn eval_closure_async<T: FromJs>(&self, code: impl Into<String>, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
         let prepared = args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>();
-        let (id, code, inner) = (self.id(), code.into(), self.handle.isolate.inner.clone());
-        Operation::new(async move {
-            let args = prepared?;
-            inner.run_async(move |s| eval_closure(s, id, &code, &args, &options)).await
-        })
+        let (id, code) = (self.id(), code.into());
+        self.handle.isolate.inner.run_async_with(prepared, move |s, args| eval_closure(s, id, &code, &args, &options))
     }
 
     /// Reads a property of the global object, like [`Reference::get`](crate::Reference::get).

@@ -249,10 +249,6 @@ fn buffer_of<'s>(scope: &v8::PinScope<'s, '_>, value: v8::Local<'s, v8::Value>) 
 
 fn deserialize<'s>(scope: &mut v8::PinScope<'s, '_>, payload: &mut Payload, transfer_in: bool) -> Result<v8::Local<'s, v8::Value>> {
     let memory = MemoryGuard::of(scope);
-    // isolated-vm checks the memory limit before copying in.
-    if !memory.fits(payload.clone.bytes.len()) {
-        return Err(Error::js("RangeError", "Array buffer allocation failed"));
-    }
     let stores = payload.transferred.as_ref().ok_or_else(invalid_buffer)?;
     let mut transferred = Vec::with_capacity(stores.len());
     for store in stores {

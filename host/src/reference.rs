@@ -151,11 +151,9 @@ impl Reference {
 
     /// Async form of [`set`](Reference::set).
     pub fn set_async(&self, key: impl Into<Key>, value: impl IntoJs) -> Operation<()> {
-        let prepared = value.into_arg().into_owned().map(|v| (key.into(), v, self.handle.id));
-        let inner = self.inner().clone();
-        Operation::new(async move {
-            let (key, value, id) = prepared?;
-            inner.run_async(move |s| with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))).await
+        let (key, id) = (key.into(), self.handle.id);
+        self.inner().run_async_with(value.into_arg().into_owned(), move |s, value| {
+            with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))
         })
     }
 
@@ -194,12 +192,8 @@ impl Reference {
 
     /// Async form of [`apply`](Reference::apply).
     pub fn apply_async<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
-        let prepared = owned_args(recv, args).map(|(recv, args)| (recv, args, self.handle.id, self.rule(options.transfer)));
-        let inner = self.inner().clone();
-        Operation::new(async move {
-            let (recv, args, id, rule) = prepared?;
-            inner.run_async(move |s| call(s, id, &recv, &args, options.limits(), rule)).await
-        })
+        let (id, rule) = (self.handle.id, self.rule(options.transfer));
+        self.inner().run_async_with(owned_args(recv, args), move |s, (recv, args)| call(s, id, &recv, &args, options.limits(), rule))
     }
 
     /// Fire-and-forget [`apply`](Reference::apply): queued like `apply_async`; the result

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{self, watchdog::Timer};
 use crate::error::{Error, Result};
 use crate::exception::{caught, exception};
-use crate::isolate::{IsolateInner, Session, Slot};
+use crate::isolate::{IsolateInner, Session, Slot, rejections};
 use crate::value::js::{is_threw, threw};
 
 /// Frames captured for a timeout's stack, as in isolated-vm.
@@ -65,6 +65,9 @@ pub(crate) fn run_in_context<R>(
         Err(e) if is_threw(&e) && tc.has_caught() => Err(Error::Exception(caught(tc))),
         other => other,
     };
+    if !tc.is_execution_terminating() {
+        rejections::report(tc);
+    }
     if let Some(timeout) = timeout {
         if timeout.fired() && !inner.is_disposed() && !inner.memory.hit() {
             // The timeout's termination may still be pending; the isolate stays usable.
@@ -101,6 +104,8 @@ fn settle<'s>(
             v8::PromiseState::Fulfilled => return Ok(promise.result(scope)),
             v8::PromiseState::Rejected => {
                 promise.mark_as_handled();
+                // The caller gets the rejection; it is not unhandled.
+                rejections::forget(scope, promise);
                 let reason = promise.result(scope);
                 return Err(Error::Exception(exception(scope, reason, None)));
             }

@@ -94,11 +94,8 @@ impl Script {
 
     /// Async form of [`run`](Script::run).
     pub fn run_async<T: FromJs>(&self, context: &Context, options: EvalOptions) -> Operation<T> {
-        let ids = self.ids_for(context);
-        let inner = self.handle.isolate.inner.clone();
-        Operation::new(async move {
-            let (script_id, context_id) = ids?;
-            inner.run_async(move |s| run_script(s, script_id, context_id, &options)).await
+        self.handle.isolate.inner.run_async_with(self.ids_for(context), move |s, (script_id, context_id)| {
+            run_script(s, script_id, context_id, &options)
         })
     }
 

@@ -4,10 +4,12 @@
 mod callbacks;
 mod cli;
 mod context;
+mod external_copy;
 mod isolate;
 mod limits;
 mod references;
 mod script;
+mod transfer;
 mod values;
 
 use std::future::Future;

@@ -6,6 +6,7 @@ mod clock;
 pub(crate) mod memory;
 pub(crate) mod nesting;
 mod operation;
+pub(crate) mod rejections;
 
 pub use operation::Operation;
 
@@ -30,17 +31,30 @@ use memory::MemoryGuard;
 /// let isolate = ivm::Isolate::new(ivm::IsolateOptions::default().memory_limit(64)).unwrap();
 /// # drop(isolate);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct IsolateOptions {
     /// Memory limit in MB (heap, plus ArrayBuffers and WebAssembly memories). Default 128,
     /// minimum 8.
     pub memory_limit: u64,
+    /// Called with each promise rejection that nothing handled by the end of the operation
+    /// that caused it (e.g. a forgotten `async` call that threw). Without it such rejections
+    /// are dropped; they never turn up as the error of an unrelated later call.
+    pub on_unhandled_rejection: Option<rejections::Handler>,
 }
 
 impl Default for IsolateOptions {
     fn default() -> Self {
-        IsolateOptions { memory_limit: 128 }
+        IsolateOptions { memory_limit: 128, on_unhandled_rejection: None }
+    }
+}
+
+impl std::fmt::Debug for IsolateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IsolateOptions")
+            .field("memory_limit", &self.memory_limit)
+            .field("on_unhandled_rejection", &self.on_unhandled_rejection.is_some())
+            .finish()
     }
 }
 
@@ -48,6 +62,24 @@ impl IsolateOptions {
     /// Sets the memory limit in MB.
     pub fn memory_limit(mut self, mb: u64) -> Self {
         self.memory_limit = mb;
+        self
+    }
+
+    /// Sends unhandled promise rejections (their name, message and stack) to `handler`.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = seen.clone();
+    /// let options = ivm::IsolateOptions::default()
+    ///     .on_unhandled_rejection(move |e| sink.lock().unwrap().push(e.message));
+    /// let context = ivm::Isolate::new(options)?.create_context()?;
+    /// context.eval::<()>("(async () => { throw new Error('forgotten') })()")?;
+    /// assert_eq!(*seen.lock().unwrap(), ["forgotten"]);
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn on_unhandled_rejection(mut self, handler: impl Fn(crate::JsError) + Send + Sync + 'static) -> Self {
+        self.on_unhandled_rejection = Some(Arc::new(handler));
         self
     }
 }
@@ -169,6 +201,9 @@ impl Isolate {
             .array_buffer_allocator(memory.allocator());
         let mut isolate = v8::Isolate::new(params);
         memory.install(&mut isolate);
+        if let Some(handler) = options.on_unhandled_rejection {
+            rejections::install(&mut isolate, handler);
+        }
         isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);
         isolate.set_capture_stack_trace_for_uncaught_exceptions(true, 10);
         let handle = isolate.thread_safe_handle();
@@ -363,6 +398,19 @@ impl IsolateInner {
             let _ = tx.send(session.and_then(op));
         }));
         async move { rx.await.unwrap_or_else(|_| Err(Error::isolate_disposed())) }
+    }
+
+    /// [`run_async`](Self::run_async) for an operation whose inputs were prepared first (and
+    /// may have failed to be): queued now either way, so it runs whether or not it is awaited.
+    pub(crate) fn run_async_with<P: Send + 'static, R: Send + 'static>(
+        self: &Arc<Self>,
+        prepared: Result<P>,
+        op: impl FnOnce(&mut Session<'_>, P) -> Result<R> + Send + 'static,
+    ) -> Operation<R> {
+        match prepared {
+            Ok(inputs) => Operation::new(self.run_async(move |s| op(s, inputs))),
+            Err(e) => Operation::new(std::future::ready(Err(e))),
+        }
     }
 
     /// Queues `job` to run after the operations queued before it; its outcome is dropped.

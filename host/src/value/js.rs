@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::{BigInt, Value, wire};
 use crate::Error;
+use crate::isolate::memory::MemoryGuard;
 
 /// Copies a primitive; `None` for objects and functions.
 pub(crate) fn primitive(scope: &v8::PinScope<'_, '_>, value: v8::Local<v8::Value>) -> Option<Value> {
@@ -181,8 +182,13 @@ pub(crate) struct Incoming<'s> {
     pub(crate) wasm_modules: Vec<Arc<v8::CompiledWasmModule>>,
 }
 
-/// Builds a value from serialized bytes in the scope's current context.
+/// Builds a value from serialized bytes in the scope's current context. Data that would not
+/// fit under the isolate's memory limit is refused first, as isolated-vm does:
+/// `RangeError: Array buffer allocation failed`.
 pub(crate) fn deserialize<'s>(scope: &mut v8::PinScope<'s, '_>, bytes: &[u8], incoming: Incoming<'s>) -> Result<v8::Local<'s, v8::Value>, Error> {
+    if !MemoryGuard::of(scope).fits(bytes.len()) {
+        return Err(Error::js("RangeError", "Array buffer allocation failed"));
+    }
     let Incoming { transferred, shared, wasm_modules } = incoming;
     let deserializer = v8::ValueDeserializer::new(scope, Box::new(DeserializerDelegate { shared, wasm_modules }), bytes);
     let context = scope.get_current_context();
