@@ -117,3 +117,47 @@ fn numbers_format_as_in_javascript() {
         assert_eq!(value.to_string(), expected, "{code}");
     }
 }
+
+#[test]
+fn plain_data_and_every_value_kind_round_trip_exactly() {
+    let (_isolate, context) = new_context();
+    // JSON-shaped data (it takes V8's JSON parser on the way in).
+    let doc = serde_json::json!({
+        "text": "quote \" backslash \\ newline \n tab \t é 😀 \u{0}",
+        "numbers": [0, -0.0, 1.5, -2, 9007199254740991i64, 1e300, 2.5e-308],
+        "nested": { "b": [[], {}], "a": null, "10": true, "2": false },
+    });
+    context.set_global("doc", &doc).unwrap();
+    assert_eq!(context.eval::<bool>("Object.is(doc.numbers[1], -0)").unwrap(), true);
+    assert_eq!(context.eval::<String>("Object.keys(doc.nested).join()").unwrap(), "2,10,b,a");
+    assert_eq!(context.get_global::<serde_json::Value>("doc").unwrap(), doc);
+    // A `Value` of every kind (it takes V8's deserializer).
+    let value = Value::Array(vec![
+        Value::Undefined,
+        Value::Null,
+        Value::Bool(true),
+        Value::Number(f64::NAN),
+        Value::BigInt(BigInt::from(-12345678901234567890i128)),
+        Value::String("s".into()),
+        Value::Bytes(vec![0, 255]),
+        Value::Date(1.5e12),
+        Value::Map(vec![(Value::Number(1.0), Value::String("one".into()))]),
+        Value::Set(vec![Value::String("x".into())]),
+        Value::RegExp { source: "a|b".into(), flags: "gi".into() },
+        Value::Error(Box::new(ivm::JsError { name: "TypeError".into(), message: "bad".into(), ..Default::default() })),
+    ]);
+    context.set_global("all", &value).unwrap();
+    let kinds: String = context
+        .eval("all.map(v => Object.prototype.toString.call(v).slice(8, -1)).join()")
+        .unwrap();
+    assert_eq!(kinds, "Undefined,Null,Boolean,Number,BigInt,String,Uint8Array,Date,Map,Set,RegExp,Error");
+    let Value::Array(back) = context.get_global::<Value>("all").unwrap() else { panic!() };
+    let Value::Array(sent) = &value else { unreachable!() };
+    for (i, (got, want)) in back.iter().zip(sent).enumerate() {
+        match (got, want) {
+            (Value::Number(a), Value::Number(b)) if a.is_nan() && b.is_nan() => {}
+            (Value::Error(a), Value::Error(b)) => assert_eq!((&a.name, &a.message), (&b.name, &b.message)),
+            _ => assert_eq!(got, want, "item {i}"),
+        }
+    }
+}

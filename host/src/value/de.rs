@@ -32,8 +32,11 @@ impl de::Error for Error {
 }
 
 pub(crate) fn visit_integral<'de, V: Visitor<'de>>(n: f64, visitor: V) -> Result<V::Value, Error> {
-    // Integral numbers go to the integer visitors so that `u32`, `i64`... fields accept them.
-    if n.fract() == 0.0 && n >= i64::MIN as f64 && n < i64::MAX as f64 {
+    // Integral numbers go to the integer visitors so that `u32`, `i64`... fields accept them;
+    // -0 stays a float, or its sign would be lost.
+    if n == 0.0 && n.is_sign_negative() {
+        visitor.visit_f64(n)
+    } else if n.fract() == 0.0 && n >= i64::MIN as f64 && n < i64::MAX as f64 {
         visitor.visit_i64(n as i64)
     } else if n.fract() == 0.0 && n >= 0.0 && n < u64::MAX as f64 {
         visitor.visit_u64(n as u64)

@@ -94,8 +94,14 @@ pub(crate) fn copy_in<'s>(scope: &mut v8::PinScope<'s, '_>, value: &Value) -> Re
     }
 }
 
-/// Builds any `Serialize` value in the scope's current context.
+/// Builds any `Serialize` value in the scope's current context: objects and arrays that JSON
+/// represents exactly through V8's JSON parser, everything else through its deserializer.
 pub(crate) fn to_v8<'s, T: Serialize + ?Sized>(scope: &mut v8::PinScope<'s, '_>, value: &T) -> Result<v8::Local<'s, v8::Value>, Error> {
+    if let Some(json) = wire::to_json(value)? {
+        if let Some(b'{' | b'[') = json.first() {
+            return parse_json(scope, &json);
+        }
+    }
     let bytes = wire::to_wire(value)?;
     // After the two header bytes: a primitive is made directly, anything else by V8.
     if let Some(b'_' | b'0' | b'T' | b'F' | b'I' | b'N' | b'Z' | b'"' | b'S') = bytes.get(2) {
@@ -105,6 +111,17 @@ pub(crate) fn to_v8<'s, T: Serialize + ?Sized>(scope: &mut v8::PinScope<'s, '_>,
         }
     }
     deserialize(scope, &bytes, Incoming::default())
+}
+
+/// `JSON.parse` of text the JSON writer made (no reviver: no JavaScript runs).
+fn parse_json<'s>(scope: &mut v8::PinScope<'s, '_>, json: &[u8]) -> Result<v8::Local<'s, v8::Value>, Error> {
+    // The text and the objects it becomes both live on the heap for a moment.
+    if !MemoryGuard::of(scope).fits(json.len() * 2) {
+        return Err(Error::js("RangeError", "Array buffer allocation failed"));
+    }
+    let text = v8::String::new_from_utf8(scope, json, v8::NewStringType::Normal)
+        .ok_or_else(|| Error::Conversion("the value is longer than V8's maximum string length".into()))?;
+    v8::json::parse(scope, text).ok_or_else(threw)
 }
 
 /// What V8's serializer produced: the bytes, and the shared memory and compiled modules they

@@ -20,7 +20,7 @@ mod ser;
 
 pub(crate) use de::from_wire;
 pub(crate) use read::read_value;
-pub(crate) use ser::to_wire;
+pub(crate) use ser::{to_json, to_wire};
 
 use crate::error::Error;
 
