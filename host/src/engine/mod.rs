@@ -21,22 +21,28 @@ static PLATFORM: OnceLock<v8::SharedRef<v8::Platform>> = OnceLock::new();
 
 /// Initialises V8 once per process. Every isolate constructor calls this first.
 ///
-/// `IVM_V8_FLAGS`, when set, is passed to V8 first (e.g. `--max-lazy` for experiments; flags
-/// apply to every isolate of the process).
+/// `IVM_V8_FLAGS`, when set, is passed to V8 after ivm's own flags (e.g. `--max-lazy` for
+/// experiments; flags apply to every isolate of the process).
 ///
 /// The platform is the "unprotected" one: isolates are locked and run on the caller's thread
 /// for synchronous calls, and those threads may predate V8's initialisation, which memory
 /// protection keys (PKU) would punish with a segfault.
 pub(crate) fn platform() -> &'static v8::SharedRef<v8::Platform> {
     PLATFORM.get_or_init(|| {
-        v8::V8::set_flags_from_string(V8_FLAGS);
-        if let Ok(flags) = std::env::var("IVM_V8_FLAGS") {
-            v8::V8::set_flags_from_string(&flags);
-        }
+        v8::V8::set_flags_from_string(flags());
         let platform = v8::new_unprotected_default_platform(0, false).make_shared();
         v8::V8::initialize_platform(platform.clone());
         v8::V8::initialize();
         platform
+    })
+}
+
+/// The V8 flags of this process: ivm's, then `IVM_V8_FLAGS`.
+pub(crate) fn flags() -> &'static str {
+    static FLAGS: OnceLock<String> = OnceLock::new();
+    FLAGS.get_or_init(|| match std::env::var("IVM_V8_FLAGS") {
+        Ok(extra) => format!("{V8_FLAGS} {extra}"),
+        Err(_) => V8_FLAGS.to_owned(),
     })
 }
 

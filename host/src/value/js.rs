@@ -119,8 +119,13 @@ fn parse_json<'s>(scope: &mut v8::PinScope<'s, '_>, json: &[u8]) -> Result<v8::L
     if !MemoryGuard::of(scope).fits(json.len() * 2) {
         return Err(Error::js("RangeError", "Array buffer allocation failed"));
     }
-    let text = v8::String::new_from_utf8(scope, json, v8::NewStringType::Normal)
-        .ok_or_else(|| Error::Conversion("the value is longer than V8's maximum string length".into()))?;
+    // ASCII text (the usual case) is also Latin-1: V8 takes it without decoding UTF-8.
+    let text = if json.is_ascii() {
+        v8::String::new_from_one_byte(scope, json, v8::NewStringType::Normal)
+    } else {
+        v8::String::new_from_utf8(scope, json, v8::NewStringType::Normal)
+    }
+    .ok_or_else(|| Error::Conversion("the value is longer than V8's maximum string length".into()))?;
     v8::json::parse(scope, text).ok_or_else(threw)
 }
 
