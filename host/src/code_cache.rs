@@ -143,3 +143,55 @@ pub(crate) fn open<'b>(key: &CacheKey, kind: Kind, source: &str, blob: &'b Cache
     let (len, payload) = rest.split_at_checked(8)?;
     (u64::from_le_bytes(len.try_into().ok()?) == payload.len() as u64).then_some(payload)
 }
+
+/// What compiling with cache options gave: a fresh sealed cache when one was asked for, and
+/// whether a supplied one was rejected (isolated-vm's `cachedData` and `cachedDataRejected`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CacheOutcome {
+    pub(crate) produced: Option<CachedData>,
+    pub(crate) rejected: Option<bool>,
+}
+
+/// The cache side of one compile.
+pub(crate) struct CacheRequest<'a> {
+    pub(crate) key: &'a CacheKey,
+    pub(crate) kind: Kind,
+    pub(crate) code: &'a str,
+    pub(crate) supplied: Option<&'a CachedData>,
+    pub(crate) produce: bool,
+}
+
+impl CacheRequest<'_> {
+    /// The source to compile, with V8's cached data when the supplied blob opens, and the
+    /// matching compile option.
+    pub(crate) fn source(
+        &self,
+        text: v8::Local<v8::String>,
+        origin: &v8::ScriptOrigin,
+    ) -> (v8::script_compiler::Source, v8::script_compiler::CompileOptions) {
+        use v8::script_compiler::{CompileOptions, Source};
+        match self.supplied.and_then(|blob| open(self.key, self.kind, self.code, blob)) {
+            Some(payload) => (
+                Source::new_with_cached_data(text, Some(origin), v8::CachedData::new(payload)),
+                CompileOptions::ConsumeCodeCache,
+            ),
+            None => (Source::new(text, Some(origin)), CompileOptions::NoCompileOptions),
+        }
+    }
+
+    /// After compiling `source`: whether the supplied cache was rejected (by ivm, or by V8),
+    /// and a new sealed cache from `make` if one was asked for and none was used.
+    pub(crate) fn outcome(
+        &self,
+        source: &v8::script_compiler::Source,
+        make: impl FnOnce() -> Option<v8::UniqueRef<v8::CachedData<'static>>>,
+    ) -> CacheOutcome {
+        let rejected = self.supplied.map(|_| source.get_cached_data().is_none_or(|data| data.rejected()));
+        // As isolated-vm: produced only if none was supplied, or the supplied one was rejected.
+        let produced = (self.produce && rejected != Some(false))
+            .then(make)
+            .flatten()
+            .map(|data| seal(self.key, self.kind, self.code, &data));
+        CacheOutcome { produced, rejected }
+    }
+}

@@ -32,6 +32,7 @@
 //! failures).
 
 mod callback;
+mod code_cache;
 mod console;
 mod context;
 mod engine;
@@ -40,6 +41,7 @@ mod exception;
 mod external_copy;
 mod handle;
 mod isolate;
+mod module;
 mod reference;
 mod run;
 mod script;
@@ -47,10 +49,13 @@ mod transfer;
 pub mod value;
 
 pub use callback::Callback;
+pub use code_cache::{CacheKey, CachedData};
 pub use context::{ConsoleLevel, Context, ContextOptions, EvalOptions};
 pub use engine::v8_version;
 pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
 pub use isolate::{HeapStatistics, Isolate, IsolateOptions, Operation};
+pub use module::loader::DirLoader;
+pub use module::{ImportRequest, Module};
 pub use script::{CompileOptions, Script, ScriptOrigin};
 pub use reference::{Key, Reference};
 pub use external_copy::{CopyIntoOptions, ExternalCopy, ExternalCopyOptions};

@@ -40,10 +40,10 @@ pub(crate) fn run_in_context<R>(
     v8::scope!(let scope, &mut *session.isolate);
     let context = inner
         .local(scope, context_id, |slot| match slot {
-            Slot::Context(g) | Slot::Reference { context: g, .. } => Some(g),
+            Slot::Context(g) | Slot::Reference { context: g, .. } | Slot::Module { context: Some(g), .. } => Some(g),
             _ => None,
         })
-        .ok_or_else(|| Error::disposed("Context is released"))?;
+        .ok_or_else(|| missing_context(inner, context_id))?;
     let scope = &mut v8::ContextScope::new(scope, context);
     v8::tc_scope!(let tc, scope);
     let timeout = limits.timeout.map(|d| TimeoutGuard::arm(inner, v8::Global::new(tc, context), d));
@@ -75,6 +75,16 @@ pub(crate) fn run_in_context<R>(
         }
     }
     result
+}
+
+/// Why there is no context to run in.
+fn missing_context(inner: &IsolateInner, id: u64) -> Error {
+    if inner.holds(id) {
+        // A module that is not instantiated yet.
+        Error::InvalidArgument("Module is uninstantiated".into())
+    } else {
+        Error::disposed("Context is released")
+    }
 }
 
 /// Why a script was terminated.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::code_cache::{CacheKey, CacheOutcome, CacheRequest, CachedData, Kind};
 use crate::context::{Context, EvalOptions};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
@@ -42,18 +43,39 @@ impl ScriptOrigin {
     }
 }
 
-/// Options for [`Isolate::compile_script`].
+/// Options for [`Isolate::compile_script`] and [`Isolate::compile_module`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct CompileOptions {
     /// Where the code comes from.
     pub origin: ScriptOrigin,
+    /// A code cache from an earlier compile of the same source (isolated-vm's `cachedData`).
+    /// It is used only if it verifies under the isolate's key; otherwise it is reported as
+    /// rejected and the code compiles normally.
+    pub cached_data: Option<CachedData>,
+    /// Make a code cache (isolated-vm's `produceCachedData`): done only when no cache was
+    /// supplied or the supplied one was rejected.
+    pub produce_cached_data: bool,
 }
 
 impl CompileOptions {
     /// Compile options with this origin.
     pub fn origin(origin: ScriptOrigin) -> Self {
-        CompileOptions { origin }
+        CompileOptions { origin, ..Default::default() }
+    }
+    /// Uses `cached` if it verifies.
+    pub fn cached_data(mut self, cached: CachedData) -> Self {
+        self.cached_data = Some(cached);
+        self
+    }
+    /// Makes a code cache.
+    pub fn produce_cached_data(mut self) -> Self {
+        self.produce_cached_data = true;
+        self
+    }
+
+    pub(crate) fn cache<'a>(&'a self, key: &'a CacheKey, kind: Kind, code: &'a str) -> CacheRequest<'a> {
+        CacheRequest { key, kind, code, supplied: self.cached_data.as_ref(), produce: self.produce_cached_data }
     }
 }
 
@@ -71,6 +93,7 @@ impl CompileOptions {
 #[derive(Clone)]
 pub struct Script {
     handle: Arc<HandleRef>,
+    cache: Arc<CacheOutcome>,
 }
 
 impl std::fmt::Debug for Script {
@@ -80,8 +103,20 @@ impl std::fmt::Debug for Script {
 }
 
 impl Script {
-    pub(crate) fn from_id(isolate: Isolate, id: u64) -> Script {
-        Script { handle: Arc::new(HandleRef::new(isolate, id)) }
+    pub(crate) fn from_id(isolate: Isolate, (id, cache): (u64, CacheOutcome)) -> Script {
+        Script { handle: Arc::new(HandleRef::new(isolate, id)), cache: Arc::new(cache) }
+    }
+
+    /// The code cache made with [`CompileOptions::produce_cached_data`], sealed under the
+    /// isolate's key.
+    pub fn cached_data(&self) -> Option<&CachedData> {
+        self.cache.produced.as_ref()
+    }
+
+    /// Whether the supplied [`CompileOptions::cached_data`] was rejected (`None` if none was
+    /// supplied), as isolated-vm's `cachedDataRejected`.
+    pub fn cached_data_rejected(&self) -> Option<bool> {
+        self.cache.rejected
     }
 
     /// Runs the script in `context` (which must belong to the same isolate) and copies its
@@ -132,13 +167,13 @@ fn run_script<T: FromJs>(session: &mut Session<'_>, script_id: u64, context_id: 
     )
 }
 
-fn origin<'s>(scope: &v8::PinScope<'s, '_>, origin: &ScriptOrigin) -> Result<v8::ScriptOrigin<'s>> {
+pub(crate) fn origin<'s>(scope: &v8::PinScope<'s, '_>, origin: &ScriptOrigin, is_module: bool) -> Result<v8::ScriptOrigin<'s>> {
     let name = v8::String::new(scope, &origin.filename)
         .ok_or_else(|| Error::InvalidArgument("the filename is too long".into()))?;
-    Ok(v8::ScriptOrigin::new(scope, name.into(), origin.line_offset, origin.column_offset, false, -1, None, false, false, false, None))
+    Ok(v8::ScriptOrigin::new(scope, name.into(), origin.line_offset, origin.column_offset, false, -1, None, false, false, is_module, None))
 }
 
-fn source_string<'s>(scope: &v8::PinScope<'s, '_>, code: &str) -> Result<v8::Local<'s, v8::String>> {
+pub(crate) fn source_string<'s>(scope: &v8::PinScope<'s, '_>, code: &str) -> Result<v8::Local<'s, v8::String>> {
     v8::String::new(scope, code).ok_or_else(|| Error::InvalidArgument("the code is longer than V8's maximum string length".into()))
 }
 
@@ -150,7 +185,7 @@ pub(crate) fn compile_in_context<'s>(
     script_origin: &ScriptOrigin,
 ) -> Result<v8::Local<'s, v8::Script>> {
     let source = source_string(scope, code)?;
-    let origin = origin(scope, script_origin)?;
+    let origin = origin(scope, script_origin, false)?;
     v8::tc_scope!(let tc, scope);
     match v8::Script::compile(tc, source, Some(&origin)) {
         Some(script) => Ok(script),
@@ -166,7 +201,7 @@ pub(crate) fn compile_function<'s>(
     script_origin: &ScriptOrigin,
 ) -> Result<v8::Local<'s, v8::Function>> {
     let source = source_string(scope, code)?;
-    let origin = origin(scope, script_origin)?;
+    let origin = origin(scope, script_origin, false)?;
     let mut params = Vec::with_capacity(arity);
     for i in 0..arity {
         params.push(source_string(scope, &format!("${i}"))?);
@@ -185,22 +220,18 @@ pub(crate) fn compile_function<'s>(
 }
 
 /// Compiles an unbound script in a locked isolate and returns its handle id.
-pub(crate) fn compile(session: &mut Session<'_>, code: &str, options: &CompileOptions) -> Result<u64> {
+pub(crate) fn compile(session: &mut Session<'_>, code: &str, options: &CompileOptions) -> Result<(u64, CacheOutcome)> {
     let inner = session.inner;
     v8::scope!(let scope, &mut *session.isolate);
-    // Compiling needs a context; a throw-away one keeps the script unbound.
-    let context = v8::Context::new(scope, Default::default());
+    let context = inner.compile_context(scope);
     let scope = &mut v8::ContextScope::new(scope, context);
-    let source = source_string(scope, code)?;
-    let origin = origin(scope, &options.origin)?;
-    let mut source = v8::script_compiler::Source::new(source, Some(&origin));
+    let text = source_string(scope, code)?;
+    let origin = origin(scope, &options.origin, false)?;
+    let cache = options.cache(&inner.cache_key, Kind::Script, code);
+    let (mut source, compile_options) = cache.source(text, &origin);
     v8::tc_scope!(let tc, scope);
-    let unbound = v8::script_compiler::compile_unbound_script(
-        tc,
-        &mut source,
-        v8::script_compiler::CompileOptions::NoCompileOptions,
-        v8::script_compiler::NoCacheReason::NoReason,
-    )
-    .ok_or_else(|| crate::exception::compile_error(tc))?;
-    Ok(inner.insert(Slot::Script(v8::Global::new(tc, unbound))))
+    let unbound = v8::script_compiler::compile_unbound_script(tc, &mut source, compile_options, v8::script_compiler::NoCacheReason::NoReason)
+        .ok_or_else(|| crate::exception::compile_error(tc))?;
+    let outcome = cache.outcome(&source, || unbound.create_code_cache());
+    Ok((inner.insert(Slot::Script(v8::Global::new(tc, unbound))), outcome))
 }

@@ -85,3 +85,72 @@ fn exit_codes_say_what_happened() {
     assert_eq!(help.status.code(), Some(0));
     assert!(stdout(&help).contains("EXIT STATUS"));
 }
+
+/// A fresh directory under the system's temporary directory.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ivm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn run_module_loads_imports_from_its_directory_only() {
+    let dir = fresh_dir("module");
+    let app = dir.join("app");
+    std::fs::create_dir_all(app.join("lib")).unwrap();
+    std::fs::write(dir.join("secret.mjs"), "export default 'secret'").unwrap();
+    std::fs::write(app.join("lib/greet.mjs"), "export const greet = n => `hello ${n}`;").unwrap();
+    std::fs::write(app.join("data.json"), r#"{ "name": "ivm" }"#).unwrap();
+    std::fs::write(
+        app.join("main.mjs"),
+        "import { greet } from './lib/greet.mjs'; import data from './data.json' with { type: 'json' };
+         const lazy = await import('./lib/greet.mjs'); console.log(greet(data.name), lazy.greet === greet);",
+    )
+    .unwrap();
+    std::fs::write(app.join("escape.mjs"), "import s from '../secret.mjs'; console.log(s)").unwrap();
+    let main = app.join("main.mjs");
+    let o = ivm(&["run", "--module", main.to_str().unwrap()]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "hello ivm true\n".into()), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ivm(&["run", "--module", "--json", app.join("escape.mjs").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let line = json(&o);
+    assert!(line["error"]["message"].as_str().unwrap().contains("outside the module root"), "{line}");
+    // --allow-read widens the root to a directory that holds the file.
+    let o = ivm(&["run", "--module", "--allow-read", dir.to_str().unwrap(), app.join("escape.mjs").to_str().unwrap()]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "secret\n".into()));
+    let o = ivm(&["run", "--module", "--allow-read", app.join("lib").to_str().unwrap(), main.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "the file must be inside the allowed directory");
+}
+
+#[test]
+fn run_keeps_sealed_code_caches_across_runs() {
+    let dir = fresh_dir("cache");
+    let script = dir.join("job.js");
+    std::fs::write(&script, "function f(x) { return x * 2 } console.log(f(21))").unwrap();
+    let cache = dir.join("cache");
+    let run = || ivm(&["run", "-v", "--code-cache", cache.to_str().unwrap(), script.to_str().unwrap()]);
+    let first = run();
+    assert_eq!((first.status.code(), stdout(&first)), (Some(0), "42\n".into()));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("none yet, stored a new one"), "{first:?}");
+    let key = cache.join("key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let second = run();
+    assert_eq!(stdout(&second), "42\n");
+    assert!(String::from_utf8_lossy(&second.stderr).contains(": used"), "{second:?}");
+    // A tampered cache file is rejected (and replaced); the script still runs.
+    let stored = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "ivmcache")).unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&stored, bytes).unwrap();
+    let third = run();
+    assert_eq!(stdout(&third), "42\n");
+    assert!(String::from_utf8_lossy(&third.stderr).contains("rejected, stored a new one"), "{third:?}");
+    // A key others can read is refused.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = run();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("readable by others"));
+}

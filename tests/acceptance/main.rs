@@ -3,10 +3,12 @@
 
 mod callbacks;
 mod cli;
+mod code_cache;
 mod context;
 mod external_copy;
 mod isolate;
 mod limits;
+mod modules;
 mod references;
 mod script;
 mod transfer;

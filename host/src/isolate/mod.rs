@@ -13,9 +13,10 @@ pub use operation::Operation;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::code_cache::CacheKey;
 use crate::engine::{self, executor};
 use crate::error::{Error, Result};
 use crate::callback::{BlockingWaits, Completions};
@@ -41,11 +42,15 @@ pub struct IsolateOptions {
     /// that caused it (e.g. a forgotten `async` call that threw). Without it such rejections
     /// are dropped; they never turn up as the error of an unrelated later call.
     pub on_unhandled_rejection: Option<rejections::Handler>,
+    /// The key code caches of this isolate are sealed with (see [`CachedData`](crate::CachedData)).
+    /// Default: a random key of this process, so caches are good only within it; give a key
+    /// to keep caches across runs.
+    pub code_cache_key: Option<CacheKey>,
 }
 
 impl Default for IsolateOptions {
     fn default() -> Self {
-        IsolateOptions { memory_limit: 128, on_unhandled_rejection: None }
+        IsolateOptions { memory_limit: 128, on_unhandled_rejection: None, code_cache_key: None }
     }
 }
 
@@ -54,6 +59,7 @@ impl std::fmt::Debug for IsolateOptions {
         f.debug_struct("IsolateOptions")
             .field("memory_limit", &self.memory_limit)
             .field("on_unhandled_rejection", &self.on_unhandled_rejection.is_some())
+            .field("code_cache_key", &self.code_cache_key.is_some())
             .finish()
     }
 }
@@ -65,10 +71,16 @@ impl IsolateOptions {
         self
     }
 
+    /// Seals and opens code caches with `key` (see [`CachedData`](crate::CachedData)).
+    pub fn code_cache_key(mut self, key: CacheKey) -> Self {
+        self.code_cache_key = Some(key);
+        self
+    }
+
     /// Sends unhandled promise rejections (their name, message and stack) to `handler`.
     ///
     /// ```
-    /// use std::sync::{Arc, Mutex};
+    /// use std::sync::{Arc, Mutex, Weak};
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let sink = seen.clone();
     /// let options = ivm::IsolateOptions::default()
@@ -142,6 +154,12 @@ pub(crate) struct IsolateInner {
     /// Host state that JavaScript functions of this isolate point at (console sinks, host
     /// functions).
     kept: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Seals and opens this isolate's code caches.
+    pub(crate) cache_key: CacheKey,
+    /// A context kept for compiling scripts and modules, made on first use.
+    compile_context: Mutex<Option<v8::Global<v8::Context>>>,
+    /// Module hooks (`import()`, `import.meta`) and bookkeeping for V8's module callbacks.
+    pub(crate) module_hooks: Arc<crate::module::Hooks>,
     /// Results of async host functions on their way back in.
     pub(crate) completions: Completions,
     /// Threads blocked in blocking host functions, woken by timeouts and disposal.
@@ -167,6 +185,8 @@ pub(crate) enum Slot {
     Script(v8::Global<v8::UnboundScript>),
     /// A value and the context it was reached in (where operations on it run).
     Reference { value: v8::Global<v8::Value>, context: v8::Global<v8::Context> },
+    /// A module, and once instantiated, the context it was instantiated in.
+    Module { module: v8::Global<v8::Module>, context: Option<v8::Global<v8::Context>> },
 }
 
 /// The error for an async operation that would wait behind the operation waiting for it.
@@ -206,25 +226,37 @@ impl Isolate {
         }
         isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);
         isolate.set_capture_stack_trace_for_uncaught_exceptions(true, 10);
+        crate::module::install(&mut isolate);
         let handle = isolate.thread_safe_handle();
-        // SAFETY: all state attached to the isolate is `Send`: the memory guard (an `Arc` of
-        // atomics) and the allocator it backs.
-        let shared = unsafe { isolate.try_into_shared() }
-            .map_err(|e| Error::InvalidArgument(format!("cannot share the isolate: {e:?}")))?;
-        Ok(Isolate {
-            inner: Arc::new(IsolateInner {
-                v8: Mutex::new(Some(Arc::new(shared))),
+        let mut failed = None;
+        let inner = Arc::new_cyclic(|owner: &Weak<IsolateInner>| {
+            // V8's callbacks find their way back to the isolate's state through this.
+            isolate.set_slot(owner.clone());
+            // SAFETY: all state attached to the isolate is `Send`: the memory guard (an `Arc` of
+            // atomics), the allocator it backs, and `Weak`/`Arc`s of `Send + Sync` state.
+            let shared = unsafe { isolate.try_into_shared() }
+                .map_err(|e| failed = Some(Error::InvalidArgument(format!("cannot share the isolate: {e:?}"))))
+                .ok();
+            IsolateInner {
+                disposed: AtomicBool::new(shared.is_none()),
+                v8: Mutex::new(shared.map(Arc::new)),
                 handle,
-                disposed: AtomicBool::new(false),
                 memory,
                 clock: Clock::default(),
                 handles: Mutex::default(),
                 jobs: Mutex::default(),
                 kept: Mutex::default(),
+                cache_key: options.code_cache_key.unwrap_or_else(CacheKey::for_this_process),
+                compile_context: Mutex::default(),
+                module_hooks: Arc::default(),
                 completions: Completions::default(),
                 blocking_waits: Arc::default(),
-            }),
-        })
+            }
+        });
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(Isolate { inner }),
+        }
     }
 
     /// Creates a context (a global object and its built-ins) in this isolate.
@@ -506,6 +538,41 @@ impl IsolateInner {
     /// Whether a handle id is still held.
     pub(crate) fn holds(&self, id: u64) -> bool {
         self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.contains_key(&id)
+    }
+
+    /// The state of a locked isolate, for V8's callbacks.
+    pub(crate) fn of(isolate: &v8::Isolate) -> Option<Arc<IsolateInner>> {
+        isolate.get_slot::<Weak<IsolateInner>>()?.upgrade()
+    }
+
+    /// The context behind a context (or instantiated module, or reference) handle id. The
+    /// caller holds the isolate.
+    pub(crate) fn context_global(&self, id: u64) -> Option<v8::Global<v8::Context>> {
+        let table = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        match table.slots.get(&id)? {
+            Slot::Context(g) | Slot::Reference { context: g, .. } | Slot::Module { context: Some(g), .. } => Some(g.clone()),
+            _ => None,
+        }
+    }
+
+    /// The context scripts and modules are compiled in (code is not bound to it).
+    pub(crate) fn compile_context<'s>(&self, scope: &v8::PinScope<'s, '_, ()>) -> v8::Local<'s, v8::Context> {
+        let mut kept = self.compile_context.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.as_ref() {
+            Some(context) => v8::Local::new(scope, context),
+            None => {
+                let context = v8::Context::new(scope, Default::default());
+                *kept = Some(v8::Global::new(scope, context));
+                context
+            }
+        }
+    }
+
+    /// Changes the engine object behind a handle id.
+    pub(crate) fn update(&self, id: u64, change: impl FnOnce(&mut Slot)) {
+        if let Some(slot) = self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.get_mut(&id) {
+            change(slot);
+        }
     }
 
     /// Looks up a handle id and makes a `Local` of it.

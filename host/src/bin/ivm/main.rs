@@ -1,10 +1,18 @@
 //! `ivm`: run JavaScript in an isolate with a memory limit and a timeout.
 
+mod code_cache;
+
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ivm::{ConsoleLevel, ContextOptions, Error, ErrorKind, EvalOptions, Isolate, IsolateOptions, ScriptOrigin, Value};
+use ivm::{
+    CompileOptions, ConsoleLevel, Context, ContextOptions, DirLoader, Error, ErrorKind, EvalOptions, Isolate, IsolateOptions,
+    ScriptOrigin, Value,
+};
+
+use code_cache::DiskCache;
 
 const HELP: &str = "\
 ivm - run JavaScript in an isolated V8 isolate with hard limits
@@ -20,6 +28,14 @@ OPTIONS:
     --json              Print exactly one JSON line on stdout:
                         {\"ok\":true,\"value\":...} or {\"ok\":false,\"error\":{...}};
                         console output then goes to stderr
+    --module            Run FILE as an ES module: its imports (and import()) load from
+                        its directory and nothing else; top-level await is awaited
+    --allow-read DIR    With --module: load modules from DIR (which must hold FILE)
+                        instead of FILE's directory
+    --code-cache DIR    Keep sealed code caches of FILE in DIR across runs; the key that
+                        seals them is DIR/key (made on first use, readable by the owner only)
+    --code-cache-key F  Seal code caches with the key in file F (32 bytes or more)
+    -v, --verbose       Report on stderr what the code cache did
     -h, --help          Print this help
     -V, --version       Print the versions of ivm and V8
 
@@ -36,6 +52,11 @@ struct Args {
     memory_limit: u64,
     timeout: Option<Duration>,
     json: bool,
+    module: bool,
+    allow_read: Option<PathBuf>,
+    code_cache: Option<PathBuf>,
+    code_cache_key: Option<PathBuf>,
+    verbose: bool,
 }
 
 enum Command {
@@ -56,7 +77,8 @@ fn usage(message: &str) -> Parsed {
 fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let mut memory_limit = 128;
     let mut timeout = None;
-    let mut json = false;
+    let (mut json, mut module, mut verbose) = (false, false, false);
+    let (mut allow_read, mut code_cache, mut code_cache_key) = (None, None, None);
     let mut words = Vec::new();
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -69,6 +91,17 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
                 return Parsed::Exit(ExitCode::SUCCESS);
             }
             "--json" => json = true,
+            "--module" => module = true,
+            "-v" | "--verbose" => verbose = true,
+            "--allow-read" | "--code-cache" | "--code-cache-key" => {
+                let Some(value) = argv.next() else { return usage(&format!("{arg} needs a value")) };
+                let slot = match arg.as_str() {
+                    "--allow-read" => &mut allow_read,
+                    "--code-cache" => &mut code_cache,
+                    _ => &mut code_cache_key,
+                };
+                *slot = Some(PathBuf::from(value));
+            }
             "--memory-limit" | "--timeout" => {
                 let Some(value) = argv.next() else { return usage(&format!("{arg} needs a value")) };
                 let Ok(n) = value.parse::<u64>() else {
@@ -94,7 +127,16 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
         [cmd, ..] if cmd == "eval" => return usage("'eval' takes one CODE argument"),
         [cmd, ..] => return usage(&format!("unknown command '{cmd}'")),
     };
-    Parsed::Go(Args { command, memory_limit, timeout, json })
+    if (module || allow_read.is_some() || code_cache.is_some()) && !matches!(command, Command::Run(_)) {
+        return usage("--module, --allow-read and --code-cache go with 'run'");
+    }
+    if allow_read.is_some() && !module {
+        return usage("--allow-read goes with --module");
+    }
+    if code_cache_key.is_some() && code_cache.is_none() {
+        return usage("--code-cache-key goes with --code-cache");
+    }
+    Parsed::Go(Args { command, memory_limit, timeout, json, module, allow_read, code_cache, code_cache_key, verbose })
 }
 
 fn main() -> ExitCode {
@@ -102,20 +144,31 @@ fn main() -> ExitCode {
         Parsed::Go(args) => args,
         Parsed::Exit(code) => return code,
     };
-    let (code, filename, print_value) = match &args.command {
-        Command::Eval(code) => (code.clone(), "<eval>".to_owned(), true),
+    let cache = match &args.code_cache {
+        Some(dir) => match DiskCache::open(dir, args.code_cache_key.as_deref()) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                eprintln!("ivm: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let print_value = matches!(args.command, Command::Eval(_));
+    let result = match &args.command {
+        Command::Eval(code) => run_script(&args, code, "<eval>", None),
+        Command::Run(path) if args.module => run_module(&args, Path::new(path), cache.as_ref()),
         Command::Run(path) => match read_source(path) {
-            Ok(code) => (code, path.clone(), false),
+            Ok(code) => run_script(&args, &code, path, cache.as_ref()),
             Err(e) => {
                 eprintln!("ivm: cannot read {path}: {e}");
                 return ExitCode::from(2);
             }
         },
     };
-    let result = run(&args, &code, &filename);
     let exit = match &result {
         Ok(_) => 0,
-        Err(Error::InvalidArgument(message)) if message.contains("memory_limit") => {
+        Err(Error::InvalidArgument(message)) if message.contains("memory_limit") || message.starts_with("cannot") || message.contains(" is not inside ") => {
             return match usage(message) {
                 Parsed::Exit(code) => code,
                 Parsed::Go(_) => unreachable!("usage always exits"),
@@ -156,18 +209,68 @@ fn read_source(path: &str) -> std::io::Result<String> {
     }
 }
 
-fn run(args: &Args, code: &str, filename: &str) -> Result<Value, Error> {
-    let isolate = Isolate::new(IsolateOptions::default().memory_limit(args.memory_limit))?;
+/// An isolate with the limits asked for, and a context with a `console`.
+fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
+    let mut options = IsolateOptions::default().memory_limit(args.memory_limit);
+    if let Some(cache) = cache {
+        options = options.code_cache_key(cache.key());
+    }
+    let isolate = Isolate::new(options)?;
     let json = args.json;
-    let context = isolate.create_context_with(ContextOptions::default().console(move |level, text| {
+    isolate.create_context_with(ContextOptions::default().console(move |level, text| {
         if json || level != ConsoleLevel::Log {
             eprintln!("{text}");
         } else {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
         }
-    }))?;
-    let mut options = EvalOptions::default().origin(ScriptOrigin::new(filename)).copy().promise();
+    }))
+}
+
+fn eval_options(args: &Args) -> EvalOptions {
+    let mut options = EvalOptions::default().copy().promise();
     options.timeout = args.timeout;
-    context.eval_with::<Value>(code, &options)
+    options
+}
+
+fn run_script(args: &Args, code: &str, filename: &str, cache: Option<&DiskCache>) -> Result<Value, Error> {
+    let context = context(args, cache)?;
+    let options = eval_options(args);
+    let Some(cache) = cache else {
+        return context.eval_with::<Value>(code, &options.origin(ScriptOrigin::new(filename)));
+    };
+    let compile = cache.compile_options(filename, CompileOptions::origin(ScriptOrigin::new(filename)));
+    let script = context.isolate().compile_script(code, &compile)?;
+    cache.store(filename, script.cached_data_rejected(), script.cached_data(), args.verbose);
+    script.run::<Value>(&context, &options)
+}
+
+fn run_module(args: &Args, path: &Path, cache: Option<&DiskCache>) -> Result<Value, Error> {
+    let invalid = |message: String| Error::InvalidArgument(message);
+    let file = path.canonicalize().map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    let root = match &args.allow_read {
+        Some(dir) => dir.canonicalize().map_err(|e| invalid(format!("cannot read {}: {e}", dir.display())))?,
+        None => file.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let inside = file.strip_prefix(&root).map_err(|_| invalid(format!("{} is not inside {}", file.display(), root.display())))?;
+    let inside = inside.to_string_lossy().into_owned();
+    let context = context(args, cache)?;
+    let isolate = context.isolate().clone();
+    let loader = std::sync::Arc::new(DirLoader::open(&root)?);
+    let main = match cache {
+        Some(cache) => {
+            let source = std::fs::read_to_string(&file).map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
+            let filename = format!("file:///{inside}");
+            let compile = cache.compile_options(&filename, CompileOptions::origin(ScriptOrigin::new(filename.clone())));
+            let main = isolate.compile_module(&source, &compile)?;
+            cache.store(&filename, main.cached_data_rejected(), main.cached_data(), args.verbose);
+            loader.preload(&inside, main.clone());
+            main
+        }
+        None => loader.load(&isolate, &inside)?,
+    };
+    let dynamic = loader.clone();
+    isolate.set_dynamic_import(move |isolate, request, referrer| dynamic.resolve(isolate, request, referrer));
+    main.instantiate(&context, |request, referrer| loader.resolve(&isolate, request, referrer.filename()))?;
+    main.evaluate(&eval_options(args)).map(|()| Value::Undefined)
 }

@@ -1,0 +1,88 @@
+//! `--code-cache DIR`: sealed code caches kept in a directory across runs.
+//!
+//! The key that seals them lives in `DIR/key`, made on first use with owner-only permissions
+//! (or comes from `--code-cache-key FILE`). A key readable by others is refused: whoever can
+//! read it can make caches this machine will run. Each cached file is stored as
+//! `DIR/<sha-256 of its name>.ivmcache`; a stale or tampered one is rejected by ivm and
+//! replaced.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ivm::{CacheKey, CachedData, CompileOptions};
+
+pub struct DiskCache {
+    dir: PathBuf,
+    key: CacheKey,
+}
+
+impl DiskCache {
+    pub fn open(dir: &Path, key_file: Option<&Path>) -> Result<DiskCache, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create the code cache directory {}: {e}", dir.display()))?;
+        let key_file = key_file.map_or_else(|| dir.join("key"), Path::to_path_buf);
+        let secret = match fs::read(&key_file) {
+            Ok(secret) => {
+                let mode = fs::metadata(&key_file).map_err(|e| e.to_string())?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    return Err(format!("the code cache key {} is readable by others (mode {:o}); chmod 600 it", key_file.display(), mode & 0o777));
+                }
+                secret
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = CacheKey::generate_secret().map_err(|e| e.to_string())?;
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_file)
+                    .map_err(|e| format!("cannot create the code cache key {}: {e}", key_file.display()))?;
+                file.write_all(&secret).map_err(|e| e.to_string())?;
+                secret.to_vec()
+            }
+            Err(e) => return Err(format!("cannot read the code cache key {}: {e}", key_file.display())),
+        };
+        let key = CacheKey::new(&secret).map_err(|e| format!("the code cache key {}: {e}", key_file.display()))?;
+        Ok(DiskCache { dir: dir.to_path_buf(), key })
+    }
+
+    pub fn key(&self) -> CacheKey {
+        self.key.clone()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}.ivmcache"))
+    }
+
+    /// `options` with the stored cache of `name` (if any) and a request for a new one.
+    pub fn compile_options(&self, name: &str, options: CompileOptions) -> CompileOptions {
+        let options = options.produce_cached_data();
+        match fs::read(self.path(name)) {
+            Ok(bytes) => options.cached_data(CachedData::from_bytes(bytes)),
+            Err(_) => options,
+        }
+    }
+
+    /// Stores a cache that was made, and reports what happened when `verbose`.
+    pub fn store(&self, name: &str, rejected: Option<bool>, made: Option<&CachedData>, verbose: bool) {
+        let report = match rejected {
+            Some(false) => "used",
+            Some(true) => "rejected",
+            None => "none yet",
+        };
+        if let Some(made) = made {
+            let path = self.path(name);
+            let temporary = path.with_extension("tmp");
+            // Written aside and renamed, so a reader never sees half a file.
+            if fs::write(&temporary, made.as_bytes()).and_then(|()| fs::rename(&temporary, &path)).is_err() {
+                let _ = fs::remove_file(&temporary);
+            }
+        }
+        if verbose {
+            eprintln!("ivm: code cache for {name}: {report}{}", if made.is_some() { ", stored a new one" } else { "" });
+        }
+    }
+}
