@@ -222,7 +222,7 @@ impl Context {
     }
 }
 
-fn eval<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions) -> Result<T> {
+pub(crate) fn eval<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions) -> Result<T> {
     let inner = session.inner.clone();
     let rule = Rule::new(options.transfer, Fallback::Undefined);
     run::run_in_context(

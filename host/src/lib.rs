@@ -33,6 +33,8 @@
 
 mod callback;
 mod code_cache;
+#[cfg(feature = "component")]
+pub mod component;
 mod console;
 mod context;
 mod engine;

@@ -378,16 +378,22 @@ impl IntoJs for &Transferable {
     }
 }
 
+impl From<Transferred> for Transferable {
+    fn from(result: Transferred) -> Transferable {
+        Transferable(match result {
+            Transferred::Value(v) => Owned::Value(v),
+            Transferred::Reference(r) => Owned::Reference(r),
+            Transferred::ExternalCopy(c) => Owned::Copy(c),
+        })
+    }
+}
+
 impl IntoJs for Transferred {
     fn into_arg<'a>(self) -> Arg<'a>
     where
         Self: 'a,
     {
-        Arg(Kind::Owned(match self {
-            Transferred::Value(v) => Owned::Value(v),
-            Transferred::Reference(r) => Owned::Reference(r),
-            Transferred::ExternalCopy(c) => Owned::Copy(c),
-        }))
+        Transferable::from(self).into_arg()
     }
 }
 

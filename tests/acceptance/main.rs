@@ -4,6 +4,7 @@
 mod callbacks;
 mod cli;
 mod code_cache;
+mod component;
 mod context;
 mod external_copy;
 mod isolate;

@@ -25,6 +25,9 @@ struct Watchdog {
 struct Timers {
     next_id: u64,
     by_deadline: BTreeMap<(Instant, u64), Entry>,
+    /// When the watchdog thread will wake up next on its own (`None`: only when notified).
+    /// A timer due later needs no wake-up: the thread will look again by then.
+    wakes_at: Option<Instant>,
 }
 
 fn watchdog() -> &'static Watchdog {
@@ -52,13 +55,17 @@ impl Watchdog {
                     (entry.action)();
                 }
                 Some((deadline, _)) => {
+                    timers.wakes_at = Some(deadline);
                     timers = self
                         .wake
                         .wait_timeout(timers, deadline - now)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
-                None => timers = self.wake.wait(timers).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    timers.wakes_at = None;
+                    timers = self.wake.wait(timers).unwrap_or_else(|e| e.into_inner());
+                }
             }
         }
     }
@@ -79,10 +86,16 @@ impl Timer {
         let mut timers = dog.timers.lock().unwrap_or_else(|e| e.into_inner());
         timers.next_id += 1;
         let key = (deadline, timers.next_id);
-        let earliest = timers.by_deadline.first_key_value().is_none_or(|(first, _)| key < *first);
+        // Wake the thread only if it would otherwise sleep past this deadline: most timeouts
+        // are disarmed long before they are due, and a wake-up per call costs two context
+        // switches.
+        let sleeps_past = timers.wakes_at.is_none_or(|wakes_at| deadline < wakes_at);
         timers.by_deadline.insert(key, Entry { action: Box::new(action), fired: fired.clone() });
+        if sleeps_past {
+            timers.wakes_at = Some(deadline);
+        }
         drop(timers);
-        if earliest {
+        if sleeps_past {
             dog.wake.notify_one();
         }
         Timer { key, fired }

@@ -39,6 +39,8 @@
 mod bigint;
 mod de;
 pub(crate) mod js;
+#[cfg(feature = "component")]
+pub(crate) mod msgpack;
 mod ser;
 pub(crate) mod wire;
 

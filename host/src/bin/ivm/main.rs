@@ -20,6 +20,9 @@ ivm - run JavaScript in an isolated V8 isolate with hard limits
 USAGE:
     ivm run [OPTIONS] FILE      Run a script file ('-' or /dev/stdin reads standard input)
     ivm eval [OPTIONS] CODE     Evaluate CODE and print its completion value
+    ivm component run [OPTIONS] GUEST.wasm [ARGS...]
+                                Run a WASI command component that imports the isolate
+                                interface (ivm:isolate); ARGS go to the guest
 
 OPTIONS:
     --memory-limit MB   Memory limit of the isolate in MB (default 128, minimum 8)
@@ -36,6 +39,10 @@ OPTIONS:
                         seals them is DIR/key (made on first use, readable by the owner only)
     --code-cache-key F  Seal code caches with the key in file F (32 bytes or more)
     -v, --verbose       Report on stderr what the code cache did
+    --max-isolates N    component: isolates the guest may hold at once (default 16)
+    --memory-budget MB  component: sum of its isolates' memory limits (default 2048)
+                        (--timeout sets the default timeout of the guest's runs, 30 s
+                        unless given; 0 lifts it)
     -h, --help          Print this help
     -V, --version       Print the versions of ivm and V8
 
@@ -50,18 +57,22 @@ EXIT STATUS:
 struct Args {
     command: Command,
     memory_limit: u64,
-    timeout: Option<Duration>,
+    /// `Some(None)`: `--timeout 0`, no timeout.
+    timeout: Option<Option<Duration>>,
     json: bool,
     module: bool,
     allow_read: Option<PathBuf>,
     code_cache: Option<PathBuf>,
     code_cache_key: Option<PathBuf>,
     verbose: bool,
+    max_isolates: Option<u64>,
+    memory_budget: Option<u64>,
 }
 
 enum Command {
     Run(String),
     Eval(String),
+    Component { guest: String, args: Vec<String> },
 }
 
 enum Parsed {
@@ -79,6 +90,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let mut timeout = None;
     let (mut json, mut module, mut verbose) = (false, false, false);
     let (mut allow_read, mut code_cache, mut code_cache_key) = (None, None, None);
+    let (mut max_isolates, mut memory_budget) = (None, None);
     let mut words = Vec::new();
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -102,6 +114,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
                 };
                 *slot = Some(PathBuf::from(value));
             }
+            "--max-isolates" | "--memory-budget" => {
+                let Some(value) = argv.next() else { return usage(&format!("{arg} needs a value")) };
+                let Ok(n) = value.parse::<u64>() else {
+                    return usage(&format!("{arg} takes a whole number, not '{value}'"));
+                };
+                *(if arg == "--max-isolates" { &mut max_isolates } else { &mut memory_budget }) = Some(n);
+            }
             "--memory-limit" | "--timeout" => {
                 let Some(value) = argv.next() else { return usage(&format!("{arg} needs a value")) };
                 let Ok(n) = value.parse::<u64>() else {
@@ -109,17 +128,25 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
                 };
                 if arg == "--memory-limit" {
                     memory_limit = n;
-                } else if n > 0 {
-                    timeout = Some(Duration::from_millis(n));
+                } else {
+                    // 0: no timeout (which for a component also lifts the default one).
+                    timeout = Some((n > 0).then(|| Duration::from_millis(n)));
                 }
             }
             "--" => words.extend(argv.by_ref()),
+            // Everything after a component's path belongs to the guest.
+            _ if words.len() == 2 && words[0] == "component" => {
+                words.push(arg);
+                words.extend(argv.by_ref());
+            }
             "-" => words.push(arg),
             flag if flag.starts_with('-') && words.is_empty() => return usage(&format!("unknown option '{flag}'")),
             _ => words.push(arg),
         }
     }
     let command = match words.as_slice() {
+        [cmd, sub, guest, args @ ..] if cmd == "component" && sub == "run" => Command::Component { guest: guest.clone(), args: args.to_vec() },
+        [cmd, ..] if cmd == "component" => return usage("usage: ivm component run GUEST.wasm [ARGS...]"),
         [cmd, file] if cmd == "run" => Command::Run(file.clone()),
         [cmd, code] if cmd == "eval" => Command::Eval(code.clone()),
         [] => return usage("missing command"),
@@ -136,7 +163,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     if code_cache_key.is_some() && code_cache.is_none() {
         return usage("--code-cache-key goes with --code-cache");
     }
-    Parsed::Go(Args { command, memory_limit, timeout, json, module, allow_read, code_cache, code_cache_key, verbose })
+    if (max_isolates.is_some() || memory_budget.is_some()) && !matches!(command, Command::Component { .. }) {
+        return usage("--max-isolates and --memory-budget go with 'component run'");
+    }
+    Parsed::Go(Args { command, memory_limit, timeout, json, module, allow_read, code_cache, code_cache_key, verbose, max_isolates, memory_budget })
 }
 
 fn main() -> ExitCode {
@@ -155,9 +185,13 @@ fn main() -> ExitCode {
         None => None,
     };
     let print_value = matches!(args.command, Command::Eval(_));
+    if let Command::Component { guest, args: guest_args } = &args.command {
+        return run_component(&args, guest, guest_args);
+    }
     let result = match &args.command {
         Command::Eval(code) => run_script(&args, code, "<eval>", None),
         Command::Run(path) if args.module => run_module(&args, Path::new(path), cache.as_ref()),
+        Command::Component { .. } => unreachable!("handled above"),
         Command::Run(path) => match read_source(path) {
             Ok(code) => run_script(&args, &code, path, cache.as_ref()),
             Err(e) => {
@@ -229,7 +263,7 @@ fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
 
 fn eval_options(args: &Args) -> EvalOptions {
     let mut options = EvalOptions::default().copy().promise();
-    options.timeout = args.timeout;
+    options.timeout = args.timeout.flatten();
     options
 }
 
@@ -273,4 +307,24 @@ fn run_module(args: &Args, path: &Path, cache: Option<&DiskCache>) -> Result<Val
     isolate.set_dynamic_import(move |isolate, request, referrer| dynamic.resolve(isolate, request, referrer));
     main.instantiate(&context, |request, referrer| loader.resolve(&isolate, request, referrer.filename()))?;
     main.evaluate(&eval_options(args)).map(|()| Value::Undefined)
+}
+
+fn run_component(args: &Args, guest: &str, guest_args: &[String]) -> ExitCode {
+    let mut limits = ivm::component::GuestLimits::default();
+    if let Some(timeout) = args.timeout {
+        limits = limits.default_timeout(timeout);
+    }
+    if let Some(n) = args.max_isolates {
+        limits = limits.max_isolates(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    if let Some(mb) = args.memory_budget {
+        limits = limits.memory_budget_mb(mb);
+    }
+    match ivm::component::run_command(Path::new(guest), guest_args, limits) {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => {
+            eprintln!("ivm: {guest}: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -1,0 +1,762 @@
+//! Isolates for WebAssembly components: the `ivm:isolate` WIT interface
+//! (`guest-abi/wit/isolate.wit`) hosted with wasmtime.
+//!
+//! Any wasmtime embedder offers ivm isolates to its guests in a few lines:
+//!
+//! ```no_run
+//! use ivm::component::{GuestIsolates, GuestLimits, IsolatesView};
+//! use wasmtime::component::{Component, Linker};
+//! use wasmtime::{Engine, Store};
+//!
+//! struct State { isolates: GuestIsolates }
+//! impl IsolatesView for State {
+//!     fn isolates(&mut self) -> &mut GuestIsolates { &mut self.isolates }
+//! }
+//!
+//! let engine = Engine::default();
+//! let mut linker = Linker::<State>::new(&engine);
+//! ivm::component::add_to_linker(&mut linker)?;
+//! let limits = GuestLimits::default().max_isolates(4).memory_budget_mb(512);
+//! let mut store = Store::new(&engine, State { isolates: GuestIsolates::new(limits) });
+//! # let component = Component::new(&engine, [])?;
+//! // ... instantiate the guest with `linker` and call it ...
+//! drop(store); // every isolate the guest still held is disposed
+//! # Ok::<(), wasmtime::Error>(())
+//! ```
+//!
+//! Failures are values (`result<_, error>`), never traps: a trap would poison the guest's whole
+//! store. Because wasmtime cannot enter a guest that is inside one of its own calls,
+//! JavaScript calls guest functions through *tasks*: `eval-task` runs the code on ivm's worker
+//! pool, and each call of a guest function suspends it and comes back to the guest as a
+//! `step::call` from `task.resume`, answered by the next `resume`.
+
+mod run;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::code_cache::CachedData;
+use crate::context::Context;
+use crate::external_copy::ExternalCopy;
+use crate::isolate::{Isolate, IsolateOptions};
+use crate::module::{ImportRequest, Module};
+use crate::reference::Reference;
+use crate::script::{CompileOptions, Script, ScriptOrigin};
+use crate::transfer::{Transfer, Transferable, Transferred};
+use crate::value::{Value, msgpack};
+use crate::{Callback, EvalOptions};
+
+pub use run::{GuestProgram, GuestRun, Output, run_command};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-abi/wit",
+        world: "host",
+        imports: { default: trappable },
+        with: {
+            "ivm:isolate/types.isolate": super::GuestIsolate,
+            "ivm:isolate/types.context": super::GuestContext,
+            "ivm:isolate/types.script": crate::Script,
+            "ivm:isolate/types.module": crate::Module,
+            "ivm:isolate/types.reference": crate::Reference,
+            "ivm:isolate/types.external-copy": crate::ExternalCopy,
+            "ivm:isolate/types.task": super::Task,
+        },
+    });
+}
+
+use bindings::ivm::isolate::types as wit;
+
+/// What a host allows one guest (one store).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GuestLimits {
+    /// Isolates the guest may hold at once.
+    pub max_isolates: usize,
+    /// The sum of the memory limits of the guest's live isolates, in MB.
+    pub memory_budget_mb: u64,
+    /// The timeout of runs that set none. `None`: no limit.
+    pub default_timeout: Option<Duration>,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits { max_isolates: 16, memory_budget_mb: 2048, default_timeout: Some(Duration::from_secs(30)) }
+    }
+}
+
+impl GuestLimits {
+    /// Sets how many isolates the guest may hold.
+    pub fn max_isolates(mut self, n: usize) -> Self {
+        self.max_isolates = n;
+        self
+    }
+    /// Sets the sum of memory limits the guest's isolates may have.
+    pub fn memory_budget_mb(mut self, mb: u64) -> Self {
+        self.memory_budget_mb = mb;
+        self
+    }
+    /// Sets the timeout of runs that set none.
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+}
+
+/// The isolates of one guest: what the `ivm:isolate` host functions work on. Put one in each
+/// store's data and expose it with [`IsolatesView`]. Dropping it (with the store) disposes
+/// every isolate the guest still holds.
+pub struct GuestIsolates {
+    table: ResourceTable,
+    limits: GuestLimits,
+    /// Every isolate the guest made, with its memory limit, for the limits and for disposal.
+    isolates: Vec<(Isolate, u64)>,
+    /// Where guest functions of each isolate send their calls (by isolate identity).
+    routes: HashMap<usize, Arc<Route>>,
+}
+
+impl std::fmt::Debug for GuestIsolates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestIsolates").field("limits", &self.limits).field("isolates", &self.isolates.len()).finish_non_exhaustive()
+    }
+}
+
+impl GuestIsolates {
+    /// No isolates yet, under `limits`.
+    pub fn new(limits: GuestLimits) -> GuestIsolates {
+        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new(), routes: HashMap::new() }
+    }
+
+    /// The isolates the guest made that are not disposed (e.g. to watch them).
+    pub fn live(&self) -> Vec<Isolate> {
+        self.isolates.iter().map(|(i, _)| i.clone()).filter(|i| !i.is_disposed()).collect()
+    }
+}
+
+impl Drop for GuestIsolates {
+    fn drop(&mut self) {
+        for (isolate, _) in &self.isolates {
+            let _ = isolate.dispose();
+        }
+    }
+}
+
+/// Gives the `ivm:isolate` host functions the store's [`GuestIsolates`].
+pub trait IsolatesView: Send {
+    /// The guest's isolates.
+    fn isolates(&mut self) -> &mut GuestIsolates;
+}
+
+struct HasIsolates;
+
+impl HasData for HasIsolates {
+    type Data<'a> = &'a mut GuestIsolates;
+}
+
+/// Adds the `ivm:isolate/types` interface to `linker`.
+pub fn add_to_linker<T: IsolatesView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasIsolates>(linker, |state| state.isolates())
+}
+
+/// An isolate resource; dropping it disposes the isolate.
+pub struct GuestIsolate(Isolate);
+
+/// A context resource, with the route its guest functions call through.
+pub struct GuestContext {
+    context: Context,
+    route: Arc<Route>,
+}
+
+/// Where calls of guest functions of one isolate go: the task whose run is executing.
+#[derive(Default)]
+struct Route {
+    current: Mutex<Option<mpsc::Sender<Event>>>,
+}
+
+/// What a task's run reports to the guest.
+enum Event {
+    /// JavaScript called guest function `id`; the reply goes back on `reply`.
+    Call { id: u32, args: Vec<Value>, reply: oneshot::Sender<Result<Value, crate::JsError>> },
+    Done(crate::Result<Transferred>),
+    /// The run could not start (its arguments were wrong).
+    Failed(wit::Error),
+}
+
+/// A task resource: a run that may call the guest.
+pub struct Task {
+    events: mpsc::Receiver<Event>,
+    /// The call the guest is answering.
+    pending: Option<oneshot::Sender<Result<Value, crate::JsError>>>,
+    done: bool,
+}
+
+type Host<T> = wasmtime::Result<Result<T, wit::Error>>;
+
+impl From<crate::Error> for wit::Error {
+    fn from(e: crate::Error) -> wit::Error {
+        use crate::Error as E;
+        match e {
+            E::Exception(e) => wit::Error::Exception(js_error(e)),
+            E::Timeout { stack } => wit::Error::Timeout(if stack.is_empty() { crate::TIMEOUT_MESSAGE.to_owned() } else { stack }),
+            E::MemoryLimit => wit::Error::MemoryLimit,
+            E::Disposed { message } => wit::Error::Disposed(message),
+            E::Abandoned => wit::Error::Abandoned,
+            E::InvalidArgument(m) => wit::Error::InvalidArgument(m),
+            E::Conversion(m) => wit::Error::Conversion(m),
+        }
+    }
+}
+
+fn js_error(e: crate::JsError) -> wit::JsError {
+    wit::JsError { name: e.name, message: e.message, stack: e.stack }
+}
+
+fn identity(isolate: &Isolate) -> usize {
+    Arc::as_ptr(&isolate.inner) as usize
+}
+
+impl GuestIsolates {
+    fn route(&mut self, isolate: &Isolate) -> Arc<Route> {
+        self.routes.entry(identity(isolate)).or_default().clone()
+    }
+
+    fn run_options(&self, options: wit::RunOptions) -> EvalOptions {
+        let mut eval = EvalOptions::default().transfer(transfer(options.transfer));
+        eval.timeout = options.timeout_ms.map(|ms| Duration::from_millis(ms.into())).or(self.limits.default_timeout);
+        eval.promise = options.promise;
+        eval
+    }
+
+    /// A guest value on its way into an isolate. Handles in it are given away.
+    fn into_js(&mut self, value: wit::Value) -> wasmtime::Result<Result<Transferable, wit::Error>> {
+        Ok(Ok(match value {
+            wit::Value::Reference(r) => Transferable::from(self.table.delete(r)?),
+            wit::Value::ExternalCopy(c) => Transferable::from(self.table.delete(c)?),
+            data => match data_of(data) {
+                Ok(v) => Transferred::Value(v).into(),
+                Err(e) => return Ok(Err(e)),
+            },
+        }))
+    }
+
+    /// A guest value as data (an external copy is copied out; a reference cannot be).
+    fn data(&mut self, value: wit::Value) -> wasmtime::Result<Result<Value, wit::Error>> {
+        Ok(match value {
+            wit::Value::Reference(r) => {
+                self.table.delete(r)?;
+                Err(wit::Error::InvalidArgument("a reference cannot be used here: only data".into()))
+            }
+            wit::Value::ExternalCopy(c) => self.table.delete(c)?.copy::<Value>().map_err(wit::Error::from),
+            data => data_of(data),
+        })
+    }
+
+    fn args(&mut self, values: Vec<wit::Value>) -> wasmtime::Result<Result<Vec<Transferable>, wit::Error>> {
+        let mut args = Vec::with_capacity(values.len());
+        for value in values {
+            match self.into_js(value)? {
+                Ok(arg) => args.push(arg),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(args))
+    }
+
+    /// A result on its way to the guest.
+    fn to_guest(&mut self, result: crate::Result<Transferred>) -> Host<wit::Value> {
+        Ok(match result {
+            Ok(Transferred::Value(v)) => guest_value(v),
+            Ok(Transferred::Reference(r)) => Ok(wit::Value::Reference(self.table.push(r)?)),
+            Ok(Transferred::ExternalCopy(c)) => Ok(wit::Value::ExternalCopy(self.table.push(c)?)),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+/// The data variants of a guest value.
+fn data_of(value: wit::Value) -> Result<Value, wit::Error> {
+    use wit::Value as V;
+    Ok(match value {
+        V::Undefined => Value::Undefined,
+        V::Null => Value::Null,
+        V::Boolean(b) => Value::Bool(b),
+        V::Number(n) => Value::Number(n),
+        V::Bigint(text) => Value::BigInt(text.parse().map_err(|_| wit::Error::InvalidArgument(format!("'{text}' is not a decimal BigInt")))?),
+        V::String(s) => Value::String(s),
+        V::Bytes(b) => Value::Bytes(b),
+        V::Msgpack(bytes) => msgpack::from_msgpack(&bytes)?,
+        V::Reference(_) | V::ExternalCopy(_) => unreachable!("handles are taken out by the callers"),
+    })
+}
+
+/// Data as a guest value: primitives as themselves, anything else as MessagePack.
+fn guest_value(value: Value) -> Result<wit::Value, wit::Error> {
+    use wit::Value as V;
+    Ok(match value {
+        Value::Undefined => V::Undefined,
+        Value::Null => V::Null,
+        Value::Bool(b) => V::Boolean(b),
+        Value::Number(n) => V::Number(n),
+        Value::BigInt(b) => V::Bigint(b.to_string()),
+        Value::String(s) => V::String(s),
+        Value::Bytes(b) => V::Bytes(b),
+        other => V::Msgpack(msgpack::to_msgpack(&other)?),
+    })
+}
+
+fn transfer(t: wit::Transfer) -> Transfer {
+    match t {
+        wit::Transfer::Auto => Transfer::Auto,
+        wit::Transfer::Copy => Transfer::Copy,
+        wit::Transfer::ExternalCopy => Transfer::ExternalCopy,
+        wit::Transfer::Reference => Transfer::Reference,
+    }
+}
+
+fn compile_options(options: wit::CompileOptions) -> CompileOptions {
+    let mut compile = match options.origin {
+        Some(o) => CompileOptions::origin(ScriptOrigin::new(o.filename).offsets(o.line_offset, o.column_offset)),
+        None => CompileOptions::default(),
+    };
+    compile.cached_data = options.cached_data.map(CachedData::from_bytes);
+    compile.produce_cached_data = options.produce_cached_data;
+    compile
+}
+
+/// `?` for the inner, guest-visible result.
+macro_rules! guest {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(wit::Error::from(e))),
+        }
+    };
+}
+
+impl wit::Host for GuestIsolates {}
+
+impl wit::HostIsolate for GuestIsolates {
+    fn create(&mut self, options: wit::IsolateOptions) -> Host<Resource<GuestIsolate>> {
+        let mb = if options.memory_limit_mb == 0 { 128 } else { u64::from(options.memory_limit_mb) };
+        self.isolates.retain(|(isolate, _)| !isolate.is_disposed());
+        if self.isolates.len() >= self.limits.max_isolates {
+            return Ok(Err(wit::Error::Limit(format!("this guest may hold at most {} isolates", self.limits.max_isolates))));
+        }
+        let used: u64 = self.isolates.iter().map(|(_, mb)| mb).sum();
+        if used + mb > self.limits.memory_budget_mb {
+            return Ok(Err(wit::Error::Limit(format!(
+                "a {mb} MB isolate would take this guest's isolates to {} MB, over its budget of {} MB",
+                used + mb,
+                self.limits.memory_budget_mb
+            ))));
+        }
+        let isolate = guest!(Isolate::new(IsolateOptions::default().memory_limit(mb)));
+        self.isolates.push((isolate.clone(), mb));
+        Ok(Ok(self.table.push(GuestIsolate(isolate))?))
+    }
+
+    fn create_context(&mut self, this: Resource<GuestIsolate>) -> Host<Resource<GuestContext>> {
+        let isolate = self.table.get(&this)?.0.clone();
+        let context = guest!(isolate.create_context());
+        let route = self.route(&isolate);
+        Ok(Ok(self.table.push(GuestContext { context, route })?))
+    }
+
+    fn compile_script(&mut self, this: Resource<GuestIsolate>, code: String, options: wit::CompileOptions) -> Host<Resource<Script>> {
+        let script = guest!(self.table.get(&this)?.0.compile_script(&code, &compile_options(options)));
+        Ok(Ok(self.table.push(script)?))
+    }
+
+    fn compile_module(&mut self, this: Resource<GuestIsolate>, code: String, options: wit::CompileOptions) -> Host<Resource<Module>> {
+        let module = guest!(self.table.get(&this)?.0.compile_module(&code, &compile_options(options)));
+        Ok(Ok(self.table.push(module)?))
+    }
+
+    fn json_module(&mut self, this: Resource<GuestIsolate>, name: String, json: String) -> Host<Resource<Module>> {
+        let module = guest!(self.table.get(&this)?.0.json_module(&name, &json));
+        Ok(Ok(self.table.push(module)?))
+    }
+
+    fn heap_statistics(&mut self, this: Resource<GuestIsolate>) -> Host<wit::HeapStatistics> {
+        let s = guest!(self.table.get(&this)?.0.heap_statistics());
+        Ok(Ok(wit::HeapStatistics {
+            total_heap_size: s.total_heap_size as u64,
+            total_physical_size: s.total_physical_size as u64,
+            used_heap_size: s.used_heap_size as u64,
+            heap_size_limit: s.heap_size_limit as u64,
+            malloced_memory: s.malloced_memory as u64,
+            externally_allocated_size: s.externally_allocated_size as u64,
+        }))
+    }
+
+    fn cpu_time_ns(&mut self, this: Resource<GuestIsolate>) -> Host<u64> {
+        Ok(Ok(guest!(self.table.get(&this)?.0.cpu_time()).as_nanos() as u64))
+    }
+
+    fn wall_time_ns(&mut self, this: Resource<GuestIsolate>) -> Host<u64> {
+        Ok(Ok(guest!(self.table.get(&this)?.0.wall_time()).as_nanos() as u64))
+    }
+
+    fn is_disposed(&mut self, this: Resource<GuestIsolate>) -> wasmtime::Result<bool> {
+        Ok(self.table.get(&this)?.0.is_disposed())
+    }
+
+    fn dispose(&mut self, this: Resource<GuestIsolate>) -> Host<()> {
+        guest!(self.table.get(&this)?.0.dispose());
+        Ok(Ok(()))
+    }
+
+    fn drop(&mut self, this: Resource<GuestIsolate>) -> wasmtime::Result<()> {
+        let GuestIsolate(isolate) = self.table.delete(this)?;
+        // Already disposed is fine: dropping is how a guest lets go either way.
+        let _ = isolate.dispose();
+        self.routes.remove(&identity(&isolate));
+        Ok(())
+    }
+}
+
+impl wit::HostContext for GuestIsolates {
+    fn global(&mut self, this: Resource<GuestContext>) -> Host<Resource<Reference>> {
+        let global = guest!(self.table.get(&this)?.context.global());
+        Ok(Ok(self.table.push(global)?))
+    }
+
+    fn eval(&mut self, this: Resource<GuestContext>, code: String, options: wit::RunOptions) -> Host<wit::Value> {
+        let options = self.run_options(options);
+        let result = self.table.get(&this)?.context.eval_with::<Transferred>(&code, &options);
+        self.to_guest(result)
+    }
+
+    fn eval_closure(&mut self, this: Resource<GuestContext>, code: String, args: Vec<wit::Value>, options: wit::RunOptions) -> Host<wit::Value> {
+        let args = match self.args(args)? {
+            Ok(args) => args,
+            Err(e) => return Ok(Err(e)),
+        };
+        let options = self.run_options(options);
+        let result = self.table.get(&this)?.context.eval_closure::<Transferred>(&code, args, &options);
+        self.to_guest(result)
+    }
+
+    fn eval_task(&mut self, this: Resource<GuestContext>, code: String, options: wit::RunOptions) -> wasmtime::Result<Resource<Task>> {
+        let options = self.run_options(options);
+        let guest = self.table.get(&this)?;
+        let (context_id, route) = (guest.context.id(), guest.route.clone());
+        let inner = guest.context.isolate().inner.clone();
+        let task = Task::start(&inner, route, move |session| crate::context::eval::<Transferred>(session, context_id, &code, &options));
+        Ok(self.table.push(task)?)
+    }
+
+    fn callback(&mut self, this: Resource<GuestContext>, id: u32, name: String) -> Host<Resource<Reference>> {
+        let guest = self.table.get(&this)?;
+        let route = guest.route.clone();
+        let function = Callback::new_blocking(move |args: Value| {
+            let route = route.clone();
+            async move { route.call(id, args).await }
+        })
+        .name(name);
+        // The function, made in the context, as a reference.
+        let made = guest!(guest.context.eval_closure::<Reference>("return $0", (function,), &Default::default()));
+        Ok(Ok(self.table.push(made)?))
+    }
+
+    fn drop(&mut self, this: Resource<GuestContext>) -> wasmtime::Result<()> {
+        self.table.delete(this)?.context.release();
+        Ok(())
+    }
+}
+
+impl Route {
+    /// A call of guest function `id` from JavaScript: handed to the running task, answered by
+    /// the guest's next `resume`.
+    async fn call(&self, id: u32, args: Value) -> crate::Result<Value> {
+        let args = match args {
+            Value::Array(args) => args,
+            other => vec![other],
+        };
+        let sender = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sender = sender.ok_or_else(|| crate::Error::js("TypeError", "A guest function was called outside a task (use eval-task or apply-task)"))?;
+        let (reply, answer) = oneshot::channel();
+        sender.send(Event::Call { id, args, reply }).map_err(|_| crate::Error::js("Error", "The guest dropped the task"))?;
+        match answer.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(crate::Error::Exception(e)),
+            Err(_) => Err(crate::Error::js("Error", "The guest dropped the task without answering")),
+        }
+    }
+}
+
+impl Task {
+    /// Starts `run` as an async operation of the isolate, routing guest-function calls to the
+    /// new task while it runs.
+    fn start(
+        inner: &Arc<crate::isolate::IsolateInner>,
+        route: Arc<Route>,
+        run: impl FnOnce(&mut crate::isolate::Session<'_>) -> crate::Result<Transferred> + Send + 'static,
+    ) -> Task {
+        let (events, receiver) = mpsc::channel();
+        let done = events.clone();
+        let operation = inner.run_async(move |session| {
+            let previous = route.current.lock().unwrap_or_else(|e| e.into_inner()).replace(events);
+            let result = run(session);
+            *route.current.lock().unwrap_or_else(|e| e.into_inner()) = previous;
+            Ok(result)
+        });
+        crate::engine::tasks::spawn(async move {
+            let result = operation.await.and_then(|r| r);
+            let _ = done.send(Event::Done(result));
+        });
+        Task { events: receiver, pending: None, done: false }
+    }
+}
+
+impl Task {
+    /// A task that failed before it could start.
+    fn failed(error: wit::Error) -> Task {
+        let (events, receiver) = mpsc::channel();
+        let _ = events.send(Event::Failed(error));
+        Task { events: receiver, pending: None, done: false }
+    }
+}
+
+impl wit::HostTask for GuestIsolates {
+    fn resume(&mut self, this: Resource<Task>, reply: Option<Result<wit::Value, wit::JsError>>) -> wasmtime::Result<wit::Step> {
+        let mut reply = match reply {
+            None => None,
+            Some(Ok(value)) => Some(self.data(value)?.map_err(|e| thrown(&e))),
+            Some(Err(e)) => Some(Err(crate::JsError { name: e.name, message: e.message, stack: e.stack, ..Default::default() })),
+        };
+        loop {
+            let task = self.table.get_mut(&this)?;
+            if task.done {
+                return Ok(wit::Step::Done(Err(wit::Error::InvalidArgument("the task is done".into()))));
+            }
+            if let (Some(pending), Some(reply)) = (task.pending.take(), reply.take()) {
+                let _ = pending.send(reply);
+            }
+            match task.events.recv().unwrap_or(Event::Done(Err(crate::Error::isolate_disposed()))) {
+                Event::Call { id, args, reply: answer } => match args.into_iter().map(guest_value).collect::<Result<Vec<_>, _>>() {
+                    Ok(args) => {
+                        task.pending = Some(answer);
+                        return Ok(wit::Step::Call(wit::Invocation { id, args }));
+                    }
+                    // Arguments the guest cannot receive fail the call in JavaScript.
+                    Err(e) => {
+                        let _ = answer.send(Err(thrown(&e)));
+                    }
+                },
+                Event::Done(result) => {
+                    task.done = true;
+                    return Ok(wit::Step::Done(self.to_guest(result)?));
+                }
+                Event::Failed(error) => {
+                    task.done = true;
+                    return Ok(wit::Step::Done(Err(error)));
+                }
+            }
+        }
+    }
+
+    fn drop(&mut self, this: Resource<Task>) -> wasmtime::Result<()> {
+        // A pending call fails (its reply sender drops); the run finishes on its own.
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// A guest-side failure as the exception JavaScript sees.
+fn thrown(error: &wit::Error) -> crate::JsError {
+    let (name, message) = match error {
+        wit::Error::Exception(e) => return crate::JsError { name: e.name.clone(), message: e.message.clone(), stack: e.stack.clone(), ..Default::default() },
+        wit::Error::InvalidArgument(m) | wit::Error::Conversion(m) | wit::Error::Limit(m) => ("TypeError", m.clone()),
+        other => ("Error", format!("{other:?}")),
+    };
+    crate::JsError { name: name.into(), message, ..Default::default() }
+}
+
+impl wit::HostScript for GuestIsolates {
+    fn run(&mut self, this: Resource<Script>, context: Resource<GuestContext>, options: wit::RunOptions) -> Host<wit::Value> {
+        let options = self.run_options(options);
+        let context = self.table.get(&context)?.context.clone();
+        let result = self.table.get(&this)?.run::<Transferred>(&context, &options);
+        self.to_guest(result)
+    }
+
+    fn cached_data(&mut self, this: Resource<Script>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.table.get(&this)?.cached_data().map(|c| c.as_bytes().to_vec()))
+    }
+
+    fn cached_data_rejected(&mut self, this: Resource<Script>) -> wasmtime::Result<Option<bool>> {
+        Ok(self.table.get(&this)?.cached_data_rejected())
+    }
+
+    fn drop(&mut self, this: Resource<Script>) -> wasmtime::Result<()> {
+        self.table.delete(this)?.release();
+        Ok(())
+    }
+}
+
+impl wit::HostModule for GuestIsolates {
+    fn filename(&mut self, this: Resource<Module>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&this)?.filename().to_owned())
+    }
+
+    fn dependency_specifiers(&mut self, this: Resource<Module>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table.get(&this)?.dependency_specifiers().into_iter().map(str::to_owned).collect())
+    }
+
+    fn instantiate(&mut self, this: Resource<Module>, context: Resource<GuestContext>, links: Vec<(String, Resource<Module>)>) -> Host<()> {
+        let context = self.table.get(&context)?.context.clone();
+        let mut table = Vec::with_capacity(links.len());
+        for (specifier, module) in links {
+            table.push((specifier, self.table.get(&module)?.clone()));
+        }
+        let module = self.table.get(&this)?;
+        let resolve = |request: &ImportRequest, referrer: &Module| {
+            table.iter().find(|(s, _)| *s == request.specifier).map(|(_, m)| m.clone()).ok_or_else(|| {
+                crate::Error::js("Error", format!("Cannot resolve '{}' imported by {}: the guest linked no module for it", request.specifier, referrer.filename()))
+            })
+        };
+        guest!(module.instantiate(&context, resolve));
+        Ok(Ok(()))
+    }
+
+    fn evaluate(&mut self, this: Resource<Module>, options: wit::RunOptions) -> Host<()> {
+        let options = self.run_options(options);
+        guest!(self.table.get(&this)?.evaluate(&options));
+        Ok(Ok(()))
+    }
+
+    fn namespace(&mut self, this: Resource<Module>) -> Host<Resource<Reference>> {
+        let namespace = guest!(self.table.get(&this)?.namespace());
+        Ok(Ok(self.table.push(namespace)?))
+    }
+
+    fn cached_data(&mut self, this: Resource<Module>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.table.get(&this)?.cached_data().map(|c| c.as_bytes().to_vec()))
+    }
+
+    fn cached_data_rejected(&mut self, this: Resource<Module>) -> wasmtime::Result<Option<bool>> {
+        Ok(self.table.get(&this)?.cached_data_rejected())
+    }
+
+    fn drop(&mut self, this: Resource<Module>) -> wasmtime::Result<()> {
+        self.table.delete(this)?.release();
+        Ok(())
+    }
+}
+
+impl wit::HostReference for GuestIsolates {
+    fn type_of(&mut self, this: Resource<Reference>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&this)?.type_of().to_owned())
+    }
+
+    fn clone(&mut self, this: Resource<Reference>) -> wasmtime::Result<Resource<Reference>> {
+        let copy = self.table.get(&this)?.clone();
+        Ok(self.table.push(copy)?)
+    }
+
+    fn get(&mut self, this: Resource<Reference>, key: String, transfer: wit::Transfer) -> Host<wit::Value> {
+        let reference = self.table.get(&this)?;
+        let result = match transfer {
+            wit::Transfer::Auto => reference.get::<Transferred>(key),
+            wit::Transfer::Copy => reference.get::<Value>(key).map(Transferred::Value),
+            wit::Transfer::ExternalCopy => reference.get::<ExternalCopy>(key).map(Transferred::ExternalCopy),
+            wit::Transfer::Reference => reference.get::<Reference>(key).map(Transferred::Reference),
+        };
+        self.to_guest(result)
+    }
+
+    fn set(&mut self, this: Resource<Reference>, key: String, value: wit::Value) -> Host<()> {
+        let value = match self.into_js(value)? {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(e)),
+        };
+        guest!(self.table.get(&this)?.set(key, value));
+        Ok(Ok(()))
+    }
+
+    fn delete(&mut self, this: Resource<Reference>, key: String) -> Host<()> {
+        guest!(self.table.get(&this)?.delete(key));
+        Ok(Ok(()))
+    }
+
+    fn apply(&mut self, this: Resource<Reference>, receiver: wit::Value, args: Vec<wit::Value>, options: wit::RunOptions) -> Host<wit::Value> {
+        let (receiver, args) = match (self.into_js(receiver)?, self.args(args)?) {
+            (Ok(receiver), Ok(args)) => (receiver, args),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        };
+        let options = self.run_options(options);
+        let result = self.table.get(&this)?.apply::<Transferred>(receiver, args, &options);
+        self.to_guest(result)
+    }
+
+    fn apply_task(&mut self, this: Resource<Reference>, receiver: wit::Value, args: Vec<wit::Value>, options: wit::RunOptions) -> wasmtime::Result<Resource<Task>> {
+        let prepared = match (self.into_js(receiver)?, self.args(args)?) {
+            (Ok(receiver), Ok(args)) => Ok((receiver, args)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let options = self.run_options(options);
+        let reference = self.table.get(&this)?.clone();
+        let route = self.route(reference.isolate());
+        let task = match prepared {
+            Ok((receiver, args)) => {
+                let (id, rule, limits) = (reference.id(), reference.rule(options.transfer), options.limits());
+                Task::start(&reference.isolate().inner, route, move |session| {
+                    use crate::transfer::{IntoArgs, IntoJs};
+                    crate::reference::call::<Transferred>(session, id, &receiver.into_arg(), &args.into_args(), limits, rule)
+                })
+            }
+            Err(e) => Task::failed(e),
+        };
+        Ok(self.table.push(task)?)
+    }
+
+    fn copy(&mut self, this: Resource<Reference>) -> Host<wit::Value> {
+        let result = self.table.get(&this)?.copy::<Value>().map(Transferred::Value);
+        self.to_guest(result)
+    }
+
+    fn drop(&mut self, this: Resource<Reference>) -> wasmtime::Result<()> {
+        self.table.delete(this)?.release();
+        Ok(())
+    }
+}
+
+impl wit::HostExternalCopy for GuestIsolates {
+    fn create(&mut self, value: wit::Value) -> Host<Resource<ExternalCopy>> {
+        let copy = match value {
+            wit::Value::ExternalCopy(c) => self.table.delete(c)?,
+            other => {
+                let data = match self.data(other)? {
+                    Ok(data) => data,
+                    Err(e) => return Ok(Err(e)),
+                };
+                guest!(ExternalCopy::new(&data))
+            }
+        };
+        Ok(Ok(self.table.push(copy)?))
+    }
+
+    fn copy(&mut self, this: Resource<ExternalCopy>) -> Host<wit::Value> {
+        let result = self.table.get(&this)?.copy::<Value>().map(Transferred::Value);
+        self.to_guest(result)
+    }
+
+    fn clone(&mut self, this: Resource<ExternalCopy>) -> wasmtime::Result<Resource<ExternalCopy>> {
+        let copy = self.table.get(&this)?.clone();
+        Ok(self.table.push(copy)?)
+    }
+
+    fn size(&mut self, this: Resource<ExternalCopy>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&this)?.size() as u64)
+    }
+
+    fn drop(&mut self, this: Resource<ExternalCopy>) -> wasmtime::Result<()> {
+        // Other handles (clones) may still hold the copy; this one lets go.
+        self.table.delete(this)?;
+        Ok(())
+    }
+}

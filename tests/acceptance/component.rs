@@ -1,0 +1,96 @@
+//! Isolates for WebAssembly guests: real guest components (C, built here from
+//! `tests/guests/*.c` with `ci/build-guest.sh`) using the `ivm:isolate` WIT interface through
+//! wasmtime.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ivm::component::{GuestLimits, GuestProgram, Output};
+
+/// Builds `tests/guests/NAME.c` into a component (once per test run).
+fn guest(name: &'static str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<&'static str>>> = OnceLock::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("target/guests");
+    std::fs::create_dir_all(&out).unwrap();
+    let wasm = out.join(format!("{name}.wasm"));
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if !built.contains(&name) {
+        let source = root.join(format!("tests/guests/{name}.c"));
+        let result = Command::new("bash").arg(root.join("ci/build-guest.sh")).arg(&source).arg(&wasm).output().unwrap();
+        assert!(result.status.success(), "building the {name} guest failed:\n{}", String::from_utf8_lossy(&result.stderr));
+        built.push(name);
+    }
+    wasm
+}
+
+/// What the tour guest prints (tests/guests/tour.c), given the argument `wasm`.
+const TOUR: &str = "\
+eval: 42
+argument: 'WASM'
+msgpack in: 22
+msgpack out: msgpack 82a1619201a178a47768656ec70cff000000000000000000000000
+guest calls: 2
+task: 422
+outside a task: 'TypeError'
+module: 42
+timeout: error timeout
+after timeout: 2
+exception: error exception TypeError: bad
+memory: error memory-limit
+disposed: yes
+still running: 'yes'
+fourth isolate: error limit this guest may hold at most 2 isolates
+done
+";
+
+#[test]
+fn a_guest_uses_isolates_through_the_wit_interface() {
+    // Data both ways in MessagePack, guest functions called from JavaScript, modules, and a
+    // timeout, an exception, a memory limit and a host limit, all as error values the guest
+    // carries on after.
+    let program = GuestProgram::load(&guest("tour")).unwrap();
+    let run = program.run(&["wasm".into()], GuestLimits::default().max_isolates(2), Output::Capture).unwrap();
+    assert_eq!(run.status, 0);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), TOUR);
+    assert!(run.isolates.iter().all(|i| i.is_disposed()), "nothing outlives the guest's store");
+}
+
+#[test]
+fn several_guests_run_at_once() {
+    let program = std::sync::Arc::new(GuestProgram::load(&guest("tour")).unwrap());
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let program = program.clone();
+            std::thread::spawn(move || program.run(&["wasm".into()], GuestLimits::default().max_isolates(2), Output::Capture).unwrap())
+        })
+        .collect();
+    for run in runs {
+        let run = run.join().unwrap();
+        assert_eq!((run.status, String::from_utf8_lossy(&run.stdout).into_owned()), (0, TOUR.to_owned()));
+    }
+}
+
+#[test]
+fn what_a_guest_leaks_is_disposed_with_its_store() {
+    let program = GuestProgram::load(&guest("leak")).unwrap();
+    let run = program.run(&[], GuestLimits::default(), Output::Capture).unwrap();
+    assert_eq!((run.status, String::from_utf8_lossy(&run.stdout).as_ref()), (0, "leaked\n"));
+    assert_eq!(run.isolates.len(), 3);
+    assert!(run.isolates.iter().all(|i| i.is_disposed()), "the guest's isolates went with its store");
+}
+
+#[test]
+fn ivm_component_run_runs_a_guest_with_arguments() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+        .args(["component", "run", "--max-isolates", "2"])
+        .arg(guest("tour"))
+        .arg("wasm")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), TOUR);
+    let missing = Command::new(env!("CARGO_BIN_EXE_ivm")).args(["component", "run", "/nonexistent.wasm"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+}
