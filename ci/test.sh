@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs every test: the README's test command.
-# Installs what the build needs (V8 comes prebuilt and hash-checked by host/build.rs, see
-# BUILDING.md), then runs the acceptance suite and the documentation examples.
+# Installs what the build and the tests need (V8 comes prebuilt and hash-checked by
+# host/build.rs, see BUILDING.md), then runs the acceptance suite, the documentation examples,
+# and checks the guest crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A C toolchain for the build scripts of a few crates. rust-lld (bundled with Rust) links.
-if ! command -v cc >/dev/null 2>&1; then
+# Debian packages: a C compiler for a few crates' build scripts (rust-lld, bundled with Rust,
+# links), and clang-22 with wasi-libc to build the C guest components the tests run.
+need_packages=()
+command -v cc >/dev/null 2>&1 || need_packages+=(gcc)
+[ -x /usr/lib/llvm-22/bin/clang ] || need_packages+=(clang-22)
+[ -x /usr/lib/llvm-22/bin/wasm-ld ] || need_packages+=(lld-22)
+[ -e /usr/lib/wasm32-wasi/crt1-reactor.o ] || need_packages+=(wasi-libc)
+[ -e /usr/lib/llvm-22/lib/clang/22/lib/wasi/libclang_rt.builtins-wasm32.a ] || need_packages+=(libclang-rt-22-dev-wasm32)
+if [ ${#need_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq gcc >/dev/null
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
   else
-    echo "ci/test.sh: a C compiler (cc) is needed; install gcc" >&2
+    echo "ci/test.sh: please install: ${need_packages[*]}" >&2
     exit 1
   fi
 fi
+# The C bindings generator for guest components (0.61 is the newest that builds with Rust 1.95).
+if ! command -v wit-bindgen >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/wit-bindgen" ]; then
+  cargo install wit-bindgen-cli --version 0.61.1 --locked
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 
 cargo test --locked --test acceptance
 cargo test --locked --doc
+cargo check --locked -p ivm-guest
