@@ -78,6 +78,13 @@ isolated_vm_version="$(node -p 'require(process.argv[1]).version' "$root/$ivm_pk
 if [ "$baseline_only" -eq 0 ]; then
   echo ">> cargo build --release --bin ivm-bench" >&2
   cargo build --release --bin ivm-bench >&2
+  # The guest that times eval from a wasm component (component_eval_us), when the guest
+  # toolchain is there (ci/test.sh installs it).
+  if bash ci/build-guest.sh tests/guests/bench.c "$out_dir/bench-guest.wasm" >/dev/null 2>&1; then
+    export IVM_BENCH_GUEST="$root/$out_dir/bench-guest.wasm"
+  else
+    echo ">> no guest toolchain: component_eval_us is not measured" >&2
+  fi
 fi
 
 # --- run both, interleaved ----------------------------------------------------------------
@@ -211,6 +218,11 @@ if "cached_compile_ratio" in ivm:
     rows.append(("cached_compile_ratio (absolute, no peer)", fmt(v), DASH, DASH, "≤ 0.20 (absolute)", met))
 elif not baseline_only:
     notes.append("cached_compile_ratio: not in ivm-bench output (target ≤ 0.20 absolute, no peer).")
+
+if "component_eval_us" in ivm:
+    v, native = ivm["component_eval_us"], ivm.get("eval_sync_us")
+    shown = fmt(v) + (f" (native eval_sync_us {fmt(native)}, ×{v / native:.2f})" if num(native) and native else "")
+    rows.append(("component_eval_us (eval round trip from a wasm guest)", shown, DASH, DASH, "no target", DASH))
 
 missing_iso = [k for k, _, _ in metrics if k not in iso]
 if missing_iso:

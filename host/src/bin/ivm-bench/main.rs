@@ -131,6 +131,12 @@ fn main() -> Result<(), ivm::Error> {
     // V8 also caches compiled code within an isolate
     put("cached_compile_ratio", cached_compile_ratio()?);
 
+    // 12. eval round trip from a wasm guest (tests/guests/bench.c, built by
+    // ci/bench-compare.sh), the same `1+1` as eval_sync_us
+    if let Some(guest) = std::env::var_os("IVM_BENCH_GUEST") {
+        put("component_eval_us", component_eval_us(std::path::Path::new(&guest)));
+    }
+
     out.insert("timeout_msg".into(), timeout_msg.into());
     out.insert("v8".into(), ivm::v8_version().into());
     if json {
@@ -141,6 +147,13 @@ fn main() -> Result<(), ivm::Error> {
         }
     }
     Ok(())
+}
+
+fn component_eval_us(guest: &std::path::Path) -> f64 {
+    use ivm::component::{GuestLimits, GuestProgram, Output};
+    let run = GuestProgram::load(guest).and_then(|p| p.run(&[], GuestLimits::default(), Output::Capture)).expect("the bench guest runs");
+    let printed: serde_json::Value = serde_json::from_slice(&run.stdout).expect("the bench guest prints JSON");
+    printed["component_eval_us"].as_f64().expect("component_eval_us")
 }
 
 fn cached_compile_ratio() -> Result<f64, ivm::Error> {
