@@ -21,7 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -31,6 +31,8 @@ use crate::engine::tasks;
 use crate::error::{Error, Result};
 use crate::exception;
 use crate::isolate::{IsolateInner, nesting, rejections};
+use crate::process::RemoteIsolate;
+use crate::process::protocol::{CallKind, Input};
 use crate::value::js::{from_v8_args, to_v8};
 use crate::value::{self, Value, js};
 
@@ -51,6 +53,27 @@ enum Call {
     Blocking(Starter),
     /// Prepares the closure's call, which runs later on the worker pool.
     Ignored(Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<Box<dyn FnOnce() + Send>> + Send + Sync>),
+}
+
+/// The same closure for calls from an isolate in a worker process, which sends the arguments
+/// as a list of values.
+enum Remote {
+    Sync(Arc<dyn Fn(Vec<Value>) -> Result<Value> + Send + Sync>),
+    Async(Arc<dyn Fn(Vec<Value>) -> Result<BoxFuture> + Send + Sync>),
+    Blocking(Arc<dyn Fn(Vec<Value>) -> Result<BoxFuture> + Send + Sync>),
+    Ignored(Arc<dyn Fn(Vec<Value>) -> Result<Box<dyn FnOnce() + Send>> + Send + Sync>),
+}
+
+/// A call from a worker, ready to run on the task pool.
+pub(crate) enum Invoked {
+    /// Runs the closure (with the worker waiting).
+    Sync(Box<dyn FnOnce() -> Result<Value> + Send>),
+    /// The closure's future, which the worker's JavaScript blocks on.
+    Blocking(BoxFuture),
+    /// The closure's future, whose promise the worker's JavaScript holds.
+    Async(BoxFuture),
+    /// Runs the closure; nobody waits.
+    Ignored(Box<dyn FnOnce() + Send>),
 }
 
 /// A Rust closure that becomes a JavaScript function when it is put into an isolate (e.g.
@@ -77,6 +100,7 @@ pub struct Callback {
 struct HostFn {
     name: String,
     call: Call,
+    remote: Remote,
 }
 
 impl std::fmt::Debug for Callback {
@@ -94,15 +118,33 @@ fn args_of<'s, A: DeserializeOwned + 'static>(scope: &mut v8::PinScope<'s, '_>, 
     })
 }
 
-/// The async and blocking forms: read the arguments, then (when called) start the future.
-fn starter<A, R, F, Fut>(f: F) -> Starter
+/// Reads the arguments a worker sent for a closure taking `A`.
+fn list_args<A: DeserializeOwned + 'static>(list: Vec<Value>) -> Result<A> {
+    js::args_from_list(list).map_err(|e| Error::js("TypeError", e.message().to_owned()))
+}
+
+/// The async and blocking forms for calls from a worker: read the arguments, start the future.
+fn remote_starter<A, R, F, Fut>(f: Arc<F>) -> Arc<dyn Fn(Vec<Value>) -> Result<BoxFuture> + Send + Sync>
 where
     A: DeserializeOwned + 'static,
     R: Serialize,
     F: Fn(A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R>> + Send + 'static,
 {
-    let f = Arc::new(f);
+    Arc::new(move |list| {
+        let future = f(list_args(list)?);
+        Ok(Box::pin(async move { value::to_value(&future.await?) }) as BoxFuture)
+    })
+}
+
+/// The async and blocking forms: read the arguments, then (when called) start the future.
+fn starter<A, R, F, Fut>(f: Arc<F>) -> Starter
+where
+    A: DeserializeOwned + 'static,
+    R: Serialize,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R>> + Send + 'static,
+{
     Box::new(move |scope, args| {
         let (f, args) = (f.clone(), args_of::<A>(scope, args)?);
         Ok(Box::new(move || {
@@ -120,10 +162,17 @@ impl Callback {
         R: Serialize,
         F: Fn(A) -> Result<R> + Send + Sync + 'static,
     {
-        Callback::from_call(Call::Sync(Box::new(move |scope, args| {
-            let result = f(args_of(scope, args)?)?;
-            to_v8(scope, &result)
-        })))
+        let f = Arc::new(f);
+        let for_worker = f.clone();
+        // In process the result is built in the isolate straight from `R` (JSON-shaped data
+        // goes through V8's JSON parser); for a worker it travels as a value.
+        Callback::from_call(
+            Call::Sync(Box::new(move |scope, args| {
+                let result = f(args_of(scope, args)?)?;
+                to_v8(scope, &result)
+            })),
+            Remote::Sync(Arc::new(move |list| value::to_value(&for_worker(list_args(list)?)?))),
+        )
     }
 
     /// An async host function: JavaScript gets a promise that settles with the future's output.
@@ -144,7 +193,8 @@ impl Callback {
         F: Fn(A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
-        Callback::from_call(Call::Async(starter(f)))
+        let f = Arc::new(f);
+        Callback::from_call(Call::Async(starter(f.clone())), Remote::Async(remote_starter(f)))
     }
 
     /// An async host function that JavaScript calls synchronously: the call blocks until the
@@ -156,7 +206,8 @@ impl Callback {
         F: Fn(A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R>> + Send + 'static,
     {
-        Callback::from_call(Call::Blocking(starter(f)))
+        let f = Arc::new(f);
+        Callback::from_call(Call::Blocking(starter(f.clone())), Remote::Blocking(remote_starter(f)))
     }
 
     /// A fire-and-forget host function: JavaScript gets `undefined` at once; the closure runs
@@ -167,10 +218,17 @@ impl Callback {
         F: Fn(A) + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        Callback::from_call(Call::Ignored(Box::new(move |scope, args| {
-            let (f, args) = (f.clone(), args_of::<A>(scope, args)?);
-            Ok(Box::new(move || f(args)) as Box<dyn FnOnce() + Send>)
-        })))
+        let for_worker = f.clone();
+        Callback::from_call(
+            Call::Ignored(Box::new(move |scope, args| {
+                let (f, args) = (f.clone(), args_of::<A>(scope, args)?);
+                Ok(Box::new(move || f(args)) as Box<dyn FnOnce() + Send>)
+            })),
+            Remote::Ignored(Arc::new(move |list| {
+                let (f, args) = (for_worker.clone(), list_args::<A>(list)?);
+                Ok(Box::new(move || f(args)) as Box<dyn FnOnce() + Send>)
+            })),
+        )
     }
 
     /// Sets the function's `name` as JavaScript sees it.
@@ -179,8 +237,51 @@ impl Callback {
         Callback { host: Arc::new(HostFn { name: name.into(), ..host }) }
     }
 
-    fn from_call(call: Call) -> Callback {
-        Callback { host: Arc::new(HostFn { name: String::new(), call }) }
+    fn from_call(call: Call, remote: Remote) -> Callback {
+        Callback { host: Arc::new(HostFn { name: String::new(), call, remote }) }
+    }
+
+    /// Identifies the closure (clones share it).
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.host) as *const () as usize
+    }
+
+    /// The function as it goes to an isolate in a worker process: exported by id.
+    pub(crate) fn to_remote(&self, remote: &RemoteIsolate) -> Input {
+        let kind = match self.host.remote {
+            Remote::Sync(_) => CallKind::Sync,
+            Remote::Async(_) => CallKind::Async,
+            Remote::Blocking(_) => CallKind::Blocking,
+            Remote::Ignored(_) => CallKind::Ignored,
+        };
+        Input::Callback { callback: remote.export(self), kind, name: self.host.name.clone() }
+    }
+
+    /// Prepares a call from a worker with these arguments. Nothing of the closure runs until
+    /// the result is run or polled.
+    pub(crate) fn invoke(&self, list: Vec<Value>) -> Invoked {
+        match &self.host.remote {
+            Remote::Sync(f) => {
+                let f = f.clone();
+                Invoked::Sync(Box::new(move || guarded(|| f(list))))
+            }
+            Remote::Async(f) => {
+                let f = f.clone();
+                Invoked::Async(Box::pin(async move { guarded(|| f(list))?.await }))
+            }
+            Remote::Blocking(f) => {
+                let f = f.clone();
+                Invoked::Blocking(Box::pin(async move { guarded(|| f(list))?.await }))
+            }
+            Remote::Ignored(f) => {
+                let f = f.clone();
+                Invoked::Ignored(Box::new(move || {
+                    if let Ok(work) = guarded(|| f(list)) {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                    }
+                }))
+            }
+        }
     }
 
     /// Makes the JavaScript function in the current context of a locked isolate.
@@ -279,7 +380,7 @@ fn block_on_released(isolate: &Arc<IsolateInner>, start: Box<dyn FnOnce() -> Box
     nesting::step_out(frame, || {
         let _waiting = nesting::waiting_in(frame);
         let mut future = guarded(|| Ok(start()))?;
-        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let waker = Waker::from(Arc::new(tasks::ThreadWaker(std::thread::current())));
         let mut cx = TaskContext::from_waker(&waker);
         loop {
             if let Poll::Ready(result) = guarded(|| Ok(future.as_mut().poll(&mut cx))).and_then(|p| match p {
@@ -296,14 +397,6 @@ fn block_on_released(isolate: &Arc<IsolateInner>, start: Box<dyn FnOnce() -> Box
             waits.park(Duration::from_millis(50));
         }
     })
-}
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
 }
 
 /// Wakes threads blocked in [`Callback::new_blocking`] functions of an isolate when one of

@@ -30,6 +30,8 @@ pub(crate) enum Kind {
 #[derive(Clone)]
 pub struct CacheKey {
     key: hmac::Key,
+    /// The secret, for the worker processes of process-isolated isolates.
+    secret: std::sync::Arc<[u8]>,
 }
 
 impl std::fmt::Debug for CacheKey {
@@ -44,7 +46,11 @@ impl CacheKey {
         if secret.len() < 32 {
             return Err(Error::InvalidArgument("a code cache key needs at least 32 bytes".into()));
         }
-        Ok(CacheKey { key: hmac::Key::new(hmac::HMAC_SHA256, secret) })
+        Ok(CacheKey { key: hmac::Key::new(hmac::HMAC_SHA256, secret), secret: secret.into() })
+    }
+
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     /// 32 fresh random bytes, e.g. to store as a key file.
@@ -70,7 +76,7 @@ impl CacheKey {
                 fallback.copy_from_slice(digest::digest(&digest::SHA256, noise.as_bytes()).as_ref());
                 fallback
             });
-            CacheKey { key: hmac::Key::new(hmac::HMAC_SHA256, &secret) }
+            CacheKey { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), secret: secret.as_slice().into() }
         })
         .clone()
     }

@@ -6,10 +6,12 @@ use std::time::Duration;
 use crate::console::Console;
 use crate::error::Result;
 use crate::handle::HandleRef;
-use crate::isolate::{Isolate, Operation, Session, Slot};
+use crate::isolate::{Backend, Isolate, Operation, Session, Slot};
+use crate::process::protocol::Op;
+use crate::process::{self, RemoteIsolate};
 use crate::run::{self, Limits};
 use crate::script::{self, ScriptOrigin};
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, Transfer, read_out};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, Transfer, read_out, remote_args};
 use crate::value::js;
 
 /// Options for running code: timeout, origin (for stack traces), how the result transfers.
@@ -166,13 +168,19 @@ impl Context {
     /// [`eval`](Context::eval) with options.
     pub fn eval_with<T: FromJs>(&self, code: &str, options: &EvalOptions) -> Result<T> {
         let id = self.id();
-        self.handle.isolate.inner.run_sync(|s| eval(s, id, code, options))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| eval(s, id, code, options)),
+            Backend::Remote(remote) => remote.read(Ok(process::eval(id, code, options, T::want())), false),
+        }
     }
 
     /// Async form of [`eval_with`](Context::eval_with).
     pub fn eval_async<T: FromJs>(&self, code: impl Into<String>, options: EvalOptions) -> Operation<T> {
         let (id, code) = (self.id(), code.into());
-        Operation::new(self.handle.isolate.inner.run_async(move |s| eval(s, id, &code, &options)))
+        match &self.isolate().backend {
+            Backend::Local(inner) => Operation::new(inner.run_async(move |s| eval(s, id, &code, &options))),
+            Backend::Remote(remote) => remote.read_async(Ok(process::eval(id, &code, &options, T::want())), false),
+        }
     }
 
     /// Runs `code` as the body of a function whose parameters are `$0`, `$1`, ... (`args`, a
@@ -190,20 +198,41 @@ impl Context {
     /// ```
     pub fn eval_closure<T: FromJs>(&self, code: &str, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
         let (id, args) = (self.id(), args.into_args());
-        self.handle.isolate.inner.run_sync(|s| eval_closure(s, id, code, &args, options))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| eval_closure(s, id, code, &args, options)),
+            Backend::Remote(remote) => remote.read(self.closure_op::<T>(remote, code, &args, options), false),
+        }
     }
 
     /// Async form of [`eval_closure`](Context::eval_closure).
     pub fn eval_closure_async<T: FromJs>(&self, code: impl Into<String>, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
-        let prepared = args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>();
         let (id, code) = (self.id(), code.into());
-        self.handle.isolate.inner.run_async_with(prepared, move |s, args| eval_closure(s, id, &code, &args, &options))
+        match &self.isolate().backend {
+            Backend::Local(inner) => {
+                let prepared = args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>();
+                inner.run_async_with(prepared, move |s, args| eval_closure(s, id, &code, &args, &options))
+            }
+            Backend::Remote(remote) => remote.read_async(self.closure_op::<T>(remote, &code, &args.into_args(), &options), false),
+        }
+    }
+
+    fn closure_op<T: FromJs>(&self, remote: &Arc<RemoteIsolate>, code: &str, args: &[Arg<'_>], options: &EvalOptions) -> Result<Op> {
+        Ok(Op::EvalClosure {
+            context: self.id(),
+            code: code.to_owned(),
+            args: remote_args(args, remote)?,
+            run: process::run_options(options),
+            want: T::want(),
+        })
     }
 
     /// Reads a property of the global object, like [`Reference::get`](crate::Reference::get).
     pub fn get_global<T: FromJs>(&self, name: &str) -> Result<T> {
         let id = self.id();
-        self.handle.isolate.inner.run_sync(|s| global_get(s, id, name))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| global_get(s, id, name)),
+            Backend::Remote(remote) => remote.read(Ok(Op::GlobalGet { context: id, name: name.to_owned(), want: T::want() }), false),
+        }
     }
 
     /// Sets a property of the global object to `value` (anything [`IntoJs`]: a copy of
@@ -212,7 +241,13 @@ impl Context {
     /// as a data property.
     pub fn set_global(&self, name: &str, value: impl IntoJs) -> Result<()> {
         let (id, value) = (self.id(), value.into_arg());
-        self.handle.isolate.inner.run_sync(|s| global_set(s, id, name, &value))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| global_set(s, id, name, &value)),
+            Backend::Remote(remote) => {
+                let op = value.to_remote(remote).map(|value| Op::GlobalSet { context: id, name: name.to_owned(), value });
+                remote.run(op)
+            }
+        }
     }
 
     /// Releases the context. Later calls on it fail with `Context is released`. Returns

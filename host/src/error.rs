@@ -16,7 +16,7 @@ pub const TIMEOUT_MESSAGE: &str = "Script execution timed out.";
 pub const MEMORY_LIMIT_MESSAGE: &str = "Isolate was disposed during execution due to memory limit";
 
 /// A failed operation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// JavaScript threw (a compile error is a `SyntaxError` exception).
@@ -41,6 +41,13 @@ pub enum Error {
     /// A value could not be converted between JavaScript and Rust (e.g. a JS string where the
     /// Rust type asks for a number, or a value that cannot be copied).
     Conversion(String),
+    /// The worker process of a process-isolated isolate exited (V8 aborted, a signal, its
+    /// memory ceiling, a protocol violation, or ivm killed it after a timeout's grace period).
+    /// The isolate is gone; others are not affected.
+    WorkerCrashed {
+        /// How the worker ended and why: its exit status or signal, and V8's last words.
+        reason: String,
+    },
 }
 
 /// The kind of an [`Error`], as a plain enum (e.g. for matching or for the CLI's JSON output).
@@ -61,11 +68,13 @@ pub enum ErrorKind {
     InvalidArgument,
     /// See [`Error::Conversion`].
     Conversion,
+    /// See [`Error::WorkerCrashed`].
+    WorkerCrashed,
 }
 
 impl ErrorKind {
     /// A stable kebab-case name: `exception`, `timeout`, `memory-limit`, `disposed`,
-    /// `abandoned`, `invalid-argument`, `conversion`.
+    /// `abandoned`, `invalid-argument`, `conversion`, `worker-crashed`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Exception => "exception",
@@ -75,6 +84,7 @@ impl ErrorKind {
             ErrorKind::Abandoned => "abandoned",
             ErrorKind::InvalidArgument => "invalid-argument",
             ErrorKind::Conversion => "conversion",
+            ErrorKind::WorkerCrashed => "worker-crashed",
         }
     }
 }
@@ -86,7 +96,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// A JavaScript exception copied out of an isolate.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct JsError {
     /// The error's class name (`Error`, `TypeError`, `SyntaxError`, a custom `name`...). For a
     /// thrown non-Error value this is empty.
@@ -105,7 +115,7 @@ pub struct JsError {
 }
 
 /// A position in a script.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Location {
     /// The script's filename (its origin's resource name).
     pub filename: String,
@@ -126,6 +136,7 @@ impl Error {
             Error::Abandoned => ErrorKind::Abandoned,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::Conversion(_) => ErrorKind::Conversion,
+            Error::WorkerCrashed { .. } => ErrorKind::WorkerCrashed,
         }
     }
 
@@ -138,6 +149,7 @@ impl Error {
             Error::Disposed { message } => message,
             Error::Abandoned => "Promise was abandoned",
             Error::InvalidArgument(m) | Error::Conversion(m) => m,
+            Error::WorkerCrashed { reason } => reason,
         }
     }
 

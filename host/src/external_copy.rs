@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::isolate::IsolateInner;
 use crate::isolate::memory::MemoryGuard;
+use crate::process::protocol;
 use crate::reference::Reference;
 use crate::transfer::{Once, Transferable};
 use crate::value::{self, Value, js, wire};
@@ -183,6 +184,40 @@ impl ExternalCopy {
     /// times; this form can also move transferred buffers and release the copy.
     pub fn copy_into(&self, options: CopyIntoOptions) -> Transferable {
         Transferable::once(Once::CopyInto { copy: self.clone(), options })
+    }
+
+    /// The copy's bytes and transferred buffers, to send to a worker process (or the host).
+    /// SharedArrayBuffers and WebAssembly modules cannot cross processes.
+    pub(crate) fn export(&self) -> Result<protocol::Copy> {
+        self.export_into(false)
+    }
+
+    /// [`export`](Self::export), moving the transferred buffers out with `take_buffers`
+    /// (afterwards the copy reports `Array buffer is invalid`, as after `transfer_in`).
+    pub(crate) fn export_into(&self, take_buffers: bool) -> Result<protocol::Copy> {
+        let mut payload = self.held.payload.lock().unwrap_or_else(|e| e.into_inner());
+        let payload = payload.as_mut().ok_or_else(released)?;
+        if !payload.clone.shared.is_empty() || !payload.clone.wasm_modules.is_empty() {
+            return Err(Error::Conversion(
+                "a copy holding a SharedArrayBuffer or a WebAssembly.Module cannot cross into or out of a worker process".into(),
+            ));
+        }
+        let stores = if take_buffers { payload.transferred.take() } else { payload.transferred.clone() };
+        let buffers = stores.ok_or_else(invalid_buffer)?.iter().map(|s| serde_bytes::ByteBuf::from(js::store_bytes(s))).collect();
+        Ok(protocol::Copy { bytes: payload.clone.bytes.clone(), buffers })
+    }
+
+    /// A copy that came from another process.
+    pub(crate) fn import(copy: protocol::Copy) -> Result<ExternalCopy> {
+        crate::engine::platform();
+        let size = copy.bytes.len() + copy.buffers.iter().map(|b| b.len()).sum::<usize>();
+        let transferred = copy
+            .buffers
+            .into_iter()
+            .map(|bytes| v8::ArrayBuffer::new_backing_store_from_vec(bytes.into_vec()).make_shared())
+            .collect();
+        let payload = Payload { clone: js::Clone { bytes: copy.bytes, ..Default::default() }, transferred: Some(transferred) };
+        Ok(ExternalCopy::hold(payload, size, None))
     }
 
     /// Releases the copy (and with the last handle, its memory). Later use fails with `Copy

@@ -18,7 +18,16 @@ impl HandleRef {
 
     /// Releases the engine object. Returns whether it was still held.
     pub(crate) fn release(&self) -> bool {
-        !self.released.swap(true, Ordering::SeqCst) && self.isolate.inner.remove(self.id)
+        !self.released.swap(true, Ordering::SeqCst) && self.isolate.release_handle(self.id)
+    }
+
+    /// Lets go of the engine object without releasing it (someone else does).
+    pub(crate) fn forget(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
     }
 }
 

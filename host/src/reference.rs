@@ -8,9 +8,11 @@ use crate::context::{Context, EvalOptions};
 use crate::error::{Error, Result};
 use crate::external_copy::{ExternalCopy, ExternalCopyOptions};
 use crate::handle::HandleRef;
-use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
+use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
+use crate::process::RemoteIsolate;
+use crate::process::protocol::{self, Access, Op};
 use crate::run::{self, Limits};
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transfer, Transferable, read_out};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transfer, Transferable, read_out, remote_args};
 use crate::value::js;
 
 /// A handle to a value inside an isolate (an object, a function, or a primitive), usable from
@@ -83,11 +85,17 @@ impl Reference {
         let context = scope.get_current_context();
         let id = inner.insert(Slot::Reference { value: v8::Global::new(scope, value), context: v8::Global::new(scope, context) });
         Reference {
-            handle: Arc::new(HandleRef::new(Isolate { inner: inner.clone() }, id)),
+            handle: Arc::new(HandleRef::new(Isolate::local(inner.clone()), id)),
             type_of: type_of(value),
             inherit,
             accessors: false,
         }
+    }
+
+    /// A reference to value `id` of an isolate in a worker process.
+    pub(crate) fn remote(isolate: &Isolate, id: u64, type_of: &str, inherit: bool, accessors: bool) -> Reference {
+        let type_of = ["null", "undefined", "number", "string", "boolean", "function"].into_iter().find(|t| *t == type_of).unwrap_or("object");
+        Reference { handle: Arc::new(HandleRef::new(isolate.clone(), id)), type_of, inherit, accessors }
     }
 
     /// The isolate the value lives in.
@@ -132,29 +140,49 @@ impl Reference {
     pub fn get<T: FromJs>(&self, key: impl Into<Key>) -> Result<T> {
         let key = key.into();
         let (id, rules) = (self.handle.id, self.rules());
-        self.inner().run_sync(|s| get(s, id, &key, rules))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| get(s, id, &key, rules)),
+            Backend::Remote(remote) => remote.read(Ok(self.get_op::<T>(&key)), self.inherit),
+        }
     }
 
     /// Async form of [`get`](Reference::get).
     pub fn get_async<T: FromJs>(&self, key: impl Into<Key>) -> Operation<T> {
         let key = key.into();
         let (id, rules) = (self.handle.id, self.rules());
-        Operation::new(self.inner().run_async(move |s| get(s, id, &key, rules)))
+        match &self.isolate().backend {
+            Backend::Local(inner) => Operation::new(inner.run_async(move |s| get(s, id, &key, rules))),
+            Backend::Remote(remote) => remote.read_async(Ok(self.get_op::<T>(&key)), self.inherit),
+        }
+    }
+
+    fn get_op<T: FromJs>(&self, key: &Key) -> Op {
+        Op::Get { reference: self.handle.id, access: self.access(), key: key.to_remote(), want: T::want() }
     }
 
     /// Defines a data property (setters do not run), e.g. `reference.set("config", &config)`
     /// or a [`Callback`](crate::Callback).
     pub fn set(&self, key: impl Into<Key>, value: impl IntoJs) -> Result<()> {
         let (key, value, id) = (key.into(), value.into_arg(), self.handle.id);
-        self.inner().run_sync(|s| with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value)))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))),
+            Backend::Remote(remote) => remote.run(self.set_op(remote, &key, &value)),
+        }
     }
 
     /// Async form of [`set`](Reference::set).
     pub fn set_async(&self, key: impl Into<Key>, value: impl IntoJs) -> Operation<()> {
         let (key, id) = (key.into(), self.handle.id);
-        self.inner().run_async_with(value.into_arg().into_owned(), move |s, value| {
-            with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))
-        })
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_async_with(value.into_arg().into_owned(), move |s, value| {
+                with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))
+            }),
+            Backend::Remote(remote) => remote.run_async(self.set_op(remote, &key, &value.into_arg())),
+        }
+    }
+
+    fn set_op(&self, remote: &Arc<RemoteIsolate>, key: &Key, value: &Arg<'_>) -> Result<Op> {
+        Ok(Op::Set { reference: self.handle.id, key: key.to_remote(), value: value.to_remote(remote)? })
     }
 
     /// Fire-and-forget [`set`](Reference::set): queued like `set_async`; errors are dropped.
@@ -165,13 +193,21 @@ impl Reference {
     /// Deletes a property. Fails with `Delete failed` if it cannot be deleted.
     pub fn delete(&self, key: impl Into<Key>) -> Result<()> {
         let (key, id) = (key.into(), self.handle.id);
-        self.inner().run_sync(|s| with_value(s, id, |scope, _, target| remove(scope, target, &key)))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, _, target| remove(scope, target, &key))),
+            Backend::Remote(remote) => remote.run(Ok(Op::Delete { reference: id, key: key.to_remote() })),
+        }
     }
 
     /// Async form of [`delete`](Reference::delete).
     pub fn delete_async(&self, key: impl Into<Key>) -> Operation<()> {
         let (key, id) = (key.into(), self.handle.id);
-        Operation::new(self.inner().run_async(move |s| with_value(s, id, |scope, _, target| remove(scope, target, &key))))
+        match &self.isolate().backend {
+            Backend::Local(inner) => {
+                Operation::new(inner.run_async(move |s| with_value(s, id, |scope, _, target| remove(scope, target, &key))))
+            }
+            Backend::Remote(remote) => remote.run_async(Ok(Op::Delete { reference: id, key: key.to_remote() })),
+        }
     }
 
     /// Fire-and-forget [`delete`](Reference::delete).
@@ -187,13 +223,35 @@ impl Reference {
     pub fn apply<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
         let (recv, args, id) = (recv.into_arg(), args.into_args(), self.handle.id);
         let rule = self.rule(options.transfer);
-        self.inner().run_sync(|s| call(s, id, &recv, &args, options.limits(), rule))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| call(s, id, &recv, &args, options.limits(), rule)),
+            Backend::Remote(remote) => remote.read(self.apply_op::<T>(remote, &recv, &args, options), self.inherit),
+        }
     }
 
     /// Async form of [`apply`](Reference::apply).
     pub fn apply_async<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
         let (id, rule) = (self.handle.id, self.rule(options.transfer));
-        self.inner().run_async_with(owned_args(recv, args), move |s, (recv, args)| call(s, id, &recv, &args, options.limits(), rule))
+        match &self.isolate().backend {
+            Backend::Local(inner) => {
+                inner.run_async_with(owned_args(recv, args), move |s, (recv, args)| call(s, id, &recv, &args, options.limits(), rule))
+            }
+            Backend::Remote(remote) => {
+                let op = self.apply_op::<T>(remote, &recv.into_arg(), &args.into_args(), &options);
+                remote.read_async(op, self.inherit)
+            }
+        }
+    }
+
+    fn apply_op<T: FromJs>(&self, remote: &Arc<RemoteIsolate>, recv: &Arg<'_>, args: &[Arg<'_>], options: &EvalOptions) -> Result<Op> {
+        Ok(Op::Apply {
+            reference: self.handle.id,
+            access: self.access(),
+            recv: recv.to_remote(remote)?,
+            args: remote_args(args, remote)?,
+            run: crate::process::run_options(options),
+            want: T::want(),
+        })
     }
 
     /// Fire-and-forget [`apply`](Reference::apply): queued like `apply_async`; the result
@@ -204,21 +262,43 @@ impl Reference {
 
     /// Copies the value out into `T` (isolated-vm's `copy()`).
     pub fn copy<T: DeserializeOwned + Send + 'static>(&self) -> Result<T> {
+        self.copy_as()
+    }
+
+    /// [`copy`](Reference::copy) into any [`FromJs`] type.
+    pub(crate) fn copy_as<T: FromJs>(&self) -> Result<T> {
         let (id, rule) = (self.handle.id, Rule::new(Transfer::Copy, Fallback::Reference));
-        self.inner().run_sync(|s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule)))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule))),
+            Backend::Remote(remote) => remote.read(Ok(Op::Copy { reference: id, want: T::want() }), false),
+        }
     }
 
     /// Async form of [`copy`](Reference::copy).
     pub fn copy_async<T: DeserializeOwned + Send + 'static>(&self) -> Operation<T> {
         let (id, rule) = (self.handle.id, Rule::new(Transfer::Copy, Fallback::Reference));
-        Operation::new(self.inner().run_async(move |s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule))))
+        match &self.isolate().backend {
+            Backend::Local(inner) => {
+                Operation::new(inner.run_async(move |s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule))))
+            }
+            Backend::Remote(remote) => remote.read_async(Ok(Op::Copy { reference: id, want: T::want() }), false),
+        }
     }
 
     /// Makes an [`ExternalCopy`] of the value, optionally transferring ArrayBuffers into it
     /// (isolated-vm's `new ExternalCopy(value, { transferList, transferOut })`).
     pub fn external_copy(&self, options: &ExternalCopyOptions) -> Result<ExternalCopy> {
         let id = self.handle.id;
-        self.inner().run_sync(|s| with_value(s, id, |scope, inner, v| ExternalCopy::from_js(scope, inner, v, options)))
+        match &self.isolate().backend {
+            Backend::Local(inner) => {
+                inner.run_sync(|s| with_value(s, id, |scope, inner, v| ExternalCopy::from_js(scope, inner, v, options)))
+            }
+            Backend::Remote(remote) => {
+                let transfer = options.transfer_list.iter().map(|r| r.id_in(remote)).collect::<Result<Vec<_>>>()?;
+                let op = Op::ExternalCopy { reference: id, transfer, transfer_out: options.transfer_out };
+                ExternalCopy::import(remote.request(op)?.copy()?)
+            }
+        }
     }
 
     /// The value itself, for passing into its own isolate (isolated-vm's `deref()`); passing
@@ -240,20 +320,36 @@ impl Reference {
         self.handle.release()
     }
 
+    /// Lets go of the handle without releasing the value: the worker releases it.
+    pub(crate) fn forget(&self) {
+        self.handle.forget();
+    }
+
     /// The value, in its own isolate (locked by the caller as `inner`).
     pub(crate) fn local_in<'s>(&self, scope: &v8::PinScope<'s, '_>, inner: &Arc<IsolateInner>) -> Result<v8::Local<'s, v8::Value>> {
-        if !Arc::ptr_eq(self.inner(), inner) {
-            return Err(Error::js("TypeError", "Cannot dereference this into target isolate"));
+        if !self.isolate().as_local().is_some_and(|own| Arc::ptr_eq(own, inner)) {
+            return Err(not_here());
         }
         value_of(scope, inner, self.handle.id)
     }
 
-    fn inner(&self) -> &Arc<IsolateInner> {
-        &self.handle.isolate.inner
+    /// The value's id in `remote`, which must be its isolate.
+    pub(crate) fn id_in(&self, remote: &Arc<RemoteIsolate>) -> Result<u64> {
+        if !remote.is(self.isolate()) {
+            return Err(not_here());
+        }
+        if self.handle.is_released() {
+            return Err(Error::disposed("Reference has been released"));
+        }
+        Ok(self.handle.id)
     }
 
     fn rules(&self) -> Rules {
         Rules { inherit: self.inherit, accessors: self.accessors }
+    }
+
+    fn access(&self) -> Access {
+        Access { inherit: self.inherit, accessors: self.accessors }
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -263,6 +359,19 @@ impl Reference {
     /// The transfer rule for results of `get` and `apply`: isolated-vm's reference fallback.
     pub(crate) fn rule(&self, transfer: Transfer) -> Rule {
         Rule { inherit: self.inherit, ..Rule::new(transfer, Fallback::Reference) }
+    }
+}
+
+fn not_here() -> Error {
+    Error::js("TypeError", "Cannot dereference this into target isolate")
+}
+
+impl Key {
+    fn to_remote(&self) -> protocol::Key {
+        match self {
+            Key::Name(name) => protocol::Key::Name(name.clone()),
+            Key::Index(index) => protocol::Key::Index(*index),
+        }
     }
 }
 
@@ -276,12 +385,15 @@ impl Context {
     /// A reference to the context's global object.
     pub fn global(&self) -> Result<Reference> {
         let id = self.id();
-        self.isolate().inner.run_sync(|s| {
-            let inner = s.inner.clone();
-            run::run_in_context(s, id, Limits::default(), |scope| Ok(scope.get_current_context().global(scope).into()), |scope, v| {
-                Ok(Reference::create(scope, &inner, v, false))
-            })
-        })
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| {
+                let inner = s.inner.clone();
+                run::run_in_context(s, id, Limits::default(), |scope| Ok(scope.get_current_context().global(scope).into()), |scope, v| {
+                    Ok(Reference::create(scope, &inner, v, false))
+                })
+            }),
+            Backend::Remote(remote) => remote.read(Ok(Op::Global { context: id }), false),
+        }
     }
 }
 

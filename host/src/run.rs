@@ -17,6 +17,10 @@ use crate::exception::{caught, exception};
 use crate::isolate::{IsolateInner, Session, Slot, rejections};
 use crate::value::js::{is_threw, threw};
 
+/// isolated-vm's report for a script that did not stop within the grace period after its
+/// timeout.
+pub(crate) const FAILED_TO_TERMINATE: &str = "Script failed to terminate";
+
 /// Frames captured for a timeout's stack, as in isolated-vm.
 const TIMEOUT_FRAMES: usize = 10;
 
@@ -147,6 +151,8 @@ fn settle<'s>(
 /// the script. Dropping the guard disarms it; an interrupt still in flight then does nothing.
 pub(crate) struct TimeoutGuard {
     timer: Timer,
+    /// Fires if the script is still running a grace period after the timeout.
+    _escalation: Timer,
     state: Arc<TimeoutState>,
 }
 
@@ -163,7 +169,9 @@ impl TimeoutGuard {
         let handle = inner.thread_safe_handle();
         let waits = inner.blocking_waits.clone();
         let for_interrupt = state.clone();
-        let timer = Timer::arm(Instant::now() + after, move || {
+        let for_escalation = (inner.thread_safe_handle(), state.clone(), inner.on_catastrophic_error.clone());
+        let fires_at = Instant::now() + after;
+        let timer = Timer::arm(fires_at, move || {
             waits.abort();
             let data = Arc::into_raw(for_interrupt) as *mut c_void;
             if !handle.request_interrupt(on_timeout, data) {
@@ -171,7 +179,22 @@ impl TimeoutGuard {
                 drop(unsafe { Arc::from_raw(data as *const TimeoutState) });
             }
         });
-        TimeoutGuard { timer, state }
+        // An uninterruptible builtin (a huge BigInt, isolated-vm #202) can ignore the
+        // termination. In process nothing can stop it; say so, and keep asking.
+        let escalation = Timer::arm(fires_at + inner.terminate_grace, move || {
+            let (handle, state, handler) = for_escalation;
+            if !state.active.load(Ordering::SeqCst) {
+                return;
+            }
+            handle.terminate_execution();
+            if let Some(handler) = handler {
+                // Not on the watchdog thread: the handler may take its time.
+                let _ = std::thread::Builder::new().name("ivm-catastrophic".into()).spawn(move || {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(FAILED_TO_TERMINATE)));
+                });
+            }
+        });
+        TimeoutGuard { timer, _escalation: escalation, state }
     }
 
     pub(crate) fn fired(&self) -> bool {

@@ -6,7 +6,8 @@ use crate::code_cache::{CacheKey, CacheOutcome, CacheRequest, CachedData, Kind};
 use crate::context::{Context, EvalOptions};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
-use crate::isolate::{Isolate, Operation, Session, Slot};
+use crate::isolate::{Backend, Isolate, Operation, Session, Slot};
+use crate::process::protocol::Op;
 use crate::run;
 use crate::transfer::{Fallback, FromJs, Rule, read_out};
 use crate::value::js;
@@ -124,14 +125,23 @@ impl Script {
     /// is ignored: the script keeps the origin it was compiled with.
     pub fn run<T: FromJs>(&self, context: &Context, options: &EvalOptions) -> Result<T> {
         let (script_id, context_id) = self.ids_for(context)?;
-        self.handle.isolate.inner.run_sync(|s| run_script(s, script_id, context_id, options))
+        match &self.handle.isolate.backend {
+            Backend::Local(inner) => inner.run_sync(|s| run_script(s, script_id, context_id, options)),
+            Backend::Remote(remote) => remote.read(Ok(run_op::<T>(script_id, context_id, options)), false),
+        }
     }
 
     /// Async form of [`run`](Script::run).
     pub fn run_async<T: FromJs>(&self, context: &Context, options: EvalOptions) -> Operation<T> {
-        self.handle.isolate.inner.run_async_with(self.ids_for(context), move |s, (script_id, context_id)| {
-            run_script(s, script_id, context_id, &options)
-        })
+        match &self.handle.isolate.backend {
+            Backend::Local(inner) => inner.run_async_with(self.ids_for(context), move |s, (script_id, context_id)| {
+                run_script(s, script_id, context_id, &options)
+            }),
+            Backend::Remote(remote) => {
+                let op = self.ids_for(context).map(|(script_id, context_id)| run_op::<T>(script_id, context_id, &options));
+                remote.read_async(op, false)
+            }
+        }
     }
 
     /// Releases the compiled script. Later runs fail with `Script has been released`.
@@ -145,6 +155,10 @@ impl Script {
         }
         Ok((self.handle.id, context.id()))
     }
+}
+
+fn run_op<T: FromJs>(script: u64, context: u64, options: &EvalOptions) -> Op {
+    Op::RunScript { script, context, run: crate::process::run_options(options), want: T::want() }
 }
 
 fn run_script<T: FromJs>(session: &mut Session<'_>, script_id: u64, context_id: u64, options: &EvalOptions) -> Result<T> {

@@ -21,9 +21,11 @@ use serde::de::DeserializeOwned;
 use crate::callback::Callback;
 use crate::error::{Error, Result};
 use crate::external_copy::{CopyIntoOptions, ExternalCopy};
-use crate::isolate::IsolateInner;
+use crate::isolate::{Isolate, IsolateInner};
+use crate::process::RemoteIsolate;
+use crate::process::protocol::{self, Input, Want, Wire};
 use crate::reference::Reference;
-use crate::value::{self, Value, js};
+use crate::value::{self, Value, js, wire};
 
 /// How a non-primitive result leaves the isolate when it is asked for as a dynamic [`Value`]
 /// or [`Transferred`] (isolated-vm's `copy`/`externalCopy`/`reference` options). Results
@@ -62,6 +64,25 @@ pub enum Transferred {
     ExternalCopy(ExternalCopy),
 }
 
+/// The transfer option as a number, for the worker protocol.
+pub(crate) fn transfer_code(transfer: Transfer) -> u8 {
+    match transfer {
+        Transfer::Auto => 0,
+        Transfer::Copy => 1,
+        Transfer::ExternalCopy => 2,
+        Transfer::Reference => 3,
+    }
+}
+
+pub(crate) fn transfer_from_code(code: u8) -> Transfer {
+    match code {
+        1 => Transfer::Copy,
+        2 => Transfer::ExternalCopy,
+        3 => Transfer::Reference,
+        _ => Transfer::Auto,
+    }
+}
+
 /// isolated-vm's per-operation fallback for objects under [`Transfer::Auto`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Fallback {
@@ -97,6 +118,30 @@ pub struct Out<'a, 's, 'i> {
     pub(crate) rule: Rule,
 }
 
+/// A result that came back from an isolate in a worker process, as [`FromJs::want`] asked.
+/// Only ivm makes these.
+#[doc(hidden)]
+pub struct RemoteOut<'a> {
+    pub(crate) out: protocol::Out,
+    pub(crate) isolate: &'a Isolate,
+    /// References made from it follow prototype chains / run getters.
+    pub(crate) inherit: bool,
+    pub(crate) accessors: bool,
+}
+
+impl RemoteOut<'_> {
+    fn data(self) -> Result<Wire> {
+        match self.out {
+            protocol::Out::Data(wire) => Ok(wire),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Conversion("the worker's result does not match the type asked for".into())
+}
+
 /// Types a result can be read into: any `DeserializeOwned` type (a copy, through serde),
 /// [`Value`] and [`Transferred`] (following the [`Transfer`] rule), [`Reference`] and
 /// [`ExternalCopy`].
@@ -104,6 +149,14 @@ pub trait FromJs: Sized + Send + 'static {
     /// Reads the result. Called by ivm with the isolate locked.
     #[doc(hidden)]
     fn from_js(out: Out<'_, '_, '_>) -> Result<Self>;
+
+    /// What an isolate in a worker process should send back for this type.
+    #[doc(hidden)]
+    fn want() -> Want;
+
+    /// Reads what the worker sent back.
+    #[doc(hidden)]
+    fn from_remote(out: RemoteOut<'_>) -> Result<Self>;
 }
 
 fn downcast<T: 'static, U: 'static>(value: U) -> T {
@@ -120,6 +173,65 @@ impl<T: DeserializeOwned + Send + 'static> FromJs for T {
             return Ok(downcast(()));
         }
         js::from_v8(out.scope, out.value)
+    }
+
+    fn want() -> Want {
+        if TypeId::of::<T>() == TypeId::of::<Value>() {
+            Want::Value
+        } else if TypeId::of::<T>() == TypeId::of::<()>() {
+            Want::Nothing
+        } else {
+            Want::Data
+        }
+    }
+
+    fn from_remote(out: RemoteOut<'_>) -> Result<T> {
+        if TypeId::of::<T>() == TypeId::of::<()>() {
+            return Ok(downcast(()));
+        }
+        let data = out.data()?;
+        if TypeId::of::<T>() == TypeId::of::<Value>() {
+            return wire::read_value(&data.bytes, &data).map(downcast);
+        }
+        // Primitives read as `from_js` reads them.
+        if wire::is_primitive(&data.bytes) {
+            return value::from_value(wire::read_value(&data.bytes, &data)?);
+        }
+        wire::from_wire(&data.bytes, &data)
+    }
+}
+
+/// A result copied in V8's wire format, as a worker sends it back for a serde type.
+pub(crate) struct Raw(pub(crate) Wire);
+
+impl FromJs for Raw {
+    fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
+        if let Some(p) = js::primitive(out.scope, out.value) {
+            return Ok(Raw(Wire { bytes: wire::to_wire(&p)?, shared: Vec::new() }));
+        }
+        let clone = js::serialize(out.scope, out.value, &[])?;
+        if !clone.wasm_modules.is_empty() {
+            return Err(Error::Conversion("a WebAssembly.Module cannot leave its worker process".into()));
+        }
+        let shared = clone.shared.iter().map(|store| serde_bytes::ByteBuf::from(js::store_bytes(store))).collect();
+        Ok(Raw(Wire { bytes: clone.bytes, shared }))
+    }
+
+    fn want() -> Want {
+        Want::Data
+    }
+
+    fn from_remote(out: RemoteOut<'_>) -> Result<Self> {
+        out.data().map(Raw)
+    }
+}
+
+impl wire::Stores for Wire {
+    fn transferred(&self, _: u32) -> Option<Vec<u8>> {
+        None
+    }
+    fn shared(&self, id: u32) -> Option<Vec<u8>> {
+        self.shared.get(id as usize).map(|bytes| bytes.to_vec())
     }
 }
 
@@ -142,11 +254,33 @@ impl FromJs for Reference {
     fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
         Ok(Reference::create(out.scope, out.inner, out.value, out.rule.inherit))
     }
+
+    fn want() -> Want {
+        Want::Reference
+    }
+
+    fn from_remote(out: RemoteOut<'_>) -> Result<Self> {
+        match out.out {
+            protocol::Out::Reference { id, type_of } => Ok(Reference::remote(out.isolate, id, &type_of, out.inherit, out.accessors)),
+            _ => Err(mismatch()),
+        }
+    }
 }
 
 impl FromJs for ExternalCopy {
     fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
         ExternalCopy::from_js(out.scope, out.inner, out.value, &Default::default())
+    }
+
+    fn want() -> Want {
+        Want::ExternalCopy
+    }
+
+    fn from_remote(out: RemoteOut<'_>) -> Result<Self> {
+        match out.out {
+            protocol::Out::ExternalCopy(copy) => ExternalCopy::import(copy),
+            _ => Err(mismatch()),
+        }
     }
 }
 
@@ -167,6 +301,24 @@ impl FromJs for Transferred {
             (Transfer::Auto, Fallback::Throw) => Err(Error::InvalidArgument(NON_TRANSFERABLE.into())),
         }
     }
+
+    fn want() -> Want {
+        Want::Transferred
+    }
+
+    fn from_remote(out: RemoteOut<'_>) -> Result<Self> {
+        Ok(match out.out {
+            protocol::Out::Data(data) => Transferred::Value(wire::read_value(&data.bytes, &data)?),
+            protocol::Out::ExternalCopy(copy) => Transferred::ExternalCopy(ExternalCopy::import(copy)?),
+            protocol::Out::Reference { .. } => Transferred::Reference(Reference::from_remote(out)?),
+            protocol::Out::Nothing => return Err(mismatch()),
+        })
+    }
+}
+
+/// Reads a result from a worker.
+pub(crate) fn read_remote<T: FromJs>(isolate: &Isolate, out: protocol::Out, inherit: bool) -> Result<T> {
+    T::from_remote(RemoteOut { out, isolate, inherit, accessors: false })
 }
 
 /// Reads a result under `rule`.
@@ -183,6 +335,7 @@ pub(crate) fn read_out<'s, T: FromJs>(
 pub(crate) trait SerializeDyn {
     fn to_v8<'s>(&self, scope: &mut v8::PinScope<'s, '_>) -> Result<v8::Local<'s, v8::Value>>;
     fn to_value(&self) -> Result<Value>;
+    fn to_wire(&self) -> Result<Vec<u8>>;
 }
 
 impl<T: Serialize + ?Sized> SerializeDyn for T {
@@ -191,6 +344,9 @@ impl<T: Serialize + ?Sized> SerializeDyn for T {
     }
     fn to_value(&self) -> Result<Value> {
         value::to_value(self)
+    }
+    fn to_wire(&self) -> Result<Vec<u8>> {
+        wire::to_wire(self)
     }
 }
 
@@ -208,6 +364,8 @@ enum Kind<'a> {
 #[derive(Clone)]
 enum Owned {
     Value(Value),
+    /// Data in V8's wire format (from a host process, in a worker).
+    Wire(Arc<Wire>),
     Callback(Callback),
     Reference(Reference),
     Copy(ExternalCopy),
@@ -240,7 +398,7 @@ pub struct Transferable(Owned);
 impl std::fmt::Debug for Transferable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.0 {
-            Owned::Value(_) => "data",
+            Owned::Value(_) | Owned::Wire(_) => "data",
             Owned::Callback(_) => "callback",
             Owned::Reference(_) => "reference",
             Owned::Copy(_) => "external copy",
@@ -262,6 +420,10 @@ impl Transferable {
     /// Data, copied into the isolate where this is used.
     pub fn value(value: impl Serialize) -> Result<Transferable> {
         Ok(Transferable(Owned::Value(value::to_value(&value)?)))
+    }
+
+    pub(crate) fn wire(wire: Wire) -> Transferable {
+        Transferable(Owned::Wire(Arc::new(wire)))
     }
 }
 
@@ -295,6 +457,7 @@ impl<'a> Arg<'a> {
         };
         match owned {
             Owned::Value(v) => js::copy_in(scope, v),
+            Owned::Wire(w) => js::from_wire(scope, w),
             Owned::Callback(c) => c.to_js(scope, inner),
             Owned::Reference(r) => r.local_in(scope, inner),
             Owned::Copy(c) => c.copy_in(scope, CopyIntoOptions::default()),
@@ -321,6 +484,52 @@ impl<'a> Arg<'a> {
             }
         }
     }
+
+    /// The value as it goes to an isolate in a worker process.
+    pub(crate) fn to_remote(&self, remote: &Arc<RemoteIsolate>) -> Result<Input> {
+        let owned = match &self.0 {
+            Kind::Data(data) => return Ok(Input::Data(Wire { bytes: data.to_wire()?, shared: Vec::new() })),
+            Kind::Owned(owned) => owned,
+        };
+        Ok(match owned {
+            Owned::Value(v) => Input::Data(Wire { bytes: wire::to_wire(v)?, shared: Vec::new() }),
+            Owned::Wire(w) => Input::Data(Wire::clone(w)),
+            Owned::Callback(c) => c.to_remote(remote),
+            Owned::Reference(r) => Input::Reference { id: r.id_in(remote)?, release: false },
+            Owned::Copy(c) => Input::Copy { copy: c.export()?, transfer_in: false },
+            Owned::Once(once) => {
+                let mut payload = once.payload.lock().unwrap_or_else(|e| e.into_inner());
+                let input = match payload.as_ref() {
+                    None => {
+                        let message = format!("The return value of `{}` should only be used once", once.made_by);
+                        return Err(Error::js("TypeError", message));
+                    }
+                    Some(Once::Deref { reference, release }) => {
+                        let input = Input::Reference { id: reference.id_in(remote)?, release: *release };
+                        if *release {
+                            // The worker releases it once used; this handle lets go now.
+                            reference.forget();
+                        }
+                        input
+                    }
+                    Some(Once::CopyInto { copy, options }) => {
+                        let input = Input::Copy { copy: copy.export_into(options.transfer_in)?, transfer_in: options.transfer_in };
+                        if options.release {
+                            copy.release();
+                        }
+                        input
+                    }
+                };
+                *payload = None;
+                input
+            }
+        })
+    }
+}
+
+/// The arguments of an operation as they go to a worker.
+pub(crate) fn remote_args(args: &[Arg<'_>], remote: &Arc<RemoteIsolate>) -> Result<Vec<Input>> {
+    args.iter().map(|arg| arg.to_remote(remote)).collect()
 }
 
 /// Types that can be put into an isolate: anything `Serialize` (copied), [`Callback`]s,

@@ -206,6 +206,8 @@ impl From<crate::Error> for wit::Error {
             E::Abandoned => wit::Error::Abandoned,
             E::InvalidArgument(m) => wit::Error::InvalidArgument(m),
             E::Conversion(m) => wit::Error::Conversion(m),
+            // Guests' isolates live in the host process; a crashed worker would mean it is gone.
+            E::WorkerCrashed { reason } => wit::Error::Disposed(reason),
         }
     }
 }
@@ -215,7 +217,12 @@ fn js_error(e: crate::JsError) -> wit::JsError {
 }
 
 fn identity(isolate: &Isolate) -> usize {
-    Arc::as_ptr(&isolate.inner) as usize
+    isolate.identity()
+}
+
+/// The in-process isolate behind a guest's handle (guests' isolates are made in process).
+fn local(isolate: &Isolate) -> std::result::Result<&Arc<crate::isolate::IsolateInner>, crate::Error> {
+    isolate.as_local().ok_or_else(|| crate::Error::InvalidArgument("a guest's isolate must live in the host process".into()))
 }
 
 impl GuestIsolates {
@@ -353,7 +360,7 @@ impl wit::HostIsolate for GuestIsolates {
                 self.limits.memory_budget_mb
             ))));
         }
-        let isolate = guest!(Isolate::new(IsolateOptions::default().memory_limit(mb)));
+        let isolate = guest!(Isolate::new(IsolateOptions::default().isolation(crate::Isolation::InProcess).memory_limit(mb)));
         self.isolates.push((isolate.clone(), mb));
         Ok(Ok(self.table.push(GuestIsolate(isolate))?))
     }
@@ -444,8 +451,10 @@ impl wit::HostContext for GuestIsolates {
         let options = self.run_options(options);
         let guest = self.table.get(&this)?;
         let (context_id, route) = (guest.context.id(), guest.route.clone());
-        let inner = guest.context.isolate().inner.clone();
-        let task = Task::start(&inner, route, move |session| crate::context::eval::<Transferred>(session, context_id, &code, &options));
+        let task = match local(guest.context.isolate()) {
+            Ok(inner) => Task::start(inner, route, move |session| crate::context::eval::<Transferred>(session, context_id, &code, &options)),
+            Err(e) => Task::failed(e.into()),
+        };
         Ok(self.table.push(task)?)
     }
 
@@ -702,13 +711,16 @@ impl wit::HostReference for GuestIsolates {
         let reference = self.table.get(&this)?.clone();
         let route = self.route(reference.isolate());
         let task = match prepared {
-            Ok((receiver, args)) => {
-                let (id, rule, limits) = (reference.id(), reference.rule(options.transfer), options.limits());
-                Task::start(&reference.isolate().inner, route, move |session| {
-                    use crate::transfer::{IntoArgs, IntoJs};
-                    crate::reference::call::<Transferred>(session, id, &receiver.into_arg(), &args.into_args(), limits, rule)
-                })
-            }
+            Ok((receiver, args)) => match local(reference.isolate()) {
+                Ok(inner) => {
+                    let (id, rule, limits) = (reference.id(), reference.rule(options.transfer), options.limits());
+                    Task::start(inner, route, move |session| {
+                        use crate::transfer::{IntoArgs, IntoJs};
+                        crate::reference::call::<Transferred>(session, id, &receiver.into_arg(), &args.into_args(), limits, rule)
+                    })
+                }
+                Err(e) => Task::failed(e.into()),
+            },
             Err(e) => Task::failed(e),
         };
         Ok(self.table.push(task)?)

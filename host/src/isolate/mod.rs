@@ -20,6 +20,8 @@ use crate::code_cache::CacheKey;
 use crate::engine::{self, executor};
 use crate::error::{Error, Result};
 use crate::callback::{BlockingWaits, Completions};
+use crate::process::protocol::{Op, Reply};
+use crate::process::{Isolation, RemoteIsolate, WorkerPool};
 use crate::script::{CompileOptions, Script};
 use crate::{Context, ContextOptions};
 
@@ -46,11 +48,40 @@ pub struct IsolateOptions {
     /// Default: a random key of this process, so caches are good only within it; give a key
     /// to keep caches across runs.
     pub code_cache_key: Option<CacheKey>,
+    /// Where the isolate lives: in this process, or in a worker process of [`pool`](Self::pool)
+    /// (see [`Isolation`]). `None`: as the `IVM_ISOLATION` environment variable says
+    /// (`in-process`, the default, or `process`).
+    pub isolation: Option<Isolation>,
+    /// The worker pool of a process-isolated isolate (default: [`WorkerPool::global`]).
+    pub pool: Option<WorkerPool>,
+    /// Process-isolated isolates share workers only with isolates of the same tenant.
+    pub tenant: Option<String>,
+    /// How long a script may go on after its timeout asked it to stop before ivm gives up on
+    /// it: a process-isolated isolate's worker is then killed (the caller gets the timeout),
+    /// an in-process one reports `Script failed to terminate` to
+    /// [`on_catastrophic_error`](Self::on_catastrophic_error). Default 5 s, as isolated-vm.
+    pub terminate_grace: Duration,
+    /// Hears when ivm has lost control of the isolate (isolated-vm's `onCatastrophicError`):
+    /// its worker process died (the message says why), or an in-process script did not stop
+    /// within [`terminate_grace`](Self::terminate_grace) of its timeout.
+    pub on_catastrophic_error: Option<CatastrophicHandler>,
 }
+
+/// The handler of [`IsolateOptions::on_catastrophic_error`].
+pub type CatastrophicHandler = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Default for IsolateOptions {
     fn default() -> Self {
-        IsolateOptions { memory_limit: 128, on_unhandled_rejection: None, code_cache_key: None }
+        IsolateOptions {
+            memory_limit: 128,
+            on_unhandled_rejection: None,
+            code_cache_key: None,
+            isolation: None,
+            pool: None,
+            tenant: None,
+            terminate_grace: Duration::from_secs(5),
+            on_catastrophic_error: None,
+        }
     }
 }
 
@@ -60,7 +91,10 @@ impl std::fmt::Debug for IsolateOptions {
             .field("memory_limit", &self.memory_limit)
             .field("on_unhandled_rejection", &self.on_unhandled_rejection.is_some())
             .field("code_cache_key", &self.code_cache_key.is_some())
-            .finish()
+            .field("isolation", &self.isolation)
+            .field("tenant", &self.tenant)
+            .field("terminate_grace", &self.terminate_grace)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,6 +108,49 @@ impl IsolateOptions {
     /// Seals and opens code caches with `key` (see [`CachedData`](crate::CachedData)).
     pub fn code_cache_key(mut self, key: CacheKey) -> Self {
         self.code_cache_key = Some(key);
+        self
+    }
+
+    /// Chooses where the isolate lives.
+    ///
+    /// ```
+    /// use ivm::{Isolate, IsolateOptions, Isolation};
+    /// # let worker = std::path::Path::new(env!("CARGO_BIN_EXE_ivm"));
+    /// # let pool = ivm::WorkerPool::new(ivm::PoolOptions::default().worker_program(worker));
+    /// let isolate = Isolate::new(IsolateOptions::default().isolation(Isolation::Process)
+    /// #   .pool(&pool)
+    /// )?;
+    /// let context = isolate.create_context()?;
+    /// assert_eq!(context.eval::<u32>("6 * 7")?, 42);
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(isolation);
+        self
+    }
+
+    /// Puts the isolate in a worker process of `pool`.
+    pub fn pool(mut self, pool: &WorkerPool) -> Self {
+        self.isolation = Some(Isolation::Process);
+        self.pool = Some(pool.clone());
+        self
+    }
+
+    /// Shares worker processes only with isolates of tenant `key`.
+    pub fn tenant(mut self, key: impl Into<String>) -> Self {
+        self.tenant = Some(key.into());
+        self
+    }
+
+    /// Sets how long a timed-out script may take to stop (see [`IsolateOptions::terminate_grace`]).
+    pub fn terminate_grace(mut self, grace: Duration) -> Self {
+        self.terminate_grace = grace;
+        self
+    }
+
+    /// Sets the handler for lost control (see [`IsolateOptions::on_catastrophic_error`]).
+    pub fn on_catastrophic_error(mut self, handler: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_catastrophic_error = Some(Arc::new(handler));
         self
     }
 
@@ -98,7 +175,7 @@ impl IsolateOptions {
 
 /// V8's heap statistics for an isolate, plus `externally_allocated_size` (bytes held by its
 /// ArrayBuffers and WebAssembly memories), as isolated-vm's `getHeapStatistics()` reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct HeapStatistics {
     pub total_heap_size: usize,
@@ -136,11 +213,19 @@ pub struct HeapStatistics {
 /// ```
 #[derive(Clone)]
 pub struct Isolate {
-    pub(crate) inner: Arc<IsolateInner>,
+    pub(crate) backend: Backend,
+}
+
+/// Where an isolate lives.
+#[derive(Clone)]
+pub(crate) enum Backend {
+    /// In this process.
+    Local(Arc<IsolateInner>),
+    /// In a worker process.
+    Remote(Arc<RemoteIsolate>),
 }
 
 type Job = Box<dyn FnOnce(Result<&mut Session<'_>>) + Send>;
-
 pub(crate) struct IsolateInner {
     /// `None` once disposed; `dispose` hands it to the reaper together with the guard and the
     /// host state its callbacks point at.
@@ -164,6 +249,9 @@ pub(crate) struct IsolateInner {
     pub(crate) completions: Completions,
     /// Threads blocked in blocking host functions, woken by timeouts and disposal.
     pub(crate) blocking_waits: Arc<BlockingWaits>,
+    /// How long a timed-out script may go on before it is reported as failing to terminate.
+    pub(crate) terminate_grace: Duration,
+    pub(crate) on_catastrophic_error: Option<CatastrophicHandler>,
 }
 
 #[derive(Default)]
@@ -203,13 +291,29 @@ pub(crate) struct Session<'a> {
 }
 
 impl Isolate {
-    /// Creates an isolate.
+    /// Creates an isolate, in this process or in a worker process (see
+    /// [`IsolateOptions::isolation`]).
     ///
-    /// Fails with [`Error::InvalidArgument`] if `memory_limit` is below 8 MB.
+    /// Fails with [`Error::InvalidArgument`] if `memory_limit` is below 8 MB, and for a
+    /// process-isolated isolate with [`Error::WorkerCrashed`] if no worker could be started.
     pub fn new(options: IsolateOptions) -> Result<Isolate> {
         if options.memory_limit < 8 {
             return Err(Error::InvalidArgument("`memory_limit` must be at least 8".into()));
         }
+        let isolation = match options.isolation {
+            Some(isolation) => isolation,
+            None => Isolation::from_env()?,
+        };
+        match isolation {
+            Isolation::InProcess => Isolate::new_local(options),
+            Isolation::Process => {
+                let pool = options.pool.clone().unwrap_or_else(WorkerPool::global);
+                Ok(Isolate { backend: Backend::Remote(pool.create_isolate(options)?) })
+            }
+        }
+    }
+
+    fn new_local(options: IsolateOptions) -> Result<Isolate> {
         engine::platform();
         let limit = usize::try_from(options.memory_limit.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         // isolated-vm's sizing: a young generation of 1-16 MB, growing with the limit.
@@ -251,11 +355,47 @@ impl Isolate {
                 module_hooks: Arc::default(),
                 completions: Completions::default(),
                 blocking_waits: Arc::default(),
+                terminate_grace: options.terminate_grace,
+                on_catastrophic_error: options.on_catastrophic_error,
             }
         });
         match failed {
             Some(error) => Err(error),
-            None => Ok(Isolate { inner }),
+            None => Ok(Isolate::local(inner)),
+        }
+    }
+
+    pub(crate) fn local(inner: Arc<IsolateInner>) -> Isolate {
+        Isolate { backend: Backend::Local(inner) }
+    }
+
+    /// The in-process isolate, for the machinery that works on V8 directly (the component
+    /// host keeps its isolates in process).
+    pub(crate) fn as_local(&self) -> Option<&Arc<IsolateInner>> {
+        match &self.backend {
+            Backend::Local(inner) => Some(inner),
+            Backend::Remote(_) => None,
+        }
+    }
+
+    /// An address that identifies the isolate (clones share it).
+    pub(crate) fn identity(&self) -> usize {
+        match &self.backend {
+            Backend::Local(inner) => Arc::as_ptr(inner) as usize,
+            Backend::Remote(remote) => Arc::as_ptr(remote) as usize,
+        }
+    }
+
+    /// Whether the isolate lives in a worker process.
+    pub fn is_process_isolated(&self) -> bool {
+        matches!(self.backend, Backend::Remote(_))
+    }
+
+    /// The process id of the worker a process-isolated isolate lives in.
+    pub fn worker_pid(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            Backend::Remote(remote) => Some(remote.link.pid),
         }
     }
 
@@ -266,52 +406,93 @@ impl Isolate {
 
     /// Creates a context with options (e.g. a `console`).
     pub fn create_context_with(&self, options: ContextOptions) -> Result<Context> {
-        let id = self.inner.run_sync(|s| crate::context::create(s, &options))?;
+        let id = match &self.backend {
+            Backend::Local(inner) => inner.run_sync(|s| crate::context::create(s, &options))?,
+            Backend::Remote(remote) => remote.request(remote.create_context(&options)).and_then(Reply::id)?,
+        };
         Ok(Context::from_id(self.clone(), id))
     }
 
     /// Async form of [`create_context_with`](Isolate::create_context_with).
     pub fn create_context_async(&self, options: ContextOptions) -> Operation<Context> {
         let isolate = self.clone();
-        let done = self.inner.run_async(move |s| crate::context::create(s, &options));
-        Operation::new(async move { Ok(Context::from_id(isolate, done.await?)) })
+        match &self.backend {
+            Backend::Local(inner) => {
+                let done = inner.run_async(move |s| crate::context::create(s, &options));
+                Operation::new(async move { Ok(Context::from_id(isolate, done.await?)) })
+            }
+            Backend::Remote(remote) => {
+                let done = remote.request_async(remote.create_context(&options));
+                Operation::new(async move { Ok(Context::from_id(isolate, done.await?.id()?)) })
+            }
+        }
     }
 
     /// Compiles a script, to run later in any context of this isolate.
     pub fn compile_script(&self, code: &str, options: &CompileOptions) -> Result<Script> {
-        let id = self.inner.run_sync(|s| crate::script::compile(s, code, options))?;
-        Ok(Script::from_id(self.clone(), id))
+        let compiled = match &self.backend {
+            Backend::Local(inner) => inner.run_sync(|s| crate::script::compile(s, code, options))?,
+            Backend::Remote(remote) => remote.request(crate::process::compile_script(code, options)).and_then(Reply::compiled)?.into(),
+        };
+        Ok(Script::from_id(self.clone(), compiled))
     }
 
     /// Async form of [`compile_script`](Isolate::compile_script).
     pub fn compile_script_async(&self, code: impl Into<String>, options: CompileOptions) -> Operation<Script> {
         let isolate = self.clone();
         let code = code.into();
-        let done = self.inner.run_async(move |s| crate::script::compile(s, &code, &options));
-        Operation::new(async move { Ok(Script::from_id(isolate, done.await?)) })
+        match &self.backend {
+            Backend::Local(inner) => {
+                let done = inner.run_async(move |s| crate::script::compile(s, &code, &options));
+                Operation::new(async move { Ok(Script::from_id(isolate, done.await?)) })
+            }
+            Backend::Remote(remote) => {
+                let done = remote.request_async(crate::process::compile_script(&code, &options));
+                Operation::new(async move { Ok(Script::from_id(isolate, done.await?.compiled()?.into())) })
+            }
+        }
     }
 
     /// V8's heap statistics for this isolate.
     pub fn heap_statistics(&self) -> Result<HeapStatistics> {
-        self.inner.run_sync(heap_statistics)
+        match &self.backend {
+            Backend::Local(inner) => inner.run_sync(heap_statistics),
+            Backend::Remote(remote) => remote.request(Op::HeapStatistics).and_then(Reply::heap),
+        }
     }
 
     /// Async form of [`heap_statistics`](Isolate::heap_statistics).
     pub fn heap_statistics_async(&self) -> Operation<HeapStatistics> {
-        Operation::new(self.inner.run_async(heap_statistics))
+        match &self.backend {
+            Backend::Local(inner) => Operation::new(inner.run_async(heap_statistics)),
+            Backend::Remote(remote) => {
+                let done = remote.request_async(Op::HeapStatistics);
+                Operation::new(async move { done.await?.heap() })
+            }
+        }
     }
 
     /// CPU time this isolate has used: the CPU clock of the threads that held it, while they
     /// held it. Readable live, from any thread. Fails once disposed.
     pub fn cpu_time(&self) -> Result<Duration> {
-        self.inner.check_alive()?;
-        Ok(self.inner.clock.cpu_time())
+        match &self.backend {
+            Backend::Local(inner) => {
+                inner.check_alive()?;
+                Ok(inner.clock.cpu_time())
+            }
+            Backend::Remote(remote) => remote.times().map(|(cpu, _)| cpu),
+        }
     }
 
     /// Wall-clock time during which this isolate was held by some thread.
     pub fn wall_time(&self) -> Result<Duration> {
-        self.inner.check_alive()?;
-        Ok(self.inner.clock.wall_time())
+        match &self.backend {
+            Backend::Local(inner) => {
+                inner.check_alive()?;
+                Ok(inner.clock.wall_time())
+            }
+            Backend::Remote(remote) => remote.times().map(|(_, wall)| wall),
+        }
     }
 
     /// Disposes the isolate: a running script is terminated (its caller gets
@@ -320,23 +501,46 @@ impl Isolate {
     /// on a background thread once no thread is using the isolate, so `dispose` returns
     /// without waiting for it. Disposing twice is an error, as in isolated-vm.
     pub fn dispose(&self) -> Result<()> {
-        if self.inner.dispose() { Ok(()) } else { Err(Error::disposed("Isolate is already disposed")) }
+        let disposed = match &self.backend {
+            Backend::Local(inner) => inner.dispose(),
+            Backend::Remote(remote) => remote.dispose(),
+        };
+        if disposed { Ok(()) } else { Err(Error::disposed("Isolate is already disposed")) }
     }
 
-    /// Whether the isolate is disposed (or being disposed).
+    /// Whether the isolate is disposed (or being disposed). A process-isolated isolate is
+    /// also disposed once its worker process has exited.
     pub fn is_disposed(&self) -> bool {
-        self.inner.disposed.load(Ordering::SeqCst)
+        match &self.backend {
+            Backend::Local(inner) => inner.is_disposed(),
+            Backend::Remote(remote) => remote.is_disposed(),
+        }
     }
 
     /// Whether `other` is a handle to the same isolate.
     pub fn same(&self, other: &Isolate) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        match (&self.backend, &other.backend) {
+            (Backend::Local(a), Backend::Local(b)) => Arc::ptr_eq(a, b),
+            (Backend::Remote(a), Backend::Remote(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Releases the engine object behind a handle id.
+    pub(crate) fn release_handle(&self, id: u64) -> bool {
+        match &self.backend {
+            Backend::Local(inner) => inner.remove(id),
+            Backend::Remote(remote) => remote.release(id),
+        }
     }
 }
 
 impl std::fmt::Debug for Isolate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Isolate").field("disposed", &self.is_disposed()).finish_non_exhaustive()
+        f.debug_struct("Isolate")
+            .field("disposed", &self.is_disposed())
+            .field("process_isolated", &self.is_process_isolated())
+            .finish_non_exhaustive()
     }
 }
 

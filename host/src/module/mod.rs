@@ -21,14 +21,16 @@ use crate::context::{Context, EvalOptions};
 use crate::engine::tasks;
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
-use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
+use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
+use crate::process::protocol::{Op, Wire};
+use crate::process::{self, RemoteIsolate};
 use crate::reference::Reference;
 use crate::run::{self, Limits};
 use crate::script::{CompileOptions, origin, source_string};
 use crate::value::{js, wire};
 
 /// One `import` of a module: its specifier and import attributes (`with { type: 'json' }`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ImportRequest {
     /// What follows `from`, as written.
     pub specifier: String,
@@ -100,7 +102,10 @@ impl Isolate {
     /// Compiles an ES module (isolated-vm's `compileModule`). `options.origin.filename`
     /// names it in stack traces, for resolvers and in `import.meta`.
     pub fn compile_module(&self, code: &str, options: &CompileOptions) -> Result<Module> {
-        let compiled = self.inner.run_sync(|s| compile(s, code, options))?;
+        let compiled = match &self.backend {
+            Backend::Local(inner) => inner.run_sync(|s| compile(s, code, options))?,
+            Backend::Remote(remote) => remote.request(process::compile_module(code, options))?.compiled()?.into(),
+        };
         Ok(Module::new(self.clone(), compiled, options.origin.filename.clone(), None))
     }
 
@@ -108,19 +113,36 @@ impl Isolate {
     pub fn compile_module_async(&self, code: impl Into<String>, options: CompileOptions) -> Operation<Module> {
         let (isolate, code) = (self.clone(), code.into());
         let filename = options.origin.filename.clone();
-        let done = self.inner.run_async(move |s| compile(s, &code, &options));
-        Operation::new(async move { Ok(Module::new(isolate, done.await?, filename, None)) })
+        match &self.backend {
+            Backend::Local(inner) => {
+                let done = inner.run_async(move |s| compile(s, &code, &options));
+                Operation::new(async move { Ok(Module::new(isolate, done.await?, filename, None)) })
+            }
+            Backend::Remote(remote) => {
+                let done = remote.request_async(process::compile_module(&code, &options));
+                Operation::new(async move { Ok(Module::new(isolate, done.await?.compiled()?.into(), filename, None)) })
+            }
+        }
     }
 
     /// A module whose exports are Rust data: `exports` must serialize to a map from export
     /// names to values (e.g. a struct, or `serde_json::json!({ "default": ..., "limit": 3 })`).
     /// Every importer gets its own copy of the values.
     pub fn data_module(&self, name: &str, exports: impl Serialize) -> Result<Module> {
-        let exports = match crate::value::to_value(&exports)? {
+        let exports = crate::value::to_value(&exports)?;
+        if let Backend::Remote(remote) = &self.backend {
+            if !matches!(exports, crate::Value::Object(_)) {
+                return Err(not_a_map());
+            }
+            let exports = Wire { bytes: wire::to_wire(&exports)?, shared: Vec::new() };
+            let id = remote.request(Op::DataModule { name: name.to_owned(), exports })?.id()?;
+            return Ok(Module::new(self.clone(), (id, Vec::new(), CacheOutcome::default()), name.to_owned(), None));
+        }
+        let exports = match exports {
             crate::Value::Object(map) => {
                 map.into_iter().map(|(k, v)| Ok((k, Export::Wire(wire::to_wire(&v)?)))).collect::<Result<Vec<_>>>()?
             }
-            _ => return Err(Error::InvalidArgument("a data module's exports must be a map of names to values".into())),
+            _ => return Err(not_a_map()),
         };
         self.synthetic_module(name, exports)
     }
@@ -128,13 +150,18 @@ impl Isolate {
     /// A JSON module: its default export is `JSON.parse(json)` (what
     /// `import data from './x.json' with { type: 'json' }` imports).
     pub fn json_module(&self, name: &str, json: &str) -> Result<Module> {
+        if let Backend::Remote(remote) = &self.backend {
+            let id = remote.request(Op::JsonModule { name: name.to_owned(), json: json.to_owned() })?.id()?;
+            return Ok(Module::new(self.clone(), (id, Vec::new(), CacheOutcome::default()), name.to_owned(), None));
+        }
         self.synthetic_module(name, vec![("default".to_owned(), Export::Json(json.to_owned()))])
     }
 
     fn synthetic_module(&self, name: &str, exports: Vec<(String, Export)>) -> Result<Module> {
+        let Some(inner) = self.as_local() else { unreachable!("remote isolates make synthetic modules in their worker") };
         let exports = Arc::new(Exports(exports));
         let made = exports.clone();
-        let id = self.inner.run_sync(|s| create_synthetic(s, name, made))?;
+        let id = inner.run_sync(|s| create_synthetic(s, name, made))?;
         Ok(Module::new(self.clone(), (id, Vec::new(), CacheOutcome::default()), name.to_owned(), Some(exports)))
     }
 
@@ -146,19 +173,32 @@ impl Isolate {
     /// The hook is kept as long as the isolate; one that holds a handle to the isolate keeps
     /// it alive until it is disposed.
     pub fn set_dynamic_import(&self, hook: impl Fn(&Isolate, &ImportRequest, &str) -> Result<Module> + Send + Sync + 'static) {
-        *self.hooks().import.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+        match &self.backend {
+            Backend::Local(inner) => *inner.module_hooks.import.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook)),
+            Backend::Remote(remote) => {
+                *remote.import.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+                // A disposed isolate needs no hook.
+                let _ = remote.run(Ok(Op::Hooks { import: true, meta: false }));
+            }
+        }
     }
 
     /// Fills `import.meta` of each module on first use with the properties of
     /// `hook(filename)` (an object, e.g. `{ "url": ... }`). Without a hook, `import.meta.url`
     /// is the module's filename.
     pub fn set_import_meta(&self, hook: impl Fn(&str) -> Result<crate::Value> + Send + Sync + 'static) {
-        *self.hooks().meta.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+        match &self.backend {
+            Backend::Local(inner) => *inner.module_hooks.meta.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook)),
+            Backend::Remote(remote) => {
+                *remote.meta.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+                let _ = remote.run(Ok(Op::Hooks { import: false, meta: true }));
+            }
+        }
     }
+}
 
-    fn hooks(&self) -> Arc<Hooks> {
-        self.inner.module_hooks.clone()
-    }
+fn not_a_map() -> Error {
+    Error::InvalidArgument("a data module's exports must be a map of names to values".into())
 }
 
 impl Module {
@@ -226,7 +266,10 @@ impl Module {
         }
         let context_id = context.id();
         let root = self.handle.id;
-        self.inner().run_sync(|s| instantiate(s, root, context_id, &plan))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| instantiate(s, root, context_id, &plan)),
+            Backend::Remote(remote) => remote.run(Ok(instantiate_op(root, context_id, &plan))),
+        }
     }
 
     /// Async form of [`instantiate`](Module::instantiate), with an async resolver (which may
@@ -258,7 +301,10 @@ impl Module {
                     }
                 }
                 let (root, context_id) = (module.handle.id, context.id());
-                module.inner().run_async(move |s| instantiate(s, root, context_id, &plan)).await
+                match &module.isolate().backend {
+                    Backend::Local(inner) => inner.run_async(move |s| instantiate(s, root, context_id, &plan)).await,
+                    Backend::Remote(remote) => remote.run_async(Ok(instantiate_op(root, context_id, &plan))).await,
+                }
             };
             let _ = tx.send(linked.await);
         });
@@ -270,13 +316,19 @@ impl Module {
     /// same error again if evaluated again.
     pub fn evaluate(&self, options: &EvalOptions) -> Result<()> {
         let id = self.handle.id;
-        self.inner().run_sync(|s| evaluate(s, id, options))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| evaluate(s, id, options)),
+            Backend::Remote(remote) => remote.run(Ok(Op::Evaluate { module: id, run: process::run_options(options) })),
+        }
     }
 
     /// Async form of [`evaluate`](Module::evaluate).
     pub fn evaluate_async(&self, options: EvalOptions) -> Operation<()> {
         let id = self.handle.id;
-        Operation::new(self.inner().run_async(move |s| evaluate(s, id, &options)))
+        match &self.isolate().backend {
+            Backend::Local(inner) => Operation::new(inner.run_async(move |s| evaluate(s, id, &options))),
+            Backend::Remote(remote) => remote.run_async(Ok(Op::Evaluate { module: id, run: process::run_options(&options) })),
+        }
     }
 
     /// A reference to the module's namespace object. Its bindings are live: reading through
@@ -284,16 +336,19 @@ impl Module {
     /// [`accessors`](Reference::accessors), as in isolated-vm).
     pub fn namespace(&self) -> Result<Reference> {
         let id = self.handle.id;
-        self.inner().run_sync(|s| {
-            let inner = s.inner.clone();
-            run::run_in_context(
-                s,
-                id,
-                Limits::default(),
-                |scope| Ok(module_of(scope, &inner, id)?.get_module_namespace()),
-                |scope, namespace| Ok(Reference::create(scope, &inner, namespace, false).accessors()),
-            )
-        })
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| {
+                let inner = s.inner.clone();
+                run::run_in_context(
+                    s,
+                    id,
+                    Limits::default(),
+                    |scope| Ok(module_of(scope, &inner, id)?.get_module_namespace()),
+                    |scope, namespace| Ok(Reference::create(scope, &inner, namespace, false).accessors()),
+                )
+            }),
+            Backend::Remote(remote) => remote.read::<Reference>(Ok(Op::Namespace { module: id }), false).map(Reference::accessors),
+        }
     }
 
     /// Releases the handle. Returns whether it was still held.
@@ -301,8 +356,13 @@ impl Module {
         self.handle.release()
     }
 
-    fn inner(&self) -> &Arc<IsolateInner> {
-        &self.handle.isolate.inner
+    /// The module's id in `remote`, which must be its isolate.
+    pub(crate) fn remote_id(&self, remote: &Arc<RemoteIsolate>) -> Result<u64> {
+        if remote.is(self.isolate()) {
+            Ok(self.handle.id)
+        } else {
+            Err(Error::InvalidArgument("Resolved dependency was not `Module`: the module belongs to another isolate".into()))
+        }
     }
 
     fn check_context(&self, context: &Context) -> Result<()> {
@@ -320,15 +380,26 @@ impl Module {
     }
 
     /// Whether V8 has linked the module (its imports are resolved).
-    fn is_linked(&self) -> Result<bool> {
+    pub(crate) fn is_linked(&self) -> Result<bool> {
         let id = self.handle.id;
-        self.inner().run_sync(|s| linked(s, id))
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_sync(|s| linked(s, id)),
+            Backend::Remote(remote) => remote.request(Op::Linked { module: id })?.linked(),
+        }
     }
 
     async fn is_linked_async(&self) -> Result<bool> {
         let id = self.handle.id;
-        self.inner().run_async(move |s| linked(s, id)).await
+        match &self.isolate().backend {
+            Backend::Local(inner) => inner.run_async(move |s| linked(s, id)).await,
+            Backend::Remote(remote) => remote.request_async(Op::Linked { module: id }).await?.linked(),
+        }
     }
+}
+
+fn instantiate_op(root: u64, context: u64, plan: &[Link]) -> Op {
+    let links = plan.iter().map(|l| (l.referrer.handle.id, l.request.clone(), l.target.handle.id)).collect();
+    Op::Instantiate { module: root, context, links }
 }
 
 /// One resolved import.
@@ -515,8 +586,8 @@ fn synthetic_steps<'s>(context: v8::Local<'s, v8::Context>, module: v8::Local<'s
     Some(v8::undefined(scope).into())
 }
 
-type ImportHook = Arc<dyn Fn(&Isolate, &ImportRequest, &str) -> Result<Module> + Send + Sync>;
-type MetaHook = Arc<dyn Fn(&str) -> Result<crate::Value> + Send + Sync>;
+pub(crate) type ImportHook = Arc<dyn Fn(&Isolate, &ImportRequest, &str) -> Result<Module> + Send + Sync>;
+pub(crate) type MetaHook = Arc<dyn Fn(&str) -> Result<crate::Value> + Send + Sync>;
 
 /// An isolate's module hooks and bookkeeping, reachable from V8's callbacks.
 #[derive(Default)]
@@ -591,7 +662,7 @@ fn import<'s>(scope: &mut v8::PinScope<'s, '_>, request: &ImportRequest, referre
     let hook = inner.module_hooks.import.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
         Error::js("TypeError", format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier))
     })?;
-    let isolate = Isolate { inner: inner.clone() };
+    let isolate = Isolate::local(inner.clone());
     let module = hook(&isolate, request, referrer)?;
     // Link in the context that asked, with the hook resolving the module's own imports.
     let context = scope.get_current_context();

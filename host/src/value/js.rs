@@ -103,14 +103,34 @@ pub(crate) fn to_v8<'s, T: Serialize + ?Sized>(scope: &mut v8::PinScope<'s, '_>,
         }
     }
     let bytes = wire::to_wire(value)?;
-    // After the two header bytes: a primitive is made directly, anything else by V8.
-    if let Some(b'_' | b'0' | b'T' | b'F' | b'I' | b'N' | b'Z' | b'"' | b'S') = bytes.get(2) {
-        let value = wire::read_value(&bytes, &wire::NoStores)?;
-        if let Some(p) = make_primitive(scope, &value)? {
-            return Ok(p);
-        }
+    if let Some(p) = wire_primitive(scope, &bytes)? {
+        return Ok(p);
     }
     deserialize(scope, &bytes, Incoming::default())
+}
+
+/// A primitive in wire bytes, made directly; `None` for anything else, which V8 builds.
+fn wire_primitive<'s>(scope: &v8::PinScope<'s, '_>, bytes: &[u8]) -> Result<Option<v8::Local<'s, v8::Value>>, Error> {
+    if !wire::is_primitive(bytes) {
+        return Ok(None);
+    }
+    make_primitive(scope, &wire::read_value(bytes, &wire::NoStores)?)
+}
+
+/// Builds a value that came from another process in the wire format; the SharedArrayBuffers
+/// it refers to arrive as copies of their contents.
+pub(crate) fn from_wire<'s>(scope: &mut v8::PinScope<'s, '_>, data: &crate::process::protocol::Wire) -> Result<v8::Local<'s, v8::Value>, Error> {
+    if let Some(p) = wire_primitive(scope, &data.bytes)? {
+        return Ok(p);
+    }
+    let memory = MemoryGuard::of(scope);
+    let shared = data
+        .shared
+        .iter()
+        .map(|bytes| memory.adopt(bytes.to_vec()).map(|store| store.make_shared()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::js("RangeError", "Array buffer allocation failed"))?;
+    deserialize(scope, &data.bytes, Incoming { shared, ..Default::default() })
 }
 
 /// `JSON.parse` of text the JSON writer made (no reviver: no JavaScript runs).
@@ -261,6 +281,11 @@ pub(crate) fn from_v8_args<'s, A: DeserializeOwned + 'static>(
     args: &[v8::Local<'s, v8::Value>],
 ) -> Result<A, Error> {
     let list = args.iter().map(|arg| copy_out(scope, *arg)).collect::<Result<Vec<_>, _>>()?;
+    args_from_list(list)
+}
+
+/// [`from_v8_args`] for arguments already copied out (a call from a worker process).
+pub(crate) fn args_from_list<A: DeserializeOwned + 'static>(list: Vec<Value>) -> Result<A, Error> {
     if std::any::TypeId::of::<A>() == std::any::TypeId::of::<Value>() {
         return super::from_value(Value::Array(list));
     }

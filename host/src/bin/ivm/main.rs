@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ivm::{
     CompileOptions, ConsoleLevel, Context, ContextOptions, DirLoader, Error, ErrorKind, EvalOptions, Isolate, IsolateOptions,
-    ScriptOrigin, Value,
+    Isolation, ScriptOrigin, Value,
 };
 
 use code_cache::DiskCache;
@@ -38,6 +38,9 @@ OPTIONS:
     --code-cache DIR    Keep sealed code caches of FILE in DIR across runs; the key that
                         seals them is DIR/key (made on first use, readable by the owner only)
     --code-cache-key F  Seal code caches with the key in file F (32 bytes or more)
+    --isolation MODE    Where the isolate lives: 'in-process' (default, or IVM_ISOLATION)
+                        or 'process' (a worker process: a V8 crash or abort, or a
+                        script that ignores its timeout, ends only the worker)
     -v, --verbose       Report on stderr what the code cache did
     --max-isolates N    component: isolates the guest may hold at once (default 16)
     --memory-budget MB  component: sum of its isolates' memory limits (default 2048)
@@ -51,7 +54,8 @@ warn, trace, error to stderr) and nothing else from the host. A promise returned
 script is awaited.
 
 EXIT STATUS:
-    0 success, 1 JavaScript exception, 2 usage error, 3 timeout, 4 memory limit
+    0 success, 1 JavaScript exception, 2 usage error, 3 timeout, 4 memory limit,
+    5 the isolate's worker process crashed
 ";
 
 struct Args {
@@ -67,6 +71,7 @@ struct Args {
     verbose: bool,
     max_isolates: Option<u64>,
     memory_budget: Option<u64>,
+    isolation: Option<Isolation>,
 }
 
 enum Command {
@@ -91,6 +96,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let (mut json, mut module, mut verbose) = (false, false, false);
     let (mut allow_read, mut code_cache, mut code_cache_key) = (None, None, None);
     let (mut max_isolates, mut memory_budget) = (None, None);
+    let mut isolation = None;
     let mut words = Vec::new();
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -113,6 +119,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
                     _ => &mut code_cache_key,
                 };
                 *slot = Some(PathBuf::from(value));
+            }
+            "--isolation" => {
+                let Some(value) = argv.next() else { return usage("--isolation needs a value") };
+                match value.parse::<Isolation>() {
+                    Ok(mode) => isolation = Some(mode),
+                    Err(e) => return usage(e.message()),
+                }
             }
             "--max-isolates" | "--memory-budget" => {
                 let Some(value) = argv.next() else { return usage(&format!("{arg} needs a value")) };
@@ -166,10 +179,29 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     if (max_isolates.is_some() || memory_budget.is_some()) && !matches!(command, Command::Component { .. }) {
         return usage("--max-isolates and --memory-budget go with 'component run'");
     }
-    Parsed::Go(Args { command, memory_limit, timeout, json, module, allow_read, code_cache, code_cache_key, verbose, max_isolates, memory_budget })
+    if isolation == Some(Isolation::Process) && matches!(command, Command::Component { .. }) {
+        return usage("a component's isolates live in the host process: --isolation process goes with 'run' and 'eval'");
+    }
+    Parsed::Go(Args {
+        command,
+        memory_limit,
+        timeout,
+        json,
+        module,
+        allow_read,
+        code_cache,
+        code_cache_key,
+        verbose,
+        max_isolates,
+        memory_budget,
+        isolation,
+    })
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(ivm::process::WORKER_ARG) {
+        return ivm::process::serve_worker();
+    }
     let args = match parse(std::env::args().skip(1)) {
         Parsed::Go(args) => args,
         Parsed::Exit(code) => return code,
@@ -211,6 +243,7 @@ fn main() -> ExitCode {
         Err(e) => match e.kind() {
             ErrorKind::Timeout => 3,
             ErrorKind::MemoryLimit => 4,
+            ErrorKind::WorkerCrashed => 5,
             _ => 1,
         },
     };
@@ -246,6 +279,9 @@ fn read_source(path: &str) -> std::io::Result<String> {
 /// An isolate with the limits asked for, and a context with a `console`.
 fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
     let mut options = IsolateOptions::default().memory_limit(args.memory_limit);
+    if let Some(isolation) = args.isolation {
+        options = options.isolation(isolation);
+    }
     if let Some(cache) = cache {
         options = options.code_cache_key(cache.key());
     }

@@ -31,6 +31,12 @@ const LATEST_VERSION: u32 = 16;
 /// Nesting deeper than this is refused rather than risking the thread's stack.
 const MAX_DEPTH: usize = 1000;
 
+/// Whether wire bytes hold a primitive (the tag after the two header bytes): undefined,
+/// null, a boolean, a number, a BigInt or a string.
+pub(crate) fn is_primitive(bytes: &[u8]) -> bool {
+    matches!(bytes.get(2), Some(b'_' | b'0' | b'T' | b'F' | b'I' | b'U' | b'N' | b'Z' | b'"' | b'c' | b'S'))
+}
+
 /// Byte stores that travel beside the bytes: transferred ArrayBuffers and SharedArrayBuffers,
 /// by the ids the serializer gave them.
 pub(crate) trait Stores {

@@ -1,0 +1,197 @@
+//! [`WorkerPool`]: worker processes, started lazily, shared by isolates as configured, and
+//! reused.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::link::Link;
+use super::protocol::Op;
+use super::remote::RemoteIsolate;
+use crate::error::{Error, Result};
+use crate::isolate::IsolateOptions;
+
+/// Options for a [`WorkerPool`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolOptions {
+    /// How many isolates one worker hosts at most. 1 (the default): each isolate has a worker
+    /// of its own, so nothing one does can touch another. More: fewer processes, but isolates
+    /// in one worker share its fate.
+    pub isolates_per_worker: usize,
+    /// Workers without isolates kept warm for the next ones (default 1); others exit.
+    pub idle_workers: usize,
+    /// The worker program (default: `IVM_WORKER`, else this executable if it is `ivm`, else
+    /// an `ivm` beside it). It is run with [`WORKER_ARG`](super::WORKER_ARG).
+    pub worker_program: Option<PathBuf>,
+    /// The writable memory a worker may map, in MB (`RLIMIT_DATA`, which counts mappings
+    /// whether touched or not: V8 maps about 530 MB per isolate). Past it, the worker's
+    /// allocations fail and V8 aborts it. Default: 3 GB, plus 1 GB and twice the memory
+    /// limit per isolate, raised as isolates arrive: a backstop for what V8's limits do not
+    /// see, such as native memory.
+    pub memory_ceiling: Option<u64>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions { isolates_per_worker: 1, idle_workers: 1, worker_program: None, memory_ceiling: None }
+    }
+}
+
+impl PoolOptions {
+    /// Sets how many isolates share a worker.
+    pub fn isolates_per_worker(mut self, n: usize) -> Self {
+        self.isolates_per_worker = n.max(1);
+        self
+    }
+    /// Sets how many idle workers are kept.
+    pub fn idle_workers(mut self, n: usize) -> Self {
+        self.idle_workers = n;
+        self
+    }
+    /// Sets the worker program.
+    pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_program = Some(path.into());
+        self
+    }
+    /// Sets a fixed memory ceiling per worker, in MB.
+    pub fn memory_ceiling(mut self, mb: u64) -> Self {
+        self.memory_ceiling = Some(mb);
+        self
+    }
+}
+
+/// Worker processes for process-isolated isolates ([`Isolation::Process`](super::Isolation)).
+///
+/// Workers start when an isolate needs one and are reused: an isolate goes to a worker of its
+/// tenant ([`IsolateOptions::tenant`]) that hosts fewer than
+/// [`isolates_per_worker`](PoolOptions::isolates_per_worker) isolates, else to a new worker.
+/// `WorkerPool` is a cheap handle; workers end when their pool and isolates are gone, and
+/// always with the host process.
+///
+/// ```
+/// use ivm::{Isolate, IsolateOptions, PoolOptions, WorkerPool};
+/// # let worker = env!("CARGO_BIN_EXE_ivm");
+/// let pool = WorkerPool::new(PoolOptions::default().isolates_per_worker(8)
+/// #   .worker_program(worker)
+/// );
+/// let a = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
+/// let b = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
+/// assert_eq!(a.worker_pid(), b.worker_pid());
+/// let c = Isolate::new(IsolateOptions::default().pool(&pool).tenant("globex"))?;
+/// assert_ne!(a.worker_pid(), c.worker_pid());
+/// # Ok::<(), ivm::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<Pool>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool").field("options", &self.inner.options).field("workers", &self.workers()).finish()
+    }
+}
+
+struct Pool {
+    options: PoolOptions,
+    workers: Mutex<Vec<Arc<Link>>>,
+}
+
+/// An isolate's place in a worker; given back on drop.
+pub(crate) struct Lease {
+    pool: Arc<Pool>,
+    link: Arc<Link>,
+    memory_limit: u64,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.link.unreserve(self.memory_limit);
+        let mut workers = self.pool.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.link.hosted.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let idle = workers.iter().filter(|w| w.hosted.load(Ordering::SeqCst) == 0 && w.crash().is_none()).count();
+        if idle > self.pool.options.idle_workers || self.link.crash().is_some() {
+            workers.retain(|w| !Arc::ptr_eq(w, &self.link));
+            self.link.retire();
+        }
+    }
+}
+
+impl WorkerPool {
+    /// A pool with these options.
+    pub fn new(options: PoolOptions) -> WorkerPool {
+        WorkerPool { inner: Arc::new(Pool { options, workers: Mutex::default() }) }
+    }
+
+    /// The process-wide pool with default options, used by isolates that name none.
+    pub fn global() -> WorkerPool {
+        static GLOBAL: OnceLock<WorkerPool> = OnceLock::new();
+        GLOBAL.get_or_init(|| WorkerPool::new(PoolOptions::default())).clone()
+    }
+
+    /// Starts `n` workers for `tenant` now, so the next isolates need not wait for a process
+    /// to start.
+    pub fn prestart(&self, n: usize, tenant: Option<&str>) -> Result<()> {
+        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..n {
+            workers.push(self.inner.spawn(tenant.map(str::to_owned))?);
+        }
+        Ok(())
+    }
+
+    /// Worker processes alive now.
+    pub fn workers(&self) -> usize {
+        self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|w| w.crash().is_none()).count()
+    }
+
+    /// Creates an isolate in a worker. A worker found dead on the way is replaced: new
+    /// isolates work even right after a crash.
+    pub(crate) fn create_isolate(&self, options: IsolateOptions) -> Result<Arc<RemoteIsolate>> {
+        let mut attempts = 0;
+        loop {
+            let lease = self.lease(options.tenant.clone(), options.memory_limit)?;
+            let op = Op::CreateIsolate {
+                memory_limit: options.memory_limit,
+                rejections: options.on_unhandled_rejection.is_some(),
+                cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
+            };
+            let link = lease.link.clone();
+            let created = link.send(None, None, op, None, false).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
+            match created {
+                Ok(reply) => return Ok(RemoteIsolate::new(link, reply.id()?, &options, lease)),
+                Err(Error::WorkerCrashed { .. }) if attempts < 2 && link.crash().is_some() => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn lease(&self, tenant: Option<String>, memory_limit: u64) -> Result<Lease> {
+        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+        workers.retain(|w| w.crash().is_none());
+        let per_worker = self.inner.options.isolates_per_worker.max(1);
+        let link = match workers.iter().find(|w| w.tenant == tenant && w.hosted.load(Ordering::SeqCst) < per_worker) {
+            Some(link) => link.clone(),
+            None => {
+                let link = self.inner.spawn(tenant)?;
+                workers.push(link.clone());
+                link
+            }
+        };
+        let hosted = link.hosted.fetch_add(1, Ordering::SeqCst) + 1;
+        link.reserve(memory_limit, hosted);
+        Ok(Lease { pool: self.inner.clone(), link, memory_limit })
+    }
+}
+
+impl Pool {
+    fn spawn(&self, tenant: Option<String>) -> Result<Arc<Link>> {
+        let program = super::worker_program(self.options.worker_program.as_ref())?;
+        Link::spawn(&program, self.options.memory_ceiling, tenant).map_err(|e| match e {
+            Error::WorkerCrashed { reason } => Error::WorkerCrashed { reason: format!("no worker: {reason}") },
+            other => other,
+        })
+    }
+}

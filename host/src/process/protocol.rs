@@ -1,0 +1,263 @@
+//! The host ↔ worker protocol: MessagePack messages (serde + rmp-serde) in length-prefixed
+//! frames over the worker's standard input and output.
+//!
+//! A frame is a little-endian `u32` length and that many bytes of message. The worker speaks
+//! first with `Hello`, carrying [`VERSION`]; a different version, a malformed message or a
+//! frame over [`MAX_FRAME`] ends the link: the host kills that worker, and only its isolates
+//! are affected. Values travel in V8's structured-clone format ([`Wire`]): host and worker are
+//! the same binary, so the same V8.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, JsError};
+use crate::module::ImportRequest;
+
+/// The protocol version both sides must speak.
+pub(crate) const VERSION: u32 = 1;
+/// The largest frame either side accepts.
+pub(crate) const MAX_FRAME: usize = 256 << 20;
+
+/// A value in V8's structured-clone format, with the contents of the SharedArrayBuffers it
+/// refers to (which cannot be shared across processes, so they are copied).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Wire {
+    #[serde(with = "serde_bytes")]
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) shared: Vec<serde_bytes::ByteBuf>,
+}
+
+/// Worker-side ids: of isolates, and of handles (contexts, scripts, references, modules).
+pub(crate) type Id = u64;
+
+/// Host → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// An operation. `within` is the worker's call this request is made from (a host
+    /// function running for it), which the worker runs it in, inline.
+    Request { id: u64, within: Option<u64>, isolate: Option<Id>, op: Op },
+    /// The answer to a worker's call of a host function or hook.
+    Reply { call: u64, result: Result<Answer, Error> },
+}
+
+/// Worker → host.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FromWorker {
+    Hello { version: u32, pid: u32 },
+    Response { id: u64, result: Result<Reply, Error> },
+    /// JavaScript called a host function or hook, while running `request` (if it was).
+    /// Requests the host makes while it answers carry `within: Some(call)`.
+    Call { call: u64, isolate: Id, request: Option<u64>, target: Target },
+    /// Output of a context's `console`.
+    Console { isolate: Id, sink: u64, level: u8, text: String },
+    /// An unhandled promise rejection.
+    Rejection { isolate: Id, error: JsError },
+}
+
+/// What a worker's call asks of the host.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Target {
+    /// Host function `callback` with the arguments (an array).
+    Callback { callback: u64, args: Wire },
+    /// The dynamic-import hook.
+    Import { request: ImportRequest, referrer: String },
+    /// The `import.meta` hook.
+    Meta { filename: String },
+}
+
+/// The host's answer to a call.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    Value(Wire),
+    Module(Id),
+}
+
+/// How a host function behaves (see [`Callback`](crate::Callback)'s constructors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum CallKind {
+    Sync,
+    Async,
+    Blocking,
+    Ignored,
+}
+
+/// What a result should become: the caller's [`FromJs`](crate::FromJs) type.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Want {
+    /// A copy, for a serde type.
+    Data,
+    /// A [`Value`](crate::Value), by the transfer rule.
+    Value,
+    /// A [`Transferred`](crate::Transferred), by the transfer rule.
+    Transferred,
+    Reference,
+    ExternalCopy,
+    /// Nothing (`()`).
+    Nothing,
+}
+
+/// A result, as [`Want`] asked.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Out {
+    Data(Wire),
+    Reference { id: Id, type_of: String },
+    ExternalCopy(Copy),
+    Nothing,
+}
+
+/// An external copy's bytes and the ArrayBuffers transferred with it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Copy {
+    #[serde(with = "serde_bytes")]
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) buffers: Vec<serde_bytes::ByteBuf>,
+}
+
+/// A value going into a worker's isolate.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Input {
+    Data(Wire),
+    /// A host function, by its id on the host.
+    Callback { callback: u64, kind: CallKind, name: String },
+    /// A value of that isolate (`release`: release the reference once used).
+    Reference { id: Id, release: bool },
+    /// An external copy, copied in (its transferred buffers move in with `transfer_in`).
+    Copy { copy: Copy, transfer_in: bool },
+}
+
+/// Where code comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Origin {
+    pub(crate) filename: String,
+    pub(crate) line: i32,
+    pub(crate) column: i32,
+}
+
+/// The options of a run: [`EvalOptions`](crate::EvalOptions).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Run {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) promise: bool,
+    pub(crate) origin: Origin,
+    pub(crate) transfer: u8,
+}
+
+/// The options of a compile: [`CompileOptions`](crate::CompileOptions), with the cache sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Compile {
+    pub(crate) origin: Origin,
+    #[serde(with = "serde_bytes")]
+    pub(crate) cached: Option<Vec<u8>>,
+    pub(crate) produce: bool,
+}
+
+/// How a reference reads properties: [`Reference::inherit`](crate::Reference::inherit) and
+/// [`accessors`](crate::Reference::accessors).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Access {
+    pub(crate) inherit: bool,
+    pub(crate) accessors: bool,
+}
+
+/// A property key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Key {
+    Name(String),
+    Index(u32),
+}
+
+/// An operation for the worker. Handle ids are of the request's isolate.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Op {
+    CreateIsolate { memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>> },
+    Dispose,
+    HeapStatistics,
+    Times,
+    CreateContext { console: Option<u64> },
+    Release { handle: Id },
+    Eval { context: Id, code: String, run: Run, want: Want },
+    EvalClosure { context: Id, code: String, args: Vec<Input>, run: Run, want: Want },
+    Global { context: Id },
+    GlobalGet { context: Id, name: String, want: Want },
+    GlobalSet { context: Id, name: String, value: Input },
+    CompileScript { code: String, compile: Compile },
+    RunScript { script: Id, context: Id, run: Run, want: Want },
+    Get { reference: Id, access: Access, key: Key, want: Want },
+    Set { reference: Id, key: Key, value: Input },
+    Delete { reference: Id, key: Key },
+    Apply { reference: Id, access: Access, recv: Input, args: Vec<Input>, run: Run, want: Want },
+    Copy { reference: Id, want: Want },
+    ExternalCopy { reference: Id, transfer: Vec<Id>, transfer_out: bool },
+    CompileModule { code: String, compile: Compile },
+    DataModule { name: String, exports: Wire },
+    JsonModule { name: String, json: String },
+    Linked { module: Id },
+    Instantiate { module: Id, context: Id, links: Vec<(Id, ImportRequest, Id)> },
+    Evaluate { module: Id, run: Run },
+    Namespace { module: Id },
+    Hooks { import: bool, meta: bool },
+}
+
+impl Op {
+    /// The timeout of a run.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        match self {
+            Op::Eval { run, .. } | Op::EvalClosure { run, .. } | Op::RunScript { run, .. } | Op::Apply { run, .. } | Op::Evaluate { run, .. } => {
+                run.timeout
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The worker's reply to an operation.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Done,
+    Id(Id),
+    Out(Out),
+    Copy(Copy),
+    Linked(bool),
+    Heap(crate::HeapStatistics),
+    Times { cpu: Duration, wall: Duration },
+    Compiled {
+        id: Id,
+        requests: Vec<ImportRequest>,
+        #[serde(with = "serde_bytes")]
+        produced: Option<Vec<u8>>,
+        rejected: Option<bool>,
+    },
+}
+
+/// Writes one frame.
+pub(crate) fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
+    let mut frame = vec![0u8; 4];
+    rmp_serde::encode::write(&mut frame, message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let length = frame.len() - 4;
+    if length > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a message of {length} bytes is over the limit of {MAX_FRAME}")));
+    }
+    frame[..4].copy_from_slice(&(length as u32).to_le_bytes());
+    out.write_all(&frame)?;
+    out.flush()
+}
+
+/// Reads one frame: `Ok(None)` at a clean end of input.
+pub(crate) fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<Option<T>> {
+    let mut length = [0u8; 4];
+    match input.read_exact(&mut length) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let length = u32::from_le_bytes(length) as usize;
+    if length > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes is over the limit of {MAX_FRAME}")));
+    }
+    let mut body = vec![0u8; length];
+    input.read_exact(&mut body)?;
+    rmp_serde::from_slice(&body).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("a malformed message: {e}")))
+}

@@ -1,0 +1,400 @@
+//! [`RemoteIsolate`]: the host's side of an isolate that lives in a worker process — what
+//! the public handles hold instead of an in-process isolate — and the host functions, console
+//! sinks and hooks the worker calls back into.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use std::time::Duration;
+
+use super::link::Link;
+use super::pool::Lease;
+use super::protocol::{Answer, FromWorker, Id, Op, Reply, Target, Wire};
+use crate::callback::{Callback, Invoked};
+use crate::context::{ConsoleLevel, ContextOptions};
+use crate::engine::tasks;
+use crate::error::{Error, Result};
+use crate::isolate::{Backend, CatastrophicHandler, Isolate, Operation, rejections};
+use crate::transfer::{FromJs, read_remote};
+use crate::module::{ImportHook, MetaHook};
+use crate::value::{Value, wire};
+
+type Sink = Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>;
+
+/// An isolate in a worker process.
+pub(crate) struct RemoteIsolate {
+    pub(crate) link: Arc<Link>,
+    /// The isolate's id in the worker.
+    pub(crate) id: Id,
+    disposed: AtomicBool,
+    grace: Duration,
+    on_catastrophic_error: Option<CatastrophicHandler>,
+    on_unhandled_rejection: Option<rejections::Handler>,
+    /// Host state the worker's JavaScript points at, by id.
+    exported: Mutex<Exported>,
+    pub(crate) import: Mutex<Option<ImportHook>>,
+    pub(crate) meta: Mutex<Option<MetaHook>>,
+    /// The isolate's place in its worker; given back when the isolate goes.
+    _lease: Lease,
+}
+
+#[derive(Default)]
+struct Exported {
+    next: u64,
+    callbacks: HashMap<u64, Callback>,
+    /// Ids of callbacks already exported, by the address of their shared state.
+    callback_ids: HashMap<usize, u64>,
+    sinks: HashMap<u64, Sink>,
+}
+
+/// The error for an async operation that would wait behind the host function waiting for it.
+const DEADLOCK: &str = "This async operation would deadlock: it was submitted from a host function that an \
+     operation of the same isolate is waiting for. Call the isolate synchronously from there.";
+
+/// The worker calls a thread is answering, outermost first: (link, call, isolate).
+///
+/// A host function answering call C of worker W that calls into W again makes its request
+/// inside C, so it runs where C's JavaScript waits (as a nested call runs inline in process).
+/// The chain crosses workers: a host function of isolate A calls isolate B (another worker),
+/// whose JavaScript calls a host function that calls A: that request belongs inside A's call,
+/// which is found further up the chain.
+pub(crate) type Ancestry = Vec<Answering>;
+
+/// A worker call being answered.
+#[derive(Clone, Debug)]
+pub(crate) struct Answering {
+    link: usize,
+    call: u64,
+    isolate: Id,
+    /// The call came from an async operation (which, waiting, holds the isolate's queue).
+    in_job: bool,
+}
+
+thread_local! {
+    static WITHIN: RefCell<Ancestry> = const { RefCell::new(Vec::new()) };
+}
+
+fn link_key(link: &Arc<Link>) -> usize {
+    Arc::as_ptr(link) as usize
+}
+
+/// The chain this thread is answering, for a request it sends.
+pub(crate) fn ancestry() -> Ancestry {
+    WITHIN.with_borrow(Clone::clone)
+}
+
+/// The innermost call of `link`'s worker this thread is answering.
+fn answering(link: &Arc<Link>) -> Option<Answering> {
+    WITHIN.with_borrow(|calls| calls.iter().rev().find(|a| a.link == link_key(link)).cloned())
+}
+
+/// Runs `f` answering `chain`.
+fn within<R>(chain: &Ancestry, f: impl FnOnce() -> R) -> R {
+    let outer = WITHIN.replace(chain.clone());
+    struct Restore(Option<Ancestry>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                WITHIN.set(outer);
+            }
+        }
+    }
+    let _restore = Restore(Some(outer));
+    f()
+}
+
+impl RemoteIsolate {
+    pub(crate) fn new(link: Arc<Link>, id: Id, options: &crate::IsolateOptions, lease: Lease) -> Arc<RemoteIsolate> {
+        let remote = Arc::new(RemoteIsolate {
+            link,
+            id,
+            disposed: AtomicBool::new(false),
+            grace: options.terminate_grace,
+            on_catastrophic_error: options.on_catastrophic_error.clone(),
+            on_unhandled_rejection: options.on_unhandled_rejection.clone(),
+            exported: Mutex::default(),
+            import: Mutex::default(),
+            meta: Mutex::default(),
+            _lease: lease,
+        });
+        remote.link.adopt(id, Arc::downgrade(&remote));
+        remote
+    }
+
+    fn isolate(self: &Arc<Self>) -> Isolate {
+        Isolate { backend: Backend::Remote(self.clone()) }
+    }
+
+    pub(crate) fn is_disposed(&self) -> bool {
+        self.disposed.load(Ordering::SeqCst) || self.link.crash().is_some()
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if let Some(reason) = self.link.crash() {
+            return Err(Error::WorkerCrashed { reason: reason.to_owned() });
+        }
+        if self.disposed.load(Ordering::SeqCst) { Err(Error::isolate_disposed()) } else { Ok(()) }
+    }
+
+    /// Runs `op` in the worker and waits for its reply. Inside a host function the worker
+    /// called, the request runs inside that call.
+    pub(crate) fn request(&self, op: Op) -> Result<Reply> {
+        self.check_alive()?;
+        let within = answering(&self.link).map(|a| a.call);
+        let escalate = self.escalation(&op);
+        let reply = self.link.send(Some(self.id), within, op, escalate, false)?;
+        self.after(reply.recv().unwrap_or_else(|_| Err(self.link.crash_error())))
+    }
+
+    /// Queues `op` in the worker now and returns a future of its reply.
+    pub(crate) fn request_async(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply>> + Send + 'static + use<> {
+        let sent = self.check_alive().and_then(|()| {
+            if answering(&self.link).is_some_and(|a| a.isolate == self.id && a.in_job) {
+                // It would queue behind the async operation that waits for this host function.
+                return Err(Error::InvalidArgument(DEADLOCK.into()));
+            }
+            let escalate = self.escalation(&op);
+            self.link.send(Some(self.id), None, op, escalate, true)
+        });
+        let this = self.clone();
+        async move {
+            let reply = sent?.await.unwrap_or_else(|_| Err(this.link.crash_error()));
+            this.after(reply)
+        }
+    }
+
+    /// [`request_async`](Self::request_async) with the op's inputs prepared first.
+    pub(crate) fn request_async_with(self: &Arc<Self>, op: Result<Op>) -> impl Future<Output = Result<Reply>> + Send + 'static + use<> {
+        let sent = op.map(|op| self.request_async(op));
+        async move { sent?.await }
+    }
+
+    /// When to give up on a run that overstays its timeout: kill the worker.
+    fn escalation(&self, op: &Op) -> Option<Duration> {
+        op.timeout().map(|timeout| timeout + self.grace)
+    }
+
+    fn after(&self, reply: Result<Reply>) -> Result<Reply> {
+        if let Err(Error::MemoryLimit) = reply {
+            // The worker disposed the isolate.
+            self.disposed.store(true, Ordering::SeqCst);
+        }
+        reply
+    }
+
+    /// Releases a handle in the worker, after the operations queued before.
+    pub(crate) fn release(&self, handle: Id) -> bool {
+        if self.is_disposed() {
+            return false;
+        }
+        self.link.post(Some(self.id), Op::Release { handle });
+        true
+    }
+
+    pub(crate) fn dispose(&self) -> bool {
+        if self.disposed.swap(true, Ordering::SeqCst) || self.link.crash().is_some() {
+            return false;
+        }
+        self.link.post(Some(self.id), Op::Dispose);
+        true
+    }
+
+    /// CPU and wall time, answered by the worker at once (even while the isolate is busy).
+    pub(crate) fn times(&self) -> Result<(Duration, Duration)> {
+        match self.request(Op::Times)? {
+            Reply::Times { cpu, wall } => Ok((cpu, wall)),
+            _ => Err(Error::Conversion("the worker's reply does not match the request".into())),
+        }
+    }
+
+    /// The op that creates a context, with its console sink exported.
+    pub(crate) fn create_context(&self, options: &ContextOptions) -> Op {
+        let console = options.console.clone().map(|sink| {
+            let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+            exported.next += 1;
+            let id = exported.next;
+            exported.sinks.insert(id, sink);
+            id
+        });
+        Op::CreateContext { console }
+    }
+
+    /// Exports a host function to the worker; the same callback is exported once.
+    pub(crate) fn export(&self, callback: &Callback) -> u64 {
+        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = exported.callback_ids.get(&callback.key()) {
+            return *id;
+        }
+        exported.next += 1;
+        let id = exported.next;
+        exported.callback_ids.insert(callback.key(), id);
+        exported.callbacks.insert(id, callback.clone());
+        id
+    }
+
+    /// The worker reported something for this isolate; a call comes with the chain of calls
+    /// it continues and whether the request it came from was an async operation.
+    pub(crate) fn on_event(self: &Arc<Self>, event: FromWorker, (mut chain, in_job): (Ancestry, bool)) {
+        match event {
+            FromWorker::Call { call, target, .. } => {
+                chain.push(Answering { link: link_key(&self.link), call, isolate: self.id, in_job });
+                self.on_call(call, target, chain)
+            }
+            FromWorker::Console { sink, level, text, .. } => {
+                let sink = self.exported.lock().unwrap_or_else(|e| e.into_inner()).sinks.get(&sink).cloned();
+                let level = match level {
+                    1 => ConsoleLevel::Warn,
+                    2 => ConsoleLevel::Error,
+                    _ => ConsoleLevel::Log,
+                };
+                if let Some(sink) = sink {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(level, &text)));
+                }
+            }
+            FromWorker::Rejection { error, .. } => {
+                if let Some(handler) = &self.on_unhandled_rejection {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(error)));
+                }
+            }
+            FromWorker::Hello { .. } | FromWorker::Response { .. } => {}
+        }
+    }
+
+    /// The worker died: the isolate is gone; tell the embedder.
+    pub(crate) fn on_crash(&self, reason: &str) {
+        self.disposed.store(true, Ordering::SeqCst);
+        if let Some(handler) = &self.on_catastrophic_error {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(reason)));
+        }
+    }
+
+    /// JavaScript in the worker called a host function or hook: run it on the task pool and
+    /// send the answer back.
+    fn on_call(self: &Arc<Self>, call: u64, target: Target, chain: Ancestry) {
+        let this = self.clone();
+        let answer = Responder { link: self.link.clone(), call, sent: false };
+        match target {
+            Target::Callback { callback, args } => {
+                let found = self.exported.lock().unwrap_or_else(|e| e.into_inner()).callbacks.get(&callback).cloned();
+                let Some(callback) = found else {
+                    return answer.send(Err(Error::js("Error", "The host function is gone")));
+                };
+                let args = match wire::read_value(&args.bytes, &args) {
+                    Ok(Value::Array(list)) => list,
+                    Ok(_) => Vec::new(),
+                    Err(e) => return answer.send(Err(e)),
+                };
+                match callback.invoke(args) {
+                    // The worker's JavaScript waits for these, and they may call back into it:
+                    // each gets a thread (see `tasks::spawn_waiting`).
+                    Invoked::Sync(run) => tasks::spawn_waiting(move || answer.send(within(&chain, run).and_then(value_answer))),
+                    Invoked::Blocking(future) => {
+                        tasks::spawn_waiting(move || answer.send(within(&chain, || tasks::block_on(future)).and_then(value_answer)))
+                    }
+                    Invoked::Async(future) => tasks::spawn(async move { answer.send(future.await.and_then(value_answer)) }),
+                    Invoked::Ignored(work) => {
+                        // Nobody waits for an answer.
+                        std::mem::forget(answer);
+                        tasks::spawn_blocking(work)
+                    }
+                }
+            }
+            Target::Import { request, referrer } => tasks::spawn_waiting(move || {
+                let hook = this.import.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let result = within(&chain, || match hook {
+                    Some(hook) => guarded(|| hook(&this.isolate(), &request, &referrer)).and_then(|module| module.remote_id(&this)),
+                    None => Err(Error::js(
+                        "TypeError",
+                        format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier),
+                    )),
+                });
+                answer.send(result.map(Answer::Module))
+            }),
+            Target::Meta { filename } => tasks::spawn_waiting(move || {
+                let hook = this.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let result = within(&chain, || match hook {
+                    Some(hook) => guarded(|| hook(&filename)),
+                    None => Ok(Value::Object([("url".to_owned(), Value::String(filename))].into_iter().collect())),
+                });
+                answer.send(result.and_then(value_answer))
+            }),
+        }
+    }
+
+    /// Whether `other` is this isolate.
+    pub(crate) fn is(self: &Arc<Self>, other: &Isolate) -> bool {
+        matches!(&other.backend, Backend::Remote(r) if Arc::ptr_eq(r, self))
+    }
+}
+
+/// Answers a worker's call once; if the host code never does (it panicked in a future), the
+/// answer is an error, so the worker's JavaScript does not wait forever.
+struct Responder {
+    link: Arc<Link>,
+    call: u64,
+    sent: bool,
+}
+
+impl Responder {
+    fn send(mut self, result: Result<Answer>) {
+        self.sent = true;
+        self.link.reply(self.call, result);
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.link.reply(self.call, Err(Error::js("Error", "A host function panicked")));
+        }
+    }
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::js("Error", "A host function panicked")))
+}
+
+fn value_answer(value: Value) -> Result<Answer> {
+    Ok(Answer::Value(Wire { bytes: wire::to_wire(&value)?, shared: Vec::new() }))
+}
+
+impl Drop for RemoteIsolate {
+    /// The last handle is gone: the worker disposes the isolate.
+    fn drop(&mut self) {
+        if !self.disposed.swap(true, Ordering::SeqCst) && self.link.crash().is_none() {
+            self.link.post(Some(self.id), Op::Dispose);
+        }
+        self.link.forget(self.id);
+    }
+}
+
+/// Weak handle for the link's routing table.
+pub(crate) type RemoteRef = Weak<RemoteIsolate>;
+
+impl RemoteIsolate {
+    /// Runs `op` and reads its result as `T`.
+    pub(crate) fn read<T: FromJs>(self: &Arc<Self>, op: Result<Op>, inherit: bool) -> Result<T> {
+        let out = self.request(op?)?.out()?;
+        read_remote(&self.isolate(), out, inherit)
+    }
+
+    /// Async form of [`read`](Self::read).
+    pub(crate) fn read_async<T: FromJs>(self: &Arc<Self>, op: Result<Op>, inherit: bool) -> Operation<T> {
+        let (done, isolate) = (self.request_async_with(op), self.isolate());
+        Operation::new(async move { read_remote(&isolate, done.await?.out()?, inherit) })
+    }
+
+    /// Runs `op`, which gives nothing back.
+    pub(crate) fn run(&self, op: Result<Op>) -> Result<()> {
+        self.request(op?)?.done()
+    }
+
+    /// Async form of [`run`](Self::run).
+    pub(crate) fn run_async(self: &Arc<Self>, op: Result<Op>) -> Operation<()> {
+        let done = self.request_async_with(op);
+        Operation::new(async move { done.await?.done() })
+    }
+}
