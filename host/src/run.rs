@@ -62,8 +62,9 @@ pub(crate) fn run_in_context<R>(
     })();
     let result = match result {
         Err(_) if tc.has_terminated() || tc.is_execution_terminating() => Err(terminated(inner, timeout.as_ref())),
-        // The timeout fired while the script was in a host function, which threw.
-        Err(_) if timeout.as_ref().is_some_and(|t| t.fired()) => Err(terminated(inner, timeout.as_ref())),
+        // The timeout fired while the script was in a host function, which threw, or in a
+        // builtin that ignored the termination and finished: either way it ran out of time.
+        _ if timeout.as_ref().is_some_and(|t| t.fired()) => Err(terminated(inner, timeout.as_ref())),
         // JavaScript threw: the exception it threw. Errors ivm made itself (e.g. a value that
         // cannot be copied) stand as they are.
         Err(e) if is_threw(&e) && tc.has_caught() => Err(Error::Exception(caught(tc))),

@@ -10,6 +10,7 @@ mod external_copy;
 mod isolate;
 mod limits;
 mod modules;
+mod process;
 mod references;
 mod script;
 mod transfer;

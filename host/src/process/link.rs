@@ -127,9 +127,11 @@ impl Link {
             hosted: AtomicUsize::new(0),
             ceiling: Mutex::new(Ceiling { bytes: ceiling, fixed: fixed_ceiling_mb.is_some(), limits_mb: 0 }),
         });
-        let tail = std::thread::Builder::new()
+        let tail = Arc::new(StderrTail::default());
+        let writer = tail.clone();
+        std::thread::Builder::new()
             .name(format!("ivm-worker-{pid}-stderr"))
-            .spawn(move || read_stderr(stderr))
+            .spawn(move || writer.read(stderr))
             .map_err(|e| Error::WorkerCrashed { reason: format!("cannot start a thread: {e}") })?;
         let (hello, said_hello) = oneshot::channel();
         let reader = link.clone();
@@ -262,7 +264,7 @@ impl Link {
         self: Arc<Self>,
         stdout: std::process::ChildStdout,
         child: Child,
-        tail: std::thread::JoinHandle<VecDeque<String>>,
+        tail: Arc<StderrTail>,
         hello: oneshot::Sender<std::result::Result<(), String>>,
     ) {
         let mut input = BufReader::with_capacity(64 << 10, stdout);
@@ -318,13 +320,13 @@ impl Link {
     }
 
     /// The link has ended: reap the worker, say why it is gone, and fail what waited on it.
-    fn end(&self, mut child: Child, problem: Option<String>, tail: std::thread::JoinHandle<VecDeque<String>>) -> String {
+    fn end(&self, mut child: Child, problem: Option<String>, tail: Arc<StderrTail>) -> String {
         if problem.is_some() {
             // A worker that breaks the protocol is not trusted to exit by itself.
             self.kill.kill();
         }
         let status = wait(&mut child, &self.kill);
-        let lines = tail.join().unwrap_or_default();
+        let lines = tail.lines();
         let reason = describe(self.pid, status, problem, self.kill.by_escalation.load(Ordering::SeqCst), &lines);
         let _ = self.crashed.set(reason.clone());
         self.input.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -367,23 +369,40 @@ fn wait(child: &mut Child, kill: &KillSwitch) -> Option<ExitStatus> {
     status
 }
 
-fn read_stderr(stderr: std::process::ChildStderr) -> VecDeque<String> {
-    let mut tail = VecDeque::with_capacity(STDERR_LINES);
-    let mut input = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return tail,
-            Ok(_) => {
-                if tail.len() == STDERR_LINES {
-                    tail.pop_front();
-                }
-                // Long lines are cut: this is for a one-line crash report.
-                line.truncate(1000);
-                tail.push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
+/// The last lines the worker wrote to its standard error, for the crash report.
+#[derive(Default)]
+struct StderrTail {
+    lines: Mutex<VecDeque<String>>,
+    done: AtomicBool,
+}
+
+impl StderrTail {
+    fn read(&self, stderr: std::process::ChildStderr) {
+        let mut input = BufReader::new(stderr);
+        let mut line = Vec::new();
+        while let Ok(1..) = {
+            line.clear();
+            input.read_until(b'\n', &mut line)
+        } {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            if lines.len() == STDERR_LINES {
+                lines.pop_front();
             }
+            // Long lines are cut: this is for a one-line crash report.
+            line.truncate(1000);
+            lines.push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
         }
+        self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// The lines, once the worker has exited: they come in until its standard error closes
+    /// (which a process it left behind may keep open: then what came within a moment).
+    fn lines(&self) -> VecDeque<String> {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while !self.done.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

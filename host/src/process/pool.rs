@@ -103,6 +103,8 @@ pub(crate) struct Lease {
     pool: Arc<Pool>,
     link: Arc<Link>,
     memory_limit: u64,
+    /// The worker was started for this lease.
+    fresh: bool,
 }
 
 impl Drop for Lease {
@@ -162,7 +164,9 @@ impl WorkerPool {
             let created = link.send(None, None, op, None, false).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
             match created {
                 Ok(reply) => return Ok(RemoteIsolate::new(link, reply.id()?, &options, lease)),
-                Err(Error::WorkerCrashed { .. }) if attempts < 2 && link.crash().is_some() => attempts += 1,
+                // A worker that was already running may have died since; a new one failing is
+                // the answer.
+                Err(Error::WorkerCrashed { .. }) if !lease.fresh && attempts < 2 => attempts += 1,
                 Err(e) => return Err(e),
             }
         }
@@ -172,17 +176,17 @@ impl WorkerPool {
         let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
         workers.retain(|w| w.crash().is_none());
         let per_worker = self.inner.options.isolates_per_worker.max(1);
-        let link = match workers.iter().find(|w| w.tenant == tenant && w.hosted.load(Ordering::SeqCst) < per_worker) {
-            Some(link) => link.clone(),
+        let (link, fresh) = match workers.iter().find(|w| w.tenant == tenant && w.hosted.load(Ordering::SeqCst) < per_worker) {
+            Some(link) => (link.clone(), false),
             None => {
                 let link = self.inner.spawn(tenant)?;
                 workers.push(link.clone());
-                link
+                (link, true)
             }
         };
         let hosted = link.hosted.fetch_add(1, Ordering::SeqCst) + 1;
         link.reserve(memory_limit, hosted);
-        Ok(Lease { pool: self.inner.clone(), link, memory_limit })
+        Ok(Lease { pool: self.inner.clone(), link, memory_limit, fresh })
     }
 }
 

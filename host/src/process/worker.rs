@@ -531,10 +531,11 @@ impl Worker {
         if answered {
             self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call, mailbox.clone());
         }
-        // On the isolate's own thread, the wait serves the isolate's queue.
-        let serves = if ISOLATE_THREAD.get() == Some(isolate) { self.hosted(isolate).ok() } else { None };
-        self.send(&FromWorker::Call { call, isolate, request: CURRENT_REQUEST.get(), target });
         let nested = matches!(kind, CallKind::Sync | CallKind::Blocking);
+        // JavaScript waiting on the isolate's own thread serves the isolate's queue. (An async
+        // host function's promise is settled from the task pool, which must not.)
+        let serves = if nested && ISOLATE_THREAD.get() == Some(isolate) { self.hosted(isolate).ok() } else { None };
+        self.send(&FromWorker::Call { call, isolate, request: CURRENT_REQUEST.get(), target });
         HostCall { worker: self.clone(), call, mailbox, serves, nested, registered: false }
     }
 }

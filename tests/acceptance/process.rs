@@ -1,0 +1,263 @@
+//! Process isolation: isolates in worker processes, and what happens when a worker dies.
+//! (The rest of the suite runs against process-isolated isolates too, with
+//! `IVM_ISOLATION=process`.)
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ivm::{Error, EvalOptions, Isolate, IsolateOptions, Isolation, PoolOptions, Value, WorkerPool};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_ivm");
+
+fn pool(options: PoolOptions) -> WorkerPool {
+    WorkerPool::new(options.worker_program(WORKER))
+}
+
+/// Options for an isolate in `pool` whose catastrophic errors land in the returned list.
+fn watched(pool: &WorkerPool) -> (IsolateOptions, Arc<Mutex<Vec<String>>>) {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    let options = IsolateOptions::default().pool(pool).on_catastrophic_error(move |message| sink.lock().unwrap().push(message.to_owned()));
+    (options, heard)
+}
+
+fn timeout(ms: u64) -> EvalOptions {
+    EvalOptions::default().timeout(Duration::from_millis(ms))
+}
+
+/// Waits (a little) for something another thread reports.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_isolate_in_a_worker_behaves_as_one_in_process() {
+    let pool = pool(PoolOptions::default());
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    assert!(isolate.is_process_isolated());
+    let pid = isolate.worker_pid().unwrap();
+    assert_ne!(pid, std::process::id());
+    let context = isolate.create_context().unwrap();
+    context.set_global("twice", ivm::Callback::new(|(n,): (u32,)| Ok(n * 2))).unwrap();
+    assert_eq!(context.eval::<u32>("twice(21)").unwrap(), 42);
+    // Host functions run here, in the host process.
+    let host_pid = std::process::id();
+    context.set_global("pid", ivm::Callback::new(move |(): ()| Ok(host_pid))).unwrap();
+    assert_eq!(context.eval::<u32>("pid()").unwrap(), host_pid);
+    let in_process = Isolate::new(IsolateOptions::default().isolation(Isolation::InProcess)).unwrap();
+    assert!(!in_process.is_process_isolated() && in_process.worker_pid().is_none());
+}
+
+#[test]
+fn a_killed_worker_fails_the_calls_in_flight_and_new_isolates_work() {
+    let pool = pool(PoolOptions::default());
+    let (options, heard) = watched(&pool);
+    let isolate = Isolate::new(options).unwrap();
+    let bystander = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap().create_context().unwrap();
+    let context = isolate.create_context().unwrap();
+    let running = {
+        let context = context.clone();
+        std::thread::spawn(move || context.eval::<Value>("for (;;) {}"))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = isolate.worker_pid().unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    match running.join().unwrap() {
+        Err(Error::WorkerCrashed { reason }) => assert!(reason.contains("killed by signal 9 (SIGKILL)"), "{reason}"),
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    assert_eq!(Error::WorkerCrashed { reason: String::new() }.kind().as_str(), "worker-crashed");
+    assert!(isolate.is_disposed(), "its handles report disposed");
+    assert!(matches!(context.eval::<u32>("1"), Err(Error::WorkerCrashed { .. })));
+    eventually("the catastrophic-error handler", || heard.lock().unwrap().len() == 1);
+    assert!(heard.lock().unwrap()[0].contains("SIGKILL"));
+    // Other workers' isolates go on, and new isolates work at once.
+    assert_eq!(bystander.eval::<u32>("2 + 2").unwrap(), 4);
+    let fresh = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    assert_ne!(fresh.worker_pid(), Some(pid));
+    assert_eq!(fresh.create_context().unwrap().eval::<u32>("6 * 7").unwrap(), 42);
+}
+
+#[test]
+fn a_v8_abort_at_the_workers_memory_ceiling_ends_only_that_worker() {
+    // The OS ceiling (RLIMIT_DATA) sits below what the heap limit would allow, so V8 fails to
+    // grow its heap and aborts the process: the pattern that takes an in-process host down.
+    let pool = pool(PoolOptions::default().memory_ceiling(1024));
+    let (options, heard) = watched(&pool);
+    let isolate = Isolate::new(options.memory_limit(4096)).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", isolate.worker_pid().unwrap())).unwrap();
+    let data = limits.lines().find(|l| l.starts_with("Max data size")).unwrap();
+    assert!(data.contains(&(1024u64 << 20).to_string()), "{data}");
+    let context = isolate.create_context().unwrap();
+    let err = context.eval::<Value>("const a = []; for (;;) a.push(new Array(1e7).fill(1.5))").unwrap_err();
+    match &err {
+        Error::WorkerCrashed { reason } => assert!(reason.contains("out of memory"), "{reason}"),
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    eventually("the catastrophic-error handler", || !heard.lock().unwrap().is_empty());
+    assert_eq!(Isolate::new(IsolateOptions::default().pool(&pool)).unwrap().create_context().unwrap().eval::<u32>("1").unwrap(), 1);
+}
+
+/// What a fake worker writes to say hello properly: `Hello { version: 1, pid: 7 }` as
+/// rmp-serde writes it (`{"Hello": [1, 7]}`), in a frame.
+const HELLO: &str = r"printf '\012\000\000\000\201\245Hello\222\001\007'";
+
+/// A fake worker program: a shell script.
+fn fake_worker(name: &str, script: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("ivm-fake-worker-{name}-{}", std::process::id()));
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_worker_that_writes_garbage_loses_its_link_and_nothing_else() {
+    let cases = [
+        // After hello, a frame longer than the protocol allows.
+        ("oversized", format!(r"{HELLO}; head -c 4 >/dev/null; printf '\377\377\377\177garbage'; sleep 5"), "over the limit"),
+        // After hello, a frame of bytes that are not MessagePack.
+        ("malformed", format!(r"{HELLO}; head -c 4 >/dev/null; printf '\005\000\000\000\301\301\301\301\301'; sleep 5"), "malformed message"),
+        // Not even a hello.
+        ("silent", "exit 3".to_owned(), "exited with status 3"),
+    ];
+    for (name, script, expected) in cases {
+        let program = fake_worker(name, &script);
+        let fake = WorkerPool::new(PoolOptions::default().worker_program(&program));
+        let started = Instant::now();
+        let err = Isolate::new(IsolateOptions::default().pool(&fake)).unwrap_err();
+        match &err {
+            Error::WorkerCrashed { reason } => assert!(reason.contains(expected), "{name}: {reason}"),
+            other => panic!("{name}: expected WorkerCrashed, got {other:?}"),
+        }
+        // The broken worker was killed, not waited for.
+        assert!(started.elapsed() < Duration::from_secs(4), "{name}: {:?}", started.elapsed());
+        let _ = std::fs::remove_file(&program);
+    }
+    // This process is fine, and so are real workers.
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool(PoolOptions::default()))).unwrap();
+    assert_eq!(isolate.create_context().unwrap().eval::<u32>("1 + 1").unwrap(), 2);
+}
+
+#[test]
+fn a_host_that_drops_its_handles_while_the_worker_is_busy_loses_nothing() {
+    let pool = pool(PoolOptions::default().idle_workers(1));
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    let pid = isolate.worker_pid();
+    let context = isolate.create_context().unwrap();
+    // Busy for a while; meanwhile handles come and go, then the last one goes.
+    let busy = context.eval_async::<u32>("const t = Date.now(); while (Date.now() - t < 300) {}; 7", EvalOptions::default());
+    let made = context.eval_async::<ivm::Reference>("({ big: new Array(1000).fill(1) })", EvalOptions::default());
+    drop(made);
+    drop(context);
+    drop(isolate);
+    // The operation holds the isolate until it is done, as in process.
+    assert_eq!(crate::block_on(busy).unwrap(), 7);
+    // Then the isolate is gone and its worker idle, and reused.
+    let again = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    assert_eq!(again.worker_pid(), pid);
+    assert_eq!(again.create_context().unwrap().eval::<u32>("3").unwrap(), 3);
+    assert_eq!(pool.workers(), 1);
+}
+
+#[test]
+fn a_thousand_isolates_share_a_pool_of_ten_workers() {
+    let pool = pool(PoolOptions::default().isolates_per_worker(100).idle_workers(0));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                (0..250)
+                    .map(|i| {
+                        let isolate = Isolate::new(IsolateOptions::default().pool(&pool).memory_limit(16)).unwrap();
+                        let context = isolate.create_context().unwrap();
+                        let n = t * 250 + i;
+                        assert_eq!(context.eval::<u32>(&format!("{n} * 2")).unwrap(), n * 2);
+                        (isolate, context)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let isolates: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!(isolates.len(), 1000);
+    let pids: std::collections::HashSet<_> = isolates.iter().map(|(i, _)| i.worker_pid().unwrap()).collect();
+    assert_eq!(pids.len(), 10);
+    assert_eq!(pool.workers(), 10);
+    // Every one still answers, then all go, and so do the workers.
+    for (n, (_, context)) in isolates.iter().enumerate() {
+        assert_eq!(context.eval::<usize>("1 + 1").unwrap(), 2, "isolate {n}");
+    }
+    drop(isolates);
+    assert_eq!(pool.workers(), 0);
+}
+
+#[test]
+fn isolates_share_workers_by_tenant() {
+    let pool = pool(PoolOptions::default().isolates_per_worker(4));
+    let of = |tenant: &str| Isolate::new(IsolateOptions::default().pool(&pool).tenant(tenant)).unwrap();
+    let (a1, a2, b) = (of("a"), of("a"), of("b"));
+    assert_eq!(a1.worker_pid(), a2.worker_pid());
+    assert_ne!(a1.worker_pid(), b.worker_pid());
+    // One per isolate by default.
+    let single = self::pool(PoolOptions::default());
+    let x = Isolate::new(IsolateOptions::default().pool(&single)).unwrap();
+    let y = Isolate::new(IsolateOptions::default().pool(&single)).unwrap();
+    assert_ne!(x.worker_pid(), y.worker_pid());
+}
+
+/// A builtin that ignores termination for seconds (isolated-vm #202: huge BigInts).
+const UNINTERRUPTIBLE: &str = "(1n << 30000000n).toString().length";
+
+#[test]
+fn a_script_that_ignores_its_timeout_gets_its_worker_killed() {
+    let pool = pool(PoolOptions::default());
+    let (options, heard) = watched(&pool);
+    let isolate = Isolate::new(options.terminate_grace(Duration::from_millis(200))).unwrap();
+    let bystander = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap().create_context().unwrap();
+    let context = isolate.create_context().unwrap();
+    let started = Instant::now();
+    let err = context.eval_with::<Value>(UNINTERRUPTIBLE, &timeout(50)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(err.message(), "Script execution timed out.");
+    // Killed after the timeout and the grace period, not when the builtin finished.
+    assert!(started.elapsed() < Duration::from_millis(2000), "{:?}", started.elapsed());
+    assert!(isolate.is_disposed());
+    eventually("the catastrophic-error handler", || !heard.lock().unwrap().is_empty());
+    assert!(heard.lock().unwrap()[0].contains("did not stop within the grace period"), "{:?}", heard.lock().unwrap());
+    assert_eq!(bystander.eval::<u32>("5").unwrap(), 5);
+}
+
+#[test]
+fn an_in_process_script_that_ignores_its_timeout_is_reported() {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    let options = IsolateOptions::default()
+        .isolation(Isolation::InProcess)
+        .terminate_grace(Duration::from_millis(200))
+        .on_catastrophic_error(move |message| sink.lock().unwrap().push(message.to_owned()));
+    let context = Isolate::new(options).unwrap().create_context().unwrap();
+    // Nothing can stop it in process: the call returns when the builtin is done, as a timeout,
+    // and the embedder heard about it on time.
+    let err = context.eval_with::<Value>(UNINTERRUPTIBLE, &timeout(50)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(*heard.lock().unwrap(), ["Script failed to terminate"]);
+    assert_eq!(context.eval::<u32>("1").unwrap(), 1, "the isolate stays usable");
+}
+
+#[test]
+fn isolation_comes_from_the_environment_unless_chosen() {
+    assert_eq!("process".parse::<Isolation>().unwrap(), Isolation::Process);
+    assert_eq!("in-process".parse::<Isolation>().unwrap(), Isolation::InProcess);
+    assert_eq!("elsewhere".parse::<Isolation>().unwrap_err().kind(), ivm::ErrorKind::InvalidArgument);
+    let expected = match std::env::var("IVM_ISOLATION").as_deref() {
+        Ok("process") => true,
+        _ => false,
+    };
+    assert_eq!(Isolate::new(Default::default()).unwrap().is_process_isolated(), expected);
+}
