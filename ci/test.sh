@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs every test: the README's test command.
 # Installs what the build and the tests need (V8 comes prebuilt and hash-checked by
-# host/build.rs, see BUILDING.md), then runs the acceptance suite, the documentation examples,
-# and checks the guest crate.
+# host/build.rs, see BUILDING.md), then runs the acceptance suite (in-process, then
+# process-isolated), the documentation examples, and checks the guest crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,5 +30,8 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
 cargo test --locked --test acceptance
+# The same suite again with every isolate in a worker process (IsolateOptions::isolation's
+# default comes from IVM_ISOLATION), so both modes keep one behaviour.
+IVM_ISOLATION=process cargo test --locked --test acceptance
 cargo test --locked --doc
 cargo check --locked -p ivm-guest

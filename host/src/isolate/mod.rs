@@ -111,15 +111,13 @@ impl IsolateOptions {
         self
     }
 
-    /// Chooses where the isolate lives.
+    /// Chooses where the isolate lives. Process isolates run in workers of the
+    /// [global pool](WorkerPool::global) unless [`pool`](Self::pool) names another.
     ///
-    /// ```
+    /// ```no_run
+    /// // no_run: a worker is the `ivm` binary, which documentation tests do not build.
     /// use ivm::{Isolate, IsolateOptions, Isolation};
-    /// # let worker = std::path::Path::new(env!("CARGO_BIN_EXE_ivm"));
-    /// # let pool = ivm::WorkerPool::new(ivm::PoolOptions::default().worker_program(worker));
-    /// let isolate = Isolate::new(IsolateOptions::default().isolation(Isolation::Process)
-    /// #   .pool(&pool)
-    /// )?;
+    /// let isolate = Isolate::new(IsolateOptions::default().isolation(Isolation::Process))?;
     /// let context = isolate.create_context()?;
     /// assert_eq!(context.eval::<u32>("6 * 7")?, 42);
     /// # Ok::<(), ivm::Error>(())

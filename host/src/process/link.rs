@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::WORKER_ARG;
 use super::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker};
 use super::remote::{Ancestry, RemoteRef};
+use super::spin::PollingPipe;
 use crate::engine::watchdog::Timer;
 use crate::error::{Error, Result};
 
@@ -267,8 +268,17 @@ impl Link {
         tail: Arc<StderrTail>,
         hello: oneshot::Sender<std::result::Result<(), String>>,
     ) {
-        let mut input = BufReader::with_capacity(64 << 10, stdout);
         let mut hello = Some(hello);
+        let mut input = match PollingPipe::new(stdout) {
+            Ok(pipe) => BufReader::with_capacity(64 << 10, pipe),
+            Err(e) => {
+                let reason = self.end(child, Some(format!("cannot read its pipe: {e}")), tail);
+                if let Some(hello) = hello {
+                    let _ = hello.send(Err(reason));
+                }
+                return;
+            }
+        };
         let problem = loop {
             match protocol::read_frame::<FromWorker>(&mut input) {
                 Ok(Some(FromWorker::Hello { version, .. })) if version == protocol::VERSION => {

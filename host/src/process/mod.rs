@@ -26,6 +26,7 @@ mod link;
 mod pool;
 pub(crate) mod protocol;
 mod remote;
+mod spin;
 mod worker;
 
 use std::path::PathBuf;

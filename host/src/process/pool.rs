@@ -69,12 +69,10 @@ impl PoolOptions {
 /// `WorkerPool` is a cheap handle; workers end when their pool and isolates are gone, and
 /// always with the host process.
 ///
-/// ```
+/// ```no_run
+/// // no_run: a worker is the `ivm` binary, which documentation tests do not build.
 /// use ivm::{Isolate, IsolateOptions, PoolOptions, WorkerPool};
-/// # let worker = env!("CARGO_BIN_EXE_ivm");
-/// let pool = WorkerPool::new(PoolOptions::default().isolates_per_worker(8)
-/// #   .worker_program(worker)
-/// );
+/// let pool = WorkerPool::new(PoolOptions::default().isolates_per_worker(8).worker_program("/usr/bin/ivm"));
 /// let a = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
 /// let b = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
 /// assert_eq!(a.worker_pid(), b.worker_pid());

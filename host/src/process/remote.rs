@@ -146,7 +146,20 @@ impl RemoteIsolate {
         let within = answering(&self.link).map(|a| a.call);
         let escalate = self.escalation(&op);
         let reply = self.link.send(Some(self.id), within, op, escalate, false)?;
-        self.after(reply.recv().unwrap_or_else(|_| Err(self.link.crash_error())))
+        let mut answer = None;
+        super::spin::poll_for(|| match reply.try_recv() {
+            Ok(result) => {
+                answer = Some(result);
+                true
+            }
+            Err(oneshot::TryRecvError::Empty) => false,
+            Err(oneshot::TryRecvError::Disconnected) => true,
+        });
+        let answer = match answer {
+            Some(result) => result,
+            None => reply.recv().unwrap_or_else(|_| Err(self.link.crash_error())),
+        };
+        self.after(answer)
     }
 
     /// Queues `op` in the worker now and returns a future of its reply.
@@ -305,13 +318,21 @@ impl RemoteIsolate {
             Target::Import { request, referrer } => tasks::spawn_waiting(move || {
                 let hook = this.import.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let result = within(&chain, || match hook {
-                    Some(hook) => guarded(|| hook(&this.isolate(), &request, &referrer)).and_then(|module| module.remote_id(&this)),
+                    Some(hook) => guarded(|| hook(&this.isolate(), &request, &referrer)).and_then(|module| Ok((module.remote_id(&this)?, module))),
                     None => Err(Error::js(
                         "TypeError",
                         format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier),
                     )),
                 });
-                answer.send(result.map(Answer::Module))
+                // The module's handle lives until the answer is sent, so that its release
+                // reaches the worker after the answer that names it.
+                match result {
+                    Ok((id, module)) => {
+                        answer.send(Ok(Answer::Module(id)));
+                        drop(module);
+                    }
+                    Err(e) => answer.send(Err(e)),
+                }
             }),
             Target::Meta { filename } => tasks::spawn_waiting(move || {
                 let hook = this.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 
+use super::spin::{self, PollingPipe};
 use super::protocol::{self, Access, Answer, CallKind, Compile, FromWorker, Id, Input, Key, Op, Out, Reply, Run, Target, ToWorker, Want, Wire};
 use crate::callback::Callback;
 use crate::code_cache::{CacheKey, CachedData};
@@ -52,7 +53,13 @@ pub fn serve_worker() -> ExitCode {
         next: AtomicU64::new(1),
     });
     worker.send(&FromWorker::Hello { version: protocol::VERSION, pid: std::process::id() });
-    let mut input = BufReader::with_capacity(64 << 10, std::io::stdin());
+    let mut input = match PollingPipe::new(std::io::stdin()) {
+        Ok(pipe) => BufReader::with_capacity(64 << 10, pipe),
+        Err(e) => {
+            eprintln!("ivm worker: cannot read standard input: {e}");
+            return ExitCode::from(3);
+        }
+    };
     loop {
         match protocol::read_frame::<ToWorker>(&mut input) {
             Ok(Some(message)) => worker.route(message),
@@ -126,6 +133,15 @@ impl Queue {
 
     /// The next request, waiting for one; `None` once closed and drained.
     fn next(&self) -> Option<(u64, Op)> {
+        let mut next = None;
+        let ready = |next: &mut Option<(u64, Op)>| {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            *next = state.requests.pop_front();
+            next.is_some() || state.closed
+        };
+        if spin::poll_for(|| ready(&mut next)) {
+            return next;
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(request) = state.requests.pop_front() {
@@ -136,6 +152,11 @@ impl Queue {
             }
             state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Returns a request taken by [`poll_next`](Self::poll_next) to the front of the queue.
+    fn put_back(&self, id: u64, op: Op) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).requests.push_front((id, op));
     }
 
     /// The next request if there is one; otherwise `waker` hears of the next.
@@ -755,6 +776,12 @@ impl Future for HostCall {
             }
             if let Some(hosted) = &self.serves {
                 if let Some((id, op)) = hosted.queue.poll_next(cx.waker()) {
+                    // The host sends what follows its answer (say, the release of a module
+                    // the answer names) after it: if the answer came meanwhile, it goes first.
+                    if let Some(answer) = self.mailbox.lock().answer.take() {
+                        hosted.queue.put_back(id, op);
+                        return Poll::Ready(answer);
+                    }
                     self.worker.run_request(hosted, id, op);
                     continue;
                 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use ivm::{CacheKey, Callback, CompileOptions, EvalOptions, Isolate, IsolateOptions, Reference, Value};
+use ivm::{CacheKey, Callback, CompileOptions, EvalOptions, Isolate, IsolateOptions, PoolOptions, Reference, Value, WorkerPool};
 
 fn main() -> Result<(), ivm::Error> {
     let json = std::env::args().any(|a| a == "--json");
@@ -137,6 +137,14 @@ fn main() -> Result<(), ivm::Error> {
         put("component_eval_us", component_eval_us(std::path::Path::new(&guest)));
     }
 
+    // 13. process isolation (an isolate in a worker process): eval and call round trips, a
+    // host function called from the worker, and creating an isolate from a warm pool
+    if std::env::var_os("IVM_BENCH_NO_PROCESS").is_none() {
+        for (key, value) in process_figures()? {
+            put(key, value);
+        }
+    }
+
     out.insert("timeout_msg".into(), timeout_msg.into());
     out.insert("v8".into(), ivm::v8_version().into());
     if json {
@@ -147,6 +155,37 @@ fn main() -> Result<(), ivm::Error> {
         }
     }
     Ok(())
+}
+
+fn process_figures() -> Result<Vec<(&'static str, f64)>, ivm::Error> {
+    let pool = WorkerPool::new(PoolOptions::default().idle_workers(1));
+    pool.prestart(1, None)?;
+    let mut figures = Vec::new();
+    // Warm: the pool has a worker waiting; creating an isolate there and a context in it.
+    let mut created = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let isolate = Isolate::new(IsolateOptions::default().pool(&pool))?;
+        let context = isolate.create_context()?;
+        created.push(start.elapsed().as_secs_f64() * 1000.0);
+        drop((context, isolate));
+    }
+    created.sort_by(f64::total_cmp);
+    figures.push(("process_isolate_create_ms", created[created.len() / 2]));
+    let context = Isolate::new(IsolateOptions::default().pool(&pool))?.create_context()?;
+    figures.push(("process_eval_us", 1000.0 * time_ms(20_000, |_| drop(context.eval::<Value>("1+1").expect("eval")))));
+    context.eval::<Value>("globalThis.add = (a, b) => a + b")?;
+    let add = context.global()?.get::<Reference>("add")?;
+    let no_options = EvalOptions::default();
+    figures.push((
+        "process_call_us",
+        1000.0 * time_ms(20_000, |i| drop(add.apply::<Value>((), (i as f64, 1), &no_options).expect("apply"))),
+    ));
+    context.set_global("hostNoop", Callback::new(|(): ()| Ok(())))?;
+    let start = Instant::now();
+    context.eval::<Value>("for (let i = 0; i < 10000; i++) hostNoop()")?;
+    figures.push(("process_callback_us", start.elapsed().as_secs_f64() * 1e6 / 10_000.0));
+    Ok(figures)
 }
 
 fn component_eval_us(guest: &std::path::Path) -> f64 {
