@@ -35,7 +35,7 @@ pub struct EvalOptions {
     /// How a non-primitive result transfers when it is asked for as a dynamic value.
     pub transfer: Transfer,
     /// If the result is a promise, wait for it and use its value (a rejection is an
-    /// [`Error::Exception`]).
+    /// [`Error::Exception`](crate::Error::Exception)).
     pub promise: bool,
 }
 

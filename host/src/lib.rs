@@ -29,7 +29,9 @@
 //! [`ExternalCopy`] (a value held outside every isolate), [`Callback`] (Rust closures as
 //! JavaScript functions), [`FromJs`]/[`IntoJs`] and [`Transfer`] (what crosses the boundary,
 //! and how), [`Value`] and [`to_value`]/[`from_value`] (dynamic data), [`Error`] (typed
-//! failures).
+//! failures), [`Module`] and [`DirLoader`] (ES modules), [`CachedData`] (sealed code caches),
+//! [`process`] (isolates in worker processes: [`Isolation`], [`WorkerPool`]), `component`
+//! (the WIT interface hosted with wasmtime).
 
 mod callback;
 mod code_cache;

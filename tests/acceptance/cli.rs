@@ -86,6 +86,18 @@ fn exit_codes_say_what_happened() {
     assert!(stdout(&help).contains("EXIT STATUS"));
 }
 
+#[test]
+fn isolation_process_runs_the_isolate_in_a_worker_with_the_same_results() {
+    let o = ivm(&["--isolation", "process", "eval", "console.log('from the worker'); 6 * 7"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "from the worker\n42\n".into()));
+    let o = ivm(&["--isolation", "process", "--timeout", "30", "--json", "eval", "for (;;) {}"]);
+    assert_eq!((o.status.code(), json(&o)["error"]["message"].clone()), (Some(3), "Script execution timed out.".into()));
+    let o = ivm(&["--isolation", "process", "--memory-limit", "16", "--json", "eval", "const a = []; for (;;) a.push({})"]);
+    assert_eq!((o.status.code(), json(&o)["error"]["kind"].clone()), (Some(4), "memory-limit".into()));
+    assert_eq!(ivm(&["--isolation", "sideways", "eval", "1"]).status.code(), Some(2));
+    assert_eq!(ivm(&["--isolation", "process", "component", "run", "guest.wasm"]).status.code(), Some(2));
+}
+
 /// A fresh directory under the system's temporary directory.
 fn fresh_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ivm-cli-{name}-{}", std::process::id()));

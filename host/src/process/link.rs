@@ -2,7 +2,7 @@
 //! what happens when the worker dies (the only way a link ends besides retirement).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, BufWriter};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -28,7 +28,7 @@ type ReplySender = oneshot::Sender<Result<Reply>>;
 pub(crate) struct Link {
     pub(crate) pid: u32,
     /// `None` once retired (closing it makes the worker exit).
-    input: Mutex<Option<BufWriter<ChildStdin>>>,
+    input: Mutex<Option<ChildStdin>>,
     kill: Arc<KillSwitch>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
@@ -117,7 +117,7 @@ impl Link {
         };
         let link = Arc::new(Link {
             pid,
-            input: Mutex::new(Some(BufWriter::new(stdin))),
+            input: Mutex::new(Some(stdin)),
             kill: Arc::new(KillSwitch { pid, reaped: Mutex::new(false), by_escalation: AtomicBool::new(false) }),
             pending: Mutex::default(),
             next_request: AtomicU64::new(1),

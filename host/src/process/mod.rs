@@ -10,7 +10,7 @@
 //! isolates work at once.
 //!
 //! Workers are the `ivm` binary itself, started as `ivm --ivm-worker`, talking a versioned
-//! MessagePack protocol over pipes ([`protocol`]). A [`WorkerPool`] starts them lazily and
+//! MessagePack protocol over pipes (`protocol.rs`). A [`WorkerPool`] starts them lazily and
 //! reuses them: one isolate per worker (the default), N isolates per worker, or workers per
 //! tenant ([`IsolateOptions::tenant`]). Each worker has an OS memory ceiling (`RLIMIT_DATA`)
 //! on top of its isolates' heap limits.

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,8 +46,15 @@ use crate::Isolation;
 /// ```
 pub fn serve_worker() -> ExitCode {
     crate::engine::platform();
+    let out = match protocol_output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("ivm worker: cannot take over standard output: {e}");
+            return ExitCode::from(3);
+        }
+    };
     let worker = Arc::new(Worker {
-        out: Mutex::new(BufWriter::with_capacity(64 << 10, std::io::stdout())),
+        out: Mutex::new(out),
         isolates: Mutex::default(),
         calls: Mutex::default(),
         next: AtomicU64::new(1),
@@ -76,8 +83,23 @@ pub fn serve_worker() -> ExitCode {
     std::process::exit(0)
 }
 
+/// The pipe to the host, which was standard output. Standard output itself becomes standard
+/// error, so that nothing else in the process (V8 printing, say) can write into the protocol;
+/// and frames go out in one `write` each, not split at newlines as `Stdout` would.
+fn protocol_output() -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain descriptor calls; the duplicate is owned by the returned File alone.
+    unsafe {
+        let pipe = libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3);
+        if pipe < 0 || libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::fs::File::from_raw_fd(pipe))
+    }
+}
+
 struct Worker {
-    out: Mutex<BufWriter<std::io::Stdout>>,
+    out: Mutex<std::fs::File>,
     isolates: Mutex<HashMap<Id, Arc<Hosted>>>,
     /// Calls of host functions and hooks waiting for their answer.
     calls: Mutex<HashMap<u64, Arc<Mailbox>>>,

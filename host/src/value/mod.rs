@@ -22,7 +22,7 @@
 //! | Map | `Map` (entries in order) | map (keys of any type) |
 //! | Set | `Set` (values in order) | sequence |
 //! | RegExp | `RegExp` | string `/source/flags` |
-//! | Error (and subclasses) | `Error` ([`JsError`](crate::JsError)) | map of `name`, `message`, `stack` |
+//! | Error (and subclasses) | `Error` ([`JsError`]) | map of `name`, `message`, `stack` |
 //! | function, symbol, Promise, WeakMap, Proxy, ... | not copyable: [`Error::Conversion`](crate::Error::Conversion) `… could not be cloned.` | |
 //!
 //! In the other direction Rust integers become numbers when they are safe integers
