@@ -50,7 +50,7 @@ pub(crate) fn run_in_context<R>(
         .ok_or_else(|| missing_context(inner, context_id))?;
     let scope = &mut v8::ContextScope::new(scope, context);
     v8::tc_scope!(let tc, scope);
-    let timeout = limits.timeout.map(|d| TimeoutGuard::arm(inner, v8::Global::new(tc, context), d));
+    let timeout = limits.timeout.and_then(|d| TimeoutGuard::arm(inner, v8::Global::new(tc, context), d));
     let result = (|| {
         let value = body(tc)?;
         tc.perform_microtask_checkpoint();
@@ -153,7 +153,7 @@ fn settle<'s>(
 pub(crate) struct TimeoutGuard {
     timer: Timer,
     /// Fires if the script is still running a grace period after the timeout.
-    _escalation: Timer,
+    _escalation: Option<Timer>,
     state: Arc<TimeoutState>,
 }
 
@@ -165,13 +165,14 @@ struct TimeoutState {
 }
 
 impl TimeoutGuard {
-    pub(crate) fn arm(inner: &IsolateInner, context: v8::Global<v8::Context>, after: Duration) -> TimeoutGuard {
+    /// `None` for a timeout too far away to be represented: it never fires.
+    pub(crate) fn arm(inner: &IsolateInner, context: v8::Global<v8::Context>, after: Duration) -> Option<TimeoutGuard> {
+        let fires_at = Instant::now().checked_add(after)?;
         let state = Arc::new(TimeoutState { active: AtomicBool::new(true), stack: Mutex::default(), context });
         let handle = inner.thread_safe_handle();
         let waits = inner.blocking_waits.clone();
         let for_interrupt = state.clone();
         let for_escalation = (inner.thread_safe_handle(), state.clone(), inner.on_catastrophic_error.clone());
-        let fires_at = Instant::now() + after;
         let timer = Timer::arm(fires_at, move || {
             waits.abort();
             let data = Arc::into_raw(for_interrupt) as *mut c_void;
@@ -182,7 +183,7 @@ impl TimeoutGuard {
         });
         // An uninterruptible builtin (a huge BigInt, isolated-vm #202) can ignore the
         // termination. In process nothing can stop it; say so, and keep asking.
-        let escalation = Timer::arm(fires_at + inner.terminate_grace, move || {
+        let escalation = fires_at.checked_add(inner.terminate_grace).map(|at| Timer::arm(at, move || {
             let (handle, state, handler) = for_escalation;
             if !state.active.load(Ordering::SeqCst) {
                 return;
@@ -194,8 +195,8 @@ impl TimeoutGuard {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(FAILED_TO_TERMINATE)));
                 });
             }
-        });
-        TimeoutGuard { timer, _escalation: escalation, state }
+        }));
+        Some(TimeoutGuard { timer, _escalation: escalation, state })
     }
 
     pub(crate) fn fired(&self) -> bool {

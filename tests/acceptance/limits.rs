@@ -13,6 +13,15 @@ fn timeout(ms: u64) -> EvalOptions {
 }
 
 #[test]
+fn timeouts_too_far_away_to_fire_are_no_timeouts() {
+    let isolate = Isolate::new(IsolateOptions::default().terminate_grace(Duration::MAX)).unwrap();
+    let context = isolate.create_context().unwrap();
+    assert_eq!(context.eval_with::<u32>("1", &EvalOptions::default().timeout(Duration::MAX)).unwrap(), 1);
+    let err = context.eval_with::<Value>("for (;;) {}", &timeout(30)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+}
+
+#[test]
 fn a_timeout_stops_a_runaway_script_and_names_it() {
     // isolated-vm: tests/timeout-fn.js
     let (_isolate, context) = new_context();

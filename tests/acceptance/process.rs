@@ -3,10 +3,10 @@
 //! `IVM_ISOLATION=process`.)
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use ivm::{Error, EvalOptions, Isolate, IsolateOptions, Isolation, PoolOptions, Value, WorkerPool};
+use ivm::{Context, ContextOptions, Error, EvalOptions, Isolate, IsolateOptions, Isolation, PoolOptions, Value, WorkerPool};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_ivm");
 
@@ -231,6 +231,53 @@ fn a_script_that_ignores_its_timeout_gets_its_worker_killed() {
     eventually("the catastrophic-error handler", || !heard.lock().unwrap().is_empty());
     assert!(heard.lock().unwrap()[0].contains("did not stop within the grace period"), "{:?}", heard.lock().unwrap());
     assert_eq!(bystander.eval::<u32>("5").unwrap(), 5);
+}
+
+#[test]
+fn escalation_counts_from_when_a_run_starts_not_when_it_was_queued() {
+    let pool = pool(PoolOptions::default());
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool).terminate_grace(Duration::from_millis(200))).unwrap();
+    let pid = isolate.worker_pid();
+    let context = isolate.create_context().unwrap();
+    // A long run within its timeout, and a short one queued behind it whose timeout and grace
+    // period pass while it waits: waiting is not overstaying.
+    let long = context.eval_async::<u32>("const t = Date.now(); while (Date.now() - t < 800) {}; 1", timeout(5000));
+    let short = context.eval_async::<u32>("2", timeout(50));
+    assert_eq!(crate::block_on(long).unwrap(), 1);
+    assert_eq!(crate::block_on(short).unwrap(), 2);
+    assert_eq!(isolate.worker_pid(), pid);
+    assert!(!isolate.is_disposed());
+}
+
+#[test]
+fn a_console_handler_may_call_back_into_its_isolate() {
+    let pool = pool(PoolOptions::default());
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    let this: Arc<OnceLock<Context>> = Arc::default();
+    let (said, heard) = std::sync::mpsc::channel();
+    let target = this.clone();
+    let options = ContextOptions::default().console(move |_, text| {
+        let count = target.get().unwrap().eval::<u32>("globalThis.logged = (globalThis.logged ?? 0) + 1");
+        said.send((text.to_owned(), count.unwrap())).unwrap();
+    });
+    let context = isolate.create_context_with(options).unwrap();
+    this.set(context.clone()).unwrap();
+    assert_eq!(context.eval::<u32>("console.log('once'); console.log('twice'); 5").unwrap(), 5);
+    let wait = Duration::from_secs(10);
+    assert_eq!(heard.recv_timeout(wait).unwrap(), ("once".to_owned(), 1));
+    assert_eq!(heard.recv_timeout(wait).unwrap(), ("twice".to_owned(), 2));
+}
+
+#[test]
+fn a_dropped_pool_ends_its_workers() {
+    let pool = pool(PoolOptions::default().idle_workers(2));
+    pool.prestart(1, None).unwrap();
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    let pid = isolate.worker_pid().unwrap();
+    drop(isolate);
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "an idle worker stays while its pool does");
+    drop(pool);
+    eventually("the worker to exit", || !std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
 #[test]

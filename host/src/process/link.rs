@@ -2,7 +2,7 @@
 //! what happens when the worker dies (the only way a link ends besides retirement).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -19,8 +19,11 @@ use crate::error::{Error, Result};
 
 /// How long a new worker has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
-/// Lines of the worker's standard error kept for the crash report.
+/// Lines of the worker's standard error kept for the crash report, and bytes kept of each.
 const STDERR_LINES: usize = 64;
+const STDERR_LINE_BYTES: u64 = 1000;
+/// The environment variables a worker gets (it starts with nothing else of the host's).
+const WORKER_ENV: [&str; 2] = ["IVM_V8_FLAGS", "IVM_SPIN_US"];
 
 type ReplySender = oneshot::Sender<Result<Reply>>;
 
@@ -42,6 +45,23 @@ pub(crate) struct Link {
     pub(crate) hosted: AtomicUsize,
     /// The OS memory ceiling set on it, in bytes, and the memory limits of its isolates, in MB.
     ceiling: Mutex<Ceiling>,
+    /// Console output and unhandled rejections go to the embedder's handlers in order on a
+    /// thread of their own: a handler that calls back into the worker must not stop the
+    /// reader that would read the answer. While handlers are behind, replies queue after
+    /// them, so output comes before the result of the run that printed it; unless a handler
+    /// waits for a reply itself (then what it waits for may be among them).
+    events: OnceLock<std::sync::mpsc::Sender<Event>>,
+    /// Events queued and not yet handled.
+    events_behind: Arc<AtomicUsize>,
+    /// Requests sent by event handlers and not yet answered.
+    handler_requests: AtomicUsize,
+}
+
+type Event = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// The link whose events this thread handles (its address).
+    static HANDLING_EVENTS_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[derive(Default)]
@@ -58,8 +78,12 @@ struct Pending {
     ancestry: Ancestry,
     /// Sent by an async operation.
     in_job: bool,
-    /// Kills the worker if the run overstays its timeout.
-    _escalation: Option<Timer>,
+    /// Sent by an event handler of this link: its reply cannot wait behind that handler.
+    from_handler: bool,
+    /// How long after the run starts the worker is killed if it has not answered.
+    escalate_after: Option<Duration>,
+    /// Armed when the worker says the run started.
+    escalation: Option<Timer>,
     escalated: Arc<AtomicBool>,
 }
 
@@ -96,6 +120,8 @@ impl Link {
         let ceiling = fixed_ceiling_mb.map_or_else(|| automatic_ceiling(0, 0), |mb| mb << 20);
         let mut command = Command::new(program);
         command.arg(WORKER_ARG).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Nothing of the host's environment (its secrets) but what the worker needs.
+        command.env_clear().envs(WORKER_ENV.iter().filter_map(|name| Some((name, std::env::var_os(name)?))));
         // SAFETY: the closure runs in the child between fork and exec and only makes
         // async-signal-safe syscalls.
         unsafe {
@@ -104,6 +130,8 @@ impl Link {
             command.pre_exec(move || {
                 let limit = libc::rlimit { rlim_cur: ceiling, rlim_max: libc::RLIM_INFINITY };
                 libc::setrlimit(libc::RLIMIT_DATA, &limit);
+                // No set-uid or file-capability gains for the worker or what it runs.
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
                 Ok(())
             });
         }
@@ -127,6 +155,9 @@ impl Link {
             tenant,
             hosted: AtomicUsize::new(0),
             ceiling: Mutex::new(Ceiling { bytes: ceiling, fixed: fixed_ceiling_mb.is_some(), limits_mb: 0 }),
+            events: OnceLock::new(),
+            events_behind: Arc::default(),
+            handler_requests: AtomicUsize::new(0),
         });
         let tail = Arc::new(StderrTail::default());
         let writer = tail.clone();
@@ -164,14 +195,6 @@ impl Link {
         let (reply, receiver) = oneshot::channel();
         let ancestry = super::remote::ancestry();
         let escalated = Arc::new(AtomicBool::new(false));
-        let escalation = escalate_after.map(|after| {
-            let (kill, escalated) = (self.kill.clone(), escalated.clone());
-            Timer::arm(Instant::now() + after, move || {
-                escalated.store(true, Ordering::SeqCst);
-                kill.by_escalation.store(true, Ordering::SeqCst);
-                kill.kill();
-            })
-        });
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             // Checked under the lock the crash drains the table with, so a request is either
@@ -179,7 +202,11 @@ impl Link {
             if self.crashed.get().is_some() {
                 return Err(self.crash_error());
             }
-            pending.insert(id, Pending { reply, ancestry, in_job, _escalation: escalation, escalated });
+            let from_handler = HANDLING_EVENTS_OF.get() == self as *const Link as usize;
+            if from_handler {
+                self.handler_requests.fetch_add(1, Ordering::SeqCst);
+            }
+            pending.insert(id, Pending { reply, ancestry, in_job, from_handler, escalate_after, escalation: None, escalated });
         }
         if let Err(e) = self.write(&ToWorker::Request { id, within, isolate, op }) {
             self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -196,7 +223,57 @@ impl Link {
 
     /// Answers a call of the worker.
     pub(crate) fn reply(&self, call: u64, result: Result<Answer>) {
-        let _ = self.write(&ToWorker::Reply { call, result });
+        if let Err(e @ Error::InvalidArgument(_)) = self.write(&ToWorker::Reply { call, result }) {
+            // The answer could not be sent (it is too large): the call fails instead of
+            // waiting forever.
+            let _ = self.write(&ToWorker::Reply { call, result: Err(e) });
+        }
+    }
+
+    /// The worker started running request `id`: its escalation timer starts now.
+    fn started(&self, id: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(waiting) = pending.get_mut(&id) else { return };
+        let Some(at) = waiting.escalate_after.take().and_then(|after| Instant::now().checked_add(after)) else { return };
+        let (kill, escalated) = (self.kill.clone(), waiting.escalated.clone());
+        waiting.escalation = Some(Timer::arm(at, move || {
+            escalated.store(true, Ordering::SeqCst);
+            kill.by_escalation.store(true, Ordering::SeqCst);
+            kill.kill();
+        }));
+    }
+
+    /// Runs `handler` on the link's event thread, after those before it.
+    fn event(&self, handler: Event) {
+        let events = self.events.get_or_init(|| {
+            let (sender, receiver) = std::sync::mpsc::channel::<Event>();
+            let (link, behind) = (self as *const Link as usize, self.events_behind.clone());
+            let spawned = std::thread::Builder::new().name(format!("ivm-worker-{}-events", self.pid)).spawn(move || {
+                HANDLING_EVENTS_OF.set(link);
+                for handler in receiver {
+                    handler();
+                    behind.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+            if let Err(e) = spawned {
+                eprintln!("ivm: no thread for a worker's console and rejections: {e}");
+            }
+            sender
+        });
+        self.events_behind.fetch_add(1, Ordering::SeqCst);
+        if let Err(unsent) = events.send(handler) {
+            self.events_behind.fetch_sub(1, Ordering::SeqCst);
+            (unsent.0)();
+        }
+    }
+
+    /// Whether a reply must wait for the event handlers before it (see `events`).
+    fn reply_waits(&self, waiting: &Pending) -> bool {
+        if waiting.from_handler {
+            self.handler_requests.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        self.events_behind.load(Ordering::SeqCst) > 0 && self.handler_requests.load(Ordering::SeqCst) == 0
     }
 
     fn write(&self, message: &ToWorker) -> Result<()> {
@@ -247,7 +324,7 @@ impl Link {
         let mut ceiling = self.ceiling.lock().unwrap_or_else(|e| e.into_inner());
         ceiling.limits_mb += memory_limit_mb;
         let wanted = automatic_ceiling(ceiling.limits_mb, isolates as u64);
-        if !ceiling.fixed && wanted > ceiling.bytes {
+        if !ceiling.fixed && wanted > ceiling.bytes && !*self.kill.reaped.lock().unwrap_or_else(|e| e.into_inner()) {
             ceiling.bytes = wanted;
             let limit = libc::rlimit { rlim_cur: wanted, rlim_max: libc::RLIM_INFINITY };
             // SAFETY: plain syscall on our child; a failure leaves the old, lower ceiling.
@@ -290,10 +367,15 @@ impl Link {
                     break Some(format!("it speaks protocol version {version}, this host {}", protocol::VERSION));
                 }
                 Ok(Some(_)) if hello.is_some() => break Some("it did not start with a hello".to_owned()),
+                Ok(Some(FromWorker::Started { id })) => self.started(id),
                 Ok(Some(FromWorker::Response { id, result })) => {
                     let waiting = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                    if let Some(waiting) = waiting {
-                        let _ = waiting.reply.send(result);
+                    match waiting {
+                        Some(waiting) if self.reply_waits(&waiting) => {
+                            self.event(Box::new(move || drop(waiting.reply.send(result))))
+                        }
+                        Some(waiting) => drop(waiting.reply.send(result)),
+                        None => {}
                     }
                 }
                 Ok(Some(event)) => self.route(event),
@@ -311,7 +393,7 @@ impl Link {
     fn route(&self, event: FromWorker) {
         let isolate = match &event {
             FromWorker::Call { isolate, .. } | FromWorker::Console { isolate, .. } | FromWorker::Rejection { isolate, .. } => *isolate,
-            FromWorker::Hello { .. } | FromWorker::Response { .. } => return,
+            FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } => return,
         };
         let ancestry = match &event {
             FromWorker::Call { request: Some(request), .. } => {
@@ -322,7 +404,8 @@ impl Link {
         };
         let found = self.isolates.lock().unwrap_or_else(|e| e.into_inner()).get(&isolate).and_then(|r| r.upgrade());
         match (found, event) {
-            (Some(remote), event) => remote.on_event(event, ancestry),
+            (Some(remote), event @ FromWorker::Call { .. }) => remote.on_event(event, ancestry),
+            (Some(remote), event) => self.event(Box::new(move || remote.on_event(event, ancestry))),
             // Nobody on this side any more: do not leave the worker's JavaScript waiting.
             (None, FromWorker::Call { call, .. }) => self.reply(call, Err(Error::isolate_disposed())),
             (None, _) => {}
@@ -364,19 +447,26 @@ impl Link {
 /// killed.
 fn wait(child: &mut Child, kill: &KillSwitch) -> Option<ExitStatus> {
     let deadline = Instant::now() + Duration::from_millis(500);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+    loop {
+        // Reaped under the lock kill() takes, so nothing signals a pid that may be reused.
+        let mut reaped = kill.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let status = match child.try_wait() {
+            Ok(None) if Instant::now() < deadline => None,
             Ok(None) => {
-                kill.kill();
-                break child.wait().ok();
+                // SAFETY: plain syscall on a child not yet reaped (we hold the lock).
+                unsafe { libc::kill(kill.pid as libc::pid_t, libc::SIGKILL) };
+                Some(child.wait().ok())
             }
-            Err(_) => break None,
+            Ok(Some(status)) => Some(Some(status)),
+            Err(_) => Some(None),
+        };
+        if let Some(status) = status {
+            *reaped = true;
+            return status;
         }
-    };
-    *kill.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    status
+        drop(reaped);
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// The last lines the worker wrote to its standard error, for the crash report.
@@ -390,16 +480,23 @@ impl StderrTail {
     fn read(&self, stderr: std::process::ChildStderr) {
         let mut input = BufReader::new(stderr);
         let mut line = Vec::new();
-        while let Ok(1..) = {
+        // Whether the last read ended inside a line longer than we keep.
+        let mut inside = false;
+        loop {
             line.clear();
-            input.read_until(b'\n', &mut line)
-        } {
+            // Long lines are cut (this is for a one-line crash report) without being buffered.
+            match (&mut input).take(STDERR_LINE_BYTES).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let continued = std::mem::replace(&mut inside, line.last() != Some(&b'\n'));
+            if continued {
+                continue;
+            }
             let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
             if lines.len() == STDERR_LINES {
                 lines.pop_front();
             }
-            // Long lines are cut: this is for a one-line crash report.
-            line.truncate(1000);
             lines.push_back(String::from_utf8_lossy(&line).trim_end().to_owned());
         }
         self.done.store(true, Ordering::SeqCst);

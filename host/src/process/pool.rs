@@ -120,6 +120,15 @@ impl Drop for Lease {
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Every isolate's lease holds the pool: no worker hosts one now.
+        for link in self.workers.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            link.retire();
+        }
+    }
+}
+
 impl WorkerPool {
     /// A pool with these options.
     pub fn new(options: PoolOptions) -> WorkerPool {

@@ -47,6 +47,9 @@ pub(crate) enum ToWorker {
 pub(crate) enum FromWorker {
     Hello { version: u32, pid: u32 },
     Response { id: u64, result: Result<Reply, Error> },
+    /// Request `id`, which has a timeout, has started running (its escalation counts from
+    /// now, not from when it was queued).
+    Started { id: u64 },
     /// JavaScript called a host function or hook, while running `request` (if it was).
     /// Requests the host makes while it answers carry `within: Some(call)`.
     Call { call: u64, isolate: Id, request: Option<u64>, target: Target },
@@ -257,7 +260,10 @@ pub(crate) fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl Read) ->
     if length > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes is over the limit of {MAX_FRAME}")));
     }
-    let mut body = vec![0u8; length];
-    input.read_exact(&mut body)?;
+    // Grown as bytes arrive: a length alone reserves nothing.
+    let mut body = Vec::new();
+    if input.take(length as u64).read_to_end(&mut body)? < length {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     rmp_serde::from_slice(&body).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("a malformed message: {e}")))
 }

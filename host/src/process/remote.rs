@@ -187,7 +187,7 @@ impl RemoteIsolate {
 
     /// When to give up on a run that overstays its timeout: kill the worker.
     fn escalation(&self, op: &Op) -> Option<Duration> {
-        op.timeout().map(|timeout| timeout + self.grace)
+        op.timeout().and_then(|timeout| timeout.checked_add(self.grace))
     }
 
     fn after(&self, reply: Result<Reply>) -> Result<Reply> {
@@ -272,7 +272,7 @@ impl RemoteIsolate {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(error)));
                 }
             }
-            FromWorker::Hello { .. } | FromWorker::Response { .. } => {}
+            FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } => {}
         }
     }
 
@@ -309,8 +309,7 @@ impl RemoteIsolate {
                     }
                     Invoked::Async(future) => tasks::spawn(async move { answer.send(future.await.and_then(value_answer)) }),
                     Invoked::Ignored(work) => {
-                        // Nobody waits for an answer.
-                        std::mem::forget(answer);
+                        answer.nobody_waits();
                         tasks::spawn_blocking(work)
                     }
                 }
@@ -360,6 +359,10 @@ struct Responder {
 }
 
 impl Responder {
+    fn nobody_waits(mut self) {
+        self.sent = true;
+    }
+
     fn send(mut self, result: Result<Answer>) {
         self.sent = true;
         self.link.reply(self.call, result);

@@ -13,7 +13,7 @@ use std::io::{BufReader, Write};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::spin::{self, PollingPipe};
@@ -45,6 +45,12 @@ use crate::Isolation;
 /// }
 /// ```
 pub fn serve_worker() -> ExitCode {
+    // A request a panicking thread was running would never be answered, and the host would
+    // wait for it: a panic ends the worker instead, which the host reports as a crash.
+    std::panic::set_hook(Box::new(|panic| {
+        eprintln!("ivm worker: {panic}");
+        std::process::abort();
+    }));
     crate::engine::platform();
     let out = match protocol_output() {
         Ok(out) => out,
@@ -176,11 +182,6 @@ impl Queue {
         }
     }
 
-    /// Returns a request taken by [`poll_next`](Self::poll_next) to the front of the queue.
-    fn put_back(&self, id: u64, op: Op) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).requests.push_front((id, op));
-    }
-
     /// The next request if there is one; otherwise `waker` hears of the next.
     fn poll_next(&self, waker: &Waker) -> Option<(u64, Op)> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -237,7 +238,13 @@ impl Worker {
             ToWorker::Reply { call, result } => {
                 let mailbox = self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&call).cloned();
                 if let Some(mailbox) = mailbox {
-                    mailbox.deliver(Mail::Answer(result));
+                    // A module is taken now, before what the host sent after this answer (its
+                    // release of the module, say) is routed.
+                    let answered = result.and_then(|answer| match answer {
+                        Answer::Value(value) => Ok(Answered::Value(value)),
+                        Answer::Module(id) => self.hosted(mailbox.isolate)?.module(id).map(Answered::Module),
+                    });
+                    mailbox.deliver(Mail::Answer(answered));
                 }
             }
             ToWorker::Request { id, within: Some(call), isolate, op } => {
@@ -328,6 +335,10 @@ impl Worker {
 
     /// Runs a request and sends the response.
     fn run_request(self: &Arc<Self>, hosted: &Arc<Hosted>, id: u64, op: Op) {
+        if op.timeout().is_some() {
+            // The host's escalation timer counts from here.
+            self.send(&FromWorker::Started { id });
+        }
         let outer = CURRENT_REQUEST.replace(Some(id));
         let result = self.execute(hosted, op);
         CURRENT_REQUEST.set(outer);
@@ -545,15 +556,15 @@ impl Worker {
 
     /// Forwards `import()` and `import.meta` to the host's hooks.
     fn install_hooks(self: &Arc<Self>, hosted: &Arc<Hosted>, import: bool, meta: bool) {
-        let (worker, weak_hosted, id) = (Arc::downgrade(self), Arc::downgrade(hosted), hosted.id);
+        let (worker, id) = (Arc::downgrade(self), hosted.id);
         if import {
             let worker = worker.clone();
             hosted.isolate.set_dynamic_import(move |_, request, referrer| {
-                let (worker, hosted) = upgrade(&worker, &weak_hosted)?;
+                let worker = worker.upgrade().ok_or_else(Error::isolate_disposed)?;
                 let target = Target::Import { request: request.clone(), referrer: referrer.to_owned() };
                 match block_on(worker.call_host(id, target, CallKind::Sync))? {
-                    Answer::Module(module) => hosted.module(module),
-                    Answer::Value(_) => Err(Error::Conversion("the import hook gave no module".into())),
+                    Answered::Module(module) => Ok(module),
+                    Answered::Value(_) => Err(Error::Conversion("the import hook gave no module".into())),
                 }
             });
         }
@@ -570,7 +581,7 @@ impl Worker {
     fn call_host(self: &Arc<Self>, isolate: Id, target: Target, kind: CallKind) -> HostCall {
         let answered = kind != CallKind::Ignored;
         let call = self.next_id();
-        let mailbox = Arc::new(Mailbox::default());
+        let mailbox = Arc::new(Mailbox { isolate, state: Mutex::default() });
         if answered {
             self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call, mailbox.clone());
         }
@@ -617,10 +628,6 @@ macro_rules! produce {
     }};
 }
 use produce;
-
-fn upgrade(worker: &Weak<Worker>, hosted: &Weak<Hosted>) -> Result<(Arc<Worker>, Arc<Hosted>)> {
-    Ok((worker.upgrade().ok_or_else(Error::isolate_disposed)?, hosted.upgrade().ok_or_else(Error::isolate_disposed)?))
-}
 
 impl Hosted {
     fn handle<T>(&self, id: Id, pick: impl FnOnce(&Handle) -> Option<T>, gone: &str) -> Result<T> {
@@ -700,10 +707,16 @@ fn value_wire(value: &Value) -> Result<Wire> {
     Ok(Wire { bytes: wire::to_wire(value)?, shared: Vec::new() })
 }
 
-fn answer_value(answer: Answer) -> Result<Value> {
+/// The host's answer to a call, with a module it names already taken from the handles.
+enum Answered {
+    Value(Wire),
+    Module(Module),
+}
+
+fn answer_value(answer: Answered) -> Result<Value> {
     match answer {
-        Answer::Value(value) => wire::read_value(&value.bytes, &value),
-        Answer::Module(_) => Err(Error::Conversion("the host answered with a module".into())),
+        Answered::Value(value) => wire::read_value(&value.bytes, &value),
+        Answered::Module(_) => Err(Error::Conversion("the host answered with a module".into())),
     }
 }
 
@@ -711,18 +724,19 @@ fn answer_value(answer: Answer) -> Result<Value> {
 enum Mail {
     /// A request the host made from inside the call.
     Request { id: u64, isolate: Id, op: Op },
-    Answer(Result<Answer>),
+    Answer(Result<Answered>),
 }
 
-#[derive(Default)]
 struct Mailbox {
+    /// The isolate whose JavaScript made the call.
+    isolate: Id,
     state: Mutex<MailboxState>,
 }
 
 #[derive(Default)]
 struct MailboxState {
     requests: VecDeque<(u64, Id, Op)>,
-    answer: Option<Result<Answer>>,
+    answer: Option<Result<Answered>>,
     waker: Option<Waker>,
 }
 
@@ -781,9 +795,9 @@ impl HostCall {
 }
 
 impl Future for HostCall {
-    type Output = Result<Answer>;
+    type Output = Result<Answered>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Answer>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Answered>> {
         if self.nested && !self.registered {
             WAITING.with_borrow_mut(|waiting| waiting.push(self.mailbox.clone()));
             self.registered = true;
@@ -798,12 +812,6 @@ impl Future for HostCall {
             }
             if let Some(hosted) = &self.serves {
                 if let Some((id, op)) = hosted.queue.poll_next(cx.waker()) {
-                    // The host sends what follows its answer (say, the release of a module
-                    // the answer names) after it: if the answer came meanwhile, it goes first.
-                    if let Some(answer) = self.mailbox.lock().answer.take() {
-                        hosted.queue.put_back(id, op);
-                        return Poll::Ready(answer);
-                    }
                     self.worker.run_request(hosted, id, op);
                     continue;
                 }
@@ -823,6 +831,6 @@ impl Drop for HostCall {
 }
 
 /// Waits for a host call on this thread (a synchronous host function: JavaScript waits).
-fn block_on(call: HostCall) -> Result<Answer> {
+fn block_on(call: HostCall) -> Result<Answered> {
     crate::engine::tasks::block_on(call)
 }
