@@ -269,6 +269,20 @@ fn a_console_handler_may_call_back_into_its_isolate() {
 }
 
 #[test]
+fn a_slow_console_handler_delays_the_result_but_is_no_timeout() {
+    let pool = pool(PoolOptions::default());
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool).terminate_grace(Duration::from_millis(100))).unwrap();
+    let slow = ContextOptions::default().console(|_, _| std::thread::sleep(Duration::from_millis(600)));
+    let context = isolate.create_context_with(slow).unwrap();
+    let started = Instant::now();
+    assert_eq!(context.eval_with::<u32>("console.log('slowly'); 3", &timeout(50)).unwrap(), 3);
+    // The output was handled before the result came back, and the run, long over, was not
+    // escalated meanwhile.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(!isolate.is_disposed());
+}
+
+#[test]
 fn a_dropped_pool_ends_its_workers() {
     let pool = pool(PoolOptions::default().idle_workers(2));
     pool.prestart(1, None).unwrap();

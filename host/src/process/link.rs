@@ -370,12 +370,15 @@ impl Link {
                 Ok(Some(FromWorker::Started { id })) => self.started(id),
                 Ok(Some(FromWorker::Response { id, result })) => {
                     let waiting = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                    match waiting {
-                        Some(waiting) if self.reply_waits(&waiting) => {
-                            self.event(Box::new(move || drop(waiting.reply.send(result))))
+                    if let Some(waiting) = waiting {
+                        let behind = self.reply_waits(&waiting);
+                        // The run is over: its escalation timer goes now, even if the reply waits.
+                        let reply = waiting.reply;
+                        if behind {
+                            self.event(Box::new(move || drop(reply.send(result))));
+                        } else {
+                            let _ = reply.send(result);
                         }
-                        Some(waiting) => drop(waiting.reply.send(result)),
-                        None => {}
                     }
                 }
                 Ok(Some(event)) => self.route(event),
