@@ -5,7 +5,8 @@
 use indexmap::IndexMap;
 use rmpv::Value as Msg;
 
-use super::{BigInt, Value, ser::error_fields, ser::error_from_fields};
+use super::ser::{error_fields, error_from_fields, map_from_pairs, regexp_from_parts};
+use super::{BigInt, Value};
 use crate::error::{Error, JsError};
 
 /// Ext types of the mapping.
@@ -137,23 +138,11 @@ fn decode(msg: Msg, depth: usize) -> Result<Value, Error> {
         Msg::Ext(kind @ (EXT_MAP | EXT_SET | EXT_REGEXP | EXT_ERROR), data) => {
             let inner = decode(from_nested(&data)?)?;
             match (kind, inner) {
-                (EXT_MAP, Value::Array(pairs)) => Value::Map(
-                    pairs
-                        .into_iter()
-                        .map(|pair| match pair {
-                            Value::Array(kv) if kv.len() == 2 => {
-                                let mut kv = kv.into_iter();
-                                Ok((kv.next().unwrap_or_default(), kv.next().unwrap_or_default()))
-                            }
-                            _ => Err(malformed("a Map entry that is not a [key, value] pair")),
-                        })
-                        .collect::<Result<_, _>>()?,
-                ),
+                (EXT_MAP, Value::Array(pairs)) => {
+                    map_from_pairs(pairs).ok_or_else(|| malformed("a Map entry that is not a [key, value] pair"))?
+                }
                 (EXT_SET, Value::Array(items)) => Value::Set(items),
-                (EXT_REGEXP, Value::Array(parts)) => match <[Value; 2]>::try_from(parts) {
-                    Ok([Value::String(source), Value::String(flags)]) => Value::RegExp { source, flags },
-                    _ => return Err(malformed("a RegExp that is not [source, flags]")),
-                },
+                (EXT_REGEXP, Value::Array(parts)) => regexp_from_parts(parts).ok_or_else(|| malformed("a RegExp that is not [source, flags]"))?,
                 (EXT_ERROR, fields @ Value::Object(_)) => Value::Error(Box::new(JsError { ..error_from_fields(fields) })),
                 _ => return Err(malformed("an ext value of the wrong shape")),
             }

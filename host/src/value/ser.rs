@@ -340,6 +340,23 @@ pub(crate) fn error_from_fields(fields: Value) -> JsError {
     }
 }
 
+/// A Map from its plain form, `[[key, value], ...]`; `None` if an entry is not a pair.
+pub(crate) fn map_from_pairs(pairs: Vec<Value>) -> Option<Value> {
+    let entries = pairs.into_iter().map(|pair| match pair {
+        Value::Array(kv) => <[Value; 2]>::try_from(kv).ok().map(|[key, value]| (key, value)),
+        _ => None,
+    });
+    Some(Value::Map(entries.collect::<Option<_>>()?))
+}
+
+/// A RegExp from its plain form, `[source, flags]`; `None` if it is not two strings.
+pub(crate) fn regexp_from_parts(parts: Vec<Value>) -> Option<Value> {
+    match <[Value; 2]>::try_from(parts) {
+        Ok([Value::String(source), Value::String(flags)]) => Some(Value::RegExp { source, flags }),
+        _ => None,
+    }
+}
+
 /// Rebuilds the value a [`magic`] newtype stands for from its plain form.
 fn from_magic(name: &str, inner: Value) -> Result<Value, Error> {
     let malformed = || Error::Conversion(format!("malformed {name}"));
@@ -347,22 +364,8 @@ fn from_magic(name: &str, inner: Value) -> Result<Value, Error> {
         (magic::DATE, Value::Number(ms)) => Value::Date(ms),
         (magic::BIGINT, Value::String(s)) => Value::BigInt(s.parse().map_err(|_| malformed())?),
         (magic::SET, Value::Array(items)) => Value::Set(items),
-        (magic::MAP, Value::Array(pairs)) => Value::Map(
-            pairs
-                .into_iter()
-                .map(|pair| match pair {
-                    Value::Array(kv) if kv.len() == 2 => {
-                        let mut kv = kv.into_iter();
-                        Ok((kv.next().unwrap_or_default(), kv.next().unwrap_or_default()))
-                    }
-                    _ => Err(malformed()),
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        (magic::REGEXP, Value::Array(parts)) => match <[Value; 2]>::try_from(parts) {
-            Ok([Value::String(source), Value::String(flags)]) => Value::RegExp { source, flags },
-            _ => return Err(malformed()),
-        },
+        (magic::MAP, Value::Array(pairs)) => map_from_pairs(pairs).ok_or_else(malformed)?,
+        (magic::REGEXP, Value::Array(parts)) => regexp_from_parts(parts).ok_or_else(malformed)?,
         (magic::ERROR, fields @ Value::Object(_)) => Value::Error(Box::new(error_from_fields(fields))),
         (_, other) => other,
     })
