@@ -257,7 +257,7 @@ impl Context {
     }
 }
 
-pub(crate) fn eval<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions) -> Result<T> {
+fn eval<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions) -> Result<T> {
     let inner = session.inner.clone();
     let rule = Rule::new(options.transfer, Fallback::Undefined);
     run::run_in_context(

@@ -352,12 +352,8 @@ impl Reference {
         Access { inherit: self.inherit, accessors: self.accessors }
     }
 
-    pub(crate) fn id(&self) -> u64 {
-        self.handle.id
-    }
-
     /// The transfer rule for results of `get` and `apply`: isolated-vm's reference fallback.
-    pub(crate) fn rule(&self, transfer: Transfer) -> Rule {
+    fn rule(&self, transfer: Transfer) -> Rule {
         Rule { inherit: self.inherit, ..Rule::new(transfer, Fallback::Reference) }
     }
 }
@@ -534,7 +530,7 @@ fn get<T: FromJs>(session: &mut Session<'_>, id: u64, key: &Key, rules: Rules) -
     })
 }
 
-pub(crate) fn call<T: FromJs>(session: &mut Session<'_>, id: u64, recv: &Arg<'_>, args: &[Arg<'_>], limits: Limits, rule: Rule) -> Result<T> {
+fn call<T: FromJs>(session: &mut Session<'_>, id: u64, recv: &Arg<'_>, args: &[Arg<'_>], limits: Limits, rule: Rule) -> Result<T> {
     let inner = session.inner.clone();
     check_held(&inner, id)?;
     run::run_in_context(

@@ -95,7 +95,6 @@ fn isolation_process_runs_the_isolate_in_a_worker_with_the_same_results() {
     let o = ivm(&["--isolation", "process", "--memory-limit", "16", "--json", "eval", "const a = []; for (;;) a.push({})"]);
     assert_eq!((o.status.code(), json(&o)["error"]["kind"].clone()), (Some(4), "memory-limit".into()));
     assert_eq!(ivm(&["--isolation", "sideways", "eval", "1"]).status.code(), Some(2));
-    assert_eq!(ivm(&["--isolation", "process", "component", "run", "guest.wasm"]).status.code(), Some(2));
 }
 
 /// A fresh directory under the system's temporary directory.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use ivm::Isolation;
 use ivm::component::{GuestLimits, GuestProgram, Output};
 
 /// Builds `tests/guests/NAME.c` into a component (once per test run).
@@ -31,6 +32,7 @@ eval: 42
 argument: 'WASM'
 msgpack in: 22
 msgpack out: msgpack 82a1619201a178a47768656ec70cff000000000000000000000000
+during a call: 'function'
 guest calls: 2
 task: 422
 outside a task: 'TypeError'
@@ -70,6 +72,24 @@ fn several_guests_run_at_once() {
         let run = run.join().unwrap();
         assert_eq!((run.status, String::from_utf8_lossy(&run.stdout).into_owned()), (0, TOUR.to_owned()));
     }
+}
+
+#[test]
+fn a_guests_isolates_can_live_in_worker_processes() {
+    // The same tour, every isolate in a worker process: tasks and guest functions, a guest
+    // using a task's isolate while it answers its call, limits and errors all behave the same.
+    let program = GuestProgram::load(&guest("tour")).unwrap();
+    let limits = GuestLimits::default().max_isolates(2).isolation(Isolation::Process);
+    let run = program.run(&["wasm".into()], limits, Output::Capture).unwrap();
+    assert_eq!((run.status, String::from_utf8_lossy(&run.stdout).into_owned()), (0, TOUR.to_owned()));
+    assert!(!run.isolates.is_empty() && run.isolates.iter().all(|i| i.is_process_isolated() && i.is_disposed()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ivm"))
+        .args(["--isolation", "process", "component", "run", "--max-isolates", "2"])
+        .arg(guest("tour"))
+        .arg("wasm")
+        .output()
+        .unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(0), TOUR.to_owned()));
 }
 
 #[test]

@@ -129,6 +129,8 @@ static bool tour(guest_list_string_t *argv) {
     int calls = 0;
     while (step.tag == IVM_ISOLATE_TYPES_STEP_CALL) {
         calls++;
+        // While it answers, the guest may use the task's isolate (the call waits outside it).
+        if (calls == 1) eval(ctx, "during a call", "typeof hostAdd", plain);
         ivm_isolate_types_invocation_t *call = &step.val.call;
         double sum = 0;
         for (size_t i = 0; i < call->args.len; i++) sum += call->args.ptr[i].val.number;

@@ -26,14 +26,17 @@
 //!
 //! Failures are values (`result<_, error>`), never traps: a trap would poison the guest's whole
 //! store. Because wasmtime cannot enter a guest that is inside one of its own calls,
-//! JavaScript calls guest functions through *tasks*: `eval-task` runs the code on ivm's worker
-//! pool, and each call of a guest function suspends it and comes back to the guest as a
-//! `step::call` from `task.resume`, answered by the next `resume`.
+//! JavaScript calls guest functions through *tasks*: `eval-task` runs the code as an async
+//! operation of the isolate, and each call of a guest function suspends it and comes back to
+//! the guest as a `step::call` from `task.resume`, answered by the next `resume`. While it
+//! answers, the guest may use the task's isolate too (the call waits outside the isolate).
+//!
+//! A guest's isolates live in the host process, or in worker processes with
+//! [`GuestLimits::isolation`] (or `IVM_ISOLATION=process`): the interface behaves the same.
 
 mod run;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -47,7 +50,8 @@ use crate::reference::Reference;
 use crate::script::{CompileOptions, Script, ScriptOrigin};
 use crate::transfer::{Transfer, Transferable, Transferred};
 use crate::value::{Value, msgpack};
-use crate::{Callback, EvalOptions};
+use crate::isolate::Operation;
+use crate::{Callback, EvalOptions, Isolation};
 
 pub use run::{GuestProgram, GuestRun, Output, run_command};
 
@@ -58,7 +62,7 @@ pub(crate) mod bindings {
         imports: { default: trappable },
         with: {
             "ivm:isolate/types.isolate": super::GuestIsolate,
-            "ivm:isolate/types.context": super::GuestContext,
+            "ivm:isolate/types.context": crate::Context,
             "ivm:isolate/types.script": crate::Script,
             "ivm:isolate/types.module": crate::Module,
             "ivm:isolate/types.reference": crate::Reference,
@@ -80,11 +84,14 @@ pub struct GuestLimits {
     pub memory_budget_mb: u64,
     /// The timeout of runs that set none. `None`: no limit.
     pub default_timeout: Option<Duration>,
+    /// Where the guest's isolates live. `None`: as [`IsolateOptions::isolation`] decides
+    /// when unset (`IVM_ISOLATION`, else in process).
+    pub isolation: Option<Isolation>,
 }
 
 impl Default for GuestLimits {
     fn default() -> Self {
-        GuestLimits { max_isolates: 16, memory_budget_mb: 2048, default_timeout: Some(Duration::from_secs(30)) }
+        GuestLimits { max_isolates: 16, memory_budget_mb: 2048, default_timeout: Some(Duration::from_secs(30)), isolation: None }
     }
 }
 
@@ -104,6 +111,12 @@ impl GuestLimits {
         self.default_timeout = timeout;
         self
     }
+    /// Puts the guest's isolates in this process or in worker processes (a guest that
+    /// crashes V8 then takes only its worker down, and the guest sees `disposed` errors).
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(isolation);
+        self
+    }
 }
 
 /// The isolates of one guest: what the `ivm:isolate` host functions work on. Put one in each
@@ -114,8 +127,6 @@ pub struct GuestIsolates {
     limits: GuestLimits,
     /// Every isolate the guest made, with its memory limit, for the limits and for disposal.
     isolates: Vec<(Isolate, u64)>,
-    /// Where guest functions of each isolate send their calls (by isolate identity).
-    routes: HashMap<usize, Arc<Route>>,
 }
 
 impl std::fmt::Debug for GuestIsolates {
@@ -127,7 +138,7 @@ impl std::fmt::Debug for GuestIsolates {
 impl GuestIsolates {
     /// No isolates yet, under `limits`.
     pub fn new(limits: GuestLimits) -> GuestIsolates {
-        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new(), routes: HashMap::new() }
+        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new() }
     }
 
     /// The isolates the guest made that are not disposed (e.g. to watch them).
@@ -164,17 +175,8 @@ pub fn add_to_linker<T: IsolatesView + 'static>(linker: &mut Linker<T>) -> wasmt
 /// An isolate resource; dropping it disposes the isolate.
 pub struct GuestIsolate(Isolate);
 
-/// A context resource, with the route its guest functions call through.
-pub struct GuestContext {
-    context: Context,
-    route: Arc<Route>,
-}
-
-/// Where calls of guest functions of one isolate go: the task whose run is executing.
-#[derive(Default)]
-struct Route {
-    current: Mutex<Option<mpsc::Sender<Event>>>,
-}
+/// The caller tag of a task's run: where calls of guest functions made by its JavaScript go.
+struct TaskLine(mpsc::Sender<Event>);
 
 /// What a task's run reports to the guest.
 enum Event {
@@ -216,20 +218,7 @@ fn js_error(e: crate::JsError) -> wit::JsError {
     wit::JsError { name: e.name, message: e.message, stack: e.stack }
 }
 
-fn identity(isolate: &Isolate) -> usize {
-    isolate.identity()
-}
-
-/// The in-process isolate behind a guest's handle (guests' isolates are made in process).
-fn local(isolate: &Isolate) -> std::result::Result<&Arc<crate::isolate::IsolateInner>, crate::Error> {
-    isolate.as_local().ok_or_else(|| crate::Error::InvalidArgument("a guest's isolate must live in the host process".into()))
-}
-
 impl GuestIsolates {
-    fn route(&mut self, isolate: &Isolate) -> Arc<Route> {
-        self.routes.entry(identity(isolate)).or_default().clone()
-    }
-
     fn run_options(&self, options: wit::RunOptions) -> EvalOptions {
         let mut eval = EvalOptions::default().transfer(transfer(options.transfer));
         eval.timeout = options.timeout_ms.map(|ms| Duration::from_millis(ms.into())).or(self.limits.default_timeout);
@@ -360,16 +349,17 @@ impl wit::HostIsolate for GuestIsolates {
                 self.limits.memory_budget_mb
             ))));
         }
-        let isolate = guest!(Isolate::new(IsolateOptions::default().isolation(crate::Isolation::InProcess).memory_limit(mb)));
+        let mut options = IsolateOptions::default().memory_limit(mb);
+        options.isolation = self.limits.isolation;
+        let isolate = guest!(Isolate::new(options));
         self.isolates.push((isolate.clone(), mb));
         Ok(Ok(self.table.push(GuestIsolate(isolate))?))
     }
 
-    fn create_context(&mut self, this: Resource<GuestIsolate>) -> Host<Resource<GuestContext>> {
+    fn create_context(&mut self, this: Resource<GuestIsolate>) -> Host<Resource<Context>> {
         let isolate = self.table.get(&this)?.0.clone();
         let context = guest!(isolate.create_context());
-        let route = self.route(&isolate);
-        Ok(Ok(self.table.push(GuestContext { context, route })?))
+        Ok(Ok(self.table.push(context)?))
     }
 
     fn compile_script(&mut self, this: Resource<GuestIsolate>, code: String, options: wit::CompileOptions) -> Host<Resource<Script>> {
@@ -420,102 +410,84 @@ impl wit::HostIsolate for GuestIsolates {
         let GuestIsolate(isolate) = self.table.delete(this)?;
         // Already disposed is fine: dropping is how a guest lets go either way.
         let _ = isolate.dispose();
-        self.routes.remove(&identity(&isolate));
         Ok(())
     }
 }
 
 impl wit::HostContext for GuestIsolates {
-    fn global(&mut self, this: Resource<GuestContext>) -> Host<Resource<Reference>> {
-        let global = guest!(self.table.get(&this)?.context.global());
+    fn global(&mut self, this: Resource<Context>) -> Host<Resource<Reference>> {
+        let global = guest!(self.table.get(&this)?.global());
         Ok(Ok(self.table.push(global)?))
     }
 
-    fn eval(&mut self, this: Resource<GuestContext>, code: String, options: wit::RunOptions) -> Host<wit::Value> {
+    fn eval(&mut self, this: Resource<Context>, code: String, options: wit::RunOptions) -> Host<wit::Value> {
         let options = self.run_options(options);
-        let result = self.table.get(&this)?.context.eval_with::<Transferred>(&code, &options);
+        let result = self.table.get(&this)?.eval_with::<Transferred>(&code, &options);
         self.to_guest(result)
     }
 
-    fn eval_closure(&mut self, this: Resource<GuestContext>, code: String, args: Vec<wit::Value>, options: wit::RunOptions) -> Host<wit::Value> {
+    fn eval_closure(&mut self, this: Resource<Context>, code: String, args: Vec<wit::Value>, options: wit::RunOptions) -> Host<wit::Value> {
         let args = match self.args(args)? {
             Ok(args) => args,
             Err(e) => return Ok(Err(e)),
         };
         let options = self.run_options(options);
-        let result = self.table.get(&this)?.context.eval_closure::<Transferred>(&code, args, &options);
+        let result = self.table.get(&this)?.eval_closure::<Transferred>(&code, args, &options);
         self.to_guest(result)
     }
 
-    fn eval_task(&mut self, this: Resource<GuestContext>, code: String, options: wit::RunOptions) -> wasmtime::Result<Resource<Task>> {
+    fn eval_task(&mut self, this: Resource<Context>, code: String, options: wit::RunOptions) -> wasmtime::Result<Resource<Task>> {
         let options = self.run_options(options);
-        let guest = self.table.get(&this)?;
-        let (context_id, route) = (guest.context.id(), guest.route.clone());
-        let task = match local(guest.context.isolate()) {
-            Ok(inner) => Task::start(inner, route, move |session| crate::context::eval::<Transferred>(session, context_id, &code, &options)),
-            Err(e) => Task::failed(e.into()),
-        };
+        let context = self.table.get(&this)?;
+        let task = Task::start(|| context.eval_async::<Transferred>(code, options));
         Ok(self.table.push(task)?)
     }
 
-    fn callback(&mut self, this: Resource<GuestContext>, id: u32, name: String) -> Host<Resource<Reference>> {
-        let guest = self.table.get(&this)?;
-        let route = guest.route.clone();
+    fn callback(&mut self, this: Resource<Context>, id: u32, name: String) -> Host<Resource<Reference>> {
         let function = Callback::new_blocking(move |args: Value| {
-            let route = route.clone();
-            async move { route.call(id, args).await }
+            // Called from a task's run (in process or in a worker): the run's tag says which.
+            let task = crate::callback::caller_tag().and_then(|tag| tag.downcast::<TaskLine>().ok());
+            async move { call_guest(task, id, args).await }
         })
         .name(name);
         // The function, made in the context, as a reference.
-        let made = guest!(guest.context.eval_closure::<Reference>("return $0", (function,), &Default::default()));
+        let made = guest!(self.table.get(&this)?.eval_closure::<Reference>("return $0", (function,), &Default::default()));
         Ok(Ok(self.table.push(made)?))
     }
 
-    fn drop(&mut self, this: Resource<GuestContext>) -> wasmtime::Result<()> {
-        self.table.delete(this)?.context.release();
+    fn drop(&mut self, this: Resource<Context>) -> wasmtime::Result<()> {
+        self.table.delete(this)?.release();
         Ok(())
     }
 }
 
-impl Route {
-    /// A call of guest function `id` from JavaScript: handed to the running task, answered by
-    /// the guest's next `resume`.
-    async fn call(&self, id: u32, args: Value) -> crate::Result<Value> {
-        let args = match args {
-            Value::Array(args) => args,
-            other => vec![other],
-        };
-        let sender = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let sender = sender.ok_or_else(|| crate::Error::js("TypeError", "A guest function was called outside a task (use eval-task or apply-task)"))?;
-        let (reply, answer) = oneshot::channel();
-        sender.send(Event::Call { id, args, reply }).map_err(|_| crate::Error::js("Error", "The guest dropped the task"))?;
-        match answer.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(crate::Error::Exception(e)),
-            Err(_) => Err(crate::Error::js("Error", "The guest dropped the task without answering")),
-        }
+/// A call of guest function `id` from JavaScript: handed to the task whose run made it,
+/// answered by the guest's next `resume`.
+async fn call_guest(task: Option<Arc<TaskLine>>, id: u32, args: Value) -> crate::Result<Value> {
+    let args = match args {
+        Value::Array(args) => args,
+        other => vec![other],
+    };
+    let task = task.ok_or_else(|| crate::Error::js("TypeError", "A guest function was called outside a task (use eval-task or apply-task)"))?;
+    let (reply, answer) = oneshot::channel();
+    task.0.send(Event::Call { id, args, reply }).map_err(|_| crate::Error::js("Error", "The guest dropped the task"))?;
+    match answer.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(crate::Error::Exception(e)),
+        Err(_) => Err(crate::Error::js("Error", "The guest dropped the task without answering")),
     }
 }
 
 impl Task {
-    /// Starts `run` as an async operation of the isolate, routing guest-function calls to the
-    /// new task while it runs.
-    fn start(
-        inner: &Arc<crate::isolate::IsolateInner>,
-        route: Arc<Route>,
-        run: impl FnOnce(&mut crate::isolate::Session<'_>) -> crate::Result<Transferred> + Send + 'static,
-    ) -> Task {
+    /// Starts the async operation `submit` makes, tagged so that the guest-function calls of
+    /// its JavaScript come to the new task.
+    fn start(submit: impl FnOnce() -> Operation<Transferred>) -> Task {
         let (events, receiver) = mpsc::channel();
         let done = events.clone();
-        let operation = inner.run_async(move |session| {
-            let previous = route.current.lock().unwrap_or_else(|e| e.into_inner()).replace(events);
-            let result = run(session);
-            *route.current.lock().unwrap_or_else(|e| e.into_inner()) = previous;
-            Ok(result)
-        });
+        let tag: crate::callback::CallerTag = Arc::new(TaskLine(events));
+        let operation = crate::callback::with_caller_tag(Some(tag), submit);
         crate::engine::tasks::spawn(async move {
-            let result = operation.await.and_then(|r| r);
-            let _ = done.send(Event::Done(result));
+            let _ = done.send(Event::Done(operation.await));
         });
         Task { events: receiver, pending: None, done: false }
     }
@@ -537,10 +509,10 @@ impl wit::HostTask for GuestIsolates {
             Some(Ok(value)) => Some(self.data(value)?.map_err(|e| thrown(&e))),
             Some(Err(e)) => Some(Err(crate::JsError { name: e.name, message: e.message, stack: e.stack, ..Default::default() })),
         };
-        loop {
+        let step = loop {
             let task = self.table.get_mut(&this)?;
             if task.done {
-                return Ok(wit::Step::Done(Err(wit::Error::InvalidArgument("the task is done".into()))));
+                break wit::Step::Done(Err(wit::Error::InvalidArgument("the task is done".into())));
             }
             if let (Some(pending), Some(reply)) = (task.pending.take(), reply.take()) {
                 let _ = pending.send(reply);
@@ -549,7 +521,7 @@ impl wit::HostTask for GuestIsolates {
                 Event::Call { id, args, reply: answer } => match args.into_iter().map(guest_value).collect::<Result<Vec<_>, _>>() {
                     Ok(args) => {
                         task.pending = Some(answer);
-                        return Ok(wit::Step::Call(wit::Invocation { id, args }));
+                        break wit::Step::Call(wit::Invocation { id, args });
                     }
                     // Arguments the guest cannot receive fail the call in JavaScript.
                     Err(e) => {
@@ -558,14 +530,15 @@ impl wit::HostTask for GuestIsolates {
                 },
                 Event::Done(result) => {
                     task.done = true;
-                    return Ok(wit::Step::Done(self.to_guest(result)?));
+                    break wit::Step::Done(self.to_guest(result)?);
                 }
                 Event::Failed(error) => {
                     task.done = true;
-                    return Ok(wit::Step::Done(Err(error)));
+                    break wit::Step::Done(Err(error));
                 }
             }
-        }
+        };
+        Ok(step)
     }
 
     fn drop(&mut self, this: Resource<Task>) -> wasmtime::Result<()> {
@@ -586,9 +559,9 @@ fn thrown(error: &wit::Error) -> crate::JsError {
 }
 
 impl wit::HostScript for GuestIsolates {
-    fn run(&mut self, this: Resource<Script>, context: Resource<GuestContext>, options: wit::RunOptions) -> Host<wit::Value> {
+    fn run(&mut self, this: Resource<Script>, context: Resource<Context>, options: wit::RunOptions) -> Host<wit::Value> {
         let options = self.run_options(options);
-        let context = self.table.get(&context)?.context.clone();
+        let context = self.table.get(&context)?.clone();
         let result = self.table.get(&this)?.run::<Transferred>(&context, &options);
         self.to_guest(result)
     }
@@ -616,8 +589,8 @@ impl wit::HostModule for GuestIsolates {
         Ok(self.table.get(&this)?.dependency_specifiers().into_iter().map(str::to_owned).collect())
     }
 
-    fn instantiate(&mut self, this: Resource<Module>, context: Resource<GuestContext>, links: Vec<(String, Resource<Module>)>) -> Host<()> {
-        let context = self.table.get(&context)?.context.clone();
+    fn instantiate(&mut self, this: Resource<Module>, context: Resource<Context>, links: Vec<(String, Resource<Module>)>) -> Host<()> {
+        let context = self.table.get(&context)?.clone();
         let mut table = Vec::with_capacity(links.len());
         for (specifier, module) in links {
             table.push((specifier, self.table.get(&module)?.clone()));
@@ -708,19 +681,9 @@ impl wit::HostReference for GuestIsolates {
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
         let options = self.run_options(options);
-        let reference = self.table.get(&this)?.clone();
-        let route = self.route(reference.isolate());
+        let reference = self.table.get(&this)?;
         let task = match prepared {
-            Ok((receiver, args)) => match local(reference.isolate()) {
-                Ok(inner) => {
-                    let (id, rule, limits) = (reference.id(), reference.rule(options.transfer), options.limits());
-                    Task::start(inner, route, move |session| {
-                        use crate::transfer::{IntoArgs, IntoJs};
-                        crate::reference::call::<Transferred>(session, id, &receiver.into_arg(), &args.into_args(), limits, rule)
-                    })
-                }
-                Err(e) => Task::failed(e.into()),
-            },
+            Ok((receiver, args)) => Task::start(|| reference.apply_async::<Transferred>(receiver, args, options)),
             Err(e) => Task::failed(e),
         };
         Ok(self.table.push(task)?)

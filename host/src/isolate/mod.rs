@@ -367,20 +367,11 @@ impl Isolate {
         Isolate { backend: Backend::Local(inner) }
     }
 
-    /// The in-process isolate, for the machinery that works on V8 directly (the component
-    /// host keeps its isolates in process).
+    /// The in-process isolate, for the machinery that works on V8 directly.
     pub(crate) fn as_local(&self) -> Option<&Arc<IsolateInner>> {
         match &self.backend {
             Backend::Local(inner) => Some(inner),
             Backend::Remote(_) => None,
-        }
-    }
-
-    /// An address that identifies the isolate (clones share it).
-    pub(crate) fn identity(&self) -> usize {
-        match &self.backend {
-            Backend::Local(inner) => Arc::as_ptr(inner) as usize,
-            Backend::Remote(remote) => Arc::as_ptr(remote) as usize,
         }
     }
 
@@ -628,8 +619,10 @@ impl IsolateInner {
         op: F,
     ) -> impl Future<Output = Result<R>> + Send + 'static + use<R, F> {
         let (tx, rx) = oneshot::channel();
+        // The operation runs for whoever submitted it: its host functions see their tag.
+        let tag = crate::callback::caller_tag();
         self.enqueue(Box::new(move |session| {
-            let _ = tx.send(session.and_then(op));
+            let _ = tx.send(crate::callback::with_caller_tag(tag, || session.and_then(op)));
         }));
         async move { rx.await.unwrap_or_else(|_| Err(Error::isolate_disposed())) }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::WORKER_ARG;
 use super::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker};
-use super::remote::{Ancestry, RemoteRef};
+use super::remote::{Origin, RemoteRef};
 use super::spin::PollingPipe;
 use crate::engine::watchdog::Timer;
 use crate::error::{Error, Result};
@@ -73,11 +73,8 @@ struct Ceiling {
 
 struct Pending {
     reply: ReplySender,
-    /// The worker calls the sender was answering (see `remote::within`): calls this request
-    /// makes back into the host continue that chain.
-    ancestry: Ancestry,
-    /// Sent by an async operation.
-    in_job: bool,
+    /// What calls this request makes back into the host continue (see `remote::within`).
+    origin: Origin,
     /// Sent by an event handler of this link: its reply cannot wait behind that handler.
     from_handler: bool,
     /// How long after the run starts the worker is killed if it has not answered.
@@ -193,7 +190,7 @@ impl Link {
     ) -> Result<oneshot::Receiver<Result<Reply>>> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, receiver) = oneshot::channel();
-        let ancestry = super::remote::ancestry();
+        let origin = Origin { ancestry: super::remote::ancestry(), in_job, tag: crate::callback::caller_tag() };
         let escalated = Arc::new(AtomicBool::new(false));
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,7 +203,7 @@ impl Link {
             if from_handler {
                 self.handler_requests.fetch_add(1, Ordering::SeqCst);
             }
-            pending.insert(id, Pending { reply, ancestry, in_job, from_handler, escalate_after, escalation: None, escalated });
+            pending.insert(id, Pending { reply, origin, from_handler, escalate_after, escalation: None, escalated });
         }
         if let Err(e) = self.write(&ToWorker::Request { id, within, isolate, op }) {
             self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -398,17 +395,17 @@ impl Link {
             FromWorker::Call { isolate, .. } | FromWorker::Console { isolate, .. } | FromWorker::Rejection { isolate, .. } => *isolate,
             FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } => return,
         };
-        let ancestry = match &event {
+        let origin = match &event {
             FromWorker::Call { request: Some(request), .. } => {
                 let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                pending.get(request).map(|p| (p.ancestry.clone(), p.in_job)).unwrap_or_default()
+                pending.get(request).map(|p| p.origin.clone()).unwrap_or_default()
             }
             _ => Default::default(),
         };
         let found = self.isolates.lock().unwrap_or_else(|e| e.into_inner()).get(&isolate).and_then(|r| r.upgrade());
         match (found, event) {
-            (Some(remote), event @ FromWorker::Call { .. }) => remote.on_event(event, ancestry),
-            (Some(remote), event) => self.event(Box::new(move || remote.on_event(event, ancestry))),
+            (Some(remote), event @ FromWorker::Call { .. }) => remote.on_event(event, origin),
+            (Some(remote), event) => self.event(Box::new(move || remote.on_event(event, origin))),
             // Nobody on this side any more: do not leave the worker's JavaScript waiting.
             (None, FromWorker::Call { call, .. }) => self.reply(call, Err(Error::isolate_disposed())),
             (None, _) => {}

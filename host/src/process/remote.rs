@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::link::Link;
 use super::pool::Lease;
 use super::protocol::{Answer, FromWorker, Id, Op, Reply, Target, Wire};
-use crate::callback::{Callback, Invoked};
+use crate::callback::{Callback, CallerTag, Invoked, with_caller_tag};
 use crate::context::{ConsoleLevel, ContextOptions};
 use crate::engine::tasks;
 use crate::error::{Error, Result};
@@ -63,6 +63,18 @@ const DEADLOCK: &str = "This async operation would deadlock: it was submitted fr
 /// which is found further up the chain.
 pub(crate) type Ancestry = Vec<Answering>;
 
+/// What a request was sent with, which the calls its JavaScript makes back into the host
+/// continue.
+#[derive(Clone, Default)]
+pub(crate) struct Origin {
+    /// The worker calls its sender was answering.
+    pub(crate) ancestry: Ancestry,
+    /// The request is an async operation (which, waiting, holds the isolate's queue).
+    pub(crate) in_job: bool,
+    /// Its sender's caller tag.
+    pub(crate) tag: Option<CallerTag>,
+}
+
 /// A worker call being answered.
 #[derive(Clone, Debug)]
 pub(crate) struct Answering {
@@ -91,8 +103,8 @@ fn answering(link: &Arc<Link>) -> Option<Answering> {
     WITHIN.with_borrow(|calls| calls.iter().rev().find(|a| a.link == link_key(link)).cloned())
 }
 
-/// Runs `f` answering `chain`.
-fn within<R>(chain: &Ancestry, f: impl FnOnce() -> R) -> R {
+/// Runs `f` answering `chain`, for an operation tagged `tag`.
+fn within<R>(chain: &Ancestry, tag: Option<CallerTag>, f: impl FnOnce() -> R) -> R {
     let outer = WITHIN.replace(chain.clone());
     struct Restore(Option<Ancestry>);
     impl Drop for Restore {
@@ -103,7 +115,7 @@ fn within<R>(chain: &Ancestry, f: impl FnOnce() -> R) -> R {
         }
     }
     let _restore = Restore(Some(outer));
-    f()
+    with_caller_tag(tag, f)
 }
 
 impl RemoteIsolate {
@@ -248,13 +260,14 @@ impl RemoteIsolate {
         id
     }
 
-    /// The worker reported something for this isolate; a call comes with the chain of calls
-    /// it continues and whether the request it came from was an async operation.
-    pub(crate) fn on_event(self: &Arc<Self>, event: FromWorker, (mut chain, in_job): (Ancestry, bool)) {
+    /// The worker reported something for this isolate; a call comes with the origin of the
+    /// request whose JavaScript made it.
+    pub(crate) fn on_event(self: &Arc<Self>, event: FromWorker, origin: Origin) {
         match event {
             FromWorker::Call { call, target, .. } => {
-                chain.push(Answering { link: link_key(&self.link), call, isolate: self.id, in_job });
-                self.on_call(call, target, chain)
+                let mut chain = origin.ancestry;
+                chain.push(Answering { link: link_key(&self.link), call, isolate: self.id, in_job: origin.in_job });
+                self.on_call(call, target, chain, origin.tag)
             }
             FromWorker::Console { sink, level, text, .. } => {
                 let sink = self.exported.lock().unwrap_or_else(|e| e.into_inner()).sinks.get(&sink).cloned();
@@ -286,7 +299,7 @@ impl RemoteIsolate {
 
     /// JavaScript in the worker called a host function or hook: run it on the task pool and
     /// send the answer back.
-    fn on_call(self: &Arc<Self>, call: u64, target: Target, chain: Ancestry) {
+    fn on_call(self: &Arc<Self>, call: u64, target: Target, chain: Ancestry, tag: Option<CallerTag>) {
         let this = self.clone();
         let answer = Responder { link: self.link.clone(), call, sent: false };
         match target {
@@ -303,9 +316,9 @@ impl RemoteIsolate {
                 match callback.invoke(args) {
                     // The worker's JavaScript waits for these, and they may call back into it:
                     // each gets a thread (see `tasks::spawn_waiting`).
-                    Invoked::Sync(run) => tasks::spawn_waiting(move || answer.send(within(&chain, run).and_then(value_answer))),
+                    Invoked::Sync(run) => tasks::spawn_waiting(move || answer.send(within(&chain, tag, run).and_then(value_answer))),
                     Invoked::Blocking(future) => {
-                        tasks::spawn_waiting(move || answer.send(within(&chain, || tasks::block_on(future)).and_then(value_answer)))
+                        tasks::spawn_waiting(move || answer.send(within(&chain, tag, || tasks::block_on(future)).and_then(value_answer)))
                     }
                     Invoked::Async(future) => tasks::spawn(async move { answer.send(future.await.and_then(value_answer)) }),
                     Invoked::Ignored(work) => {
@@ -316,7 +329,7 @@ impl RemoteIsolate {
             }
             Target::Import { request, referrer } => tasks::spawn_waiting(move || {
                 let hook = this.import.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let result = within(&chain, || match hook {
+                let result = within(&chain, tag, || match hook {
                     Some(hook) => guarded(|| hook(&this.isolate(), &request, &referrer)).and_then(|module| Ok((module.remote_id(&this)?, module))),
                     None => Err(Error::js(
                         "TypeError",
@@ -335,7 +348,7 @@ impl RemoteIsolate {
             }),
             Target::Meta { filename } => tasks::spawn_waiting(move || {
                 let hook = this.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let result = within(&chain, || match hook {
+                let result = within(&chain, tag, || match hook {
                     Some(hook) => guarded(|| hook(&filename)),
                     None => Ok(Value::Object([("url".to_owned(), Value::String(filename))].into_iter().collect())),
                 });

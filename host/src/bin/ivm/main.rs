@@ -40,7 +40,8 @@ OPTIONS:
     --code-cache-key F  Seal code caches with the key in file F (32 bytes or more)
     --isolation MODE    Where the isolate lives: 'in-process' (default, or IVM_ISOLATION)
                         or 'process' (a worker process: a V8 crash or abort, or a
-                        script that ignores its timeout, ends only the worker)
+                        script that ignores its timeout, ends only the worker); for
+                        'component run', where the guest's isolates live
     -v, --verbose       Report on stderr what the code cache did
     --max-isolates N    component: isolates the guest may hold at once (default 16)
     --memory-budget MB  component: sum of its isolates' memory limits (default 2048)
@@ -178,9 +179,6 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     }
     if (max_isolates.is_some() || memory_budget.is_some()) && !matches!(command, Command::Component { .. }) {
         return usage("--max-isolates and --memory-budget go with 'component run'");
-    }
-    if isolation == Some(Isolation::Process) && matches!(command, Command::Component { .. }) {
-        return usage("a component's isolates live in the host process: --isolation process goes with 'run' and 'eval'");
     }
     Parsed::Go(Args {
         command,
@@ -355,6 +353,9 @@ fn run_component(args: &Args, guest: &str, guest_args: &[String]) -> ExitCode {
     }
     if let Some(mb) = args.memory_budget {
         limits = limits.memory_budget_mb(mb);
+    }
+    if let Some(isolation) = args.isolation {
+        limits = limits.isolation(isolation);
     }
     match ivm::component::run_command(Path::new(guest), guest_args, limits) {
         Ok(status) => ExitCode::from(status),
