@@ -208,7 +208,7 @@ impl From<crate::Error> for wit::Error {
             E::Abandoned => wit::Error::Abandoned,
             E::InvalidArgument(m) => wit::Error::InvalidArgument(m),
             E::Conversion(m) => wit::Error::Conversion(m),
-            // Guests' isolates live in the host process; a crashed worker would mean it is gone.
+            // The isolate's worker process died (the guest's isolates may live in workers): it is gone.
             E::WorkerCrashed { reason } => wit::Error::Disposed(reason),
         }
     }
@@ -509,10 +509,10 @@ impl wit::HostTask for GuestIsolates {
             Some(Ok(value)) => Some(self.data(value)?.map_err(|e| thrown(&e))),
             Some(Err(e)) => Some(Err(crate::JsError { name: e.name, message: e.message, stack: e.stack, ..Default::default() })),
         };
-        let step = loop {
+        loop {
             let task = self.table.get_mut(&this)?;
             if task.done {
-                break wit::Step::Done(Err(wit::Error::InvalidArgument("the task is done".into())));
+                return Ok(wit::Step::Done(Err(wit::Error::InvalidArgument("the task is done".into()))));
             }
             if let (Some(pending), Some(reply)) = (task.pending.take(), reply.take()) {
                 let _ = pending.send(reply);
@@ -521,7 +521,7 @@ impl wit::HostTask for GuestIsolates {
                 Event::Call { id, args, reply: answer } => match args.into_iter().map(guest_value).collect::<Result<Vec<_>, _>>() {
                     Ok(args) => {
                         task.pending = Some(answer);
-                        break wit::Step::Call(wit::Invocation { id, args });
+                        return Ok(wit::Step::Call(wit::Invocation { id, args }));
                     }
                     // Arguments the guest cannot receive fail the call in JavaScript.
                     Err(e) => {
@@ -530,15 +530,14 @@ impl wit::HostTask for GuestIsolates {
                 },
                 Event::Done(result) => {
                     task.done = true;
-                    break wit::Step::Done(self.to_guest(result)?);
+                    return Ok(wit::Step::Done(self.to_guest(result)?));
                 }
                 Event::Failed(error) => {
                     task.done = true;
-                    break wit::Step::Done(Err(error));
+                    return Ok(wit::Step::Done(Err(error)));
                 }
             }
-        };
-        Ok(step)
+        }
     }
 
     fn drop(&mut self, this: Resource<Task>) -> wasmtime::Result<()> {
