@@ -29,10 +29,11 @@
 //! JavaScript calls guest functions through *tasks*: `eval-task` runs the code as an async
 //! operation of the isolate, and each call of a guest function suspends it and comes back to
 //! the guest as a `step::call` from `task.resume`, answered by the next `resume`. While it
-//! answers, the guest may use the task's isolate too (the call waits outside the isolate).
+//! answers, the guest may make synchronous calls on the task's isolate too (the call waits
+//! outside the isolate).
 //!
 //! A guest's isolates live in the host process, or in worker processes with
-//! [`GuestLimits::isolation`] (or `IVM_ISOLATION=process`): the interface behaves the same.
+//! [`GuestLimits::isolation`] (or `IVM_ISOLATION=process`), behind the same interface.
 
 mod run;
 
@@ -494,6 +495,14 @@ impl Task {
 }
 
 impl Task {
+    /// The run is over. A guest-function call from a worker can arrive after its run ended
+    /// (the run timed out or its worker died meanwhile): closing the line fails such calls at
+    /// once instead of leaving them waiting for a `resume` that will not come.
+    fn finish(&mut self) {
+        self.done = true;
+        self.events = mpsc::channel().1;
+    }
+
     /// A task that failed before it could start.
     fn failed(error: wit::Error) -> Task {
         let (events, receiver) = mpsc::channel();
@@ -529,11 +538,11 @@ impl wit::HostTask for GuestIsolates {
                     }
                 },
                 Event::Done(result) => {
-                    task.done = true;
+                    task.finish();
                     return Ok(wit::Step::Done(self.to_guest(result)?));
                 }
                 Event::Failed(error) => {
-                    task.done = true;
+                    task.finish();
                     return Ok(wit::Step::Done(Err(error)));
                 }
             }
