@@ -379,6 +379,20 @@ pub(crate) struct OnceSlot {
     payload: Mutex<Option<Once>>,
 }
 
+impl OnceSlot {
+    /// Uses the payload with `f`; it is used up only once `f` worked, so a failed use (e.g.
+    /// in the wrong isolate) leaves it usable.
+    fn use_once<R>(&self, f: impl FnOnce(&Once) -> Result<R>) -> Result<R> {
+        let mut payload = self.payload.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(once) = payload.as_ref() else {
+            return Err(Error::js("TypeError", format!("The return value of `{}` should only be used once", self.made_by)));
+        };
+        let used = f(once)?;
+        *payload = None;
+        Ok(used)
+    }
+}
+
 /// The payload of a single-use [`Transferable`].
 pub(crate) enum Once {
     /// [`Reference::deref_into`]: the value, in its own isolate; the reference is released
@@ -461,27 +475,16 @@ impl<'a> Arg<'a> {
             Owned::Callback(c) => c.to_js(scope, inner),
             Owned::Reference(r) => r.local_in(scope, inner),
             Owned::Copy(c) => c.copy_in(scope, CopyIntoOptions::default()),
-            Owned::Once(once) => {
-                let mut payload = once.payload.lock().unwrap_or_else(|e| e.into_inner());
-                let used = match payload.as_ref() {
-                    None => {
-                        let message = format!("The return value of `{}` should only be used once", once.made_by);
-                        return Err(Error::js("TypeError", message));
+            Owned::Once(once) => once.use_once(|payload| match payload {
+                Once::Deref { reference, release } => {
+                    let value = reference.local_in(scope, inner)?;
+                    if *release {
+                        reference.release();
                     }
-                    Some(Once::Deref { reference, release }) => {
-                        let value = reference.local_in(scope, inner)?;
-                        if *release {
-                            reference.release();
-                        }
-                        value
-                    }
-                    Some(Once::CopyInto { copy, options }) => copy.copy_in(scope, *options)?,
-                };
-                // Used up only once it worked: a failed use (e.g. in the wrong isolate) leaves
-                // it usable.
-                *payload = None;
-                Ok(used)
-            }
+                    Ok(value)
+                }
+                Once::CopyInto { copy, options } => copy.copy_in(scope, *options),
+            }),
         }
     }
 
@@ -497,32 +500,23 @@ impl<'a> Arg<'a> {
             Owned::Callback(c) => c.to_remote(remote),
             Owned::Reference(r) => Input::Reference { id: r.id_in(remote)?, release: false },
             Owned::Copy(c) => Input::Copy { copy: c.export()?, transfer_in: false },
-            Owned::Once(once) => {
-                let mut payload = once.payload.lock().unwrap_or_else(|e| e.into_inner());
-                let input = match payload.as_ref() {
-                    None => {
-                        let message = format!("The return value of `{}` should only be used once", once.made_by);
-                        return Err(Error::js("TypeError", message));
+            Owned::Once(once) => once.use_once(|payload| match payload {
+                Once::Deref { reference, release } => {
+                    let input = Input::Reference { id: reference.id_in(remote)?, release: *release };
+                    if *release {
+                        // The worker releases it once used; this handle lets go now.
+                        reference.forget();
                     }
-                    Some(Once::Deref { reference, release }) => {
-                        let input = Input::Reference { id: reference.id_in(remote)?, release: *release };
-                        if *release {
-                            // The worker releases it once used; this handle lets go now.
-                            reference.forget();
-                        }
-                        input
+                    Ok(input)
+                }
+                Once::CopyInto { copy, options } => {
+                    let input = Input::Copy { copy: copy.export_into(options.transfer_in)?, transfer_in: options.transfer_in };
+                    if options.release {
+                        copy.release();
                     }
-                    Some(Once::CopyInto { copy, options }) => {
-                        let input = Input::Copy { copy: copy.export_into(options.transfer_in)?, transfer_in: options.transfer_in };
-                        if options.release {
-                            copy.release();
-                        }
-                        input
-                    }
-                };
-                *payload = None;
-                input
-            }
+                    Ok(input)
+                }
+            })?,
         })
     }
 }
