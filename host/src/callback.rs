@@ -20,7 +20,7 @@ use std::ffi::c_void;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
@@ -28,9 +28,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::engine::tasks;
+use crate::spawn::Spawner;
 use crate::error::{Error, Result};
 use crate::exception;
 use crate::isolate::{IsolateInner, nesting, rejections};
+use crate::run::{self, RunState};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{CallKind, Input};
 use crate::value::js::{from_v8_args, to_v8};
@@ -101,6 +103,8 @@ struct HostFn {
     name: String,
     call: Call,
     remote: Remote,
+    /// Where its futures (and ignored calls) run.
+    spawner: Spawner,
 }
 
 impl std::fmt::Debug for Callback {
@@ -262,12 +266,44 @@ impl Callback {
 
     /// Sets the function's `name` as JavaScript sees it.
     pub fn name(self, name: impl Into<String>) -> Callback {
-        let host = Arc::try_unwrap(self.host).unwrap_or_else(|_| panic!("name() is called on a fresh Callback"));
-        Callback { host: Arc::new(HostFn { name: name.into(), ..host }) }
+        let name = name.into();
+        self.with(|host| HostFn { name, ..host })
+    }
+
+    /// Runs the function's futures (and ignored calls) with `spawner` instead of the one it was
+    /// made with ([`Spawner::current`]: the tokio runtime it was made in, else ivm's pool).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ivm::{Callback, EvalOptions, Isolate, Spawner};
+    /// let runtime = tokio::runtime::Runtime::new().unwrap();
+    /// let pause = Callback::new_async(|(ms,): (u64,)| async move {
+    ///     tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///     Ok(ms)
+    /// })
+    /// .spawner(Spawner::tokio(runtime.handle().clone()));
+    /// let context = Isolate::new(Default::default())?.create_context()?;
+    /// context.set_global("pause", pause)?;
+    /// assert_eq!(context.eval_with::<u64>("pause(5)", &EvalOptions::default().promise())?, 5);
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn spawner(self, spawner: Spawner) -> Callback {
+        self.with(|host| HostFn { spawner, ..host })
+    }
+
+    /// Changes a callback that has not been shared yet.
+    fn with(self, change: impl FnOnce(HostFn) -> HostFn) -> Callback {
+        let host = Arc::try_unwrap(self.host).unwrap_or_else(|_| panic!("a Callback is configured before it is cloned or used"));
+        Callback { host: Arc::new(change(host)) }
     }
 
     fn from_call(call: Call, remote: Remote) -> Callback {
-        Callback { host: Arc::new(HostFn { name: String::new(), call, remote }) }
+        Callback { host: Arc::new(HostFn { name: String::new(), call, remote, spawner: Spawner::current() }) }
+    }
+
+    /// Where the function's futures run.
+    pub(crate) fn spawner_of(&self) -> &Spawner {
+        &self.host.spawner
     }
 
     /// Identifies the closure (clones share it).
@@ -357,7 +393,7 @@ fn trampoline<'s>(
         // When the operation's timeout fires, the wait ends with a Timeout error, thrown here;
         // the termination the timeout requested follows, so the script cannot go on.
         Call::Blocking(f) => guarded(|| f(scope, &list))
-            .and_then(|start| block_on_released(&isolate, start))
+            .and_then(|start| block_on_released(&isolate, &installed.host.spawner, start))
             .and_then(|value| js::copy_in(scope, &value)),
         Call::Async(f) => {
             let Some(resolver) = v8::PromiseResolver::new(scope) else { return };
@@ -365,14 +401,14 @@ fn trampoline<'s>(
             let context = scope.get_current_context();
             let pending = PendingCall::new(&isolate, v8::Global::new(scope, context), v8::Global::new(scope, resolver));
             match guarded(|| f(scope, &list)).and_then(|start| guarded(|| Ok(start()))) {
-                Ok(future) => tasks::spawn(async move { pending.complete(future.await) }),
+                Ok(future) => installed.host.spawner.spawn(async move { pending.complete(future.await) }),
                 Err(e) => pending.complete(Err(e)),
             }
             return;
         }
         Call::Ignored(f) => match guarded(|| f(scope, &list)) {
             Ok(work) => {
-                tasks::spawn_blocking(move || {
+                installed.host.spawner.spawn_blocking(move || {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
                 });
                 return;
@@ -399,16 +435,22 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         .unwrap_or_else(|_| Err(Error::js("Error", "A host function panicked")))
 }
 
-/// Starts the future and polls it on this thread until it completes, with the isolate
-/// released (so other threads, and the future itself, can use it) and the thread marked as
-/// waiting in the isolate (so async operations that would queue behind it fail fast).
-fn block_on_released(isolate: &Arc<IsolateInner>, start: Box<dyn FnOnce() -> BoxFuture>) -> Result<Value> {
+/// Starts the future and waits for it on this thread, with the isolate released (so other
+/// threads, its queued jobs, and the future itself can use it). On ivm's own pool the future
+/// is polled right here; another spawner runs it and this thread waits for its output.
+fn block_on_released(isolate: &Arc<IsolateInner>, spawner: &Spawner, start: Box<dyn FnOnce() -> BoxFuture>) -> Result<Value> {
     let Some(frame) = nesting::current() else { return Err(Error::js("Error", "not inside an isolate")) };
     let waits = isolate.blocking_waits.clone();
     let generation = waits.generation();
     nesting::step_out(frame, || {
-        let _waiting = nesting::waiting_in(frame);
-        let mut future = guarded(|| Ok(start()))?;
+        let started = guarded(|| Ok(start()))?;
+        let mut future: BoxFuture = if spawner.polls_in_place() {
+            started
+        } else {
+            let (tx, rx) = oneshot::channel();
+            spawner.spawn(async move { drop(tx.send(started.await)) });
+            Box::pin(async move { rx.await.unwrap_or_else(|_| Err(Error::js("Error", DROPPED))) })
+        };
         let waker = Waker::from(Arc::new(tasks::ThreadWaker(std::thread::current())));
         let mut cx = TaskContext::from_waker(&waker);
         loop {
@@ -461,7 +503,6 @@ impl BlockingWaits {
 #[derive(Default)]
 pub(crate) struct Completions {
     ready: Mutex<VecDeque<Completion>>,
-    arrived: Condvar,
     /// Async host calls whose futures have not completed yet.
     outstanding: AtomicUsize,
 }
@@ -470,6 +511,8 @@ struct Completion {
     context: v8::Global<v8::Context>,
     resolver: v8::Global<v8::PromiseResolver>,
     result: Result<Value>,
+    /// The run that called the host function: what the completion runs is its JavaScript.
+    owner: Option<Weak<RunState>>,
 }
 
 impl Completions {
@@ -478,33 +521,30 @@ impl Completions {
         self.outstanding.load(Ordering::SeqCst) > 0
     }
 
-    /// Waits up to `at_most` for a completion to arrive.
-    pub(crate) fn wait(&self, at_most: Duration) {
-        let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-        if ready.is_empty() {
-            drop(self.arrived.wait_timeout(ready, at_most));
-        }
-    }
-
-    /// Settles the promises of the completions that have arrived, then runs microtasks.
-    /// Returns the context of the last one settled, if any.
-    pub(crate) fn settle<'s>(&self, scope: &mut v8::PinScope<'s, '_, ()>) -> Option<v8::Local<'s, v8::Context>> {
+    /// Settles the promises of the completions that have arrived and runs the microtasks each
+    /// queues, under the deadline of the run that made the call (or the isolate's default
+    /// timeout once it has ended). Returns the context of the last one settled, if any.
+    pub(crate) fn settle<'s>(&self, scope: &mut v8::PinScope<'s, '_, ()>, inner: &IsolateInner) -> Option<v8::Local<'s, v8::Context>> {
         let mut last_context = None;
         loop {
             let Some(c) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
             let context = v8::Local::new(scope, &c.context);
             last_context = Some(context);
-            let scope = &mut v8::ContextScope::new(scope, context);
-            let resolver = v8::Local::new(scope, &c.resolver);
-            match c.result.and_then(|v| js::copy_in(scope, &v)) {
-                Ok(value) => resolver.resolve(scope, value),
-                Err(e) => {
-                    let reason = exception::to_js(scope, &e);
-                    resolver.reject(scope, reason)
-                }
-            };
+            let detached = run::Detached::begin(inner, c.owner.as_ref(), Some(&c.context));
+            {
+                let scope = &mut v8::ContextScope::new(scope, context);
+                let resolver = v8::Local::new(scope, &c.resolver);
+                match c.result.and_then(|v| js::copy_in(scope, &v)) {
+                    Ok(value) => resolver.resolve(scope, value),
+                    Err(e) => {
+                        let reason = exception::to_js(scope, &e);
+                        resolver.reject(scope, reason)
+                    }
+                };
+                scope.perform_microtask_checkpoint();
+            }
+            detached.end(scope, inner);
         }
-        scope.perform_microtask_checkpoint();
         last_context
     }
 }
@@ -514,12 +554,14 @@ impl Completions {
 struct PendingCall {
     isolate: Weak<IsolateInner>,
     settle: Option<(v8::Global<v8::Context>, v8::Global<v8::PromiseResolver>)>,
+    owner: Option<Weak<RunState>>,
 }
 
 impl PendingCall {
     fn new(isolate: &Arc<IsolateInner>, context: v8::Global<v8::Context>, resolver: v8::Global<v8::PromiseResolver>) -> Self {
         isolate.completions.outstanding.fetch_add(1, Ordering::SeqCst);
-        PendingCall { isolate: Arc::downgrade(isolate), settle: Some((context, resolver)) }
+        let owner = run::current(Arc::as_ptr(isolate)).map(|run| Arc::downgrade(&run));
+        PendingCall { isolate: Arc::downgrade(isolate), settle: Some((context, resolver)), owner }
     }
 
     fn complete(mut self, result: Result<Value>) {
@@ -530,14 +572,15 @@ impl PendingCall {
         let Some((context, resolver)) = self.settle.take() else { return };
         let Some(isolate) = self.isolate.upgrade() else { return };
         let completions = &isolate.completions;
-        completions.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(Completion { context, resolver, result });
+        let owner = self.owner.take();
+        completions.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(Completion { context, resolver, result, owner });
         completions.outstanding.fetch_sub(1, Ordering::SeqCst);
-        completions.arrived.notify_all();
-        // If no operation is waiting on the isolate, an async job applies it.
+        // A job of the isolate settles it (and wakes the run waiting for its promise).
         isolate.post(|session| {
+            let inner = session.inner;
             v8::scope!(let scope, &mut *session.isolate);
-            // Between operations: what the settled promises left unhandled is reported now.
-            if let Some(context) = session.inner.completions.settle(scope) {
+            // What the settled promises left unhandled is reported now.
+            if let Some(context) = inner.completions.settle(scope, inner) {
                 rejections::report(&mut v8::ContextScope::new(scope, context));
             }
         });
@@ -546,6 +589,9 @@ impl PendingCall {
 
 impl Drop for PendingCall {
     fn drop(&mut self) {
-        self.finish(Err(Error::js("Error", "A host function panicked")));
+        self.finish(Err(Error::js("Error", DROPPED)));
     }
 }
+
+/// The error for a host function's future that was dropped before it completed.
+const DROPPED: &str = "A host function panicked or was cancelled";

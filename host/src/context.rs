@@ -6,10 +6,10 @@ use std::time::Duration;
 use crate::console::Console;
 use crate::error::Result;
 use crate::handle::HandleRef;
-use crate::isolate::{Backend, Isolate, Operation, Session, Slot};
+use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::protocol::Op;
 use crate::process::{self, RemoteIsolate};
-use crate::run::{self, Limits};
+use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::script::{self, ScriptOrigin};
 use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, Transfer, read_out, remote_args};
 use crate::value::js;
@@ -169,7 +169,7 @@ impl Context {
     pub fn eval_with<T: FromJs>(&self, code: &str, options: &EvalOptions) -> Result<T> {
         let id = self.id();
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| eval(s, id, code, options)),
+            Backend::Local(inner) => inner.run_js_sync(eval(inner, id, code, options)),
             Backend::Remote(remote) => remote.read(Ok(process::eval(id, code, options, T::want())), false),
         }
     }
@@ -178,7 +178,7 @@ impl Context {
     pub fn eval_async<T: FromJs>(&self, code: impl Into<String>, options: EvalOptions) -> Operation<T> {
         let (id, code) = (self.id(), code.into());
         match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_async(move |s| eval(s, id, &code, &options))),
+            Backend::Local(inner) => Operation::new(inner.run_js_async(eval(inner, id, code, &options))),
             Backend::Remote(remote) => remote.read_async(Ok(process::eval(id, &code, &options, T::want())), false),
         }
     }
@@ -199,7 +199,7 @@ impl Context {
     pub fn eval_closure<T: FromJs>(&self, code: &str, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
         let (id, args) = (self.id(), args.into_args());
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| eval_closure(s, id, code, &args, options)),
+            Backend::Local(inner) => inner.run_js_sync(eval_closure(inner, id, code, args, options)),
             Backend::Remote(remote) => remote.read(self.closure_op::<T>(remote, code, &args, options), false),
         }
     }
@@ -208,10 +208,10 @@ impl Context {
     pub fn eval_closure_async<T: FromJs>(&self, code: impl Into<String>, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
         let (id, code) = (self.id(), code.into());
         match &self.isolate().backend {
-            Backend::Local(inner) => {
-                let prepared = args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>();
-                inner.run_async_with(prepared, move |s, args| eval_closure(s, id, &code, &args, &options))
-            }
+            Backend::Local(inner) => match args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>() {
+                Ok(args) => Operation::new(inner.run_js_async(eval_closure(inner, id, code, args, &options))),
+                Err(e) => Operation::new(std::future::ready(Err(e))),
+            },
             Backend::Remote(remote) => remote.read_async(self.closure_op::<T>(remote, &code, &args.into_args(), &options), false),
         }
     }
@@ -257,38 +257,44 @@ impl Context {
     }
 }
 
-fn eval<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, options: &EvalOptions) -> Result<T> {
-    let inner = session.inner.clone();
+/// `code` run as a script in context `id`.
+fn eval<T: FromJs, C: AsRef<str>>(inner: &Arc<IsolateInner>, id: u64, code: C, options: &EvalOptions) -> JsRun<impl Body + use<T, C>, impl Finish<T> + use<T, C>> {
+    let (inner, origin) = (inner.clone(), options.origin.clone());
     let rule = Rule::new(options.transfer, Fallback::Undefined);
-    run::run_in_context(
-        session,
+    JsRun::new(
         id,
         options.limits(),
-        |scope| {
-            let script = script::compile_in_context(scope, code, &options.origin)?;
+        move |scope: &mut v8::PinScope<'_, '_>| {
+            let script = script::compile_in_context(scope, code.as_ref(), &origin)?;
             script.run(scope).ok_or_else(js::threw)
         },
-        |scope, result| read_out(scope, &inner, result, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, result| read_out(scope, &inner, result, rule),
     )
 }
 
-fn eval_closure<T: FromJs>(session: &mut Session<'_>, id: u64, code: &str, args: &[Arg<'_>], options: &EvalOptions) -> Result<T> {
-    let inner = session.inner.clone();
+/// `code` run as the body of a function of `$0, $1, ...` in context `id`.
+fn eval_closure<'a, T: FromJs, C: AsRef<str>>(
+    inner: &Arc<IsolateInner>,
+    id: u64,
+    code: C,
+    args: Vec<Arg<'a>>,
+    options: &EvalOptions,
+) -> JsRun<impl Body + use<'a, T, C>, impl Finish<T> + use<'a, T, C>> {
+    let (inner, for_finish, origin) = (inner.clone(), inner.clone(), options.origin.clone());
     let rule = Rule::new(options.transfer, Fallback::Throw);
-    run::run_in_context(
-        session,
+    JsRun::new(
         id,
         options.limits(),
-        |scope| {
-            let function = script::compile_function(scope, code, args.len(), &options.origin)?;
+        move |scope: &mut v8::PinScope<'_, '_>| {
+            let function = script::compile_function(scope, code.as_ref(), args.len(), &origin)?;
             let mut argv = Vec::with_capacity(args.len());
-            for arg in args {
+            for arg in &args {
                 argv.push(arg.to_js(scope, &inner)?);
             }
             let global = scope.get_current_context().global(scope);
             function.call(scope, global.into(), &argv).ok_or_else(js::threw)
         },
-        |scope, result| read_out(scope, &inner, result, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, result| read_out(scope, &for_finish, result, rule),
     )
 }
 

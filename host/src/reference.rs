@@ -11,7 +11,7 @@ use crate::handle::HandleRef;
 use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{self, Access, Op};
-use crate::run::{self, Limits};
+use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transfer, Transferable, read_out, remote_args};
 use crate::value::js;
 
@@ -224,7 +224,7 @@ impl Reference {
         let (recv, args, id) = (recv.into_arg(), args.into_args(), self.handle.id);
         let rule = self.rule(options.transfer);
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| call(s, id, &recv, &args, options.limits(), rule)),
+            Backend::Local(inner) => inner.run_js_sync(call(inner, id, recv, args, options.limits(), rule)),
             Backend::Remote(remote) => remote.read(self.apply_op::<T>(remote, &recv, &args, options), self.inherit),
         }
     }
@@ -233,9 +233,10 @@ impl Reference {
     pub fn apply_async<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
         let (id, rule) = (self.handle.id, self.rule(options.transfer));
         match &self.isolate().backend {
-            Backend::Local(inner) => {
-                inner.run_async_with(owned_args(recv, args), move |s, (recv, args)| call(s, id, &recv, &args, options.limits(), rule))
-            }
+            Backend::Local(inner) => match owned_args(recv, args) {
+                Ok((recv, args)) => Operation::new(inner.run_js_async(call(inner, id, recv, args, options.limits(), rule))),
+                Err(e) => Operation::new(std::future::ready(Err(e))),
+            },
             Backend::Remote(remote) => {
                 let op = self.apply_op::<T>(remote, &recv.into_arg(), &args.into_args(), &options);
                 remote.read_async(op, self.inherit)
@@ -530,23 +531,30 @@ fn get<T: FromJs>(session: &mut Session<'_>, id: u64, key: &Key, rules: Rules) -
     })
 }
 
-fn call<T: FromJs>(session: &mut Session<'_>, id: u64, recv: &Arg<'_>, args: &[Arg<'_>], limits: Limits, rule: Rule) -> Result<T> {
-    let inner = session.inner.clone();
-    check_held(&inner, id)?;
-    run::run_in_context(
-        session,
+/// The function reference `id` called with `recv` and `args`.
+fn call<'a, T: FromJs>(
+    inner: &Arc<IsolateInner>,
+    id: u64,
+    recv: Arg<'a>,
+    args: Vec<Arg<'a>>,
+    limits: Limits,
+    rule: Rule,
+) -> JsRun<impl Body + use<'a, T>, impl Finish<T> + use<'a, T>> {
+    let (inner, for_finish) = (inner.clone(), inner.clone());
+    JsRun::new(
         id,
         limits,
-        |scope| {
+        move |scope: &mut v8::PinScope<'_, '_>| {
             let target = value_of(scope, &inner, id)?;
             let function = v8::Local::<v8::Function>::try_from(target).map_err(|_| type_error("Reference is not a function"))?;
             let recv = recv.to_js(scope, &inner)?;
             let mut argv = Vec::with_capacity(args.len());
-            for arg in args {
+            for arg in &args {
                 argv.push(arg.to_js(scope, &inner)?);
             }
             function.call(scope, recv, &argv).ok_or_else(js::threw)
         },
-        |scope, v| read_out(scope, &inner, v, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, v| read_out(scope, &for_finish, v, rule),
     )
+    .released("Reference has been released")
 }

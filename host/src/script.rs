@@ -6,9 +6,9 @@ use crate::code_cache::{CacheKey, CacheOutcome, CacheRequest, CachedData, Kind};
 use crate::context::{Context, EvalOptions};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
-use crate::isolate::{Backend, Isolate, Operation, Session, Slot};
+use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::protocol::Op;
-use crate::run;
+use crate::run::{Body, Finish, JsRun};
 use crate::transfer::{Fallback, FromJs, Rule, read_out};
 use crate::value::js;
 
@@ -126,7 +126,7 @@ impl Script {
     pub fn run<T: FromJs>(&self, context: &Context, options: &EvalOptions) -> Result<T> {
         let (script_id, context_id) = self.ids_for(context)?;
         match &self.handle.isolate.backend {
-            Backend::Local(inner) => inner.run_sync(|s| run_script(s, script_id, context_id, options)),
+            Backend::Local(inner) => inner.run_js_sync(run_script(inner, script_id, context_id, options)),
             Backend::Remote(remote) => remote.read(Ok(run_op::<T>(script_id, context_id, options)), false),
         }
     }
@@ -134,9 +134,10 @@ impl Script {
     /// Async form of [`run`](Script::run).
     pub fn run_async<T: FromJs>(&self, context: &Context, options: EvalOptions) -> Operation<T> {
         match &self.handle.isolate.backend {
-            Backend::Local(inner) => inner.run_async_with(self.ids_for(context), move |s, (script_id, context_id)| {
-                run_script(s, script_id, context_id, &options)
-            }),
+            Backend::Local(inner) => match self.ids_for(context) {
+                Ok((script_id, context_id)) => Operation::new(inner.run_js_async(run_script(inner, script_id, context_id, &options))),
+                Err(e) => Operation::new(std::future::ready(Err(e))),
+            },
             Backend::Remote(remote) => {
                 let op = self.ids_for(context).map(|(script_id, context_id)| run_op::<T>(script_id, context_id, &options));
                 remote.read_async(op, false)
@@ -161,14 +162,14 @@ fn run_op<T: FromJs>(script: u64, context: u64, options: &EvalOptions) -> Op {
     Op::RunScript { script, context, run: crate::process::run_options(options), want: T::want() }
 }
 
-fn run_script<T: FromJs>(session: &mut Session<'_>, script_id: u64, context_id: u64, options: &EvalOptions) -> Result<T> {
-    let inner = session.inner.clone();
+/// Script `script_id` run in context `context_id`.
+fn run_script<T: FromJs>(inner: &Arc<IsolateInner>, script_id: u64, context_id: u64, options: &EvalOptions) -> JsRun<impl Body + use<T>, impl Finish<T> + use<T>> {
+    let (inner, for_finish) = (inner.clone(), inner.clone());
     let rule = Rule::new(options.transfer, Fallback::Undefined);
-    run::run_in_context(
-        session,
+    JsRun::new(
         context_id,
         options.limits(),
-        |scope| {
+        move |scope: &mut v8::PinScope<'_, '_>| {
             let unbound = inner
                 .local(scope, script_id, |slot| match slot {
                     Slot::Script(g) => Some(g),
@@ -177,7 +178,7 @@ fn run_script<T: FromJs>(session: &mut Session<'_>, script_id: u64, context_id: 
                 .ok_or_else(|| Error::disposed("Script has been released"))?;
             unbound.bind_to_current_context(scope).run(scope).ok_or_else(js::threw)
         },
-        |scope, result| read_out(scope, &inner, result, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, result| read_out(scope, &for_finish, result, rule),
     )
 }
 

@@ -98,8 +98,9 @@ fn cpu_and_wall_time_follow_the_work_done() {
         assert!(cpu >= Duration::from_millis(150), "cpu {cpu:?}");
     } else {
         // Synchronous evals run on this thread: the isolate's CPU time is this thread's, minus
-        // the little spent outside the isolate.
-        assert!(cpu <= thread && cpu + Duration::from_millis(10) >= thread, "cpu {cpu:?}, thread {thread:?}");
+        // the little spent outside the isolate, plus the little V8's tasks (GC steps) took on
+        // the pool's threads.
+        assert!(cpu <= thread + Duration::from_millis(5) && cpu + Duration::from_millis(10) >= thread, "cpu {cpu:?}, thread {thread:?}");
     }
     assert!(cpu <= wall + Duration::from_millis(5), "cpu {cpu:?}, wall {wall:?}");
 }

@@ -9,6 +9,7 @@ mod context;
 mod external_copy;
 mod isolate;
 mod limits;
+mod load;
 mod modules;
 mod process;
 mod references;

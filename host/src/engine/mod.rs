@@ -3,6 +3,7 @@
 //! isolates.
 
 pub(crate) mod executor;
+pub(crate) mod platform;
 pub(crate) mod reaper;
 pub(crate) mod tasks;
 pub(crate) mod watchdog;
@@ -24,13 +25,13 @@ static PLATFORM: OnceLock<v8::SharedRef<v8::Platform>> = OnceLock::new();
 /// `IVM_V8_FLAGS`, when set, is passed to V8 after ivm's own flags (e.g. `--max-lazy` for
 /// experiments; flags apply to every isolate of the process).
 ///
-/// The platform is the "unprotected" one: isolates are locked and run on the caller's thread
-/// for synchronous calls, and those threads may predate V8's initialisation, which memory
-/// protection keys (PKU) would punish with a segfault.
+/// The platform is ivm's own (see [`platform`](self::platform)), "unprotected": isolates are
+/// locked and run on the caller's thread for synchronous calls, and those threads may predate
+/// V8's initialisation, which memory protection keys (PKU) would punish with a segfault.
 pub(crate) fn platform() -> &'static v8::SharedRef<v8::Platform> {
     PLATFORM.get_or_init(|| {
         v8::V8::set_flags_from_string(flags());
-        let platform = v8::new_unprotected_default_platform(0, false).make_shared();
+        let platform = v8::new_custom_platform(0, false, true, self::platform::Platform).make_shared();
         v8::V8::initialize_platform(platform.clone());
         v8::V8::initialize();
         platform

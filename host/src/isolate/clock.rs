@@ -3,24 +3,28 @@
 //! Both can be read live from any thread while the isolate runs.
 //!
 //! Reading a thread's CPU clock is a system call (0.3-0.5 µs on a VM, a third of a small
-//! eval), so it is read only around stretches expected to run long: when the previous stretch
-//! of the isolate lasted at least [`SHORT`]. Other stretches count their wall time as CPU
-//! time, which for a thread holding an isolate that briefly is what it spent on a CPU.
+//! eval), so it is read only around stretches that may run long: the first few of an isolate,
+//! and those that follow a stretch of at least [`SHORT`] until [`UNMEASURED_AFTER`] short
+//! ones in a row have gone by (so a GC task run between two long evals does not make the
+//! second one go unmeasured). Other stretches count their wall time as CPU time, which for a
+//! thread holding an isolate that briefly is what it spent on a CPU.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A stretch at least this long makes the next one read the CPU clock.
+/// A stretch at least this long makes the next ones read the CPU clock.
 const SHORT: Duration = Duration::from_micros(50);
+/// After this many short stretches in a row, stretches go unmeasured.
+const UNMEASURED_AFTER: u32 = 8;
 
 #[derive(Default)]
 pub(crate) struct Clock {
     cpu_ns: AtomicU64,
     wall_ns: AtomicU64,
     running: Mutex<Option<Segment>>,
-    /// Whether the last stretch was long, so the next one reads the CPU clock.
-    expect_long: AtomicBool,
+    /// Short stretches in a row since the last long one.
+    short_in_a_row: AtomicU32,
 }
 
 /// The time the isolate is being held right now.
@@ -59,7 +63,7 @@ impl Clock {
     /// Starts a segment on the current thread (the isolate was just locked).
     pub(crate) fn start(&self) {
         let cpu_clock = this_thread_cpu_clock();
-        let cpu_start = self.expect_long.load(Ordering::Relaxed).then(|| read_cpu(cpu_clock));
+        let cpu_start = (self.short_in_a_row.load(Ordering::Relaxed) < UNMEASURED_AFTER).then(|| read_cpu(cpu_clock));
         let segment = Segment { wall_start: Instant::now(), cpu_clock, cpu_start };
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(segment);
     }
@@ -70,7 +74,11 @@ impl Clock {
         if let Some(s) = segment {
             let wall = s.wall_start.elapsed();
             self.cpu_ns.fetch_add(s.cpu_so_far(wall), Ordering::Relaxed);
-            self.expect_long.store(wall >= SHORT, Ordering::Relaxed);
+            if wall >= SHORT {
+                self.short_in_a_row.store(0, Ordering::Relaxed);
+            } else if self.short_in_a_row.load(Ordering::Relaxed) < UNMEASURED_AFTER {
+                self.short_in_a_row.fetch_add(1, Ordering::Relaxed);
+            }
             self.wall_ns.fetch_add(wall.as_nanos() as u64, Ordering::Relaxed);
         }
     }

@@ -3,14 +3,16 @@
 //! it and run on the worker pool in submission order.
 
 mod clock;
+mod jobs;
 pub(crate) mod memory;
 pub(crate) mod nesting;
 mod operation;
+mod parked;
 pub(crate) mod rejections;
 
 pub use operation::Operation;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -20,6 +22,8 @@ use crate::code_cache::CacheKey;
 use crate::engine::{self, executor};
 use crate::error::{Error, Result};
 use crate::callback::{BlockingWaits, Completions};
+use crate::run::{self, Progress};
+use jobs::Job;
 use crate::process::protocol::{Op, Reply};
 use crate::process::{Isolation, RemoteIsolate, WorkerPool};
 use crate::script::{CompileOptions, Script};
@@ -65,7 +69,17 @@ pub struct IsolateOptions {
     /// its worker process died (the message says why), or an in-process script did not stop
     /// within [`terminate_grace`](Self::terminate_grace) of its timeout.
     pub on_catastrophic_error: Option<CatastrophicHandler>,
+    /// The timeout of every operation that gives none ([`EvalOptions::timeout`](crate::EvalOptions::timeout)
+    /// unset, and reads such as [`Reference::get`](crate::Reference::get) or
+    /// [`Context::get_global`](crate::Context::get_global), which run getters and proxy
+    /// traps), and of JavaScript that runs for no operation: what an async host function's
+    /// completion runs after the operation that called it has ended, V8 tasks such as
+    /// `FinalizationRegistry` callbacks. Default 30 s; `None`: no limit.
+    pub default_timeout: Option<Duration>,
 }
+
+/// The default of [`IsolateOptions::default_timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The handler of [`IsolateOptions::on_catastrophic_error`].
 pub type CatastrophicHandler = Arc<dyn Fn(&str) + Send + Sync>;
@@ -81,6 +95,7 @@ impl Default for IsolateOptions {
             tenant: None,
             terminate_grace: Duration::from_secs(5),
             on_catastrophic_error: None,
+            default_timeout: Some(DEFAULT_TIMEOUT),
         }
     }
 }
@@ -94,6 +109,7 @@ impl std::fmt::Debug for IsolateOptions {
             .field("isolation", &self.isolation)
             .field("tenant", &self.tenant)
             .field("terminate_grace", &self.terminate_grace)
+            .field("default_timeout", &self.default_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +159,22 @@ impl IsolateOptions {
     /// Sets how long a timed-out script may take to stop (see [`IsolateOptions::terminate_grace`]).
     pub fn terminate_grace(mut self, grace: Duration) -> Self {
         self.terminate_grace = grace;
+        self
+    }
+
+    /// Sets the timeout of operations that give none (see [`IsolateOptions::default_timeout`]);
+    /// `None` lets them run without a limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = ivm::IsolateOptions::default().default_timeout(Some(Duration::from_millis(50)));
+    /// let context = ivm::Isolate::new(options)?.create_context()?;
+    /// let err = context.eval::<()>("for (;;) {}").unwrap_err();
+    /// assert_eq!(err.to_string(), "Script execution timed out.");
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_timeout = timeout;
         self
     }
 
@@ -223,7 +255,6 @@ pub(crate) enum Backend {
     Remote(Arc<RemoteIsolate>),
 }
 
-type Job = Box<dyn FnOnce(Result<&mut Session<'_>>) + Send>;
 pub(crate) struct IsolateInner {
     /// `None` once disposed; `dispose` hands it to the reaper together with the guard and the
     /// host state its callbacks point at.
@@ -233,7 +264,18 @@ pub(crate) struct IsolateInner {
     pub(crate) memory: Arc<MemoryGuard>,
     clock: Clock,
     handles: Mutex<HandleTable>,
-    jobs: Mutex<JobQueue>,
+    /// Who holds the isolate, and the async operations queued on it.
+    jobs: jobs::Jobs,
+    /// Runs waiting for their promises to settle.
+    parked: parked::Parked,
+    /// V8's address of the isolate, under which its foreground tasks arrive.
+    address: usize,
+    /// This isolate, for the work it queues on itself.
+    me: Weak<IsolateInner>,
+    /// The timeout of operations that give none, and of JavaScript that runs for no operation.
+    pub(crate) default_timeout: Option<Duration>,
+    /// Stretches of runs of this isolate on some thread's stack right now.
+    pub(crate) runs_on_stack: Arc<std::sync::atomic::AtomicUsize>,
     /// Host state that JavaScript functions of this isolate point at (console sinks, host
     /// functions).
     kept: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
@@ -252,12 +294,6 @@ pub(crate) struct IsolateInner {
     pub(crate) on_catastrophic_error: Option<CatastrophicHandler>,
 }
 
-#[derive(Default)]
-struct JobQueue {
-    queue: VecDeque<Job>,
-    scheduled: bool,
-}
-
 /// Engine objects that handles point at, by id. Public handles hold ids, not V8 pointers, so
 /// the same API can later front an isolate living in another process.
 #[derive(Default)]
@@ -274,10 +310,6 @@ pub(crate) enum Slot {
     /// A module, and once instantiated, the context it was instantiated in.
     Module { module: v8::Global<v8::Module>, context: Option<v8::Global<v8::Context>> },
 }
-
-/// The error for an async operation that would wait behind the operation waiting for it.
-const DEADLOCK: &str = "This async operation would deadlock: it was submitted from a blocking host function \
-     that an async operation of the same isolate is waiting for. Call the isolate synchronously from there.";
 
 /// How many async operations a worker runs per turn before letting other isolates go first.
 const BATCH: usize = 64;
@@ -330,10 +362,13 @@ impl Isolate {
         isolate.set_capture_stack_trace_for_uncaught_exceptions(true, 10);
         crate::module::install(&mut isolate);
         let handle = isolate.thread_safe_handle();
+        let address = engine::platform::address(&isolate);
         let mut failed = None;
         let inner = Arc::new_cyclic(|owner: &Weak<IsolateInner>| {
             // V8's callbacks find their way back to the isolate's state through this.
             isolate.set_slot(owner.clone());
+            // And its foreground tasks.
+            engine::platform::register(address, owner.clone() as Weak<dyn engine::platform::TaskTarget>);
             // SAFETY: all state attached to the isolate is `Send`: the memory guard (an `Arc` of
             // atomics), the allocator it backs, and `Weak`/`Arc`s of `Send + Sync` state.
             let shared = unsafe { isolate.try_into_shared() }
@@ -346,7 +381,12 @@ impl Isolate {
                 memory,
                 clock: Clock::default(),
                 handles: Mutex::default(),
-                jobs: Mutex::default(),
+                jobs: jobs::Jobs::default(),
+                parked: parked::Parked::default(),
+                runs_on_stack: Arc::default(),
+                address,
+                me: owner.clone(),
+                default_timeout: options.default_timeout,
                 kept: Mutex::default(),
                 cache_key: options.code_cache_key.unwrap_or_else(CacheKey::for_this_process),
                 compile_context: Mutex::default(),
@@ -578,12 +618,13 @@ impl IsolateInner {
         }
         self.handle.terminate_execution();
         self.blocking_waits.abort();
+        engine::platform::unregister(self.address);
         let shared = self.v8.lock().unwrap_or_else(|e| e.into_inner()).take();
         std::mem::take(&mut self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots);
-        let pending = std::mem::take(&mut self.jobs.lock().unwrap_or_else(|e| e.into_inner()).queue);
-        for job in pending {
+        for job in self.jobs.take_all() {
             job(Err(Error::isolate_disposed()));
         }
+        self.wake_all_parked();
         // The reaper drops the isolate with the state its callbacks point at, so they outlive
         // it. If an operation still holds the isolate, the last one to finish frees it.
         let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()));
@@ -598,8 +639,10 @@ impl IsolateInner {
         match nesting::current() {
             None => {
                 let shared = self.shared()?;
+                self.jobs.hold();
+                let _let_go = LetGo(self);
                 let mut locker = shared.lock();
-                self.enter(&mut locker, false, op)
+                self.enter(&mut locker, op)
             }
             Some(frame) if std::ptr::eq(frame.inner, Arc::as_ptr(self)) => {
                 self.check_alive()?;
@@ -653,38 +696,69 @@ impl IsolateInner {
         if self.is_disposed() {
             return job(Err(Error::isolate_disposed()));
         }
-        if nesting::is_waiting_in_job_of(Arc::as_ptr(self)) {
-            // It would queue behind the operation that is waiting for it.
-            return job(Err(Error::InvalidArgument(DEADLOCK.into())));
-        }
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        jobs.queue.push_back(job);
-        if !jobs.scheduled {
-            jobs.scheduled = true;
-            drop(jobs);
+        if self.jobs.push(job).0 {
             executor::schedule(self.clone());
         }
     }
 
-    fn next_job(&self) -> Option<Job> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        let job = jobs.queue.pop_front();
-        if job.is_none() {
-            jobs.scheduled = false;
+    /// Lets go of the isolate (see [`jobs`]); queues it on the pool if jobs wait.
+    pub(crate) fn let_go(&self) {
+        if self.jobs.let_go().0 {
+            if let Some(me) = self.me.upgrade() {
+                executor::schedule(me);
+            }
         }
-        job
+    }
+
+    /// Holds the isolate again after [`let_go`](Self::let_go), waiting for it if need be.
+    pub(crate) fn hold(&self) {
+        self.jobs.hold();
+    }
+
+    /// Runs JavaScript that may wait for a promise (see [`run`](crate::run)), blocking the
+    /// calling thread until it is done. While the run waits, the isolate is free.
+    pub(crate) fn run_js_sync<R, F: run::Finish<R>>(self: &Arc<Self>, js: run::JsRun<impl run::Body, F>) -> Result<R> {
+        let mut progress = self.run_sync(|s| run::start(s, js))?;
+        loop {
+            match progress {
+                Progress::Done(result) => return Ok(result),
+                Progress::Waiting(waiting) => {
+                    waiting.wait_here();
+                    progress = self.run_sync(|s| run::resume(s, waiting)).map_err(|e| self.gone(e))?;
+                }
+            }
+        }
+    }
+
+    /// The async form of [`run_js_sync`](Self::run_js_sync): each stretch of the run is a job
+    /// of the isolate, and while it waits it holds no thread.
+    pub(crate) fn run_js_async<R, B, F>(self: &Arc<Self>, js: run::JsRun<B, F>) -> impl Future<Output = Result<R>> + Send + 'static + use<R, B, F>
+    where
+        R: Send + 'static,
+        B: run::Body + Send + 'static,
+        F: run::Finish<R> + Send + 'static,
+    {
+
+        let (tx, rx) = oneshot::channel();
+        // The operation runs for whoever submitted it: its host functions see their tag.
+        let tag = crate::callback::caller_tag();
+        let me = self.me.clone();
+        self.enqueue(Box::new(move |session| {
+            let progress = crate::callback::with_caller_tag(tag.clone(), || session.and_then(|s| run::start(s, js)));
+            go_on(me, progress, tx, tag);
+        }));
+        async move { rx.await.unwrap_or_else(|_| Err(Error::isolate_disposed())) }
+    }
+
+    /// The error for a run whose isolate went while it waited.
+    fn gone(&self, error: Error) -> Error {
+        if self.memory.hit() { Error::MemoryLimit } else { error }
     }
 
     /// The bookkeeping around every locked stretch: the thread's frame, the clock, and the
     /// memory limit (an isolate found over it is disposed and the caller gets `MemoryLimit`).
-    fn enter<R>(
-        self: &Arc<Self>,
-        locker: &mut v8::Locker<'_>,
-        in_job: bool,
-        op: impl FnOnce(&mut Session<'_>) -> Result<R>,
-    ) -> Result<R> {
+    fn enter<R>(self: &Arc<Self>, locker: &mut v8::Locker<'_>, op: impl FnOnce(&mut Session<'_>) -> Result<R>) -> Result<R> {
         let frame = nesting::Frame {
-            in_job,
             inner: Arc::as_ptr(self),
             isolate: &mut **locker as *mut v8::Isolate,
             // The frame never outlives `locker`: `within` pops it before returning.
@@ -693,6 +767,7 @@ impl IsolateInner {
         self.clock.start();
         // SAFETY: `frame.isolate` is the isolate `locker` holds, for the duration of `within`.
         let result = nesting::within(frame, || op(&mut Session { isolate: unsafe { &mut *frame.isolate }, inner: self }));
+        self.check_parked(locker);
         self.clock.stop();
         self.after(result)
     }
@@ -782,27 +857,95 @@ impl IsolateInner {
     }
 }
 
+/// Sends an async run's result, or queues its next stretch for when it is woken.
+fn go_on<R: Send + 'static, F: run::Finish<R> + Send + 'static>(
+    inner: Weak<IsolateInner>,
+    progress: Result<Progress<R, F>>,
+    tx: oneshot::Sender<Result<R>>,
+    tag: Option<crate::callback::CallerTag>,
+) {
+    let waiting = match progress {
+        Ok(Progress::Done(result)) => return drop(tx.send(Ok(result))),
+        Err(e) => return drop(tx.send(Err(e))),
+        Ok(Progress::Waiting(waiting)) => waiting,
+    };
+    let resume = move |waiting: run::Waiting<F>| {
+        let Some(isolate) = inner.upgrade() else { return drop(tx.send(Err(Error::isolate_disposed()))) };
+        isolate.enqueue(Box::new(move |session| {
+            let progress = crate::callback::with_caller_tag(tag.clone(), || match session {
+                Ok(s) => run::resume(s, waiting),
+                Err(e) => Err(s_gone(&inner, e)),
+            });
+            go_on(inner, progress, tx, tag);
+        }));
+    };
+    waiting.state().on_wake(Box::new(move || resume(waiting)));
+}
+
+/// [`IsolateInner::gone`] through a weak reference.
+fn s_gone(inner: &Weak<IsolateInner>, error: Error) -> Error {
+    match inner.upgrade() {
+        Some(inner) => inner.gone(error),
+        None => error,
+    }
+}
+
+/// Lets go of the isolate when dropped.
+struct LetGo<'a>(&'a IsolateInner);
+
+impl Drop for LetGo<'_> {
+    fn drop(&mut self) {
+        self.0.let_go();
+    }
+}
+
+impl engine::platform::TaskTarget for IsolateInner {
+    fn post_task(self: Arc<Self>, task: v8::Task) {
+        self.parked.tasks.fetch_add(1, Ordering::SeqCst);
+        self.enqueue(Box::new(move |session| match session {
+            Ok(session) => {
+                let inner = session.inner;
+                // Counted down first: the check after this job sees the task done.
+                inner.parked.tasks.fetch_sub(1, Ordering::SeqCst);
+                let detached = run::Detached::begin(inner, None, None);
+                task.run();
+                session.isolate.perform_microtask_checkpoint();
+                detached.end(session.isolate, inner);
+            }
+            Err(_) => drop(task),
+        }));
+    }
+}
+
 impl executor::Runnable for IsolateInner {
     fn run_queued(self: Arc<Self>) -> bool {
+        if !self.jobs.try_hold_for_pool() {
+            return false;
+        }
+        let _let_go = LetGo(&self);
         let Ok(shared) = self.shared() else {
             // Disposed: `dispose` failed the queued jobs; fail any that raced in after it.
-            while let Some(job) = self.next_job() {
+            while let Some(job) = self.jobs.pop() {
                 job(Err(Error::isolate_disposed()));
             }
             return false;
         };
         let mut locker = shared.lock();
         for _ in 0..BATCH {
-            let Some(job) = self.next_job() else { return false };
+            // A synchronous caller goes first; letting go queues the rest again.
+            if self.jobs.caller_waits() {
+                break;
+            }
+            let Some(job) = self.jobs.pop() else { break };
             if self.is_disposed() {
                 job(Err(Error::isolate_disposed()));
                 continue;
             }
-            let _ = self.enter(&mut locker, true, |session| {
+            let _ = self.enter(&mut locker, |session| {
                 job(Ok(session));
                 Ok(())
             });
         }
-        true
+        false
     }
 }

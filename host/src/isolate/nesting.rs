@@ -9,12 +9,13 @@
 //!   (`Locker::unlock`, which archives A's state) and locks B. Stepping out before locking
 //!   means a thread never waits for one isolate while holding another, so two isolates calling
 //!   each other from two threads cannot deadlock. While A is stepped out of, other threads
-//!   may use it, as they may between any two calls.
+//!   may use it (its queued jobs run), as they may between any two calls.
 //!
 //! The stack of frames is per thread. A frame's pointers come from the `Locker` and the
 //! `IsolateInner` of an enclosing call on this same thread, which outlives the frame.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 
 use super::IsolateInner;
 
@@ -24,35 +25,11 @@ pub(crate) struct Frame {
     pub(crate) isolate: *mut v8::Isolate,
     /// The locker that holds `isolate` (shared by inline frames on top of it).
     pub(crate) locker: *mut v8::Locker<'static>,
-    /// Whether this is an async operation from the isolate's queue.
-    pub(crate) in_job: bool,
 }
 
 thread_local! {
     /// `None` marks a step-out: nothing is entered above it.
     static FRAMES: RefCell<Vec<Option<Frame>>> = const { RefCell::new(Vec::new()) };
-    /// The isolate whose async operation this thread is blocked in (a blocking host function),
-    /// if any. Async operations submitted to it from here would wait behind the blocked one.
-    static WAITING_IN_JOB: Cell<*const IsolateInner> = const { Cell::new(std::ptr::null()) };
-}
-
-/// Marks this thread as blocked in `frame`'s operation until the guard drops.
-pub(crate) fn waiting_in(frame: Frame) -> impl Drop {
-    let previous = WAITING_IN_JOB.replace(if frame.in_job { frame.inner } else { std::ptr::null() });
-    Restore(previous)
-}
-
-/// Whether this thread is blocked inside an async operation of `inner`.
-pub(crate) fn is_waiting_in_job_of(inner: *const IsolateInner) -> bool {
-    std::ptr::eq(WAITING_IN_JOB.get(), inner)
-}
-
-struct Restore(*const IsolateInner);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        WAITING_IN_JOB.set(self.0);
-    }
 }
 
 /// The isolate this thread is inside right now, if any.
@@ -67,19 +44,52 @@ pub(crate) fn within<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Steps out of the isolate `frame` is inside for the duration of `f`: releases its lock and
-/// pauses its clock (time spent in other isolates is not its CPU time).
+/// Steps out of the isolate `frame` is inside for the duration of `f`: releases its lock
+/// (other threads may hold it meanwhile, and its queued jobs run) and pauses its clock (time
+/// spent in other isolates is not its CPU time). A run of this thread that ran out of time
+/// meanwhile is terminated when the thread is back.
 pub(crate) fn step_out<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
+    step_out_as(frame, false, f)
+}
+
+/// [`step_out`] to wait for something only other threads can bring about (a run's promise):
+/// the runs of this thread do not count as able to settle anything meanwhile.
+pub(crate) fn step_out_to_wait<R>(frame: Frame, f: impl FnOnce() -> R) -> R {
+    step_out_as(frame, true, f)
+}
+
+fn step_out_as<R>(frame: Frame, waiting: bool, f: impl FnOnce() -> R) -> R {
     // SAFETY: see the module comment; the frame belongs to an enclosing call on this thread.
-    let (inner, locker) = unsafe { (&*frame.inner, &mut *frame.locker) };
+    let (inner, locker, isolate) = unsafe { (&*frame.inner, &mut *frame.locker, &mut *frame.isolate) };
     inner.clock.stop();
+    let blocked = if waiting { crate::run::on_this_thread(frame.inner) } else { 0 };
+    inner.runs_on_stack.fetch_sub(blocked, Ordering::SeqCst);
+    inner.check_parked(isolate);
     FRAMES.with_borrow_mut(|frames| frames.push(None));
     let result = {
         let _pop = Pop;
-        locker.unlock(f)
+        locker.unlock(|| {
+            inner.let_go();
+            let _hold = HoldAgain(inner);
+            f()
+        })
     };
+    inner.runs_on_stack.fetch_add(blocked, Ordering::SeqCst);
     inner.clock.start();
+    if crate::run::fired_on_this_thread(frame.inner) {
+        // SAFETY: the isolate is held again by this thread.
+        unsafe { &*frame.isolate }.terminate_execution();
+    }
     result
+}
+
+/// Holds the isolate again (before V8's lock is taken back) when dropped.
+struct HoldAgain<'a>(&'a IsolateInner);
+
+impl Drop for HoldAgain<'_> {
+    fn drop(&mut self) {
+        self.0.hold();
+    }
 }
 
 struct Pop;

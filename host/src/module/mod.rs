@@ -25,7 +25,7 @@ use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::protocol::{Op, Wire};
 use crate::process::{self, RemoteIsolate};
 use crate::reference::Reference;
-use crate::run::{self, Limits};
+use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::script::{CompileOptions, origin, source_string};
 use crate::value::{js, wire};
 
@@ -317,7 +317,7 @@ impl Module {
     pub fn evaluate(&self, options: &EvalOptions) -> Result<()> {
         let id = self.handle.id;
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| evaluate(s, id, options)),
+            Backend::Local(inner) => inner.run_js_sync(evaluate(inner, id, options)),
             Backend::Remote(remote) => remote.run(Ok(Op::Evaluate { module: id, run: process::run_options(options) })),
         }
     }
@@ -326,7 +326,7 @@ impl Module {
     pub fn evaluate_async(&self, options: EvalOptions) -> Operation<()> {
         let id = self.handle.id;
         match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_async(move |s| evaluate(s, id, &options))),
+            Backend::Local(inner) => Operation::new(inner.run_js_async(evaluate(inner, id, &options))),
             Backend::Remote(remote) => remote.run_async(Ok(Op::Evaluate { module: id, run: process::run_options(&options) })),
         }
     }
@@ -518,14 +518,17 @@ fn resolve_callback<'s>(
     found
 }
 
-/// Runs a linked module graph and waits for it (top-level await included).
-fn evaluate(session: &mut Session<'_>, id: u64, options: &EvalOptions) -> Result<()> {
-    let inner = session.inner.clone();
-    if !inner.holds(id) {
-        return Err(Error::disposed("Module has been released"));
-    }
+/// A linked module graph run and waited for (top-level await included).
+fn evaluate(inner: &Arc<IsolateInner>, id: u64, options: &EvalOptions) -> JsRun<impl Body + use<>, impl Finish<()> + use<>> {
+    let inner = inner.clone();
     let limits = Limits { await_promise: true, ..options.limits() };
-    run::run_in_context(session, id, limits, |scope| module_of(scope, &inner, id)?.evaluate(scope).ok_or_else(js::threw), |_, _| Ok(()))
+    JsRun::new(
+        id,
+        limits,
+        move |scope: &mut v8::PinScope<'_, '_>| module_of(scope, &inner, id)?.evaluate(scope).ok_or_else(js::threw),
+        |_: &mut v8::PinScope<'_, '_>, _| Ok(()),
+    )
+    .released("Module has been released")
 }
 
 /// An export of a host-made module.

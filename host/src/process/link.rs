@@ -186,11 +186,10 @@ impl Link {
         within: Option<u64>,
         op: Op,
         escalate_after: Option<Duration>,
-        in_job: bool,
     ) -> Result<oneshot::Receiver<Result<Reply>>> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, receiver) = oneshot::channel();
-        let origin = Origin { ancestry: super::remote::ancestry(), in_job, tag: crate::callback::caller_tag() };
+        let origin = Origin { ancestry: super::remote::ancestry(), tag: crate::callback::caller_tag() };
         let escalated = Arc::new(AtomicBool::new(false));
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

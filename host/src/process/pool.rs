@@ -166,9 +166,10 @@ impl WorkerPool {
                 memory_limit: options.memory_limit,
                 rejections: options.on_unhandled_rejection.is_some(),
                 cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
+                default_timeout: options.default_timeout,
             };
             let link = lease.link.clone();
-            let created = link.send(None, None, op, None, false).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
+            let created = link.send(None, None, op, None).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
             match created {
                 Ok(reply) => return Ok(RemoteIsolate::new(link, reply.id()?, &options, lease)),
                 // A worker that was already running may have died since; a new one failing is

@@ -16,7 +16,7 @@ use crate::error::{Error, JsError};
 use crate::module::ImportRequest;
 
 /// The protocol version both sides must speak.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
 
@@ -175,7 +175,7 @@ pub(crate) enum Key {
 /// An operation for the worker. Handle ids are of the request's isolate.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Op {
-    CreateIsolate { memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>> },
+    CreateIsolate { memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>>, default_timeout: Option<Duration> },
     Dispose,
     HeapStatistics,
     Times,
@@ -205,11 +205,15 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    /// The timeout of a run.
-    pub(crate) fn timeout(&self) -> Option<Duration> {
+    /// The timeout of the JavaScript the operation may run (scripts, getters, proxy traps),
+    /// in an isolate whose default timeout is `default`; `None` for operations that run none.
+    pub(crate) fn timeout(&self, default: Option<Duration>) -> Option<Duration> {
         match self {
             Op::Eval { run, .. } | Op::EvalClosure { run, .. } | Op::RunScript { run, .. } | Op::Apply { run, .. } | Op::Evaluate { run, .. } => {
-                run.timeout
+                run.timeout.or(default)
+            }
+            Op::GlobalGet { .. } | Op::GlobalSet { .. } | Op::Get { .. } | Op::Set { .. } | Op::Delete { .. } | Op::Copy { .. } | Op::ExternalCopy { .. } => {
+                default
             }
             _ => None,
         }

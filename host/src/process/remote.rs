@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -31,6 +32,8 @@ pub(crate) struct RemoteIsolate {
     pub(crate) id: Id,
     disposed: AtomicBool,
     grace: Duration,
+    /// The isolate's timeout for operations that give none.
+    default_timeout: Option<Duration>,
     on_catastrophic_error: Option<CatastrophicHandler>,
     on_unhandled_rejection: Option<rejections::Handler>,
     /// Host state the worker's JavaScript points at, by id.
@@ -50,10 +53,6 @@ struct Exported {
     sinks: HashMap<u64, Sink>,
 }
 
-/// The error for an async operation that would wait behind the host function waiting for it.
-const DEADLOCK: &str = "This async operation would deadlock: it was submitted from a host function that an \
-     operation of the same isolate is waiting for. Call the isolate synchronously from there.";
-
 /// The worker calls a thread is answering, outermost first: (link, call, isolate).
 ///
 /// A host function answering call C of worker W that calls into W again makes its request
@@ -69,8 +68,6 @@ pub(crate) type Ancestry = Vec<Answering>;
 pub(crate) struct Origin {
     /// The worker calls its sender was answering.
     pub(crate) ancestry: Ancestry,
-    /// The request is an async operation (which, waiting, holds the isolate's queue).
-    pub(crate) in_job: bool,
     /// Its sender's caller tag.
     pub(crate) tag: Option<CallerTag>,
 }
@@ -80,9 +77,6 @@ pub(crate) struct Origin {
 pub(crate) struct Answering {
     link: usize,
     call: u64,
-    isolate: Id,
-    /// The call came from an async operation (which, waiting, holds the isolate's queue).
-    in_job: bool,
 }
 
 thread_local! {
@@ -101,6 +95,22 @@ pub(crate) fn ancestry() -> Ancestry {
 /// The innermost call of `link`'s worker this thread is answering.
 fn answering(link: &Arc<Link>) -> Option<Answering> {
     WITHIN.with_borrow(|calls| calls.iter().rev().find(|a| a.link == link_key(link)).cloned())
+}
+
+/// A future polled answering `chain`, for an operation tagged `tag` (see [`within`]).
+struct Within<F> {
+    chain: Ancestry,
+    tag: Option<CallerTag>,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future<Output = ()>> Future for Within<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let (chain, tag) = (self.chain.clone(), self.tag.clone());
+        within(&chain, tag, || self.future.as_mut().poll(cx))
+    }
 }
 
 /// Runs `f` answering `chain`, for an operation tagged `tag`.
@@ -125,6 +135,7 @@ impl RemoteIsolate {
             id,
             disposed: AtomicBool::new(false),
             grace: options.terminate_grace,
+            default_timeout: options.default_timeout,
             on_catastrophic_error: options.on_catastrophic_error.clone(),
             on_unhandled_rejection: options.on_unhandled_rejection.clone(),
             exported: Mutex::default(),
@@ -157,7 +168,7 @@ impl RemoteIsolate {
         self.check_alive()?;
         let within = answering(&self.link).map(|a| a.call);
         let escalate = self.escalation(&op);
-        let reply = self.link.send(Some(self.id), within, op, escalate, false)?;
+        let reply = self.link.send(Some(self.id), within, op, escalate)?;
         let mut answer = None;
         super::spin::poll_for(|| match reply.try_recv() {
             Ok(result) => {
@@ -177,12 +188,8 @@ impl RemoteIsolate {
     /// Queues `op` in the worker now and returns a future of its reply.
     pub(crate) fn request_async(self: &Arc<Self>, op: Op) -> impl Future<Output = Result<Reply>> + Send + 'static + use<> {
         let sent = self.check_alive().and_then(|()| {
-            if answering(&self.link).is_some_and(|a| a.isolate == self.id && a.in_job) {
-                // It would queue behind the async operation that waits for this host function.
-                return Err(Error::InvalidArgument(DEADLOCK.into()));
-            }
             let escalate = self.escalation(&op);
-            self.link.send(Some(self.id), None, op, escalate, true)
+            self.link.send(Some(self.id), None, op, escalate)
         });
         let this = self.clone();
         async move {
@@ -199,7 +206,7 @@ impl RemoteIsolate {
 
     /// When to give up on a run that overstays its timeout: kill the worker.
     fn escalation(&self, op: &Op) -> Option<Duration> {
-        op.timeout().and_then(|timeout| timeout.checked_add(self.grace))
+        op.timeout(self.default_timeout).and_then(|timeout| timeout.checked_add(self.grace))
     }
 
     fn after(&self, reply: Result<Reply>) -> Result<Reply> {
@@ -266,7 +273,7 @@ impl RemoteIsolate {
         match event {
             FromWorker::Call { call, target, .. } => {
                 let mut chain = origin.ancestry;
-                chain.push(Answering { link: link_key(&self.link), call, isolate: self.id, in_job: origin.in_job });
+                chain.push(Answering { link: link_key(&self.link), call });
                 self.on_call(call, target, chain, origin.tag)
             }
             FromWorker::Console { sink, level, text, .. } => {
@@ -313,17 +320,22 @@ impl RemoteIsolate {
                     Ok(_) => Vec::new(),
                     Err(e) => return answer.send(Err(e)),
                 };
+                let spawner = callback.spawner_of().clone();
                 match callback.invoke(args) {
                     // The worker's JavaScript waits for these, and they may call back into it:
-                    // each gets a thread (see `tasks::spawn_waiting`).
+                    // each gets a thread (see `tasks::spawn_waiting`), or runs on its spawner
+                    // answering the call.
                     Invoked::Sync(run) => tasks::spawn_waiting(move || answer.send(within(&chain, tag, run).and_then(value_answer))),
-                    Invoked::Blocking(future) => {
+                    Invoked::Blocking(future) if spawner.polls_in_place() => {
                         tasks::spawn_waiting(move || answer.send(within(&chain, tag, || tasks::block_on(future)).and_then(value_answer)))
                     }
-                    Invoked::Async(future) => tasks::spawn(async move { answer.send(future.await.and_then(value_answer)) }),
+                    Invoked::Blocking(future) => {
+                        spawner.spawn(Within { chain, tag, future: Box::pin(async move { answer.send(future.await.and_then(value_answer)) }) })
+                    }
+                    Invoked::Async(future) => spawner.spawn(async move { answer.send(future.await.and_then(value_answer)) }),
                     Invoked::Ignored(work) => {
                         answer.nobody_waits();
-                        tasks::spawn_blocking(work)
+                        spawner.spawn_blocking(work)
                     }
                 }
             }

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
 
 use super::spin::{self, PollingPipe};
 use super::protocol::{self, Access, Answer, CallKind, Compile, FromWorker, Id, Input, Key, Op, Out, Reply, Run, Target, ToWorker, Want, Wire};
@@ -117,6 +118,8 @@ struct Worker {
 struct Hosted {
     id: Id,
     isolate: Isolate,
+    /// The isolate's timeout for operations that give none.
+    default_timeout: Option<Duration>,
     handles: Mutex<HashMap<Id, Handle>>,
     queue: Queue,
 }
@@ -254,8 +257,8 @@ impl Worker {
                     _ => self.respond(id, Err(Error::InvalidArgument("the host function call this request was made in has returned".into()))),
                 }
             }
-            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate { memory_limit, rejections, cache_secret } } => {
-                self.create_isolate(id, memory_limit, rejections, cache_secret)
+            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate { memory_limit, rejections, cache_secret, default_timeout } } => {
+                self.create_isolate(id, memory_limit, rejections, cache_secret, default_timeout)
             }
             ToWorker::Request { id, within: None, isolate: Some(isolate), op } => self.queue(id, isolate, op),
             ToWorker::Request { id, .. } => self.respond(id, Err(Error::InvalidArgument("a request without an isolate".into()))),
@@ -297,12 +300,19 @@ impl Worker {
     }
 
     /// Creates an isolate and its thread, which then runs the isolate's requests.
-    fn create_isolate(self: &Arc<Self>, request: u64, memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>>) {
+    fn create_isolate(
+        self: &Arc<Self>,
+        request: u64,
+        memory_limit: u64,
+        rejections: bool,
+        cache_secret: Option<Vec<u8>>,
+        default_timeout: Option<Duration>,
+    ) {
         let worker = self.clone();
         let started = std::thread::Builder::new().name("ivm-isolate".into()).spawn(move || {
             let id = worker.next_id();
-            let hosted = match worker.make_isolate(id, memory_limit, rejections, cache_secret) {
-                Ok(isolate) => Arc::new(Hosted { id, isolate, handles: Mutex::default(), queue: Queue::default() }),
+            let hosted = match worker.make_isolate(id, memory_limit, rejections, cache_secret, default_timeout) {
+                Ok(isolate) => Arc::new(Hosted { id, isolate, default_timeout, handles: Mutex::default(), queue: Queue::default() }),
                 Err(e) => return worker.respond(request, Err(e)),
             };
             worker.isolates.lock().unwrap_or_else(|e| e.into_inner()).insert(id, hosted.clone());
@@ -317,8 +327,16 @@ impl Worker {
         }
     }
 
-    fn make_isolate(self: &Arc<Self>, id: Id, memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>>) -> Result<Isolate> {
-        let mut options = IsolateOptions::default().isolation(Isolation::InProcess).memory_limit(memory_limit);
+    fn make_isolate(
+        self: &Arc<Self>,
+        id: Id,
+        memory_limit: u64,
+        rejections: bool,
+        cache_secret: Option<Vec<u8>>,
+        default_timeout: Option<Duration>,
+    ) -> Result<Isolate> {
+        let mut options =
+            IsolateOptions::default().isolation(Isolation::InProcess).memory_limit(memory_limit).default_timeout(default_timeout);
         if let Some(secret) = cache_secret {
             options = options.code_cache_key(CacheKey::new(&secret)?);
         }
@@ -335,7 +353,7 @@ impl Worker {
 
     /// Runs a request and sends the response.
     fn run_request(self: &Arc<Self>, hosted: &Arc<Hosted>, id: u64, op: Op) {
-        if op.timeout().is_some() {
+        if op.timeout(hosted.default_timeout).is_some() {
             // The host's escalation timer counts from here.
             self.send(&FromWorker::Started { id });
         }

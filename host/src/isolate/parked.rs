@@ -1,0 +1,109 @@
+//! Runs parked on an isolate while they wait for their promises (see [`crate::run`]), and
+//! when to wake them: their promise settled, or nothing is left that could settle it.
+//!
+//! Whatever settles a promise runs with the isolate held (an async host function's
+//! completion, a V8 task, another operation), so the check is made each time a thread lets go
+//! of the isolate. A promise is *abandoned* when, at that moment, no job is queued, no async
+//! host function is outstanding, V8 has no foreground task queued and no background task
+//! running, and no other run of the isolate is on a thread (suspended in a host function,
+//! say). V8's delayed tasks do not count: a promise that only a delayed task settles
+//! (`Atomics.waitAsync` with a timeout) is abandoned, as isolated-vm reports it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::IsolateInner;
+use crate::run::{RunState, Wake};
+
+/// How soon the check is made again while V8 background tasks are running.
+const RECHECK: Duration = Duration::from_millis(1);
+
+#[derive(Default)]
+pub(crate) struct Parked {
+    runs: Mutex<Vec<(v8::Global<v8::Promise>, Arc<RunState>)>>,
+    /// V8 foreground tasks queued and not yet run.
+    pub(crate) tasks: AtomicUsize,
+    /// A check is due soon (for background tasks).
+    recheck: AtomicBool,
+}
+
+impl IsolateInner {
+    /// Parks `run` until `promise` settles.
+    pub(crate) fn park(&self, promise: v8::Global<v8::Promise>, run: Arc<RunState>) {
+        self.parked.runs.lock().unwrap_or_else(|e| e.into_inner()).push((promise, run));
+    }
+
+    /// Takes `run` off the parked list (it is being resumed).
+    pub(crate) fn unpark(&self, run: &Arc<RunState>) {
+        self.parked.runs.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, r)| !Arc::ptr_eq(r, run));
+    }
+
+    /// Wakes every parked run: the isolate is gone.
+    pub(crate) fn wake_all_parked(&self) {
+        let runs = std::mem::take(&mut *self.parked.runs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, run) in runs {
+            run.wake(Wake::Gone);
+        }
+    }
+
+    /// Wakes the parked runs whose promises settled, or that nothing can settle any more. The
+    /// caller holds the isolate and is about to let go of it.
+    pub(crate) fn check_parked(&self, isolate: &mut v8::Isolate) {
+        let mut woken = Vec::new();
+        let mut recheck = false;
+        {
+            let mut runs = self.parked.runs.lock().unwrap_or_else(|e| e.into_inner());
+            if runs.is_empty() {
+                return;
+            }
+            v8::scope!(let scope, isolate);
+            runs.retain(|(promise, run)| {
+                let settled = v8::Local::new(scope, promise).state() != v8::PromiseState::Pending;
+                if settled {
+                    woken.push((run.clone(), Wake::Settled));
+                }
+                !settled
+            });
+            if !runs.is_empty() && self.nothing_else_queued() {
+                if scope.has_pending_background_tasks() {
+                    // Background work posts a task when it is done, but not all of it does
+                    // (GC): look again shortly.
+                    recheck = true;
+                } else {
+                    woken.extend(runs.drain(..).map(|(_, run)| (run, Wake::Abandoned)));
+                }
+            }
+        }
+        if recheck {
+            self.recheck_soon();
+        }
+        for (run, why) in woken {
+            run.wake(why);
+        }
+    }
+
+    /// No job, host function, task or other run could still settle a promise. (The runs of a
+    /// thread that waits for a parked run do not count: see `nesting::step_out_to_wait`.)
+    fn nothing_else_queued(&self) -> bool {
+        self.jobs.is_empty()
+            && !self.completions.outstanding()
+            && self.parked.tasks.load(Ordering::SeqCst) == 0
+            && self.runs_on_stack.load(Ordering::SeqCst) == 0
+    }
+
+    fn recheck_soon(&self) {
+        if self.parked.recheck.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.me.clone();
+        let at = Instant::now() + RECHECK;
+        crate::engine::watchdog::after(at, move || {
+            if let Some(inner) = me.upgrade() {
+                inner.parked.recheck.store(false, Ordering::SeqCst);
+                // An empty job: letting go of the isolate after it makes the check.
+                inner.post(|_| {});
+            }
+        });
+    }
+}
