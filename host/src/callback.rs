@@ -574,7 +574,6 @@ impl PendingCall {
         let completions = &isolate.completions;
         let owner = self.owner.take();
         completions.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(Completion { context, resolver, result, owner });
-        completions.outstanding.fetch_sub(1, Ordering::SeqCst);
         // A job of the isolate settles it (and wakes the run waiting for its promise).
         isolate.post(|session| {
             let inner = session.inner;
@@ -584,6 +583,9 @@ impl PendingCall {
                 rejections::report(&mut v8::ContextScope::new(scope, context));
             }
         });
+        // Only now: until the job is queued, the call must count as outstanding, or a parked
+        // run could be found abandoned in between.
+        completions.outstanding.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

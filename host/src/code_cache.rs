@@ -64,21 +64,16 @@ impl CacheKey {
 
     /// The key of this process, made at random on first use: caches sealed with it are good
     /// only within this process. Isolates use it unless given one with
-    /// [`IsolateOptions::code_cache_key`](crate::IsolateOptions::code_cache_key).
-    pub fn for_this_process() -> CacheKey {
+    /// [`IsolateOptions::code_cache_key`](crate::IsolateOptions::code_cache_key). Fails if
+    /// the system's random number generator does (a guessable key would let anyone forge
+    /// caches).
+    pub fn for_this_process() -> Result<CacheKey> {
         static KEY: OnceLock<CacheKey> = OnceLock::new();
-        KEY.get_or_init(|| {
-            let secret = CacheKey::generate_secret().unwrap_or_else(|_| {
-                // No system randomness: fall back to per-process values nobody outside can
-                // predict well enough to matter within one process's lifetime.
-                let mut fallback = [0u8; 32];
-                let noise = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-                fallback.copy_from_slice(digest::digest(&digest::SHA256, noise.as_bytes()).as_ref());
-                fallback
-            });
-            CacheKey { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), secret: secret.as_slice().into() }
-        })
-        .clone()
+        if let Some(key) = KEY.get() {
+            return Ok(key.clone());
+        }
+        let secret = CacheKey::generate_secret()?;
+        Ok(KEY.get_or_init(|| CacheKey { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), secret: secret.as_slice().into() }).clone())
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`Context`]: a global object in an isolate, where code is evaluated.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::process::protocol::Op;
 use crate::process::{self, RemoteIsolate};
 use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::script::{self, ScriptOrigin};
+use crate::reference::Key;
 use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, Transfer, read_out, remote_args};
 use crate::value::js;
 
@@ -169,7 +171,7 @@ impl Context {
     pub fn eval_with<T: FromJs>(&self, code: &str, options: &EvalOptions) -> Result<T> {
         let id = self.id();
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(eval(inner, id, code, options)),
+            Backend::Local(inner) => inner.run_js_sync(eval(id, code, options)),
             Backend::Remote(remote) => remote.read(Ok(process::eval(id, code, options, T::want())), false),
         }
     }
@@ -178,7 +180,7 @@ impl Context {
     pub fn eval_async<T: FromJs>(&self, code: impl Into<String>, options: EvalOptions) -> Operation<T> {
         let (id, code) = (self.id(), code.into());
         match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_js_async(eval(inner, id, code, &options))),
+            Backend::Local(inner) => Operation::new(inner.run_js_async(eval(id, code, options))),
             Backend::Remote(remote) => remote.read_async(Ok(process::eval(id, &code, &options, T::want())), false),
         }
     }
@@ -199,7 +201,7 @@ impl Context {
     pub fn eval_closure<T: FromJs>(&self, code: &str, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
         let (id, args) = (self.id(), args.into_args());
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(eval_closure(inner, id, code, args, options)),
+            Backend::Local(inner) => inner.run_js_sync(eval_closure(id, code, args, options)),
             Backend::Remote(remote) => remote.read(self.closure_op::<T>(remote, code, &args, options), false),
         }
     }
@@ -209,7 +211,7 @@ impl Context {
         let (id, code) = (self.id(), code.into());
         match &self.isolate().backend {
             Backend::Local(inner) => match args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>() {
-                Ok(args) => Operation::new(inner.run_js_async(eval_closure(inner, id, code, args, &options))),
+                Ok(args) => Operation::new(inner.run_js_async(eval_closure(id, code, args, options))),
                 Err(e) => Operation::new(std::future::ready(Err(e))),
             },
             Backend::Remote(remote) => remote.read_async(self.closure_op::<T>(remote, &code, &args.into_args(), &options), false),
@@ -258,43 +260,45 @@ impl Context {
 }
 
 /// `code` run as a script in context `id`.
-fn eval<T: FromJs, C: AsRef<str>>(inner: &Arc<IsolateInner>, id: u64, code: C, options: &EvalOptions) -> JsRun<impl Body + use<T, C>, impl Finish<T> + use<T, C>> {
-    let (inner, origin) = (inner.clone(), options.origin.clone());
-    let rule = Rule::new(options.transfer, Fallback::Undefined);
+/// (`options` is borrowed by a blocking call, owned by an async one.)
+fn eval<T: FromJs, C: AsRef<str>, O: Borrow<EvalOptions>>(
+    id: u64,
+    code: C,
+    options: O,
+) -> JsRun<impl Body + use<T, C, O>, impl Finish<T> + use<T, C, O>> {
+    let (limits, rule) = (options.borrow().limits(), Rule::new(options.borrow().transfer, Fallback::Undefined));
     JsRun::new(
         id,
-        options.limits(),
-        move |scope: &mut v8::PinScope<'_, '_>| {
-            let script = script::compile_in_context(scope, code.as_ref(), &origin)?;
+        limits,
+        move |scope: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>| {
+            let script = script::compile_in_context(scope, code.as_ref(), &options.borrow().origin)?;
             script.run(scope).ok_or_else(js::threw)
         },
-        move |scope: &mut v8::PinScope<'_, '_>, result| read_out(scope, &inner, result, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, result| read_out(scope, inner, result, rule),
     )
 }
 
 /// `code` run as the body of a function of `$0, $1, ...` in context `id`.
-fn eval_closure<'a, T: FromJs, C: AsRef<str>>(
-    inner: &Arc<IsolateInner>,
+fn eval_closure<'a, T: FromJs, C: AsRef<str>, O: Borrow<EvalOptions>>(
     id: u64,
     code: C,
     args: Vec<Arg<'a>>,
-    options: &EvalOptions,
-) -> JsRun<impl Body + use<'a, T, C>, impl Finish<T> + use<'a, T, C>> {
-    let (inner, for_finish, origin) = (inner.clone(), inner.clone(), options.origin.clone());
-    let rule = Rule::new(options.transfer, Fallback::Throw);
+    options: O,
+) -> JsRun<impl Body + use<'a, T, C, O>, impl Finish<T> + use<'a, T, C, O>> {
+    let (limits, rule) = (options.borrow().limits(), Rule::new(options.borrow().transfer, Fallback::Throw));
     JsRun::new(
         id,
-        options.limits(),
-        move |scope: &mut v8::PinScope<'_, '_>| {
-            let function = script::compile_function(scope, code.as_ref(), args.len(), &origin)?;
+        limits,
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
+            let function = script::compile_function(scope, code.as_ref(), args.len(), &options.borrow().origin)?;
             let mut argv = Vec::with_capacity(args.len());
             for arg in &args {
-                argv.push(arg.to_js(scope, &inner)?);
+                argv.push(arg.to_js(scope, inner)?);
             }
             let global = scope.get_current_context().global(scope);
             function.call(scope, global.into(), &argv).ok_or_else(js::threw)
         },
-        move |scope: &mut v8::PinScope<'_, '_>, result| read_out(scope, &for_finish, result, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, result| read_out(scope, inner, result, rule),
     )
 }
 
@@ -321,10 +325,8 @@ fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Arg<'_>) -
         Limits::default(),
         |scope| {
             let global = scope.get_current_context().global(scope);
-            let key = v8::String::new(scope, name).ok_or_else(js::threw)?;
-            let value = value.to_js(scope, &inner)?;
-            global.delete(scope, key.into()).ok_or_else(js::threw)?;
-            global.create_data_property(scope, key.into(), value).ok_or_else(js::threw)?;
+            // As `Reference::set`: a property JavaScript made non-configurable is `Set failed`.
+            crate::reference::define(scope, &inner, global.into(), &Key::from(name), value)?;
             Ok(v8::undefined(scope).into())
         },
         |_, _| Ok(()),

@@ -112,6 +112,11 @@ pub struct JsError {
     pub cause: Option<Box<JsError>>,
     /// An `AggregateError`'s `errors`.
     pub errors: Vec<JsError>,
+    /// Causes and `errors` entries left out of this description: past its budget (how many
+    /// errors, and how much text, a description of script-made data may hold), or met again
+    /// (a cycle, or one error held in several places). 0 when nothing was left out.
+    #[serde(default)]
+    pub omitted: usize,
 }
 
 /// A position in a script.

@@ -16,8 +16,10 @@ const NON_ERROR_THROWN: &str =
 const BOUNDARY: &str = "    at (<isolated-vm boundary>)";
 /// `cause` chains and `errors` lists are followed this deep.
 const MAX_NESTING: usize = 8;
-/// At most this many `AggregateError.errors` entries are kept.
-const MAX_AGGREGATED: u32 = 100;
+/// At most this many errors (the thrown one, causes, `errors` entries) are described.
+const MAX_DESCRIBED: usize = 64;
+/// BigInts longer than this are written in hex: decimal takes time quadratic in their length.
+const DECIMAL_BIGINT_BITS: usize = 1 << 16;
 
 /// The exception a `TryCatch` caught.
 pub(crate) fn caught(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) -> JsError {
@@ -30,7 +32,10 @@ pub(crate) fn caught(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleScope>>) 
 }
 
 /// Describes a thrown value. Reading `name`, `message`, `stack`, `cause` and `errors` may run
-/// getters; anything they throw is ignored.
+/// getters; anything they throw is ignored. The description is bounded: at most
+/// [`MAX_DESCRIBED`] errors, each met once (a cycle or a shared error is not followed again),
+/// and no more text than the isolate's memory limit; what is left out is counted in
+/// [`JsError::omitted`].
 pub(crate) fn exception<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     thrown: v8::Local<'s, v8::Value>,
@@ -41,38 +46,96 @@ pub(crate) fn exception<'s>(
         line: m.get_line_number(scope).unwrap_or(0) as u32,
         column: m.get_start_column() as u32 + 1,
     });
-    JsError { location, ..describe(scope, thrown, 0) }
+    let text_budget = crate::isolate::memory::MemoryGuard::of(scope).limit();
+    let mut budget = Budget { errors: MAX_DESCRIBED, text: text_budget, seen: Vec::new() };
+    JsError { location, ..describe(scope, thrown, 0, &mut budget) }
 }
 
-fn describe<'s>(scope: &mut v8::PinScope<'s, '_>, thrown: v8::Local<'s, v8::Value>, depth: usize) -> JsError {
+/// What is left for the rest of a description.
+struct Budget<'s> {
+    errors: usize,
+    /// Bytes of text.
+    text: usize,
+    /// The error objects described so far.
+    seen: Vec<v8::Local<'s, v8::Object>>,
+}
+
+impl Budget<'_> {
+    /// `value` as text, cut to what is left of the budget.
+    fn text(&mut self, scope: &mut v8::PinScope<'_, '_>, value: v8::Local<'_, v8::Value>) -> String {
+        let mut text = match v8::Local::<v8::BigInt>::try_from(value) {
+            Ok(big) if big.word_count() * 64 > DECIMAL_BIGINT_BITS => hex(scope, big),
+            _ => value.to_rust_string_lossy(scope),
+        };
+        if text.len() > self.text {
+            let mut end = self.text;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        self.text = self.text.saturating_sub(text.len());
+        text
+    }
+}
+
+/// A BigInt in hex (`0x…`, `-0x…`), which takes time linear in its length.
+fn hex(scope: &mut v8::PinScope<'_, '_>, big: v8::Local<'_, v8::BigInt>) -> String {
+    let mut words = vec![0u64; big.word_count()];
+    let (negative, words) = big.to_words_array(&mut words);
+    let _ = scope;
+    let mut text = String::from(if negative { "-0x" } else { "0x" });
+    let mut digits = words.iter().rev().map(|w| format!("{w:016x}")).collect::<String>();
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    digits.drain(..leading.min(digits.len().saturating_sub(1)));
+    text.push_str(&digits);
+    text.push('n');
+    text
+}
+
+fn describe<'s>(scope: &mut v8::PinScope<'s, '_>, thrown: v8::Local<'s, v8::Value>, depth: usize, budget: &mut Budget<'s>) -> JsError {
+    budget.errors = budget.errors.saturating_sub(1);
     if !thrown.is_object() {
-        return JsError { message: thrown.to_rust_string_lossy(scope), ..Default::default() };
+        return JsError { message: budget.text(scope, thrown), ..Default::default() };
     }
     if !thrown.is_native_error() {
         return JsError { name: "Error".into(), message: NON_ERROR_THROWN.into(), ..Default::default() };
     }
+    let object = thrown.to_object(scope).expect("is an object");
+    budget.seen.push(object);
     v8::tc_scope!(let tc, scope);
-    let object = thrown.to_object(tc).expect("is an object");
-    let get = |key: &str| -> Option<v8::Local<'_, v8::Value>> {
+    let get = |tc: &mut v8::PinScope<'s, '_>, key: &str| -> Option<v8::Local<'s, v8::Value>> {
         let key = v8::String::new(tc, key)?;
         object.get(tc, key.into()).filter(|v| !v.is_undefined())
     };
-    let (name, message, stack, cause, errors) = (get("name"), get("message"), get("stack"), get("cause"), get("errors"));
-    let text = |v: Option<v8::Local<'_, v8::Value>>, tc: &mut v8::PinScope<'_, '_>| v.map(|v| v.to_rust_string_lossy(tc));
+    let (name, message, stack, cause, errors) = (get(tc, "name"), get(tc, "message"), get(tc, "stack"), get(tc, "cause"), get(tc, "errors"));
     let mut error = JsError {
-        name: text(name, tc).unwrap_or_else(|| "Error".into()),
-        message: text(message, tc).unwrap_or_default(),
-        stack: stack.filter(|s| s.is_string()).map(|s| s.to_rust_string_lossy(tc)),
+        name: name.map(|v| budget.text(tc, v)).unwrap_or_else(|| "Error".into()),
+        message: message.map(|v| budget.text(tc, v)).unwrap_or_default(),
+        stack: stack.filter(|s| s.is_string()).map(|s| budget.text(tc, s)),
         ..Default::default()
     };
-    if depth < MAX_NESTING {
-        error.cause = cause.map(|c| Box::new(describe(tc, c, depth + 1)));
-        if let Some(list) = errors.and_then(|e| v8::Local::<v8::Array>::try_from(e).ok()) {
-            for i in 0..list.length().min(MAX_AGGREGATED) {
-                if let Some(item) = list.get_index(tc, i) {
-                    error.errors.push(describe(tc, item, depth + 1));
-                }
-            }
+    let mut nested: Vec<(bool, v8::Local<'s, v8::Value>)> = cause.map(|c| (true, c)).into_iter().collect();
+    let list = errors.and_then(|e| v8::Local::<v8::Array>::try_from(e).ok());
+    if let Some(list) = list {
+        // Only as many entries as the budget could take are read.
+        let readable = list.length().min(budget.errors as u32 + 1);
+        error.omitted += (list.length() - readable) as usize;
+        nested.extend((0..readable).filter_map(|i| list.get_index(tc, i)).map(|item| (false, item)));
+    }
+    for (is_cause, value) in nested {
+        let repeated = value.is_object()
+            && value.to_object(tc).is_some_and(|o| budget.seen.iter().any(|seen| seen.strict_equals(o.into())));
+        if depth >= MAX_NESTING || budget.errors == 0 || repeated {
+            error.omitted += 1;
+            continue;
+        }
+        let described = describe(tc, value, depth + 1, budget);
+        if is_cause {
+            error.cause = Some(Box::new(described));
+        } else {
+            error.errors.push(described);
         }
     }
     error

@@ -79,6 +79,8 @@ impl Drop for Held {
 /// The structured clone: V8's wire bytes and what travels beside them.
 struct Payload {
     clone: js::Clone,
+    /// What copying it into Rust may make (the budget of the isolate it came from).
+    budget: wire::Budget,
     /// Transferred ArrayBuffers by transfer id; `None` once moved into an isolate.
     transferred: Option<Vec<v8::SharedRef<v8::BackingStore>>>,
 }
@@ -146,7 +148,7 @@ impl ExternalCopy {
     pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<ExternalCopy> {
         let bytes = wire::to_wire(value)?;
         let size = bytes.len();
-        let payload = Payload { clone: js::Clone { bytes, ..Default::default() }, transferred: Some(Vec::new()) };
+        let payload = Payload { clone: js::Clone { bytes, ..Default::default() }, budget: wire::Budget::HOST, transferred: Some(Vec::new()) };
         Ok(ExternalCopy::hold(payload, size, None))
     }
 
@@ -174,9 +176,9 @@ impl ExternalCopy {
         let payload = self.held.payload.lock().unwrap_or_else(|e| e.into_inner());
         let payload = payload.as_ref().ok_or_else(released)?;
         if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>() {
-            return value::from_value(wire::read_value(&payload.clone.bytes, payload)?);
+            return value::from_value(wire::read_value(&payload.clone.bytes, payload, payload.budget)?);
         }
-        wire::from_wire(&payload.clone.bytes, payload)
+        wire::from_wire(&payload.clone.bytes, payload, payload.budget)
     }
 
     /// A single-use [`Transferable`] that copies the value into the isolate it is passed to
@@ -207,8 +209,8 @@ impl ExternalCopy {
         Ok(protocol::Copy { bytes: payload.clone.bytes.clone(), buffers })
     }
 
-    /// A copy that came from another process.
-    pub(crate) fn import(copy: protocol::Copy) -> Result<ExternalCopy> {
+    /// A copy that came from another process, from an isolate whose data may make `budget`.
+    pub(crate) fn import(copy: protocol::Copy, budget: wire::Budget) -> Result<ExternalCopy> {
         crate::engine::platform();
         let size = copy.bytes.len() + copy.buffers.iter().map(|b| b.len()).sum::<usize>();
         let transferred = copy
@@ -216,7 +218,7 @@ impl ExternalCopy {
             .into_iter()
             .map(|bytes| v8::ArrayBuffer::new_backing_store_from_vec(bytes.into_vec()).make_shared())
             .collect();
-        let payload = Payload { clone: js::Clone { bytes: copy.bytes, ..Default::default() }, transferred: Some(transferred) };
+        let payload = Payload { clone: js::Clone { bytes: copy.bytes, ..Default::default() }, budget, transferred: Some(transferred) };
         Ok(ExternalCopy::hold(payload, size, None))
     }
 
@@ -256,7 +258,8 @@ impl ExternalCopy {
         // Only the wire bytes are new memory; transferred buffers stay charged to their
         // allocator, which is this isolate's.
         let charged = (MemoryGuard::of(scope), clone.bytes.len());
-        Ok(ExternalCopy::hold(Payload { clone, transferred: Some(transferred) }, size, Some(charged)))
+        let budget = js::copy_budget(scope);
+        Ok(ExternalCopy::hold(Payload { clone, budget, transferred: Some(transferred) }, size, Some(charged)))
     }
 
     /// Makes the value in the current context of a locked isolate.

@@ -224,7 +224,7 @@ impl Reference {
         let (recv, args, id) = (recv.into_arg(), args.into_args(), self.handle.id);
         let rule = self.rule(options.transfer);
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(call(inner, id, recv, args, options.limits(), rule)),
+            Backend::Local(inner) => inner.run_js_sync(call(id, recv, args, options.limits(), rule)),
             Backend::Remote(remote) => remote.read(self.apply_op::<T>(remote, &recv, &args, options), self.inherit),
         }
     }
@@ -234,7 +234,7 @@ impl Reference {
         let (id, rule) = (self.handle.id, self.rule(options.transfer));
         match &self.isolate().backend {
             Backend::Local(inner) => match owned_args(recv, args) {
-                Ok((recv, args)) => Operation::new(inner.run_js_async(call(inner, id, recv, args, options.limits(), rule))),
+                Ok((recv, args)) => Operation::new(inner.run_js_async(call(id, recv, args, options.limits(), rule))),
                 Err(e) => Operation::new(std::future::ready(Err(e))),
             },
             Backend::Remote(remote) => {
@@ -297,7 +297,7 @@ impl Reference {
             Backend::Remote(remote) => {
                 let transfer = options.transfer_list.iter().map(|r| r.id_in(remote)).collect::<Result<Vec<_>>>()?;
                 let op = Op::ExternalCopy { reference: id, transfer, transfer_out: options.transfer_out };
-                ExternalCopy::import(remote.request(op)?.copy()?)
+                ExternalCopy::import(remote.request(op)?.copy()?, remote.copy_budget)
             }
         }
     }
@@ -498,7 +498,9 @@ fn property<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Valu
     holder.get(scope, key).ok_or_else(js::threw)
 }
 
-fn define<'s>(
+/// Defines `key` of `target` as a data property holding `value` (an accessor is replaced, not
+/// its setter run); `TypeError: Set failed` if the object refuses.
+pub(crate) fn define<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     inner: &Arc<IsolateInner>,
     target: v8::Local<'s, v8::Value>,
@@ -533,28 +535,26 @@ fn get<T: FromJs>(session: &mut Session<'_>, id: u64, key: &Key, rules: Rules) -
 
 /// The function reference `id` called with `recv` and `args`.
 fn call<'a, T: FromJs>(
-    inner: &Arc<IsolateInner>,
     id: u64,
     recv: Arg<'a>,
     args: Vec<Arg<'a>>,
     limits: Limits,
     rule: Rule,
 ) -> JsRun<impl Body + use<'a, T>, impl Finish<T> + use<'a, T>> {
-    let (inner, for_finish) = (inner.clone(), inner.clone());
     JsRun::new(
         id,
         limits,
-        move |scope: &mut v8::PinScope<'_, '_>| {
-            let target = value_of(scope, &inner, id)?;
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
+            let target = value_of(scope, inner, id)?;
             let function = v8::Local::<v8::Function>::try_from(target).map_err(|_| type_error("Reference is not a function"))?;
-            let recv = recv.to_js(scope, &inner)?;
+            let recv = recv.to_js(scope, inner)?;
             let mut argv = Vec::with_capacity(args.len());
             for arg in &args {
-                argv.push(arg.to_js(scope, &inner)?);
+                argv.push(arg.to_js(scope, inner)?);
             }
             function.call(scope, recv, &argv).ok_or_else(js::threw)
         },
-        move |scope: &mut v8::PinScope<'_, '_>, v| read_out(scope, &for_finish, v, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, v| read_out(scope, inner, v, rule),
     )
     .released("Reference has been released")
 }

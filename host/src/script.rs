@@ -126,7 +126,7 @@ impl Script {
     pub fn run<T: FromJs>(&self, context: &Context, options: &EvalOptions) -> Result<T> {
         let (script_id, context_id) = self.ids_for(context)?;
         match &self.handle.isolate.backend {
-            Backend::Local(inner) => inner.run_js_sync(run_script(inner, script_id, context_id, options)),
+            Backend::Local(inner) => inner.run_js_sync(run_script(script_id, context_id, options)),
             Backend::Remote(remote) => remote.read(Ok(run_op::<T>(script_id, context_id, options)), false),
         }
     }
@@ -135,7 +135,7 @@ impl Script {
     pub fn run_async<T: FromJs>(&self, context: &Context, options: EvalOptions) -> Operation<T> {
         match &self.handle.isolate.backend {
             Backend::Local(inner) => match self.ids_for(context) {
-                Ok((script_id, context_id)) => Operation::new(inner.run_js_async(run_script(inner, script_id, context_id, &options))),
+                Ok((script_id, context_id)) => Operation::new(inner.run_js_async(run_script(script_id, context_id, &options))),
                 Err(e) => Operation::new(std::future::ready(Err(e))),
             },
             Backend::Remote(remote) => {
@@ -163,13 +163,12 @@ fn run_op<T: FromJs>(script: u64, context: u64, options: &EvalOptions) -> Op {
 }
 
 /// Script `script_id` run in context `context_id`.
-fn run_script<T: FromJs>(inner: &Arc<IsolateInner>, script_id: u64, context_id: u64, options: &EvalOptions) -> JsRun<impl Body + use<T>, impl Finish<T> + use<T>> {
-    let (inner, for_finish) = (inner.clone(), inner.clone());
+fn run_script<T: FromJs>(script_id: u64, context_id: u64, options: &EvalOptions) -> JsRun<impl Body + use<T>, impl Finish<T> + use<T>> {
     let rule = Rule::new(options.transfer, Fallback::Undefined);
     JsRun::new(
         context_id,
         options.limits(),
-        move |scope: &mut v8::PinScope<'_, '_>| {
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
             let unbound = inner
                 .local(scope, script_id, |slot| match slot {
                     Slot::Script(g) => Some(g),
@@ -178,7 +177,7 @@ fn run_script<T: FromJs>(inner: &Arc<IsolateInner>, script_id: u64, context_id: 
                 .ok_or_else(|| Error::disposed("Script has been released"))?;
             unbound.bind_to_current_context(scope).run(scope).ok_or_else(js::threw)
         },
-        move |scope: &mut v8::PinScope<'_, '_>, result| read_out(scope, &for_finish, result, rule),
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, result| read_out(scope, inner, result, rule),
     )
 }
 

@@ -189,15 +189,16 @@ impl<T: DeserializeOwned + Send + 'static> FromJs for T {
         if TypeId::of::<T>() == TypeId::of::<()>() {
             return Ok(downcast(()));
         }
+        let budget = out.isolate.copy_budget();
         let data = out.data()?;
         if TypeId::of::<T>() == TypeId::of::<Value>() {
-            return wire::read_value(&data.bytes, &data).map(downcast);
+            return wire::read_value(&data.bytes, &data, budget).map(downcast);
         }
         // Primitives read as `from_js` reads them.
         if wire::is_primitive(&data.bytes) {
-            return value::from_value(wire::read_value(&data.bytes, &data)?);
+            return value::from_value(wire::read_value(&data.bytes, &data, budget)?);
         }
-        wire::from_wire(&data.bytes, &data)
+        wire::from_wire(&data.bytes, &data, budget)
     }
 }
 
@@ -278,7 +279,7 @@ impl FromJs for ExternalCopy {
 
     fn from_remote(out: RemoteOut<'_>) -> Result<Self> {
         match out.out {
-            protocol::Out::ExternalCopy(copy) => ExternalCopy::import(copy),
+            protocol::Out::ExternalCopy(copy) => ExternalCopy::import(copy, out.isolate.copy_budget()),
             _ => Err(mismatch()),
         }
     }
@@ -308,8 +309,8 @@ impl FromJs for Transferred {
 
     fn from_remote(out: RemoteOut<'_>) -> Result<Self> {
         Ok(match out.out {
-            protocol::Out::Data(data) => Transferred::Value(wire::read_value(&data.bytes, &data)?),
-            protocol::Out::ExternalCopy(copy) => Transferred::ExternalCopy(ExternalCopy::import(copy)?),
+            protocol::Out::Data(data) => Transferred::Value(wire::read_value(&data.bytes, &data, out.isolate.copy_budget())?),
+            protocol::Out::ExternalCopy(copy) => Transferred::ExternalCopy(ExternalCopy::import(copy, out.isolate.copy_budget())?),
             protocol::Out::Reference { .. } => Transferred::Reference(Reference::from_remote(out)?),
             protocol::Out::Nothing => return Err(mismatch()),
         })

@@ -88,12 +88,12 @@ impl Watchdog {
 
 /// Applies `change` now, or after the action running on this thread (the watchdog's).
 fn apply(change: Change) {
-    let change = IN_ACTION.with_borrow_mut(|deferred| match deferred {
-        Some(changes) => {
-            changes.push(change);
-            None
+    let mut change = Some(change);
+    // (During thread teardown the thread-local may be gone: no action runs then.)
+    let _ = IN_ACTION.try_with(|deferred| {
+        if let Some(changes) = deferred.borrow_mut().as_mut() {
+            changes.push(change.take().expect("taken once"));
         }
-        None => Some(change),
     });
     let Some(change) = change else { return };
     let dog = watchdog();

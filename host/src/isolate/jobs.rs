@@ -4,7 +4,9 @@
 //! of the pool running the isolate's jobs. Holding is decided here, before V8's `Locker` is
 //! taken, so that a pool worker never blocks on an isolate: if another thread holds it, the
 //! worker leaves it, and whoever lets go of it puts it back on the run queue when jobs are
-//! waiting. Synchronous callers wait their turn, and go before queued jobs. A thread that
+//! waiting. Turns alternate: a synchronous caller waits while queued jobs that found the
+//! isolate held have their turn, and a worker lets go between jobs when a caller waits (so a
+//! loop of synchronous calls cannot starve queued jobs, nor jobs the calls). A thread that
 //! steps out of the isolate (a host function calling elsewhere, a run waiting for its promise)
 //! lets go of it too, so queued jobs run meanwhile.
 
@@ -32,6 +34,8 @@ struct State {
     held: bool,
     /// Synchronous callers waiting to hold it.
     waiting: usize,
+    /// A pool worker found the isolate held: the queued jobs go next.
+    jobs_turn: bool,
 }
 
 /// What to do after a change: put the isolate on the pool's run queue.
@@ -64,10 +68,16 @@ impl Jobs {
         self.state().queue.is_empty()
     }
 
-    /// Holds the isolate, waiting while another thread does.
+    /// Whether some thread holds the isolate.
+    pub(crate) fn is_held(&self) -> bool {
+        self.state().held
+    }
+
+    /// Holds the isolate, waiting while another thread does (or while queued jobs have their
+    /// turn).
     pub(crate) fn hold(&self) {
         let mut state = self.state();
-        while state.held {
+        while state.held || state.jobs_turn {
             state.waiting += 1;
             state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
             state.waiting -= 1;
@@ -80,10 +90,20 @@ impl Jobs {
     pub(crate) fn try_hold_for_pool(&self) -> bool {
         let mut state = self.state();
         state.scheduled = false;
-        if state.held || state.queue.is_empty() {
+        if state.queue.is_empty() {
+            // Nothing left to take a turn for: callers waiting it out go on.
+            if std::mem::take(&mut state.jobs_turn) && !state.held && state.waiting > 0 {
+                drop(state);
+                self.freed.notify_one();
+            }
+            return false;
+        }
+        if state.held {
+            state.jobs_turn = true;
             return false;
         }
         state.held = true;
+        state.jobs_turn = false;
         true
     }
 
@@ -93,11 +113,12 @@ impl Jobs {
         self.state().waiting > 0
     }
 
-    /// Lets go of the isolate: a waiting caller takes it, else queued jobs go on the run queue.
+    /// Lets go of the isolate: queued jobs whose turn it is go on the run queue, else a waiting
+    /// caller takes it, else queued jobs go on the run queue.
     pub(crate) fn let_go(&self) -> Schedule {
         let mut state = self.state();
         state.held = false;
-        if state.waiting > 0 {
+        if state.waiting > 0 && !state.jobs_turn {
             drop(state);
             self.freed.notify_one();
             return Schedule(false);
@@ -117,3 +138,4 @@ impl State {
         true
     }
 }
+

@@ -107,6 +107,12 @@ impl MemoryGuard {
         self.held_copies.fetch_sub(bytes, Ordering::SeqCst);
     }
 
+    /// The memory limit, in bytes: also the budget of what the host makes from the
+    /// isolate's data (copies out, error descriptions).
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Whether `bytes` more would still fit under the limit (at the last measured heap size).
     pub(crate) fn fits(&self, bytes: usize) -> bool {
         self.used() + bytes <= self.limit

@@ -9,6 +9,7 @@ pub(crate) mod nesting;
 mod operation;
 mod parked;
 pub(crate) mod rejections;
+mod tasks;
 
 pub use operation::Operation;
 
@@ -268,6 +269,8 @@ pub(crate) struct IsolateInner {
     jobs: jobs::Jobs,
     /// Runs waiting for their promises to settle.
     parked: parked::Parked,
+    /// V8's foreground tasks waiting to run.
+    tasks: tasks::Tasks,
     /// V8's address of the isolate, under which its foreground tasks arrive.
     address: usize,
     /// This isolate, for the work it queues on itself.
@@ -276,6 +279,8 @@ pub(crate) struct IsolateInner {
     pub(crate) default_timeout: Option<Duration>,
     /// Stretches of runs of this isolate on some thread's stack right now.
     pub(crate) runs_on_stack: Arc<std::sync::atomic::AtomicUsize>,
+    /// The deadlines of its runs.
+    pub(crate) deadlines: Arc<run::Deadlines>,
     /// Host state that JavaScript functions of this isolate point at (console sinks, host
     /// functions).
     kept: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
@@ -289,9 +294,6 @@ pub(crate) struct IsolateInner {
     pub(crate) completions: Completions,
     /// Threads blocked in blocking host functions, woken by timeouts and disposal.
     pub(crate) blocking_waits: Arc<BlockingWaits>,
-    /// How long a timed-out script may go on before it is reported as failing to terminate.
-    pub(crate) terminate_grace: Duration,
-    pub(crate) on_catastrophic_error: Option<CatastrophicHandler>,
 }
 
 /// Engine objects that handles point at, by id. Public handles hold ids, not V8 pointers, so
@@ -344,6 +346,10 @@ impl Isolate {
     }
 
     fn new_local(options: IsolateOptions) -> Result<Isolate> {
+        let cache_key = match options.code_cache_key.clone() {
+            Some(key) => key,
+            None => CacheKey::for_this_process()?,
+        };
         engine::platform();
         let limit = usize::try_from(options.memory_limit.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         // isolated-vm's sizing: a young generation of 1-16 MB, growing with the limit.
@@ -364,6 +370,7 @@ impl Isolate {
         let handle = isolate.thread_safe_handle();
         let address = engine::platform::address(&isolate);
         let mut failed = None;
+        let blocking_waits = Arc::<BlockingWaits>::default();
         let inner = Arc::new_cyclic(|owner: &Weak<IsolateInner>| {
             // V8's callbacks find their way back to the isolate's state through this.
             isolate.set_slot(owner.clone());
@@ -383,18 +390,18 @@ impl Isolate {
                 handles: Mutex::default(),
                 jobs: jobs::Jobs::default(),
                 parked: parked::Parked::default(),
+                tasks: tasks::Tasks::default(),
                 runs_on_stack: Arc::default(),
+                deadlines: run::Deadlines::new(blocking_waits.clone(), options.terminate_grace, options.on_catastrophic_error.clone()),
                 address,
                 me: owner.clone(),
                 default_timeout: options.default_timeout,
                 kept: Mutex::default(),
-                cache_key: options.code_cache_key.unwrap_or_else(CacheKey::for_this_process),
+                cache_key,
                 compile_context: Mutex::default(),
                 module_hooks: Arc::default(),
                 completions: Completions::default(),
-                blocking_waits: Arc::default(),
-                terminate_grace: options.terminate_grace,
-                on_catastrophic_error: options.on_catastrophic_error,
+                blocking_waits,
             }
         });
         match failed {
@@ -412,6 +419,14 @@ impl Isolate {
         match &self.backend {
             Backend::Local(inner) => Some(inner),
             Backend::Remote(_) => None,
+        }
+    }
+
+    /// What may be made in the host of data this isolate's scripts made.
+    pub(crate) fn copy_budget(&self) -> crate::value::wire::Budget {
+        match &self.backend {
+            Backend::Local(inner) => crate::value::wire::Budget::of_isolate(inner.memory.limit()),
+            Backend::Remote(remote) => remote.copy_budget,
         }
     }
 
@@ -624,6 +639,7 @@ impl IsolateInner {
         for job in self.jobs.take_all() {
             job(Err(Error::isolate_disposed()));
         }
+        self.drop_tasks();
         self.wake_all_parked();
         // The reaper drops the isolate with the state its callbacks point at, so they outlive
         // it. If an operation still holds the isolate, the last one to finish frees it.
@@ -703,10 +719,18 @@ impl IsolateInner {
 
     /// Lets go of the isolate (see [`jobs`]); queues it on the pool if jobs wait.
     pub(crate) fn let_go(&self) {
-        if self.jobs.let_go().0 {
-            if let Some(me) = self.me.upgrade() {
-                executor::schedule(me);
-            }
+        let schedule = self.jobs.let_go().0;
+        let tasks_left = self.tasks.pending();
+        if !schedule && !tasks_left {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        if tasks_left {
+            // V8 tasks that came after the holder ran them.
+            me.queue_task_job();
+        }
+        if schedule {
+            executor::schedule(me);
         }
     }
 
@@ -767,6 +791,7 @@ impl IsolateInner {
         self.clock.start();
         // SAFETY: `frame.isolate` is the isolate `locker` holds, for the duration of `within`.
         let result = nesting::within(frame, || op(&mut Session { isolate: unsafe { &mut *frame.isolate }, inner: self }));
+        self.run_tasks(locker);
         self.check_parked(locker);
         self.clock.stop();
         self.after(result)
@@ -896,24 +921,6 @@ struct LetGo<'a>(&'a IsolateInner);
 impl Drop for LetGo<'_> {
     fn drop(&mut self) {
         self.0.let_go();
-    }
-}
-
-impl engine::platform::TaskTarget for IsolateInner {
-    fn post_task(self: Arc<Self>, task: v8::Task) {
-        self.parked.tasks.fetch_add(1, Ordering::SeqCst);
-        self.enqueue(Box::new(move |session| match session {
-            Ok(session) => {
-                let inner = session.inner;
-                // Counted down first: the check after this job sees the task done.
-                inner.parked.tasks.fetch_sub(1, Ordering::SeqCst);
-                let detached = run::Detached::begin(inner, None, None);
-                task.run();
-                session.isolate.perform_microtask_checkpoint();
-                detached.end(session.isolate, inner);
-            }
-            Err(_) => drop(task),
-        }));
     }
 }
 

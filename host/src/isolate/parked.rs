@@ -22,8 +22,8 @@ const RECHECK: Duration = Duration::from_millis(1);
 #[derive(Default)]
 pub(crate) struct Parked {
     runs: Mutex<Vec<(v8::Global<v8::Promise>, Arc<RunState>)>>,
-    /// V8 foreground tasks queued and not yet run.
-    pub(crate) tasks: AtomicUsize,
+    /// How many runs are parked (read without the lock on every let-go).
+    count: AtomicUsize,
     /// A check is due soon (for background tasks).
     recheck: AtomicBool,
 }
@@ -31,17 +31,22 @@ pub(crate) struct Parked {
 impl IsolateInner {
     /// Parks `run` until `promise` settles.
     pub(crate) fn park(&self, promise: v8::Global<v8::Promise>, run: Arc<RunState>) {
-        self.parked.runs.lock().unwrap_or_else(|e| e.into_inner()).push((promise, run));
+        let mut runs = self.parked.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.push((promise, run));
+        self.parked.count.store(runs.len(), Ordering::SeqCst);
     }
 
     /// Takes `run` off the parked list (it is being resumed).
     pub(crate) fn unpark(&self, run: &Arc<RunState>) {
-        self.parked.runs.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, r)| !Arc::ptr_eq(r, run));
+        let mut runs = self.parked.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.retain(|(_, r)| !Arc::ptr_eq(r, run));
+        self.parked.count.store(runs.len(), Ordering::SeqCst);
     }
 
     /// Wakes every parked run: the isolate is gone.
     pub(crate) fn wake_all_parked(&self) {
         let runs = std::mem::take(&mut *self.parked.runs.lock().unwrap_or_else(|e| e.into_inner()));
+        self.parked.count.store(0, Ordering::SeqCst);
         for (_, run) in runs {
             run.wake(Wake::Gone);
         }
@@ -50,13 +55,13 @@ impl IsolateInner {
     /// Wakes the parked runs whose promises settled, or that nothing can settle any more. The
     /// caller holds the isolate and is about to let go of it.
     pub(crate) fn check_parked(&self, isolate: &mut v8::Isolate) {
+        if self.parked.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut woken = Vec::new();
         let mut recheck = false;
         {
             let mut runs = self.parked.runs.lock().unwrap_or_else(|e| e.into_inner());
-            if runs.is_empty() {
-                return;
-            }
             v8::scope!(let scope, isolate);
             runs.retain(|(promise, run)| {
                 let settled = v8::Local::new(scope, promise).state() != v8::PromiseState::Pending;
@@ -74,6 +79,7 @@ impl IsolateInner {
                     woken.extend(runs.drain(..).map(|(_, run)| (run, Wake::Abandoned)));
                 }
             }
+            self.parked.count.store(runs.len(), Ordering::SeqCst);
         }
         if recheck {
             self.recheck_soon();
@@ -88,7 +94,7 @@ impl IsolateInner {
     fn nothing_else_queued(&self) -> bool {
         self.jobs.is_empty()
             && !self.completions.outstanding()
-            && self.parked.tasks.load(Ordering::SeqCst) == 0
+            && !self.tasks.pending()
             && self.runs_on_stack.load(Ordering::SeqCst) == 0
     }
 

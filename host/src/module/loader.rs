@@ -7,12 +7,12 @@
 //! host's paths.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Mutex;
 
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
 use super::{ImportRequest, Module};
 use crate::error::{Error, Result};
@@ -30,6 +30,8 @@ const SCHEME: &str = "file:///";
 ///   [`builtin`](DirLoader::builtin) or [`builtin_data`](DirLoader::builtin_data).
 /// - `import data from './x.json' with { type: 'json' }` loads a JSON module.
 /// - Each file is compiled once per isolate: importing it twice gives the same module.
+/// - Only regular files are read (not FIFOs or devices, which could block or never end), of
+///   at most [`max_file_size`](DirLoader::max_file_size) bytes (default 64 MB).
 ///
 /// ```no_run
 /// use ivm::{DirLoader, Isolate};
@@ -45,7 +47,11 @@ const SCHEME: &str = "file:///";
 pub struct DirLoader {
     root: Dir,
     modules: Mutex<HashMap<(String, Kind), Module>>,
+    max_file_size: u64,
 }
+
+/// The default of [`DirLoader::max_file_size`].
+const MAX_FILE_SIZE: u64 = 64 << 20;
 
 /// How a file is made into a module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,7 +78,13 @@ impl DirLoader {
 
     /// A loader for a directory capability the host already holds.
     pub fn new(root: Dir) -> DirLoader {
-        DirLoader { root, modules: Mutex::default() }
+        DirLoader { root, modules: Mutex::default(), max_file_size: MAX_FILE_SIZE }
+    }
+
+    /// Refuses files longer than `bytes` (default 64 MB).
+    pub fn max_file_size(mut self, bytes: u64) -> DirLoader {
+        self.max_file_size = bytes;
+        self
     }
 
     /// Registers a built-in module `name` from JavaScript source.
@@ -127,7 +139,7 @@ impl DirLoader {
         if let Some(module) = self.find(&path, kind, isolate) {
             return Ok(module);
         }
-        let source = self.root.read_to_string(&path).map_err(|e| read_error(&e, specifier, referrer))?;
+        let source = self.read(&path).map_err(|e| read_error(&e, specifier, referrer))?;
         let filename = format!("{SCHEME}{path}");
         let module = match kind {
             Kind::Json => isolate.json_module(&filename, &source)?,
@@ -135,6 +147,29 @@ impl DirLoader {
         };
         self.remember(&path, kind, module.clone());
         Ok(module)
+    }
+
+    /// The text of the regular file at `path`, if it is no longer than the limit.
+    fn read(&self, path: &str) -> io::Result<String> {
+        let mut options = OpenOptions::new();
+        // Opening a FIFO would wait for a writer.
+        options.read(true).custom_flags(libc::O_NONBLOCK);
+        let file = self.root.open_with(path, &options)?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "it is not a regular file"));
+        }
+        let too_large = || io::Error::new(io::ErrorKind::FileTooLarge, format!("it is larger than {} bytes", self.max_file_size));
+        if metadata.len() > self.max_file_size {
+            return Err(too_large());
+        }
+        let mut text = String::new();
+        // A file that grows meanwhile is read no further than the limit.
+        file.take(self.max_file_size + 1).read_to_string(&mut text)?;
+        if text.len() as u64 > self.max_file_size {
+            return Err(too_large());
+        }
+        Ok(text)
     }
 
     fn find(&self, path: &str, kind: Kind, isolate: &Isolate) -> Option<Module> {

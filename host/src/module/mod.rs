@@ -317,7 +317,7 @@ impl Module {
     pub fn evaluate(&self, options: &EvalOptions) -> Result<()> {
         let id = self.handle.id;
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(evaluate(inner, id, options)),
+            Backend::Local(inner) => inner.run_js_sync(evaluate(id, options)),
             Backend::Remote(remote) => remote.run(Ok(Op::Evaluate { module: id, run: process::run_options(options) })),
         }
     }
@@ -326,7 +326,7 @@ impl Module {
     pub fn evaluate_async(&self, options: EvalOptions) -> Operation<()> {
         let id = self.handle.id;
         match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_js_async(evaluate(inner, id, &options))),
+            Backend::Local(inner) => Operation::new(inner.run_js_async(evaluate(id, &options))),
             Backend::Remote(remote) => remote.run_async(Ok(Op::Evaluate { module: id, run: process::run_options(&options) })),
         }
     }
@@ -519,14 +519,13 @@ fn resolve_callback<'s>(
 }
 
 /// A linked module graph run and waited for (top-level await included).
-fn evaluate(inner: &Arc<IsolateInner>, id: u64, options: &EvalOptions) -> JsRun<impl Body + use<>, impl Finish<()> + use<>> {
-    let inner = inner.clone();
+fn evaluate(id: u64, options: &EvalOptions) -> JsRun<impl Body + use<>, impl Finish<()> + use<>> {
     let limits = Limits { await_promise: true, ..options.limits() };
     JsRun::new(
         id,
         limits,
-        move |scope: &mut v8::PinScope<'_, '_>| module_of(scope, &inner, id)?.evaluate(scope).ok_or_else(js::threw),
-        |_: &mut v8::PinScope<'_, '_>, _| Ok(()),
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| module_of(scope, inner, id)?.evaluate(scope).ok_or_else(js::threw),
+        |_: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, _| Ok(()),
     )
     .released("Module has been released")
 }

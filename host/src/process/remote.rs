@@ -34,6 +34,8 @@ pub(crate) struct RemoteIsolate {
     grace: Duration,
     /// The isolate's timeout for operations that give none.
     default_timeout: Option<Duration>,
+    /// What may be made here of data its scripts made (see [`wire::Budget`]).
+    pub(crate) copy_budget: wire::Budget,
     on_catastrophic_error: Option<CatastrophicHandler>,
     on_unhandled_rejection: Option<rejections::Handler>,
     /// Host state the worker's JavaScript points at, by id.
@@ -136,6 +138,7 @@ impl RemoteIsolate {
             disposed: AtomicBool::new(false),
             grace: options.terminate_grace,
             default_timeout: options.default_timeout,
+            copy_budget: wire::Budget::of_isolate(usize::try_from(options.memory_limit << 20).unwrap_or(usize::MAX)),
             on_catastrophic_error: options.on_catastrophic_error.clone(),
             on_unhandled_rejection: options.on_unhandled_rejection.clone(),
             exported: Mutex::default(),
@@ -315,7 +318,7 @@ impl RemoteIsolate {
                 let Some(callback) = found else {
                     return answer.send(Err(Error::js("Error", "The host function is gone")));
                 };
-                let args = match wire::read_value(&args.bytes, &args) {
+                let args = match wire::read_value(&args.bytes, &args, self.copy_budget) {
                     Ok(Value::Array(list)) => list,
                     Ok(_) => Vec::new(),
                     Err(e) => return answer.send(Err(e)),

@@ -472,7 +472,7 @@ impl Worker {
                 Reply::Compiled { id, requests, produced, rejected }
             }
             Op::DataModule { name, exports } => {
-                let exports = wire::read_value(&exports.bytes, &exports)?;
+                let exports = wire::read_value(&exports.bytes, &exports, wire::Budget::HOST)?;
                 Reply::Id(self.insert(hosted, Handle::Module(isolate.data_module(&name, exports)?)))
             }
             Op::JsonModule { name, json } => Reply::Id(self.insert(hosted, Handle::Module(isolate.json_module(&name, &json)?))),
@@ -543,7 +543,8 @@ impl Worker {
                 reference.deref_into(true)
             }
             Input::Copy { copy, transfer_in } => {
-                ExternalCopy::import(copy)?.copy_into(CopyIntoOptions { transfer_in, release: true })
+                // Only copied into an isolate here: no budget for Rust data applies.
+                ExternalCopy::import(copy, wire::Budget::HOST)?.copy_into(CopyIntoOptions { transfer_in, release: true })
             }
         })
     }
@@ -733,7 +734,7 @@ enum Answered {
 
 fn answer_value(answer: Answered) -> Result<Value> {
     match answer {
-        Answered::Value(value) => wire::read_value(&value.bytes, &value),
+        Answered::Value(value) => wire::read_value(&value.bytes, &value, wire::Budget::HOST),
         Answered::Module(_) => Err(Error::Conversion("the host answered with a module".into())),
     }
 }

@@ -1,6 +1,16 @@
 //! An arbitrary-precision integer as JavaScript's BigInt holds it (sign + 64-bit words).
+//!
+//! Converting between binary and decimal takes time quadratic in the length here (a BigInt of
+//! 2^18 bits takes about 0.1 s), and a script can make BigInts of millions of bits; so text
+//! is decimal up to [`MAX_DECIMAL_BITS`] and hexadecimal (`0x…`, which JavaScript's `BigInt()`
+//! reads too) beyond, in linear time both ways.
 
 use std::fmt;
+
+/// BigInts up to this many bits are written in decimal; longer ones in hexadecimal.
+pub const MAX_DECIMAL_BITS: usize = 1 << 18;
+/// Decimal text is read up to this many digits (about [`MAX_DECIMAL_BITS`] bits).
+const MAX_DECIMAL_DIGITS: usize = 78_914;
 
 /// A JavaScript BigInt: a sign and little-endian 64-bit magnitude words.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -80,11 +90,35 @@ impl From<u64> for BigInt {
     }
 }
 
+impl BigInt {
+    /// The number of significant bits of the magnitude.
+    pub fn bits(&self) -> usize {
+        self.words.last().map_or(0, |top| self.words.len() * 64 - top.leading_zeros() as usize)
+    }
+
+    /// Hexadecimal, `0x` after the sign.
+    fn write_hex(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.negative { "-0x" } else { "0x" })?;
+        let mut words = self.words.iter().rev();
+        if let Some(top) = words.next() {
+            write!(f, "{top:x}")?;
+        }
+        for word in words {
+            write!(f, "{word:016x}")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for BigInt {
-    /// Decimal, as JavaScript's `String(bigint)` writes it.
+    /// Decimal, as JavaScript's `String(bigint)` writes it, up to [`MAX_DECIMAL_BITS`];
+    /// hexadecimal (`0x…`) beyond.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(v) = self.to_i128() {
             return write!(f, "{v}");
+        }
+        if self.bits() > MAX_DECIMAL_BITS {
+            return self.write_hex(f);
         }
         // Repeated division by 10^19 over the words, most significant first.
         const CHUNK: u64 = 10_000_000_000_000_000_000;
@@ -116,13 +150,13 @@ impl fmt::Display for BigInt {
     }
 }
 
-/// A decimal string that is not an integer.
+/// Text that is not an integer (or a decimal one too long to read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseBigIntError;
 
 impl fmt::Display for ParseBigIntError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a decimal integer")
+        write!(f, "not an integer of at most {MAX_DECIMAL_DIGITS} decimal digits or in hexadecimal (0x...)")
     }
 }
 
@@ -131,13 +165,18 @@ impl std::error::Error for ParseBigIntError {}
 impl std::str::FromStr for BigInt {
     type Err = ParseBigIntError;
 
-    /// Parses a decimal integer with an optional leading `-`, as `BigInt("...")` does.
+    /// Parses an integer with an optional leading `-`: decimal (up to 78,914 digits) as
+    /// `BigInt("...")` does, or hexadecimal after `0x`, as [`Display`](fmt::Display) writes
+    /// long ones.
     fn from_str(s: &str) -> Result<Self, ParseBigIntError> {
         let (negative, digits) = match s.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, s),
         };
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+            return from_hex(negative, hex);
+        }
+        if digits.is_empty() || digits.len() > MAX_DECIMAL_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseBigIntError);
         }
         let mut words: Vec<u64> = Vec::new();
@@ -156,4 +195,18 @@ impl std::str::FromStr for BigInt {
         }
         Ok(BigInt::from_words(negative, words))
     }
+}
+
+/// The magnitude in `hex` (digits only), with a sign.
+fn from_hex(negative: bool, hex: &str) -> Result<BigInt, ParseBigIntError> {
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ParseBigIntError);
+    }
+    // 16 digits to a word, least significant first.
+    let words = hex
+        .as_bytes()
+        .rchunks(16)
+        .map(|chunk| std::str::from_utf8(chunk).ok().and_then(|c| u64::from_str_radix(c, 16).ok()).ok_or(ParseBigIntError))
+        .collect::<Result<Vec<u64>, _>>()?;
+    Ok(BigInt::from_words(negative, words))
 }

@@ -71,7 +71,12 @@ pub(crate) fn copy_out<'s>(scope: &mut v8::PinScope<'s, '_>, value: v8::Local<'s
         return Ok(p);
     }
     let clone = serialize(scope, value, &[])?;
-    wire::read_value(&clone.bytes, &clone)
+    wire::read_value(&clone.bytes, &clone, copy_budget(scope))
+}
+
+/// What may be made in the host of data a script of this isolate made.
+pub(crate) fn copy_budget(isolate: &v8::Isolate) -> wire::Budget {
+    wire::Budget::of_isolate(MemoryGuard::of(isolate).limit())
 }
 
 /// Reads any value into a `T`.
@@ -83,7 +88,7 @@ pub(crate) fn from_v8<'s, T: DeserializeOwned + 'static>(
         return super::from_value(p);
     }
     let clone = serialize(scope, value, &[])?;
-    wire::from_wire(&clone.bytes, &clone)
+    wire::from_wire(&clone.bytes, &clone, copy_budget(scope))
 }
 
 /// Makes a [`Value`] in the scope's current context.
@@ -114,7 +119,7 @@ fn wire_primitive<'s>(scope: &v8::PinScope<'s, '_>, bytes: &[u8]) -> Result<Opti
     if !wire::is_primitive(bytes) {
         return Ok(None);
     }
-    make_primitive(scope, &wire::read_value(bytes, &wire::NoStores)?)
+    make_primitive(scope, &wire::read_value(bytes, &wire::NoStores, wire::Budget::HOST)?)
 }
 
 /// Builds a value that came from another process in the wire format; the SharedArrayBuffers

@@ -297,8 +297,8 @@ impl Serialize for Value {
     }
 }
 
-/// An error's fields as a [`Value::Object`]: `name`, `message`, and `stack`, `cause` and
-/// `errors` when present.
+/// An error's fields as a [`Value::Object`]: `name`, `message`, and `stack`, `cause`,
+/// `errors` and `omitted` when present.
 pub(crate) fn error_fields(e: &JsError) -> Value {
     let mut map = IndexMap::new();
     map.insert("name".to_owned(), Value::String(e.name.clone()));
@@ -311,6 +311,9 @@ pub(crate) fn error_fields(e: &JsError) -> Value {
     }
     if !e.errors.is_empty() {
         map.insert("errors".to_owned(), Value::Array(e.errors.iter().map(|e| Value::Error(Box::new(e.clone()))).collect()));
+    }
+    if e.omitted > 0 {
+        map.insert("omitted".to_owned(), Value::Number(e.omitted as f64));
     }
     Value::Object(map)
 }
@@ -337,6 +340,10 @@ pub(crate) fn error_from_fields(fields: Value) -> JsError {
             _ => Vec::new(),
         },
         location: None,
+        omitted: match map.shift_remove("omitted") {
+            Some(Value::Number(n)) if n >= 0.0 => n as usize,
+            _ => 0,
+        },
     }
 }
 

@@ -126,18 +126,26 @@ fn main() -> Result<(), ivm::Error> {
     }
     put("async_evals_per_s", count as f64 / start.elapsed().as_secs_f64());
 
-    // 11. code cache: compiling a script of 20,000 functions (isolated-vm's cached-data test)
+    // 11. tenants: 200 isolates at once, each awaiting 50 async host calls in sequence; the
+    // host function resolves on a later poll
+    put("async_host_calls_per_s", async_host_calls_per_s(IsolateOptions::default())?);
+
+    // 12. starvation: as many isolates spinning (long timeouts) as the pool has threads to
+    // begin with; how long an eval on another isolate takes meanwhile
+    put("starved_eval_ms", starved_eval_ms()?);
+
+    // 13. code cache: compiling a script of 20,000 functions (isolated-vm's cached-data test)
     // with a valid cache, as a share of a cold compile; each compile in a fresh isolate, since
     // V8 also caches compiled code within an isolate
     put("cached_compile_ratio", cached_compile_ratio()?);
 
-    // 12. eval round trip from a wasm guest (tests/guests/bench.c, built by
+    // 14. eval round trip from a wasm guest (tests/guests/bench.c, built by
     // ci/bench-compare.sh), the same `1+1` as eval_sync_us
     if let Some(guest) = std::env::var_os("IVM_BENCH_GUEST") {
         put("component_eval_us", component_eval_us(std::path::Path::new(&guest)));
     }
 
-    // 13. process isolation (an isolate in a worker process): eval and call round trips, a
+    // 15. process isolation (an isolate in a worker process): eval and call round trips, a
     // host function called from the worker, and creating an isolate from a warm pool
     if std::env::var_os("IVM_BENCH_NO_PROCESS").is_none() {
         for (key, value) in process_figures()? {
@@ -185,7 +193,79 @@ fn process_figures() -> Result<Vec<(&'static str, f64)>, ivm::Error> {
     let start = Instant::now();
     context.eval::<Value>("for (let i = 0; i < 10000; i++) hostNoop()")?;
     figures.push(("process_callback_us", start.elapsed().as_secs_f64() * 1e6 / 10_000.0));
+    // The tenants of workload 11, fifty to a worker.
+    let tenants = WorkerPool::new(PoolOptions::default().isolates_per_worker(50));
+    figures.push(("process_async_host_calls_per_s", async_host_calls_per_s(IsolateOptions::default().pool(&tenants))?));
     Ok(figures)
+}
+
+/// Workload 11: 200 isolates at once, each awaiting 50 async host calls in sequence, the
+/// host function resolving on a later poll (isolated-vm: `await new Promise(setImmediate)`).
+fn async_host_calls_per_s(options: IsolateOptions) -> Result<f64, ivm::Error> {
+    let tenants = (0..200)
+        .map(|_| {
+            let context = Isolate::new(options.clone().memory_limit(32))?.create_context()?;
+            context.set_global(
+                "lookup",
+                Callback::new_async(|(x,): (f64,)| async move {
+                    YieldOnce(false).await;
+                    Ok(x * 2.0)
+                }),
+            )?;
+            Ok(context)
+        })
+        .collect::<Result<Vec<_>, ivm::Error>>()?;
+    let start = Instant::now();
+    let sums: Vec<_> = tenants
+        .iter()
+        .map(|c| {
+            c.eval_async::<f64>(
+                "(async () => { let s = 0; for (let i = 0; i < 50; i++) s += await lookup(i); return s })()",
+                EvalOptions::default().promise().timeout(Duration::from_secs(10)),
+            )
+        })
+        .collect();
+    for sum in sums {
+        assert_eq!(block_on(sum)?, 2450.0, "tenants: wrong sum");
+    }
+    Ok(10_000.0 / start.elapsed().as_secs_f64())
+}
+
+/// Workload 12: milliseconds an eval takes while runaway scripts hold every thread the pool
+/// starts with.
+fn starved_eval_ms() -> Result<f64, ivm::Error> {
+    let runaways = (0..std::thread::available_parallelism().map_or(2, |n| n.get()) + 1)
+        .map(|_| Isolate::new(IsolateOptions::default().memory_limit(16))?.create_context())
+        .collect::<Result<Vec<_>, _>>()?;
+    let spinning: Vec<_> =
+        runaways.iter().map(|c| c.eval_async::<()>("for (;;) {}", EvalOptions::default().timeout(Duration::from_secs(30)))).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let other = Isolate::new(IsolateOptions::default().memory_limit(16))?.create_context()?;
+    let start = Instant::now();
+    block_on(other.eval_async::<Value>("1", EvalOptions::default()))?;
+    let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+    for context in &runaways {
+        context.isolate().dispose()?;
+    }
+    for spin in spinning {
+        let _ = block_on(spin);
+    }
+    Ok(elapsed)
+}
+
+/// A future that is pending once (waking itself), then ready: it completes on a later poll.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 fn component_eval_us(guest: &std::path::Path) -> f64 {

@@ -74,15 +74,33 @@ impl DiskCache {
             None => "none yet",
         };
         if let Some(made) = made {
-            let path = self.path(name);
-            let temporary = path.with_extension("tmp");
-            // Written aside and renamed, so a reader never sees half a file.
-            if fs::write(&temporary, made.as_bytes()).and_then(|()| fs::rename(&temporary, &path)).is_err() {
-                let _ = fs::remove_file(&temporary);
-            }
+            let _ = self.write(&self.path(name), made.as_bytes());
         }
         if verbose {
-            eprintln!("ivm: code cache for {name}: {report}{}", if made.is_some() { ", stored a new one" } else { "" });
+            let made = if made.is_some() { ", stored a new one" } else { "" };
+            let _ = writeln!(std::io::stderr(), "ivm: code cache for {name}: {report}{made}");
         }
+    }
+
+    /// Writes `bytes` to `path` through a new file of a random name beside it, renamed into
+    /// place, so a reader never sees half a file. The new file is created exclusively, so
+    /// nothing placed there beforehand (a symlink elsewhere, say) is followed or reused.
+    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let mut random = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| std::io::Error::other("no randomness"))?;
+        let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let temporary = self.dir.join(format!(".{random}.tmp"));
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temporary)
+            .and_then(|mut file| file.write_all(bytes))
+            .and_then(|()| fs::rename(&temporary, path));
+        if written.is_err() {
+            let _ = fs::remove_file(&temporary);
+        }
+        written
     }
 }

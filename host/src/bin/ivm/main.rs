@@ -87,7 +87,7 @@ enum Parsed {
 }
 
 fn usage(message: &str) -> Parsed {
-    eprintln!("ivm: {message}\nTry 'ivm --help' for more information.");
+    print_err(&format!("ivm: {message}\nTry 'ivm --help' for more information."));
     Parsed::Exit(ExitCode::from(2))
 }
 
@@ -102,11 +102,11 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     while let Some(arg) = argv.next() {
         match arg.as_str() {
             "-h" | "--help" => {
-                print!("{HELP}");
+                print_out(HELP.trim_end());
                 return Parsed::Exit(ExitCode::SUCCESS);
             }
             "-V" | "--version" => {
-                println!("ivm {} (V8 {})", env!("CARGO_PKG_VERSION"), ivm::v8_version());
+                print_out(&format!("ivm {} (V8 {})", env!("CARGO_PKG_VERSION"), ivm::v8_version()));
                 return Parsed::Exit(ExitCode::SUCCESS);
             }
             "--json" => json = true,
@@ -180,6 +180,12 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     if (max_isolates.is_some() || memory_budget.is_some()) && !matches!(command, Command::Component { .. }) {
         return usage("--max-isolates and --memory-budget go with 'component run'");
     }
+    if isolation.is_none() {
+        // The default comes from IVM_ISOLATION: a bad value there is a usage error too.
+        if let Err(e) = Isolation::from_env() {
+            return usage(e.message());
+        }
+    }
     Parsed::Go(Args {
         command,
         memory_limit,
@@ -208,7 +214,7 @@ fn main() -> ExitCode {
         Some(dir) => match DiskCache::open(dir, args.code_cache_key.as_deref()) {
             Ok(cache) => Some(cache),
             Err(e) => {
-                eprintln!("ivm: {e}");
+                print_err(&format!("ivm: {e}"));
                 return ExitCode::from(2);
             }
         },
@@ -225,7 +231,7 @@ fn main() -> ExitCode {
         Command::Run(path) => match read_source(path) {
             Ok(code) => run_script(&args, &code, path, cache.as_ref()),
             Err(e) => {
-                eprintln!("ivm: cannot read {path}: {e}");
+                print_err(&format!("ivm: cannot read {path}: {e}"));
                 return ExitCode::from(2);
             }
         },
@@ -253,15 +259,26 @@ fn main() -> ExitCode {
                 "kind": e.kind().as_str(), "name": e.name(), "message": e.message(), "stack": e.stack(),
             }}),
         };
-        println!("{line}");
+        print_out(&line.to_string());
     } else {
         match &result {
-            Ok(value) if print_value => println!("{value}"),
+            Ok(value) if print_value => print_out(&value.to_string()),
             Ok(_) => {}
-            Err(e) => eprintln!("Uncaught {}", e.stack().map_or_else(|| e.to_string(), str::to_owned)),
+            Err(e) => print_err(&format!("Uncaught {}", e.stack().map_or_else(|| e.to_string(), str::to_owned))),
         }
     }
     ExitCode::from(exit)
+}
+
+/// Prints a line on standard output. A reader that has gone away (`ivm eval ... | head -c1`)
+/// is no error: the output just ends.
+fn print_out(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Prints a line on standard error, if anyone reads it.
+fn print_err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn read_source(path: &str) -> std::io::Result<String> {
@@ -276,7 +293,9 @@ fn read_source(path: &str) -> std::io::Result<String> {
 
 /// An isolate with the limits asked for, and a context with a `console`.
 fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
-    let mut options = IsolateOptions::default().memory_limit(args.memory_limit);
+    // JavaScript that runs for no operation (what an async host function's completion left
+    // behind) is bounded by the same timeout; without --timeout, nothing is.
+    let mut options = IsolateOptions::default().memory_limit(args.memory_limit).default_timeout(args.timeout.flatten());
     if let Some(isolation) = args.isolation {
         options = options.isolation(isolation);
     }
@@ -287,10 +306,9 @@ fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
     let json = args.json;
     isolate.create_context_with(ContextOptions::default().console(move |level, text| {
         if json || level != ConsoleLevel::Log {
-            eprintln!("{text}");
+            print_err(text);
         } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
+            print_out(text);
         }
     }))
 }
@@ -360,7 +378,7 @@ fn run_component(args: &Args, guest: &str, guest_args: &[String]) -> ExitCode {
     match ivm::component::run_command(Path::new(guest), guest_args, limits) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("ivm: {guest}: {e:#}");
+            print_err(&format!("ivm: {guest}: {e:#}"));
             ExitCode::from(1)
         }
     }

@@ -6,13 +6,13 @@
 
 use serde::de::{self, DeserializeOwned, IgnoredAny, Visitor};
 
-use super::{Cursor, Stores, malformed, read};
+use super::{Budget, Cursor, Stores, malformed, read};
 use crate::error::Error;
 use crate::value::de::{visit_bigint, visit_integral};
 
-/// Decodes `bytes` (with their header) into a `T`.
-pub(crate) fn from_wire<T: DeserializeOwned>(bytes: &[u8], stores: &dyn Stores) -> Result<T, Error> {
-    let mut cursor = Cursor::new(bytes, stores)?;
+/// Decodes `bytes` (with their header) into a `T`, making no more than `budget`.
+pub(crate) fn from_wire<T: DeserializeOwned>(bytes: &[u8], stores: &dyn Stores, budget: Budget) -> Result<T, Error> {
+    let mut cursor = Cursor::new(bytes, stores, budget)?;
     T::deserialize(Wire(&mut cursor))
 }
 

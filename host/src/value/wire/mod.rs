@@ -11,8 +11,10 @@
 //! Format versions up to 16 are read (V8 15.2 writes 16: buffer sizes as 64-bit varints,
 //! immutable ArrayBuffers); version 15 is written. The input may come from any isolate of
 //! the process, whose JavaScript chose its shape, so every read is bounds-checked, nesting is
-//! bounded, and a graph that shares objects can expand to at most [`expansion_budget`]
-//! values (a DAG of 40 doublings is 80 bytes of wire and 2^40 values of tree).
+//! bounded, and what a read makes is bounded by a [`Budget`]: a graph that shares objects is
+//! copied each time it is referenced (a DAG of 40 doublings is 80 bytes of wire and 2^40
+//! values of tree; 500 references to a 1 MB string are 500 MB), so the budget counts what is
+//! made, not what is read.
 
 mod de;
 mod read;
@@ -56,10 +58,23 @@ impl Stores for NoStores {
     }
 }
 
-/// How many values a read may produce: shared objects are copied each time they are
-/// referenced, so this bounds the expansion of a DAG.
-fn expansion_budget(bytes: usize) -> usize {
-    bytes.saturating_mul(16).max(1 << 20)
+/// What one value costs a [`Budget`], besides the bytes of its string or buffer.
+const VALUE_COST: usize = 16;
+
+/// How much Rust data a read may make, in bytes: [`VALUE_COST`] a value, plus the bytes of
+/// each string and buffer, each time it is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget(usize);
+
+impl Budget {
+    /// For bytes the host wrote itself: no limit.
+    pub(crate) const HOST: Budget = Budget(usize::MAX);
+
+    /// For what a script made in an isolate with this memory limit (in bytes): twice the
+    /// limit, room for anything the isolate can hold.
+    pub(crate) fn of_isolate(memory_limit: usize) -> Budget {
+        Budget(memory_limit.saturating_mul(2))
+    }
 }
 
 fn malformed() -> Error {
@@ -90,14 +105,15 @@ struct Cursor<'b> {
     open: Vec<u32>,
     /// Nonzero while a reference is being read again: ids are already recorded.
     replaying: usize,
-    /// Values left to produce (see [`expansion_budget`]).
+    /// Bytes left to make (see [`Budget`]).
     budget: usize,
+    /// The whole budget, for the error.
+    limit: Budget,
 }
 
 impl<'b> Cursor<'b> {
-    fn new(bytes: &'b [u8], stores: &'b dyn Stores) -> Result<Cursor<'b>, Error> {
-        let mut cursor =
-            Cursor { bytes, at: 0, stores, objects: Vec::new(), next_id: 0, open: Vec::new(), replaying: 0, budget: expansion_budget(bytes.len()) };
+    fn new(bytes: &'b [u8], stores: &'b dyn Stores, budget: Budget) -> Result<Cursor<'b>, Error> {
+        let mut cursor = Cursor { bytes, at: 0, stores, objects: Vec::new(), next_id: 0, open: Vec::new(), replaying: 0, budget: budget.0, limit: budget };
         if cursor.bytes.first() == Some(&0xFF) {
             cursor.at = 1;
             let version = cursor.varint()?;
@@ -108,10 +124,18 @@ impl<'b> Cursor<'b> {
         Ok(cursor)
     }
 
-    /// Counts one value produced.
+    /// Counts one value made.
     fn tick(&mut self) -> Result<(), Error> {
-        self.budget = self.budget.checked_sub(1).ok_or_else(|| {
-            Error::Conversion("the value refers to the same objects too many times to be copied into a Rust value".into())
+        self.charge(VALUE_COST)
+    }
+
+    /// Counts `bytes` made.
+    fn charge(&mut self, bytes: usize) -> Result<(), Error> {
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| {
+            Error::Conversion(format!(
+                "the value is too large to copy out of its isolate: it would take more than {} MB here (twice the isolate's memory limit)",
+                self.limit.0 >> 20
+            ))
         })?;
         Ok(())
     }
@@ -119,10 +143,7 @@ impl<'b> Cursor<'b> {
     /// A sparse array of `length` becomes that many values: charge them up front (it could
     /// claim a length of 2^32 with no elements).
     fn charge_sparse(&mut self, length: u32) -> Result<(), Error> {
-        self.budget = self.budget.checked_sub(length as usize).ok_or_else(|| {
-            Error::Conversion(format!("a sparse array of length {length} is too long to copy into a Rust value"))
-        })?;
-        Ok(())
+        self.charge((length as usize).saturating_mul(VALUE_COST))
     }
 
     /// The next tag, not consumed (padding skipped).
@@ -195,6 +216,7 @@ impl<'b> Cursor<'b> {
     fn string_body(&mut self, tag: u8) -> Result<std::borrow::Cow<'b, str>, Error> {
         let len = self.size()?;
         let raw = self.raw(len)?;
+        self.charge(len)?;
         Ok(match tag {
             // SAFETY: ASCII is valid UTF-8.
             b'"' if raw.is_ascii() => std::borrow::Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(raw) }),
@@ -285,20 +307,26 @@ impl<'b> Cursor<'b> {
         let bytes = match tag {
             b'B' | b'C' => {
                 let len = self.size()?;
+                self.charge(len)?;
                 self.raw(len)?.to_vec()
             }
             b'~' => {
                 let len = self.size()?;
                 self.size()?;
+                self.charge(len)?;
                 self.raw(len)?.to_vec()
             }
             b't' => {
                 let id = self.varint()?;
-                self.stores.transferred(id).ok_or_else(malformed)?
+                let bytes = self.stores.transferred(id).ok_or_else(malformed)?;
+                self.charge(bytes.len())?;
+                bytes
             }
             b'u' => {
                 let id = self.varint()?;
-                self.stores.shared(id).ok_or_else(malformed)?
+                let bytes = self.stores.shared(id).ok_or_else(malformed)?;
+                self.charge(bytes.len())?;
+                bytes
             }
             _ => return Err(malformed()),
         };

@@ -3,13 +3,13 @@
 
 use indexmap::IndexMap;
 
-use super::{Cursor, Stores, malformed, regexp_flags_text};
+use super::{Budget, Cursor, Stores, malformed, regexp_flags_text};
 use crate::error::{Error, JsError};
 use crate::value::Value;
 
-/// Decodes `bytes` (with their header) into a [`Value`].
-pub(crate) fn read_value(bytes: &[u8], stores: &dyn Stores) -> Result<Value, Error> {
-    let mut cursor = Cursor::new(bytes, stores)?;
+/// Decodes `bytes` (with their header) into a [`Value`], making no more than `budget`.
+pub(crate) fn read_value(bytes: &[u8], stores: &dyn Stores, budget: Budget) -> Result<Value, Error> {
+    let mut cursor = Cursor::new(bytes, stores, budget)?;
     value(&mut cursor)
 }
 

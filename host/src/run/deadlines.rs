@@ -1,0 +1,257 @@
+//! Deadlines: when a run's timeout passes, the run is interrupted if it is on a thread, and
+//! woken if it waits.
+//!
+//! Arming a watchdog timer for every run would cost more than a small eval itself (most runs
+//! end within microseconds, and every run has a deadline: the isolate's default timeout if
+//! not its own). So each isolate keeps the deadlines of its runs in [`Deadlines`], with one
+//! watchdog timer at the earliest: a run whose deadline is later than the armed one (the
+//! default timeout, run after run) changes nothing; an earlier one re-arms it. When the timer
+//! fires, every run whose deadline has passed fires, and the timer is armed for the next.
+//!
+//! Lock order: the watchdog's table, then a `Deadlines` (timer actions run under the
+//! watchdog's lock and take it); so nothing here touches a timer while holding `Deadlines`.
+
+use std::ffi::c_void;
+use std::mem::ManuallyDrop;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::state::{RunContext, RunState, Wake};
+use super::{FAILED_TO_TERMINATE, TIMEOUT_FRAMES};
+use crate::callback::BlockingWaits;
+use crate::engine::watchdog::Timer;
+use crate::isolate::{CatastrophicHandler, IsolateInner};
+
+/// The deadlines of an isolate's runs.
+pub(crate) struct Deadlines {
+    state: Mutex<State>,
+    me: Weak<Deadlines>,
+    /// Woken when a run's deadline passes (a blocking host function stops waiting).
+    blocking_waits: Arc<BlockingWaits>,
+    /// How long a run may go on after its deadline before it is reported.
+    grace: Duration,
+    on_catastrophic_error: Option<CatastrophicHandler>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Each run is kept alive by its `Run`, which takes it off this list before letting go.
+    runs: Vec<(Instant, *const RunState)>,
+    /// When the timer is armed for, and which arming it is (a later one replaces it).
+    armed: Option<(Instant, u64)>,
+    timer: Option<Timer>,
+    arming: u64,
+}
+
+// SAFETY: the run pointers are only used under the lock (see `State::runs`).
+unsafe impl Send for State {}
+
+impl Deadlines {
+    pub(crate) fn new(blocking_waits: Arc<BlockingWaits>, grace: Duration, on_catastrophic_error: Option<CatastrophicHandler>) -> Arc<Deadlines> {
+        Arc::new_cyclic(|me| Deadlines { state: Mutex::default(), me: me.clone(), blocking_waits, grace, on_catastrophic_error })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fires `run` at `deadline`, unless it is removed first.
+    fn add(&self, deadline: Instant, run: &Arc<RunState>) {
+        let rearm = {
+            let mut state = self.state();
+            state.runs.push((deadline, Arc::as_ptr(run)));
+            match state.armed {
+                Some((at, _)) if at <= deadline => None,
+                _ => {
+                    state.arming += 1;
+                    state.armed = Some((deadline, state.arming));
+                    Some((deadline, state.arming, state.timer.take()))
+                }
+            }
+        };
+        if let Some((at, arming, replaced)) = rearm {
+            // Outside the lock (see the module comment).
+            drop(replaced);
+            let timer = Timer::arm(at, self.fire(arming));
+            let mut state = self.state();
+            if state.arming == arming {
+                state.timer = Some(timer);
+            } else {
+                // Re-armed meanwhile: this one is not needed.
+                drop(state);
+                drop(timer);
+            }
+        }
+    }
+
+    fn remove(&self, run: &Arc<RunState>) {
+        let run = Arc::as_ptr(run);
+        let mut state = self.state();
+        if let Some(at) = state.runs.iter().position(|(_, r)| std::ptr::eq(*r, run)) {
+            state.runs.swap_remove(at);
+        }
+    }
+
+    /// The timer's action (on the watchdog thread, which may arm timers there).
+    fn fire(&self, arming: u64) -> impl FnOnce() + Send + 'static + use<> {
+        let me = self.me.clone();
+        move || {
+            let Some(me) = me.upgrade() else { return };
+            let now = Instant::now();
+            let due: Vec<Arc<RunState>> = {
+                let mut state = me.state();
+                if state.arming != arming {
+                    return;
+                }
+                let mut due = Vec::new();
+                state.runs.retain(|(deadline, run)| {
+                    let passed = *deadline <= now;
+                    if passed {
+                        // SAFETY: on the list, the run is alive (see `State::runs`); the count
+                        // taken here keeps it so.
+                        due.push(unsafe {
+                            Arc::increment_strong_count(*run);
+                            Arc::from_raw(*run)
+                        });
+                    }
+                    !passed
+                });
+                let next = state.runs.iter().map(|(deadline, _)| *deadline).min();
+                state.arming += 1;
+                state.armed = next.map(|at| (at, state.arming));
+                let arming = state.arming;
+                state.timer = next.map(|at| Timer::arm(at, me.fire(arming)));
+                due
+            };
+            for run in due {
+                me.fired(run);
+            }
+        }
+    }
+
+    /// `run`'s deadline has passed.
+    fn fired(&self, run: Arc<RunState>) {
+        run.fired.store(true, Ordering::SeqCst);
+        // A blocking host function stops waiting; a waiting run is woken; a running one is
+        // interrupted (the interrupt checks it is the run on the stack).
+        self.blocking_waits.abort();
+        let data = Arc::into_raw(run.clone()) as *mut c_void;
+        if !run.handle.request_interrupt(on_timeout, data) {
+            // SAFETY: the interrupt was not queued, so `data` is still ours.
+            drop(unsafe { Arc::from_raw(data as *const RunState) });
+        }
+        run.wake(Wake::Fired);
+        run.touch();
+        if let Some(at) = Instant::now().checked_add(self.grace) {
+            let escalation = Timer::arm(at, escalate(run.clone(), self.on_catastrophic_error.clone()));
+            *run.escalation.lock().unwrap_or_else(|e| e.into_inner()) = Some(escalation);
+        }
+    }
+}
+
+/// What happens when a run still goes on a grace period after its timeout: an
+/// uninterruptible builtin (a huge BigInt, isolated-vm #202) ignored the termination. In
+/// process nothing can stop it; say so, and keep asking.
+fn escalate(run: Arc<RunState>, handler: Option<CatastrophicHandler>) -> impl FnOnce() + Send + 'static {
+    move || {
+        if !run.is_running() || run.has_ended() {
+            return;
+        }
+        run.handle.terminate_execution();
+        if let Some(handler) = handler {
+            // Not on the watchdog thread: the handler may take its time.
+            let _ = std::thread::Builder::new().name("ivm-catastrophic".into()).spawn(move || {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(FAILED_TO_TERMINATE)));
+            });
+        }
+    }
+}
+
+/// A run with its deadline armed. Dropping it ends the run.
+pub(crate) struct Run {
+    /// Taken out only when the run is dropped (to be recycled).
+    state: ManuallyDrop<Arc<RunState>>,
+    /// Whether its deadline is on the isolate's list.
+    armed: bool,
+}
+
+impl Run {
+    pub(crate) fn state(&self) -> &Arc<RunState> {
+        &self.state
+    }
+
+    /// Ends the run, keeping its state for the next one if nothing else holds it.
+    fn finish(&mut self) {
+        self.state.end();
+        if std::mem::take(&mut self.armed) {
+            self.state.deadlines.remove(&self.state);
+        }
+        if self.state.fired() {
+            let escalation = self.state.escalation.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(escalation);
+        }
+    }
+}
+
+impl Run {
+    /// Arms a run of `inner` in `context` with `timeout` (`None`: the isolate's default
+    /// timeout). A timeout too far away to be represented never fires.
+    pub(crate) fn arm(inner: &IsolateInner, context: RunContext, timeout: Option<Duration>) -> Run {
+        let state = RunState::new(inner, context);
+        let deadline = timeout.or(inner.default_timeout).and_then(|after| Instant::now().checked_add(after));
+        let Some(deadline) = deadline else { return Run { state: ManuallyDrop::new(state), armed: false } };
+        inner.deadlines.add(deadline, &state);
+        Run { state: ManuallyDrop::new(state), armed: true }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.finish();
+        // SAFETY: the field is not used again.
+        RunState::recycle(unsafe { ManuallyDrop::take(&mut self.state) });
+    }
+}
+
+unsafe extern "C" fn on_timeout(mut isolate: v8::UnsafeRawIsolatePtr, data: *mut c_void) {
+    // SAFETY: `data` is the `Arc` leaked in `Deadlines::fired`; this is its only consumer.
+    let run = unsafe { Arc::from_raw(data as *const RunState) };
+    // Only the run this thread is inside: the interrupt may reach whichever thread holds the
+    // isolate next, running another operation's JavaScript.
+    if !run.is_on_this_thread() {
+        return;
+    }
+    // SAFETY: V8 runs interrupts on the isolate's thread, inside JavaScript, with the isolate
+    // entered.
+    let isolate = unsafe { v8::Isolate::ref_from_raw_isolate_ptr_mut(&mut isolate) };
+    {
+        v8::scope!(let scope, &mut *isolate);
+        if let Some(context) = run.context(scope) {
+            let context = v8::Local::new(scope, &context);
+            let scope = &mut v8::ContextScope::new(scope, context);
+            if let Some(stack) = timeout_stack(scope) {
+                run.touch();
+                *run.stack.lock().unwrap_or_else(|e| e.into_inner()) = stack;
+            }
+        }
+    }
+    isolate.terminate_execution();
+}
+
+/// The stack of the JavaScript running now, as isolated-vm writes a timeout's.
+fn timeout_stack(scope: &mut v8::PinScope<'_, '_>) -> Option<String> {
+    let trace = v8::StackTrace::current_stack_trace(scope, TIMEOUT_FRAMES)?;
+    let mut text = String::from("Error: Script execution timed out.");
+    for i in 0..trace.get_frame_count() {
+        let Some(frame) = trace.get_frame(scope, i) else { continue };
+        let function = frame.get_function_name(scope).map(|f| f.to_rust_string_lossy(scope));
+        let file = frame.get_script_name(scope).map(|f| f.to_rust_string_lossy(scope)).unwrap_or_default();
+        let at = format!("{file}:{}:{}", frame.get_line_number(), frame.get_column());
+        match function.filter(|f| !f.is_empty()) {
+            Some(f) => text.push_str(&format!("\n    at {f} ({at})")),
+            None => text.push_str(&format!("\n    at {at}")),
+        }
+    }
+    Some(text)
+}
