@@ -47,5 +47,5 @@ fn print(scope: &mut v8::PinScope<'_, '_>, args: v8::FunctionCallbackArguments<'
     };
     let text = args.get(1).to_rust_string_lossy(scope);
     // A panicking sink must not unwind into V8.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(level, &text)));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::alloc::unlimited(|| sink(level, &text))));
 }

@@ -33,6 +33,7 @@
 //! [`process`] (isolates in worker processes: [`Isolation`], [`WorkerPool`]), `component`
 //! (the WIT interface hosted with wasmtime).
 
+pub mod alloc;
 mod callback;
 mod code_cache;
 #[cfg(feature = "component")]
@@ -54,6 +55,7 @@ mod spawn;
 mod transfer;
 pub mod value;
 
+pub use alloc::BoundedAllocator;
 pub use callback::Callback;
 pub use code_cache::{CacheKey, CachedData};
 pub use context::{ConsoleLevel, Context, ContextOptions, EvalOptions};

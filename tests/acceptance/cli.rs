@@ -95,6 +95,37 @@ fn isolation_process_runs_the_isolate_in_a_worker_with_the_same_results() {
     let o = ivm(&["--isolation", "process", "--memory-limit", "16", "--json", "eval", "const a = []; for (;;) a.push({})"]);
     assert_eq!((o.status.code(), json(&o)["error"]["kind"].clone()), (Some(4), "memory-limit".into()));
     assert_eq!(ivm(&["--isolation", "sideways", "eval", "1"]).status.code(), Some(2));
+    // The default comes from IVM_ISOLATION; a bad value there is a usage error too.
+    let o = Command::new(env!("CARGO_BIN_EXE_ivm")).args(["eval", "1"]).env("IVM_ISOLATION", "bogus").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("IVM_ISOLATION is 'bogus'"), "{o:?}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `ivm eval ... | head -c1`: the rest of the output has nowhere to go.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ivm"))
+        .args(["eval", "console.log('x'.repeat(1e6)); 'x'.repeat(1e6)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_huge_bigint_prints_at_once() {
+    // Decimal would take minutes past the timeout; past 2^18 bits it prints in hex.
+    let started = std::time::Instant::now();
+    let o = ivm(&["--timeout", "100", "eval", "1n << 10000000n"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("0x1000"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 /// A fresh directory under the system's temporary directory.
@@ -159,6 +190,18 @@ fn run_keeps_sealed_code_caches_across_runs() {
     let third = run();
     assert_eq!(stdout(&third), "42\n");
     assert!(String::from_utf8_lossy(&third.stderr).contains("rejected, stored a new one"), "{third:?}");
+    // The cache file is written through a new file of a random name, renamed into place: a
+    // symlink planted where it goes is replaced, and what it pointed to is left alone; no
+    // temporary file stays behind.
+    let outside = dir.join("outside");
+    std::fs::write(&outside, "untouched").unwrap();
+    std::fs::remove_file(&stored).unwrap();
+    std::os::unix::fs::symlink(&outside, &stored).unwrap();
+    assert_eq!(stdout(&run()), "42\n");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
+    assert!(!std::fs::symlink_metadata(&stored).unwrap().file_type().is_symlink());
+    let names: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     // A key others can read is refused.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let refused = run();

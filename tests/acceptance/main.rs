@@ -7,6 +7,7 @@ mod code_cache;
 mod component;
 mod context;
 mod external_copy;
+mod hostile;
 mod isolate;
 mod limits;
 mod load;
@@ -16,6 +17,10 @@ mod references;
 mod script;
 mod transfer;
 mod values;
+
+/// As in the `ivm` binary: copies out of isolates are bounded down to V8's serializer.
+#[global_allocator]
+static ALLOCATOR: ivm::BoundedAllocator = ivm::BoundedAllocator::new();
 
 use std::future::Future;
 use std::sync::Arc;

@@ -220,6 +220,24 @@ fn the_directory_loader_reads_inside_its_root_only() {
 }
 
 #[test]
+fn the_directory_loader_reads_regular_files_of_bounded_size_only() {
+    let (_base, root) = module_root();
+    let (isolate, _context) = new_context();
+    // A FIFO would block the open (and the read) forever; a device could never end.
+    let fifo = root.join("fifo.mjs");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: plain libc call on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let loader = DirLoader::open(&root).unwrap().max_file_size(1024);
+    let err = loader.load(&isolate, "fifo.mjs").unwrap_err();
+    assert!(err.message().contains("not a regular file"), "{err}");
+    std::fs::write(root.join("big.mjs"), format!("export const s = '{}';", "x".repeat(2048))).unwrap();
+    let err = loader.load(&isolate, "big.mjs").unwrap_err();
+    assert!(err.message().contains("larger than 1024 bytes"), "{err}");
+    assert!(loader.load(&isolate, "main.mjs").is_ok());
+}
+
+#[test]
 fn async_instantiation_can_load_sources_lazily() {
     let (isolate, context) = new_context();
     let main = isolate.compile_module("import { n } from 'lazy'; export const doubled = n * 2;", &named("main")).unwrap();

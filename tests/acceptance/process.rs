@@ -322,3 +322,84 @@ fn isolation_comes_from_the_environment_unless_chosen() {
     };
     assert_eq!(Isolate::new(Default::default()).unwrap().is_process_isolated(), expected);
 }
+
+#[test]
+fn a_flood_of_console_output_slows_the_worker_instead_of_growing_the_host() {
+    // The console sink is slow (a reader of stdout that does not keep up): the worker's output
+    // waits in the pipe and the worker blocks, instead of piling up in the host.
+    let pool = pool(PoolOptions::default());
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    let printed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = printed.clone();
+    let context = isolate
+        .create_context_with(ContextOptions::default().console(move |_, text| {
+            counter.fetch_add(text.len(), std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+        }))
+        .unwrap();
+    let before = crate::rss();
+    let err = context.eval_with::<()>("const s = 'x'.repeat(1 << 20); for (;;) console.log(s)", &timeout(2000)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    let grew = crate::rss().saturating_sub(before);
+    // At 20 ms a line, about a hundred 1 MB lines are printed in 2 s; the host holds at most
+    // its 8 MB of queued output besides.
+    assert!(grew < 128 << 20, "the host grew by {} MB", grew >> 20);
+    assert!(printed.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn a_host_call_too_large_to_send_fails_in_javascript() {
+    // Arguments over the protocol's frame limit (256 MB) cannot reach the host: the call
+    // throws in the worker instead of waiting forever for an answer.
+    let pool = pool(PoolOptions::default());
+    let context = Isolate::new(IsolateOptions::default().pool(&pool).memory_limit(2048)).unwrap().create_context().unwrap();
+    context.set_global("take", ivm::Callback::new(|(s,): (String,)| Ok(s.len()))).unwrap();
+    let message: String = context
+        .eval_with("try { take('x'.repeat(300 << 20)); 'sent' } catch (e) { e.message }", &timeout(60_000))
+        .unwrap();
+    assert!(message.contains("over the limit"), "{message}");
+    assert_eq!(context.eval::<usize>("take('small')").unwrap(), 5);
+}
+
+/// The memory cgroup a worker is in, if it has one of its own.
+fn worker_cgroup_limit(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        (controllers.split(',').any(|c| c == "memory") || controllers.is_empty()).then(|| path.to_owned())
+    })?;
+    if !path.contains("ivm-worker-") {
+        return None;
+    }
+    ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .flat_map(|root| ["memory.limit_in_bytes", "memory.max"].map(|file| format!("{root}{path}/{file}")))
+        .find_map(|file| std::fs::read_to_string(file).ok()?.trim().parse().ok())
+}
+
+#[test]
+fn a_workers_memory_ceiling_follows_the_memory_limits_of_its_isolates() {
+    // Where the host may make cgroups (as root, or delegated), each worker gets one, sized from
+    // its isolates' memory limits; elsewhere only RLIMIT_DATA applies, which V8's reservations
+    // make loose (see PoolOptions::memory_ceiling).
+    let pool = pool(PoolOptions::default());
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool).memory_limit(16)).unwrap();
+    let Some(limit) = worker_cgroup_limit(isolate.worker_pid().unwrap()) else {
+        eprintln!("no memory cgroup for workers here: the ceiling is RLIMIT_DATA only");
+        return;
+    };
+    assert!(limit <= 256 << 20, "a 16 MB isolate's worker may use {} MB", limit >> 20);
+    // A builtin that ignores termination runs the heap far past its limit (in process, the
+    // guard's headroom lets V8 reach its own RangeError at ~512 MB): the worker stops at its
+    // ceiling, and the caller hears the memory limit.
+    let context = isolate.create_context().unwrap();
+    let started = Instant::now();
+    match context.eval::<Value>("new Array(1e9).fill(0)") {
+        Err(Error::MemoryLimit) => {}
+        Err(Error::Exception(e)) if e.name == "RangeError" => {}
+        other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    assert!(isolate.is_disposed());
+    eprintln!("stopped after {:?}", started.elapsed());
+}

@@ -128,6 +128,9 @@ pub struct GuestIsolates {
     limits: GuestLimits,
     /// Every isolate the guest made, with its memory limit, for the limits and for disposal.
     isolates: Vec<(Isolate, u64)>,
+    /// Bytes of the external copies the guest holds (each handle counts its copy's size:
+    /// they count against its memory budget with its isolates).
+    copies: u64,
 }
 
 impl std::fmt::Debug for GuestIsolates {
@@ -139,7 +142,7 @@ impl std::fmt::Debug for GuestIsolates {
 impl GuestIsolates {
     /// No isolates yet, under `limits`.
     pub fn new(limits: GuestLimits) -> GuestIsolates {
-        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new() }
+        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new(), copies: 0 }
     }
 
     /// The isolates the guest made that are not disposed (e.g. to watch them).
@@ -231,7 +234,7 @@ impl GuestIsolates {
     fn into_js(&mut self, value: wit::Value) -> wasmtime::Result<Result<Transferable, wit::Error>> {
         Ok(Ok(match value {
             wit::Value::Reference(r) => Transferable::from(self.table.delete(r)?),
-            wit::Value::ExternalCopy(c) => Transferable::from(self.table.delete(c)?),
+            wit::Value::ExternalCopy(c) => Transferable::from(self.take_copy(c)?),
             data => match data_of(data) {
                 Ok(v) => Transferred::Value(v).into(),
                 Err(e) => return Ok(Err(e)),
@@ -246,7 +249,7 @@ impl GuestIsolates {
                 self.table.delete(r)?;
                 Err(wit::Error::InvalidArgument("a reference cannot be used here: only data".into()))
             }
-            wit::Value::ExternalCopy(c) => self.table.delete(c)?.copy::<Value>().map_err(wit::Error::from),
+            wit::Value::ExternalCopy(c) => self.take_copy(c)?.copy::<Value>().map_err(wit::Error::from),
             data => data_of(data),
         })
     }
@@ -267,9 +270,37 @@ impl GuestIsolates {
         Ok(match result {
             Ok(Transferred::Value(v)) => guest_value(v),
             Ok(Transferred::Reference(r)) => Ok(wit::Value::Reference(self.table.push(r)?)),
-            Ok(Transferred::ExternalCopy(c)) => Ok(wit::Value::ExternalCopy(self.table.push(c)?)),
+            Ok(Transferred::ExternalCopy(c)) => self.hold_copy(c)?.map(wit::Value::ExternalCopy),
             Err(e) => Err(e.into()),
         })
+    }
+
+    /// Memory the guest holds, in bytes: its isolates' limits and its external copies.
+    fn used_bytes(&self) -> u64 {
+        self.isolates.iter().map(|(_, mb)| mb << 20).sum::<u64>() + self.copies
+    }
+
+    /// Gives the guest a handle to `copy`, within its memory budget.
+    fn hold_copy(&mut self, copy: ExternalCopy) -> Host<Resource<ExternalCopy>> {
+        self.isolates.retain(|(isolate, _)| !isolate.is_disposed());
+        let size = copy.size() as u64;
+        let used = self.used_bytes();
+        if used + size > self.limits.memory_budget_mb << 20 {
+            return Ok(Err(wit::Error::Limit(format!(
+                "an external copy of {size} bytes would take this guest to {} MB, over its budget of {} MB",
+                (used + size) >> 20,
+                self.limits.memory_budget_mb
+            ))));
+        }
+        self.copies += size;
+        Ok(Ok(self.table.push(copy)?))
+    }
+
+    /// Takes the guest's handle to an external copy.
+    fn take_copy(&mut self, handle: Resource<ExternalCopy>) -> wasmtime::Result<ExternalCopy> {
+        let copy = self.table.delete(handle)?;
+        self.copies = self.copies.saturating_sub(copy.size() as u64);
+        Ok(copy)
     }
 }
 
@@ -342,10 +373,10 @@ impl wit::HostIsolate for GuestIsolates {
         if self.isolates.len() >= self.limits.max_isolates {
             return Ok(Err(wit::Error::Limit(format!("this guest may hold at most {} isolates", self.limits.max_isolates))));
         }
-        let used: u64 = self.isolates.iter().map(|(_, mb)| mb).sum();
+        let used = self.used_bytes() >> 20;
         if used + mb > self.limits.memory_budget_mb {
             return Ok(Err(wit::Error::Limit(format!(
-                "a {mb} MB isolate would take this guest's isolates to {} MB, over its budget of {} MB",
+                "a {mb} MB isolate would take this guest's isolates and copies to {} MB, over its budget of {} MB",
                 used + mb,
                 self.limits.memory_budget_mb
             ))));
@@ -711,7 +742,7 @@ impl wit::HostReference for GuestIsolates {
 impl wit::HostExternalCopy for GuestIsolates {
     fn create(&mut self, value: wit::Value) -> Host<Resource<ExternalCopy>> {
         let copy = match value {
-            wit::Value::ExternalCopy(c) => self.table.delete(c)?,
+            wit::Value::ExternalCopy(c) => self.take_copy(c)?,
             other => {
                 let data = match self.data(other)? {
                     Ok(data) => data,
@@ -720,7 +751,7 @@ impl wit::HostExternalCopy for GuestIsolates {
                 guest!(ExternalCopy::new(&data))
             }
         };
-        Ok(Ok(self.table.push(copy)?))
+        self.hold_copy(copy)
     }
 
     fn copy(&mut self, this: Resource<ExternalCopy>) -> Host<wit::Value> {
@@ -730,6 +761,9 @@ impl wit::HostExternalCopy for GuestIsolates {
 
     fn clone(&mut self, this: Resource<ExternalCopy>) -> wasmtime::Result<Resource<ExternalCopy>> {
         let copy = self.table.get(&this)?.clone();
+        // The interface gives `clone` no error to return: the guest holds the copy already, so
+        // the clone is counted but not refused.
+        self.copies += copy.size() as u64;
         Ok(self.table.push(copy)?)
     }
 
@@ -739,7 +773,7 @@ impl wit::HostExternalCopy for GuestIsolates {
 
     fn drop(&mut self, this: Resource<ExternalCopy>) -> wasmtime::Result<()> {
         // Other handles (clones) may still hold the copy; this one lets go.
-        self.table.delete(this)?;
+        self.take_copy(this)?;
         Ok(())
     }
 }

@@ -618,7 +618,7 @@ unsafe extern "C" fn import_meta(context: v8::Local<v8::Context>, module: v8::Lo
         .unwrap_or_default();
     let hook = hooks.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let properties = match hook {
-        Some(hook) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&filename)))
+        Some(hook) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::alloc::unlimited(|| hook(&filename))))
             .unwrap_or_else(|_| Err(Error::js("Error", "The import.meta hook panicked"))),
         None => Ok(crate::Value::Object([("url".to_owned(), crate::Value::String(filename))].into_iter().collect())),
     };
@@ -646,7 +646,7 @@ fn dynamic_import<'s>(
     let promise = resolver.get_promise(scope);
     let request = ImportRequest::read(scope, specifier, attributes, 2);
     let referrer = resource_name.to_rust_string_lossy(scope);
-    match import(scope, &request, &referrer) {
+    match crate::alloc::unlimited(|| import(scope, &request, &referrer)) {
         // The namespace, once the module (and its top-level await) has run.
         Ok(evaluated) => return Some(evaluated),
         Err(e) => {

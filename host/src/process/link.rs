@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::WORKER_ARG;
+use super::ceiling::{self, Cgroup};
 use super::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker};
 use super::remote::{Origin, RemoteRef};
 use super::spin::PollingPipe;
@@ -24,6 +25,10 @@ const STDERR_LINES: usize = 64;
 const STDERR_LINE_BYTES: u64 = 1000;
 /// The environment variables a worker gets (it starts with nothing else of the host's).
 const WORKER_ENV: [&str; 2] = ["IVM_V8_FLAGS", "IVM_SPIN_US"];
+/// Bytes of console output and rejections a worker may have queued for the embedder's
+/// handlers. Past it the host stops reading from the worker until the handlers catch up, so
+/// a slow reader of the output slows the worker down instead of growing the host.
+const EVENT_BYTES: usize = 8 << 20;
 
 type ReplySender = oneshot::Sender<Result<Reply>>;
 
@@ -45,6 +50,8 @@ pub(crate) struct Link {
     pub(crate) hosted: AtomicUsize,
     /// The OS memory ceiling set on it, in bytes, and the memory limits of its isolates, in MB.
     ceiling: Mutex<Ceiling>,
+    /// Its cgroup, where the host may make one (see `ceiling.rs`).
+    cgroup: Option<Cgroup>,
     /// Console output and unhandled rejections go to the embedder's handlers in order on a
     /// thread of their own: a handler that calls back into the worker must not stop the
     /// reader that would read the answer. While handlers are behind, replies queue after
@@ -53,6 +60,8 @@ pub(crate) struct Link {
     events: OnceLock<std::sync::mpsc::Sender<Event>>,
     /// Events queued and not yet handled.
     events_behind: Arc<AtomicUsize>,
+    /// Bytes of the events queued and not yet handled (see [`EVENT_BYTES`]).
+    event_bytes: Arc<(Mutex<usize>, std::sync::Condvar)>,
     /// Requests sent by event handlers and not yet answered.
     handler_requests: AtomicUsize,
 }
@@ -66,7 +75,10 @@ thread_local! {
 
 #[derive(Default)]
 struct Ceiling {
+    /// `RLIMIT_DATA`.
     bytes: u64,
+    /// The cgroup's limit, if it has one.
+    cgroup_bytes: u64,
     fixed: bool,
     limits_mb: u64,
 }
@@ -115,6 +127,9 @@ impl Link {
     /// Starts a worker and waits for its hello.
     pub(crate) fn spawn(program: &Path, fixed_ceiling_mb: Option<u64>, tenant: Option<String>) -> Result<Arc<Link>> {
         let ceiling = fixed_ceiling_mb.map_or_else(|| automatic_ceiling(0, 0), |mb| mb << 20);
+        let cgroup_bytes = fixed_ceiling_mb.map_or_else(|| ceiling::for_isolates(0, 0), |mb| mb << 20);
+        let cgroup = Cgroup::create(cgroup_bytes);
+        let joiner = cgroup.as_ref().map(Cgroup::joiner);
         let mut command = Command::new(program);
         command.arg(WORKER_ARG).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Nothing of the host's environment (its secrets) but what the worker needs.
@@ -125,6 +140,9 @@ impl Link {
             // (No PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends. The
             // worker exits when its input closes, which the kernel does when the host dies.)
             command.pre_exec(move || {
+                if let Some(joiner) = &joiner {
+                    joiner.join();
+                }
                 let limit = libc::rlimit { rlim_cur: ceiling, rlim_max: libc::RLIM_INFINITY };
                 libc::setrlimit(libc::RLIMIT_DATA, &limit);
                 // No set-uid or file-capability gains for the worker or what it runs.
@@ -151,9 +169,11 @@ impl Link {
             retired: AtomicBool::new(false),
             tenant,
             hosted: AtomicUsize::new(0),
-            ceiling: Mutex::new(Ceiling { bytes: ceiling, fixed: fixed_ceiling_mb.is_some(), limits_mb: 0 }),
+            ceiling: Mutex::new(Ceiling { bytes: ceiling, cgroup_bytes, fixed: fixed_ceiling_mb.is_some(), limits_mb: 0 }),
+            cgroup,
             events: OnceLock::new(),
             events_behind: Arc::default(),
+            event_bytes: Arc::default(),
             handler_requests: AtomicUsize::new(0),
         });
         let tail = Arc::new(StderrTail::default());
@@ -239,6 +259,27 @@ impl Link {
         }));
     }
 
+    /// Runs `handler`, which holds `bytes` of the worker's output, on the link's event
+    /// thread after those before it; first waits while the queued output is over
+    /// [`EVENT_BYTES`] (unless a handler waits for a reply of this worker, which this thread
+    /// must go on reading).
+    fn event_sized(&self, bytes: usize, handler: Event) {
+        let (queued, room) = &*self.event_bytes;
+        let mut queued_bytes = queued.lock().unwrap_or_else(|e| e.into_inner());
+        while *queued_bytes > 0 && *queued_bytes + bytes > EVENT_BYTES && self.handler_requests.load(Ordering::SeqCst) == 0 {
+            queued_bytes = room.wait_timeout(queued_bytes, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *queued_bytes += bytes;
+        drop(queued_bytes);
+        let counted = self.event_bytes.clone();
+        self.event(Box::new(move || {
+            handler();
+            let (queued, room) = &*counted;
+            *queued.lock().unwrap_or_else(|e| e.into_inner()) -= bytes;
+            room.notify_all();
+        }));
+    }
+
     /// Runs `handler` on the link's event thread, after those before it.
     fn event(&self, handler: Event) {
         let events = self.events.get_or_init(|| {
@@ -319,8 +360,18 @@ impl Link {
     pub(crate) fn reserve(&self, memory_limit_mb: u64, isolates: usize) {
         let mut ceiling = self.ceiling.lock().unwrap_or_else(|e| e.into_inner());
         ceiling.limits_mb += memory_limit_mb;
+        if ceiling.fixed || *self.kill.reaped.lock().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        if let Some(cgroup) = &self.cgroup {
+            let wanted = ceiling::for_isolates(ceiling.limits_mb, isolates as u64);
+            // A failure leaves the old, lower ceiling.
+            if wanted > ceiling.cgroup_bytes && cgroup.set_limit(wanted).is_ok() {
+                ceiling.cgroup_bytes = wanted;
+            }
+        }
         let wanted = automatic_ceiling(ceiling.limits_mb, isolates as u64);
-        if !ceiling.fixed && wanted > ceiling.bytes && !*self.kill.reaped.lock().unwrap_or_else(|e| e.into_inner()) {
+        if wanted > ceiling.bytes {
             ceiling.bytes = wanted;
             let limit = libc::rlimit { rlim_cur: wanted, rlim_max: libc::RLIM_INFINITY };
             // SAFETY: plain syscall on our child; a failure leaves the old, lower ceiling.
@@ -404,7 +455,14 @@ impl Link {
         let found = self.isolates.lock().unwrap_or_else(|e| e.into_inner()).get(&isolate).and_then(|r| r.upgrade());
         match (found, event) {
             (Some(remote), event @ FromWorker::Call { .. }) => remote.on_event(event, origin),
-            (Some(remote), event) => self.event(Box::new(move || remote.on_event(event, origin))),
+            (Some(remote), event) => {
+                let bytes = match &event {
+                    FromWorker::Console { text, .. } => text.len(),
+                    FromWorker::Rejection { error, .. } => error.message.len() + error.stack.as_ref().map_or(0, String::len),
+                    _ => 0,
+                };
+                self.event_sized(bytes, Box::new(move || remote.on_event(event, origin)))
+            }
             // Nobody on this side any more: do not leave the worker's JavaScript waiting.
             (None, FromWorker::Call { call, .. }) => self.reply(call, Err(Error::isolate_disposed())),
             (None, _) => {}
@@ -419,7 +477,14 @@ impl Link {
         }
         let status = wait(&mut child, &self.kill);
         let lines = tail.lines();
-        let reason = describe(self.pid, status, problem, self.kill.by_escalation.load(Ordering::SeqCst), &lines);
+        let over_ceiling = self.cgroup.as_ref().is_some_and(Cgroup::oom_killed);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove();
+        }
+        let mut reason = describe(self.pid, status, problem, self.kill.by_escalation.load(Ordering::SeqCst), &lines);
+        if over_ceiling {
+            reason.push_str(", by the kernel: it went over its memory ceiling");
+        }
         let _ = self.crashed.set(reason.clone());
         self.input.lock().unwrap_or_else(|e| e.into_inner()).take();
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
@@ -427,6 +492,9 @@ impl Link {
             let error = if waiting.escalated.load(Ordering::SeqCst) {
                 // The run that overstayed its timeout: for its caller it timed out.
                 Error::Timeout { stack: String::new() }
+            } else if over_ceiling {
+                // Memory its isolates used (the ceiling follows their limits).
+                Error::MemoryLimit
             } else {
                 Error::WorkerCrashed { reason: reason.clone() }
             };

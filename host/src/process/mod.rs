@@ -22,6 +22,7 @@
 //! [`IsolateOptions::on_catastrophic_error`]: crate::IsolateOptions::on_catastrophic_error
 //! [`IsolateOptions::tenant`]: crate::IsolateOptions::tenant
 
+mod ceiling;
 mod link;
 mod pool;
 pub(crate) mod protocol;

@@ -212,18 +212,22 @@ enum Handle {
 
 impl Worker {
     fn send(&self, message: &FromWorker) {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = protocol::write_frame(&mut *out, message) {
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                // Too big to send: say so instead.
-                if let FromWorker::Response { id, .. } = message {
-                    let error = Err(Error::InvalidArgument(e.to_string()));
-                    let _ = protocol::write_frame(&mut *out, &FromWorker::Response { id: *id, result: error });
-                }
-            } else {
-                // The host is gone.
-                std::process::exit(0);
+        if let Err(e) = self.try_send(message) {
+            // Too big to send: say so instead.
+            if let FromWorker::Response { id, .. } = message {
+                let _ = self.try_send(&FromWorker::Response { id: *id, result: Err(e) });
             }
+        }
+    }
+
+    /// Sends a message; a message over the frame limit is not sent, and its error returned.
+    fn try_send(&self, message: &FromWorker) -> Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        match protocol::write_frame(&mut *out, message) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Conversion(format!("cannot send it to the host: {e}"))),
+            // The host is gone.
+            Err(_) => std::process::exit(0),
         }
     }
 
@@ -608,7 +612,10 @@ impl Worker {
         // JavaScript waiting on the isolate's own thread serves the isolate's queue. (An async
         // host function's promise is settled from the task pool, which must not.)
         let serves = if nested && ISOLATE_THREAD.get() == Some(isolate) { self.hosted(isolate).ok() } else { None };
-        self.send(&FromWorker::Call { call, isolate, request: CURRENT_REQUEST.get(), target });
+        if let Err(e) = self.try_send(&FromWorker::Call { call, isolate, request: CURRENT_REQUEST.get(), target }) {
+            // Too large to send: the call fails here instead of waiting for an answer.
+            mailbox.deliver(Mail::Answer(Err(e)));
+        }
         HostCall { worker: self.clone(), call, mailbox, serves, nested, registered: false }
     }
 }

@@ -179,12 +179,17 @@ pub(crate) fn serialize<'s>(
         serializer.transfer_array_buffer(id as u32, *buffer);
     }
     let context = scope.get_current_context();
-    let written = serializer.write_value(context, value);
+    // V8 grows its buffer through the global allocator: with ivm's installed, the buffer is
+    // held to the copy's budget (see `crate::alloc`).
+    let budget = copy_budget(scope);
+    let (written, refused) = crate::alloc::limited(budget.bytes(), || serializer.write_value(context, value));
     let bytes = serializer.release();
     drop(serializer);
     let state = state.take();
     match (written, state.clone_error) {
         (Some(true), _) => Ok(Clone { bytes, shared: state.shared, wasm_modules: state.wasm_modules }),
+        // The serializer threw its out-of-memory DataCloneError; the caller gets ours.
+        _ if refused => Err(budget.exceeded()),
         (_, Some(message)) => Err(Error::Conversion(message)),
         _ => Err(threw()),
     }

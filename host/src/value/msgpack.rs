@@ -1,9 +1,15 @@
 //! [`Value`] ↔ MessagePack, with the mapping the WIT interface documents
 //! (`guest-abi/wit/isolate.wit`, `variant value`): how structured data crosses between
 //! isolates and WebAssembly guests of any language.
+//!
+//! Ext values (Map, Set, RegExp, Error) hold MessagePack inside MessagePack. Both directions
+//! work in place, in one pass: the reader reads an ext value's payload where it lies in the
+//! input (no copy, no second parse), and the writer reserves each ext header and fills in its
+//! length afterwards (always the 32-bit form, which every reader accepts), so nesting costs
+//! nothing however deep it goes.
 
 use indexmap::IndexMap;
-use rmpv::Value as Msg;
+use rmp::Marker;
 
 use super::ser::{error_fields, error_from_fields, map_from_pairs, regexp_from_parts};
 use super::{BigInt, Value};
@@ -26,53 +32,106 @@ const MAX_SAFE: f64 = 9_007_199_254_740_992.0;
 /// Encodes a value.
 pub fn to_msgpack(value: &Value) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &encode(value)).map_err(|e| Error::Conversion(e.to_string()))?;
+    write(&mut out, value)?;
     Ok(out)
 }
 
 /// Decodes a value.
 pub fn from_msgpack(bytes: &[u8]) -> Result<Value, Error> {
-    let mut input = bytes;
-    let msg = rmpv::decode::read_value_with_max_depth(&mut input, MAX_DEPTH).map_err(|e| malformed(&e.to_string()))?;
-    if !input.is_empty() {
+    let mut reader = Reader { bytes, at: 0 };
+    let value = reader.value(0)?;
+    if reader.at != bytes.len() {
         return Err(malformed("bytes after the value"));
     }
-    decode(msg, 0)
+    Ok(value)
 }
 
 fn malformed(why: &str) -> Error {
     Error::Conversion(format!("malformed MessagePack: {why}"))
 }
 
-fn nested(value: Msg) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &value).map_err(|e| Error::Conversion(e.to_string()))?;
-    Ok(out)
+fn too_long() -> Error {
+    Error::Conversion("a value too long for MessagePack".into())
 }
 
-fn encode(value: &Value) -> Msg {
+fn length(n: usize) -> Result<u32, Error> {
+    u32::try_from(n).map_err(|_| too_long())
+}
+
+fn write(out: &mut Vec<u8>, value: &Value) -> Result<(), Error> {
+    // Writing into a `Vec` cannot fail; lengths are checked by `length`.
     match value {
-        Value::Undefined => Msg::Ext(EXT_UNDEFINED, Vec::new()),
-        Value::Null => Msg::Nil,
-        Value::Bool(b) => Msg::Boolean(*b),
-        Value::Number(n) if n.fract() == 0.0 && n.abs() <= MAX_SAFE && !(*n == 0.0 && n.is_sign_negative()) => Msg::from(*n as i64),
-        Value::Number(n) => Msg::F64(*n),
-        Value::BigInt(b) => Msg::Ext(EXT_BIGINT, b.to_string().into_bytes()),
-        Value::String(s) => Msg::from(s.as_str()),
-        Value::Bytes(b) => Msg::Binary(b.clone()),
-        Value::Array(items) => Msg::Array(items.iter().map(encode).collect()),
-        Value::Object(map) => Msg::Map(map.iter().map(|(k, v)| (Msg::from(k.as_str()), encode(v))).collect()),
-        Value::Date(ms) => Msg::Ext(EXT_TIMESTAMP, timestamp(*ms)),
-        Value::Map(entries) => ext(EXT_MAP, Msg::Array(entries.iter().map(|(k, v)| Msg::Array(vec![encode(k), encode(v)])).collect())),
-        Value::Set(items) => ext(EXT_SET, Msg::Array(items.iter().map(encode).collect())),
-        Value::RegExp { source, flags } => ext(EXT_REGEXP, Msg::Array(vec![Msg::from(source.as_str()), Msg::from(flags.as_str())])),
-        Value::Error(e) => ext(EXT_ERROR, encode(&error_fields(e))),
+        Value::Undefined => drop(rmp::encode::write_ext_meta(out, 0, EXT_UNDEFINED)),
+        Value::Null => rmp::encode::write_nil(out).unwrap_or_default(),
+        Value::Bool(b) => rmp::encode::write_bool(out, *b).unwrap_or_default(),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() <= MAX_SAFE && !(*n == 0.0 && n.is_sign_negative()) => {
+            drop(rmp::encode::write_sint(out, *n as i64))
+        }
+        Value::Number(n) => drop(rmp::encode::write_f64(out, *n)),
+        Value::BigInt(b) => {
+            let text = b.to_string();
+            drop(rmp::encode::write_ext_meta(out, length(text.len())?, EXT_BIGINT));
+            out.extend_from_slice(text.as_bytes());
+        }
+        Value::String(s) => {
+            drop(rmp::encode::write_str_len(out, length(s.len())?));
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Bytes(b) => {
+            drop(rmp::encode::write_bin_len(out, length(b.len())?));
+            out.extend_from_slice(b);
+        }
+        Value::Array(items) => {
+            drop(rmp::encode::write_array_len(out, length(items.len())?));
+            for item in items {
+                write(out, item)?;
+            }
+        }
+        Value::Object(map) => {
+            drop(rmp::encode::write_map_len(out, length(map.len())?));
+            for (key, item) in map {
+                drop(rmp::encode::write_str_len(out, length(key.len())?));
+                out.extend_from_slice(key.as_bytes());
+                write(out, item)?;
+            }
+        }
+        Value::Date(ms) => {
+            let stamp = timestamp(*ms);
+            drop(rmp::encode::write_ext_meta(out, length(stamp.len())?, EXT_TIMESTAMP));
+            out.extend_from_slice(&stamp);
+        }
+        Value::Map(entries) => ext(out, EXT_MAP, |out| {
+            drop(rmp::encode::write_array_len(out, length(entries.len())?));
+            for (key, item) in entries {
+                drop(rmp::encode::write_array_len(out, 2));
+                write(out, key)?;
+                write(out, item)?;
+            }
+            Ok(())
+        })?,
+        Value::Set(items) => ext(out, EXT_SET, |out| {
+            drop(rmp::encode::write_array_len(out, length(items.len())?));
+            items.iter().try_for_each(|item| write(out, item))
+        })?,
+        Value::RegExp { source, flags } => {
+            ext(out, EXT_REGEXP, |out| write(out, &Value::Array(vec![Value::String(source.clone()), Value::String(flags.clone())])))?
+        }
+        Value::Error(e) => ext(out, EXT_ERROR, |out| write(out, &error_fields(e)))?,
     }
+    Ok(())
 }
 
-fn ext(kind: i8, inner: Msg) -> Msg {
-    // Encoding a value built here cannot fail.
-    Msg::Ext(kind, nested(inner).unwrap_or_default())
+/// An ext value whose payload `payload` writes: the header (ext 32) is written first and its
+/// length filled in afterwards.
+fn ext(out: &mut Vec<u8>, kind: i8, payload: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>) -> Result<(), Error> {
+    out.push(Marker::Ext32.to_u8());
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(kind as u8);
+    payload(out)?;
+    let len = length(out.len() - at - 5)?;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// MessagePack's timestamp 96: nanoseconds (u32) then seconds (i64), big-endian.
@@ -101,57 +160,136 @@ fn from_timestamp(data: &[u8]) -> Result<f64, Error> {
     Ok(seconds as f64 * 1000.0 + f64::from(nanos) / 1e6)
 }
 
-fn decode(msg: Msg, depth: usize) -> Result<Value, Error> {
-    // Ext values nest MessagePack in MessagePack: count the depth across them too.
-    if depth > MAX_DEPTH {
-        return Err(malformed("nested too deeply"));
-    }
-    let decode = |msg| decode(msg, depth + 1);
-    Ok(match msg {
-        Msg::Nil => Value::Null,
-        Msg::Boolean(b) => Value::Bool(b),
-        Msg::Integer(i) => match (i.as_i64(), i.as_u64()) {
-            (Some(v), _) if (v as f64).abs() <= MAX_SAFE => Value::Number(v as f64),
-            (Some(v), _) => Value::BigInt(BigInt::from(v)),
-            (_, Some(v)) => Value::BigInt(BigInt::from(v)),
-            _ => return Err(malformed("an integer out of range")),
-        },
-        Msg::F32(f) => Value::Number(f.into()),
-        Msg::F64(f) => Value::Number(f),
-        Msg::String(s) => Value::String(s.into_str().ok_or_else(|| malformed("a string that is not UTF-8"))?),
-        Msg::Binary(b) => Value::Bytes(b),
-        Msg::Array(items) => Value::Array(items.into_iter().map(&decode).collect::<Result<_, _>>()?),
-        Msg::Map(entries) => {
-            let mut map = IndexMap::with_capacity(entries.len());
-            for (k, v) in entries {
-                let Msg::String(key) = k else { return Err(malformed("a map key that is not a string (use ext type 2 for a Map)")) };
-                map.insert(key.into_str().ok_or_else(|| malformed("a key that is not UTF-8"))?, decode(v)?);
-            }
-            Value::Object(map)
-        }
-        Msg::Ext(EXT_UNDEFINED, _) => Value::Undefined,
-        Msg::Ext(EXT_BIGINT, text) => {
-            let text = String::from_utf8(text).map_err(|_| malformed("a BigInt that is not text"))?;
-            Value::BigInt(text.parse().map_err(|_| malformed("a BigInt that is not a decimal integer"))?)
-        }
-        Msg::Ext(EXT_TIMESTAMP, data) => Value::Date(from_timestamp(&data)?),
-        Msg::Ext(kind @ (EXT_MAP | EXT_SET | EXT_REGEXP | EXT_ERROR), data) => {
-            let inner = decode(from_nested(&data)?)?;
-            match (kind, inner) {
-                (EXT_MAP, Value::Array(pairs)) => {
-                    map_from_pairs(pairs).ok_or_else(|| malformed("a Map entry that is not a [key, value] pair"))?
-                }
-                (EXT_SET, Value::Array(items)) => Value::Set(items),
-                (EXT_REGEXP, Value::Array(parts)) => regexp_from_parts(parts).ok_or_else(|| malformed("a RegExp that is not [source, flags]"))?,
-                (EXT_ERROR, fields @ Value::Object(_)) => Value::Error(Box::new(JsError { ..error_from_fields(fields) })),
-                _ => return Err(malformed("an ext value of the wrong shape")),
-            }
-        }
-        Msg::Ext(kind, _) => return Err(malformed(&format!("unknown ext type {kind}"))),
-    })
+/// Reads MessagePack from a slice, ext payloads included, without copying.
+struct Reader<'b> {
+    bytes: &'b [u8],
+    at: usize,
 }
 
-fn from_nested(data: &[u8]) -> Result<Msg, Error> {
-    let mut input = data;
-    rmpv::decode::read_value_with_max_depth(&mut input, MAX_DEPTH).map_err(|e| malformed(&e.to_string()))
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Result<&'b [u8], Error> {
+        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or_else(|| malformed("it ends too soon"))?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn uint(&mut self, width: usize) -> Result<u64, Error> {
+        Ok(self.take(width)?.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+    }
+
+    fn len(&mut self, width: usize) -> Result<usize, Error> {
+        usize::try_from(self.uint(width)?).map_err(|_| too_long())
+    }
+
+    fn string(&mut self, len: usize) -> Result<String, Error> {
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| malformed("a string that is not UTF-8"))
+    }
+
+    fn number(n: i128) -> Value {
+        if (n as f64).abs() <= MAX_SAFE { Value::Number(n as f64) } else { Value::BigInt(BigInt::from(n)) }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, Error> {
+        // Ext values nest MessagePack in MessagePack: the depth counts across them too.
+        if depth > MAX_DEPTH {
+            return Err(malformed("nested too deeply"));
+        }
+        let marker = Marker::from_u8(self.take(1)?[0]);
+        Ok(match marker {
+            Marker::Null => Value::Null,
+            Marker::True => Value::Bool(true),
+            Marker::False => Value::Bool(false),
+            Marker::FixPos(n) => Value::Number(f64::from(n)),
+            Marker::FixNeg(n) => Value::Number(f64::from(n)),
+            Marker::U8 => Reader::number(self.uint(1)?.into()),
+            Marker::U16 => Reader::number(self.uint(2)?.into()),
+            Marker::U32 => Reader::number(self.uint(4)?.into()),
+            Marker::U64 => Reader::number(self.uint(8)?.into()),
+            Marker::I8 => Reader::number((self.uint(1)? as u8 as i8).into()),
+            Marker::I16 => Reader::number((self.uint(2)? as u16 as i16).into()),
+            Marker::I32 => Reader::number((self.uint(4)? as u32 as i32).into()),
+            Marker::I64 => Reader::number((self.uint(8)? as i64).into()),
+            Marker::F32 => Value::Number(f32::from_bits(self.uint(4)? as u32).into()),
+            Marker::F64 => Value::Number(f64::from_bits(self.uint(8)?)),
+            Marker::FixStr(n) => Value::String(self.string(n.into())?),
+            Marker::Str8 => { let n = self.len(1)?; Value::String(self.string(n)?) },
+            Marker::Str16 => { let n = self.len(2)?; Value::String(self.string(n)?) },
+            Marker::Str32 => { let n = self.len(4)?; Value::String(self.string(n)?) },
+            Marker::Bin8 => { let n = self.len(1)?; Value::Bytes(self.take(n)?.to_vec()) },
+            Marker::Bin16 => { let n = self.len(2)?; Value::Bytes(self.take(n)?.to_vec()) },
+            Marker::Bin32 => { let n = self.len(4)?; Value::Bytes(self.take(n)?.to_vec()) },
+            Marker::FixArray(n) => self.array(n.into(), depth)?,
+            Marker::Array16 => { let n = self.len(2)?; self.array(n, depth)? },
+            Marker::Array32 => { let n = self.len(4)?; self.array(n, depth)? },
+            Marker::FixMap(n) => self.map(n.into(), depth)?,
+            Marker::Map16 => { let n = self.len(2)?; self.map(n, depth)? },
+            Marker::Map32 => { let n = self.len(4)?; self.map(n, depth)? },
+            Marker::FixExt1 => self.ext(1, depth)?,
+            Marker::FixExt2 => self.ext(2, depth)?,
+            Marker::FixExt4 => self.ext(4, depth)?,
+            Marker::FixExt8 => self.ext(8, depth)?,
+            Marker::FixExt16 => self.ext(16, depth)?,
+            Marker::Ext8 => { let n = self.len(1)?; self.ext(n, depth)? },
+            Marker::Ext16 => { let n = self.len(2)?; self.ext(n, depth)? },
+            Marker::Ext32 => { let n = self.len(4)?; self.ext(n, depth)? },
+            Marker::Reserved => return Err(malformed("a reserved byte")),
+        })
+    }
+
+    fn array(&mut self, len: usize, depth: usize) -> Result<Value, Error> {
+        // Each element takes at least a byte: a claimed length past the input is malformed
+        // before anything is reserved for it.
+        if len > self.bytes.len() - self.at {
+            return Err(malformed("it ends too soon"));
+        }
+        let items = (0..len).map(|_| self.value(depth + 1)).collect::<Result<_, _>>()?;
+        Ok(Value::Array(items))
+    }
+
+    fn map(&mut self, len: usize, depth: usize) -> Result<Value, Error> {
+        if len > self.bytes.len() - self.at {
+            return Err(malformed("it ends too soon"));
+        }
+        let mut map = IndexMap::with_capacity(len);
+        for _ in 0..len {
+            let Value::String(key) = self.value(depth + 1)? else {
+                return Err(malformed("a map key that is not a string (use ext type 2 for a Map)"));
+            };
+            map.insert(key, self.value(depth + 1)?);
+        }
+        Ok(Value::Object(map))
+    }
+
+    fn ext(&mut self, len: usize, depth: usize) -> Result<Value, Error> {
+        let kind = self.take(1)?[0] as i8;
+        let data = self.take(len)?;
+        Ok(match kind {
+            EXT_UNDEFINED => Value::Undefined,
+            EXT_BIGINT => {
+                let text = std::str::from_utf8(data).map_err(|_| malformed("a BigInt that is not text"))?;
+                Value::BigInt(text.parse().map_err(|_| malformed("a BigInt that is not a decimal integer"))?)
+            }
+            EXT_TIMESTAMP => Value::Date(from_timestamp(data)?),
+            EXT_MAP | EXT_SET | EXT_REGEXP | EXT_ERROR => {
+                // The payload, read where it lies.
+                let mut inner = Reader { bytes: data, at: 0 };
+                let value = inner.value(depth + 1)?;
+                if inner.at != data.len() {
+                    return Err(malformed("bytes after an ext value's payload"));
+                }
+                match (kind, value) {
+                    (EXT_MAP, Value::Array(pairs)) => {
+                        map_from_pairs(pairs).ok_or_else(|| malformed("a Map entry that is not a [key, value] pair"))?
+                    }
+                    (EXT_SET, Value::Array(items)) => Value::Set(items),
+                    (EXT_REGEXP, Value::Array(parts)) => regexp_from_parts(parts).ok_or_else(|| malformed("a RegExp that is not [source, flags]"))?,
+                    (EXT_ERROR, fields @ Value::Object(_)) => Value::Error(Box::new(JsError { ..error_from_fields(fields) })),
+                    _ => return Err(malformed("an ext value of the wrong shape")),
+                }
+            }
+            kind => return Err(malformed(&format!("unknown ext type {kind}"))),
+        })
+    }
 }

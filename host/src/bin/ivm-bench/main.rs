@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use ivm::{CacheKey, Callback, CompileOptions, EvalOptions, Isolate, IsolateOptions, PoolOptions, Reference, Value, WorkerPool};
 
+/// As in the `ivm` binary (see `ivm::alloc`).
+#[global_allocator]
+static ALLOCATOR: ivm::BoundedAllocator = ivm::BoundedAllocator::new();
+
 fn main() -> Result<(), ivm::Error> {
     let json = std::env::args().any(|a| a == "--json");
     let mut out = serde_json::Map::new();

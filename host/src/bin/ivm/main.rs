@@ -14,6 +14,11 @@ use ivm::{
 
 use code_cache::DiskCache;
 
+/// Bounds V8's serializer when a script's result is copied out (see `ivm::alloc`), here and in
+/// worker processes.
+#[global_allocator]
+static ALLOCATOR: ivm::BoundedAllocator = ivm::BoundedAllocator::new();
+
 const HELP: &str = "\
 ivm - run JavaScript in an isolated V8 isolate with hard limits
 

@@ -75,6 +75,18 @@ impl Budget {
     pub(crate) fn of_isolate(memory_limit: usize) -> Budget {
         Budget(memory_limit.saturating_mul(2))
     }
+
+    pub(crate) fn bytes(self) -> usize {
+        self.0
+    }
+
+    /// The error for a copy that would make more.
+    pub(crate) fn exceeded(self) -> Error {
+        Error::Conversion(format!(
+            "the value is too large to copy out of its isolate: it would take more than {} MB here (twice the isolate's memory limit)",
+            self.0 >> 20
+        ))
+    }
 }
 
 fn malformed() -> Error {
@@ -131,12 +143,7 @@ impl<'b> Cursor<'b> {
 
     /// Counts `bytes` made.
     fn charge(&mut self, bytes: usize) -> Result<(), Error> {
-        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| {
-            Error::Conversion(format!(
-                "the value is too large to copy out of its isolate: it would take more than {} MB here (twice the isolate's memory limit)",
-                self.limit.0 >> 20
-            ))
-        })?;
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| self.limit.exceeded())?;
         Ok(())
     }
 
