@@ -120,3 +120,19 @@ fn the_readme_guest_runs() {
     let out = Command::new(env!("CARGO_BIN_EXE_ivm")).args(["component", "run"]).arg(guest("hello")).arg("world").output().unwrap();
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "Hello, world! 42\n"));
 }
+
+#[test]
+fn hostile_guest_data_is_read_once_and_counted() {
+    // MessagePack nested hundreds of levels deep around a megabyte is read in place (before,
+    // each level was parsed and copied again), nesting past the bound is refused, and external
+    // copies count against the guest's memory budget.
+    let program = GuestProgram::load(&guest("hostile")).unwrap();
+    let started = std::time::Instant::now();
+    let run = program.run(&[], GuestLimits::default().memory_budget_mb(64), Output::Capture).unwrap();
+    assert_eq!(run.status, 0, "{}", String::from_utf8_lossy(&run.stdout));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "deep: ok\ndeeper: error conversion\nfirst copy: ok\nsecond copy: error limit\nafter dropping the first: ok\n"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+}

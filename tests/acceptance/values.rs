@@ -161,3 +161,25 @@ fn plain_data_and_every_value_kind_round_trip_exactly() {
         }
     }
 }
+
+#[test]
+fn deeply_nested_values_cross_on_a_small_stack() {
+    // Nesting up to the bound (1000 levels) is copied out and back on a thread with a Rust
+    // thread's default stack (2 MB; V8 itself wants about 1 MB): ivm's recursion moves to a
+    // stack of its own when this one runs low, also in a debug build, where one level of it
+    // takes 30 KB.
+    let context = crate::new_context().1;
+    let nested = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let value = context.eval::<ivm::Value>("let a = []; for (let i = 0; i < 990; i++) a = [a, new Set([i])]; a").map(|_| ());
+            let copied = context.eval_with::<ivm::Value>("a", &ivm::EvalOptions::default().copy()).unwrap();
+            let back: u32 = context.eval_closure("let n = 0; for (let a = $0; a.length; a = a[0]) n++; return n", (copied.clone(),), &Default::default()).unwrap();
+            (value, back, serde_json::to_string(&copied.to_json()).unwrap().len())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(nested.1, 990);
+    assert!(nested.2 > 990);
+}

@@ -65,26 +65,7 @@ impl<'de> de::Deserializer<'de> for Value {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        match self {
-            Value::Undefined | Value::Null => visitor.visit_unit(),
-            Value::Bool(b) => visitor.visit_bool(b),
-            Value::Number(n) | Value::Date(n) => visit_integral(n, visitor),
-            Value::BigInt(b) => visit_bigint(b, visitor),
-            Value::String(s) => visitor.visit_string(s),
-            Value::Array(items) | Value::Set(items) => {
-                visitor.visit_seq(items.into_iter().map(Element).collect::<Vec<_>>().into_deserializer())
-            }
-            Value::Object(map) => visitor.visit_map(ObjectAccess { iter: map.into_iter(), value: None }),
-            Value::Bytes(bytes) => visitor.visit_byte_buf(bytes),
-            Value::Map(entries) => {
-                let mut access = de::value::MapDeserializer::new(entries.into_iter().map(|(k, v)| (Element(k), Element(v))));
-                let out = visitor.visit_map(&mut access)?;
-                access.end()?;
-                Ok(out)
-            }
-            Value::RegExp { source, flags } => visitor.visit_string(format!("/{source}/{flags}")),
-            Value::Error(e) => super::ser::error_fields(&e).deserialize_any(visitor),
-        }
+        super::deep(|| self.deserialize_here(visitor))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -282,5 +263,30 @@ impl<'de> Visitor<'de> for ValueVisitor {
             out.insert(k, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+impl Value {
+    fn deserialize_here<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Value::Undefined | Value::Null => visitor.visit_unit(),
+            Value::Bool(b) => visitor.visit_bool(b),
+            Value::Number(n) | Value::Date(n) => visit_integral(n, visitor),
+            Value::BigInt(b) => visit_bigint(b, visitor),
+            Value::String(s) => visitor.visit_string(s),
+            Value::Array(items) | Value::Set(items) => {
+                visitor.visit_seq(items.into_iter().map(Element).collect::<Vec<_>>().into_deserializer())
+            }
+            Value::Object(map) => visitor.visit_map(ObjectAccess { iter: map.into_iter(), value: None }),
+            Value::Bytes(bytes) => visitor.visit_byte_buf(bytes),
+            Value::Map(entries) => {
+                let mut access = de::value::MapDeserializer::new(entries.into_iter().map(|(k, v)| (Element(k), Element(v))));
+                let out = visitor.visit_map(&mut access)?;
+                access.end()?;
+                Ok(out)
+            }
+            Value::RegExp { source, flags } => visitor.visit_string(format!("/{source}/{flags}")),
+            Value::Error(e) => de::Deserializer::deserialize_any(super::ser::error_fields(&e), visitor),
+        }
     }
 }

@@ -41,6 +41,14 @@ mod de;
 pub(crate) mod js;
 #[cfg(feature = "component")]
 pub(crate) mod msgpack;
+
+/// Runs `f`, first moving to a stack of its own (on the heap) if this thread's is running low.
+/// Every recursion over nested data goes through here: nesting is bounded (1000 levels), but
+/// a frame takes tens of KB in a debug build and the thread may have a small stack (2 MB for
+/// a Rust thread), so data a script or guest nested could otherwise overflow it.
+pub(crate) fn deep<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(256 << 10, 4 << 20, f)
+}
 mod ser;
 pub(crate) mod wire;
 
@@ -148,7 +156,7 @@ impl Value {
     /// `{"name":...,"message":...}`.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
-        match self {
+        deep(|| match self {
             Value::Undefined | Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Number(n) => number_to_json(*n),
@@ -169,7 +177,7 @@ impl Value {
             // As JSON.stringify writes them: no own enumerable properties.
             Value::Map(_) | Value::Set(_) | Value::RegExp { .. } => J::Object(Default::default()),
             Value::Error(e) => serde_json::json!({ "name": e.name, "message": e.message }),
-        }
+        })
     }
 }
 

@@ -24,7 +24,7 @@ const EXT_REGEXP: i8 = 4;
 const EXT_ERROR: i8 = 5;
 /// MessagePack's own timestamp type.
 const EXT_TIMESTAMP: i8 = -1;
-/// Nesting deeper than this is refused (the input comes from a guest).
+/// Nesting deeper than this is refused (the input comes from a guest; see also `value::deep`).
 const MAX_DEPTH: usize = 1000;
 /// The largest integer a JavaScript number holds exactly (2^53).
 const MAX_SAFE: f64 = 9_007_199_254_740_992.0;
@@ -59,6 +59,10 @@ fn length(n: usize) -> Result<u32, Error> {
 }
 
 fn write(out: &mut Vec<u8>, value: &Value) -> Result<(), Error> {
+    super::deep(|| write_here(out, value))
+}
+
+fn write_here(out: &mut Vec<u8>, value: &Value) -> Result<(), Error> {
     // Writing into a `Vec` cannot fail; lengths are checked by `length`.
     match value {
         Value::Undefined => drop(rmp::encode::write_ext_meta(out, 0, EXT_UNDEFINED)),
@@ -160,6 +164,13 @@ fn from_timestamp(data: &[u8]) -> Result<f64, Error> {
     Ok(seconds as f64 * 1000.0 + f64::from(nanos) / 1e6)
 }
 
+/// The containers, which hold values.
+enum Container {
+    Array,
+    Map,
+    Ext,
+}
+
 /// Reads MessagePack from a slice, ext payloads included, without copying.
 struct Reader<'b> {
     bytes: &'b [u8],
@@ -191,12 +202,44 @@ impl<'b> Reader<'b> {
         if (n as f64).abs() <= MAX_SAFE { Value::Number(n as f64) } else { Value::BigInt(BigInt::from(n)) }
     }
 
+    /// One value. Only containers recurse, and this frame stays small: the scalars are read
+    /// in a function of their own (in debug builds, one frame of a big match here took 64 KB).
     fn value(&mut self, depth: usize) -> Result<Value, Error> {
         // Ext values nest MessagePack in MessagePack: the depth counts across them too.
         if depth > MAX_DEPTH {
             return Err(malformed("nested too deeply"));
         }
+        super::deep(|| self.value_here(depth))
+    }
+
+    fn value_here(&mut self, depth: usize) -> Result<Value, Error> {
         let marker = Marker::from_u8(self.take(1)?[0]);
+        let (kind, len) = match marker {
+            Marker::FixArray(n) => (Container::Array, usize::from(n)),
+            Marker::Array16 => (Container::Array, self.len(2)?),
+            Marker::Array32 => (Container::Array, self.len(4)?),
+            Marker::FixMap(n) => (Container::Map, usize::from(n)),
+            Marker::Map16 => (Container::Map, self.len(2)?),
+            Marker::Map32 => (Container::Map, self.len(4)?),
+            Marker::FixExt1 => (Container::Ext, 1),
+            Marker::FixExt2 => (Container::Ext, 2),
+            Marker::FixExt4 => (Container::Ext, 4),
+            Marker::FixExt8 => (Container::Ext, 8),
+            Marker::FixExt16 => (Container::Ext, 16),
+            Marker::Ext8 => (Container::Ext, self.len(1)?),
+            Marker::Ext16 => (Container::Ext, self.len(2)?),
+            Marker::Ext32 => (Container::Ext, self.len(4)?),
+            scalar => return self.scalar(scalar),
+        };
+        match kind {
+            Container::Array => self.array(len, depth),
+            Container::Map => self.map(len, depth),
+            Container::Ext => self.ext(len, depth),
+        }
+    }
+
+    #[inline(never)]
+    fn scalar(&mut self, marker: Marker) -> Result<Value, Error> {
         Ok(match marker {
             Marker::Null => Value::Null,
             Marker::True => Value::Bool(true),
@@ -220,21 +263,7 @@ impl<'b> Reader<'b> {
             Marker::Bin8 => { let n = self.len(1)?; Value::Bytes(self.take(n)?.to_vec()) },
             Marker::Bin16 => { let n = self.len(2)?; Value::Bytes(self.take(n)?.to_vec()) },
             Marker::Bin32 => { let n = self.len(4)?; Value::Bytes(self.take(n)?.to_vec()) },
-            Marker::FixArray(n) => self.array(n.into(), depth)?,
-            Marker::Array16 => { let n = self.len(2)?; self.array(n, depth)? },
-            Marker::Array32 => { let n = self.len(4)?; self.array(n, depth)? },
-            Marker::FixMap(n) => self.map(n.into(), depth)?,
-            Marker::Map16 => { let n = self.len(2)?; self.map(n, depth)? },
-            Marker::Map32 => { let n = self.len(4)?; self.map(n, depth)? },
-            Marker::FixExt1 => self.ext(1, depth)?,
-            Marker::FixExt2 => self.ext(2, depth)?,
-            Marker::FixExt4 => self.ext(4, depth)?,
-            Marker::FixExt8 => self.ext(8, depth)?,
-            Marker::FixExt16 => self.ext(16, depth)?,
-            Marker::Ext8 => { let n = self.len(1)?; self.ext(n, depth)? },
-            Marker::Ext16 => { let n = self.len(2)?; self.ext(n, depth)? },
-            Marker::Ext32 => { let n = self.len(4)?; self.ext(n, depth)? },
-            Marker::Reserved => return Err(malformed("a reserved byte")),
+            _ => return Err(malformed("a reserved byte")),
         })
     }
 

@@ -265,6 +265,12 @@ impl ser::SerializeStructVariant for VariantBuilder<MapBuilder> {
 
 impl Serialize for Value {
     fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        super::deep(|| self.serialize_here(s))
+    }
+}
+
+impl Value {
+    fn serialize_here<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use ser::{SerializeMap, SerializeSeq};
         match self {
             Value::Undefined => s.serialize_unit_struct(magic::UNDEFINED),

@@ -29,121 +29,7 @@ impl<'de, 'r, 'b> de::Deserializer<'de> for Wire<'r, 'b> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        let c = self.0;
-        let (start, first_id) = (c.at, c.next_id);
-        let tag = c.tag()?;
-        match tag {
-            b'_' | b'0' => {
-                c.tick()?;
-                visitor.visit_unit()
-            }
-            b'T' | b'F' => {
-                c.tick()?;
-                visitor.visit_bool(tag == b'T')
-            }
-            b'I' => {
-                c.tick()?;
-                visitor.visit_i64(c.zigzag()?.into())
-            }
-            b'U' => {
-                c.tick()?;
-                visitor.visit_u64(c.varint()?.into())
-            }
-            b'N' => {
-                c.tick()?;
-                visit_integral(c.double()?, visitor)
-            }
-            b'Z' => {
-                c.tick()?;
-                visit_bigint(c.bigint()?, visitor)
-            }
-            b'"' | b'S' | b'c' => {
-                c.tick()?;
-                match c.string_body(tag)? {
-                    std::borrow::Cow::Borrowed(s) => visitor.visit_str(s),
-                    std::borrow::Cow::Owned(s) => visitor.visit_string(s),
-                }
-            }
-            b'^' => {
-                let id = c.varint()?;
-                c.replay(id, |c| de::Deserializer::deserialize_any(Wire(c), visitor))
-            }
-            b'o' => {
-                c.tick()?;
-                c.open_object(start, first_id)?;
-                let value = visitor.visit_map(Entries { c: &mut *c, end: b'{' })?;
-                skip_entries(c, b'{')?;
-                c.varint()?;
-                c.close_object();
-                Ok(value)
-            }
-            b'A' => {
-                c.tick()?;
-                let length = c.varint()?;
-                c.open_object(start, first_id)?;
-                let mut items = Items { c: &mut *c, left: length };
-                let value = visitor.visit_seq(&mut items)?;
-                for _ in 0..items.left {
-                    skip_element(c)?;
-                }
-                skip_entries(c, b'$')?;
-                c.varint()?;
-                c.varint()?;
-                c.close_object();
-                Ok(value)
-            }
-            b'a' => {
-                c.tick()?;
-                let length = c.varint()?;
-                c.charge_sparse(length)?;
-                c.open_object(start, first_id)?;
-                let mut items = SparseItems { c: &mut *c, next: 0, length, pending: None };
-                let value = visitor.visit_seq(&mut items)?;
-                if items.pending.is_some() {
-                    skip_element(c)?;
-                }
-                skip_entries(c, b'@')?;
-                c.varint()?;
-                c.varint()?;
-                c.close_object();
-                Ok(value)
-            }
-            b'D' => {
-                c.tick()?;
-                let ms = c.double()?;
-                c.leaf(start, first_id)?;
-                visitor.visit_f64(ms)
-            }
-            b';' => {
-                c.tick()?;
-                c.open_object(start, first_id)?;
-                let value = visitor.visit_map(Entries { c: &mut *c, end: b':' })?;
-                skip_entries(c, b':')?;
-                c.varint()?;
-                c.close_object();
-                Ok(value)
-            }
-            b'\'' => {
-                c.tick()?;
-                c.open_object(start, first_id)?;
-                let value = visitor.visit_seq(SetItems { c: &mut *c })?;
-                while !c.eat(b',') {
-                    skip_element(c)?;
-                }
-                c.varint()?;
-                c.close_object();
-                Ok(value)
-            }
-            b'B' | b'C' | b'~' | b't' | b'u' => {
-                c.tick()?;
-                let bytes = c.buffer(tag, start, first_id)?;
-                visitor.visit_byte_buf(c.maybe_view(bytes, start, first_id)?)
-            }
-            _ => {
-                c.at = start;
-                Wire(c).via_value(visitor)
-            }
-        }
+        crate::value::deep(|| self.deserialize_here(visitor))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -365,5 +251,126 @@ impl<'de> de::VariantAccess<'de> for Wire<'_, '_> {
     }
     fn struct_variant<V: Visitor<'de>>(self, _: &'static [&'static str], visitor: V) -> Result<V::Value, Error> {
         de::Deserializer::deserialize_any(self, visitor)
+    }
+}
+
+impl Wire<'_, '_> {
+    fn deserialize_here<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let c = self.0;
+        let (start, first_id) = (c.at, c.next_id);
+
+        let tag = c.tag()?;
+        match tag {
+            b'_' | b'0' => {
+                c.tick()?;
+                visitor.visit_unit()
+            }
+            b'T' | b'F' => {
+                c.tick()?;
+                visitor.visit_bool(tag == b'T')
+            }
+            b'I' => {
+                c.tick()?;
+                visitor.visit_i64(c.zigzag()?.into())
+            }
+            b'U' => {
+                c.tick()?;
+                visitor.visit_u64(c.varint()?.into())
+            }
+            b'N' => {
+                c.tick()?;
+                visit_integral(c.double()?, visitor)
+            }
+            b'Z' => {
+                c.tick()?;
+                visit_bigint(c.bigint()?, visitor)
+            }
+            b'"' | b'S' | b'c' => {
+                c.tick()?;
+                match c.string_body(tag)? {
+                    std::borrow::Cow::Borrowed(s) => visitor.visit_str(s),
+                    std::borrow::Cow::Owned(s) => visitor.visit_string(s),
+                }
+            }
+            b'^' => {
+                let id = c.varint()?;
+                c.replay(id, |c| de::Deserializer::deserialize_any(Wire(c), visitor))
+            }
+            b'o' => {
+                c.tick()?;
+                c.open_object(start, first_id)?;
+                let value = visitor.visit_map(Entries { c: &mut *c, end: b'{' })?;
+                skip_entries(c, b'{')?;
+                c.varint()?;
+                c.close_object();
+                Ok(value)
+            }
+            b'A' => {
+                c.tick()?;
+                let length = c.varint()?;
+                c.open_object(start, first_id)?;
+                let mut items = Items { c: &mut *c, left: length };
+                let value = visitor.visit_seq(&mut items)?;
+                for _ in 0..items.left {
+                    skip_element(c)?;
+                }
+                skip_entries(c, b'$')?;
+                c.varint()?;
+                c.varint()?;
+                c.close_object();
+                Ok(value)
+            }
+            b'a' => {
+                c.tick()?;
+                let length = c.varint()?;
+                c.charge_sparse(length)?;
+                c.open_object(start, first_id)?;
+                let mut items = SparseItems { c: &mut *c, next: 0, length, pending: None };
+                let value = visitor.visit_seq(&mut items)?;
+                if items.pending.is_some() {
+                    skip_element(c)?;
+                }
+                skip_entries(c, b'@')?;
+                c.varint()?;
+                c.varint()?;
+                c.close_object();
+                Ok(value)
+            }
+            b'D' => {
+                c.tick()?;
+                let ms = c.double()?;
+                c.leaf(start, first_id)?;
+                visitor.visit_f64(ms)
+            }
+            b';' => {
+                c.tick()?;
+                c.open_object(start, first_id)?;
+                let value = visitor.visit_map(Entries { c: &mut *c, end: b':' })?;
+                skip_entries(c, b':')?;
+                c.varint()?;
+                c.close_object();
+                Ok(value)
+            }
+            b'\'' => {
+                c.tick()?;
+                c.open_object(start, first_id)?;
+                let value = visitor.visit_seq(SetItems { c: &mut *c })?;
+                while !c.eat(b',') {
+                    skip_element(c)?;
+                }
+                c.varint()?;
+                c.close_object();
+                Ok(value)
+            }
+            b'B' | b'C' | b'~' | b't' | b'u' => {
+                c.tick()?;
+                let bytes = c.buffer(tag, start, first_id)?;
+                visitor.visit_byte_buf(c.maybe_view(bytes, start, first_id)?)
+            }
+            _ => {
+                c.at = start;
+                Wire(c).via_value(visitor)
+            }
+        }
     }
 }
