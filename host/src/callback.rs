@@ -381,10 +381,10 @@ struct Installed {
 fn trampoline<'s>(scope: &mut v8::PinScope<'s, '_>, args: v8::FunctionCallbackArguments<'s>, rv: v8::ReturnValue<'s, v8::Value>) {
     // Host code: free of the allocation limit of a copy it may have been called from (a getter
     // met while serializing).
-    crate::alloc::unlimited(|| call_host(scope, args, rv))
+    crate::alloc::unlimited(|| run_host_function(scope, args, rv))
 }
 
-fn call_host<'s>(scope: &mut v8::PinScope<'s, '_>, args: v8::FunctionCallbackArguments<'s>, mut rv: v8::ReturnValue<'s, v8::Value>) {
+fn run_host_function<'s>(scope: &mut v8::PinScope<'s, '_>, args: v8::FunctionCallbackArguments<'s>, mut rv: v8::ReturnValue<'s, v8::Value>) {
     let Ok(data) = v8::Local::<v8::External>::try_from(args.data()) else { return };
     // SAFETY: `data` points at the `Installed` the isolate keeps alive (see `to_js`).
     let installed = unsafe { &*(data.value() as *const Installed) };

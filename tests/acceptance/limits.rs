@@ -45,6 +45,31 @@ fn a_fired_timeout_never_leaks_into_the_next_call() {
 }
 
 #[test]
+fn timeouts_hold_in_isolates_made_where_others_were_dropped() {
+    // A new isolate often takes the memory of one just dropped; nothing a thread kept from the
+    // old one (its last run's state, say) may stand in for the new one's deadline.
+    let (to_watch, watched) = std::sync::mpsc::channel::<(Isolate, std::sync::mpsc::Receiver<()>)>();
+    let runner = std::thread::spawn(move || {
+        for _ in 0..50 {
+            let (isolate, context) = new_context();
+            assert_eq!(context.eval::<i32>("1").unwrap(), 1);
+            let (done, finished) = std::sync::mpsc::channel();
+            to_watch.send((isolate.clone(), finished)).unwrap();
+            let err = context.eval_with::<Value>("for (;;) {}", &timeout(20)).unwrap_err();
+            assert!(matches!(err, Error::Timeout { .. } | Error::Disposed { .. }), "{err:?}");
+            done.send(()).unwrap();
+        }
+    });
+    for (i, (isolate, finished)) in watched.iter().enumerate() {
+        if finished.recv_timeout(Duration::from_secs(10)).is_err() {
+            isolate.dispose().unwrap();
+            panic!("isolate {i}: a 20 ms timeout did not fire within 10 s");
+        }
+    }
+    runner.join().unwrap();
+}
+
+#[test]
 fn timeouts_cover_closures_and_scripts_and_async_calls() {
     let (isolate, context) = new_context();
     let err = context.eval_closure::<Value>("for (;;) {}", (), &timeout(20)).unwrap_err();

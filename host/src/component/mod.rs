@@ -81,7 +81,8 @@ use bindings::ivm::isolate::types as wit;
 pub struct GuestLimits {
     /// Isolates the guest may hold at once.
     pub max_isolates: usize,
-    /// The sum of the memory limits of the guest's live isolates, in MB.
+    /// The sum of the memory limits of the guest's live isolates and the sizes of the external
+    /// copies it holds (each handle counting its copy), in MB.
     pub memory_budget_mb: u64,
     /// The timeout of runs that set none. `None`: no limit.
     pub default_timeout: Option<Duration>,

@@ -776,7 +776,11 @@ impl IsolateInner {
 
     /// The error for a run whose isolate went while it waited.
     fn gone(&self, error: Error) -> Error {
-        if self.memory.hit() { Error::MemoryLimit } else { error }
+        match error {
+            _ if self.memory.hit() => Error::MemoryLimit,
+            Error::Disposed { .. } => Error::disposed("Isolate was disposed during execution"),
+            other => other,
+        }
     }
 
     /// The bookkeeping around every locked stretch: the thread's frame, the clock, and the
@@ -790,8 +794,14 @@ impl IsolateInner {
         };
         self.clock.start();
         // SAFETY: `frame.isolate` is the isolate `locker` holds, for the duration of `within`.
-        let result = nesting::within(frame, || op(&mut Session { isolate: unsafe { &mut *frame.isolate }, inner: self }));
-        self.run_tasks(locker);
+        let result = nesting::within(frame, || {
+            // SAFETY: as above.
+            let isolate = unsafe { &mut *frame.isolate };
+            let result = op(&mut Session { isolate: &mut *isolate, inner: self });
+            // Within the frame: a task's JavaScript may call host functions that call back in.
+            self.run_tasks(isolate);
+            result
+        });
         self.check_parked(locker);
         self.clock.stop();
         self.after(result)
@@ -938,9 +948,10 @@ impl executor::Runnable for IsolateInner {
             return false;
         };
         let mut locker = shared.lock();
-        for _ in 0..BATCH {
-            // A synchronous caller goes first; letting go queues the rest again.
-            if self.jobs.caller_waits() {
+        for done in 0..BATCH {
+            // A synchronous caller waiting goes next (after one job: turns alternate); letting
+            // go queues the rest again.
+            if done > 0 && self.jobs.caller_waits() {
                 break;
             }
             let Some(job) = self.jobs.pop() else { break };

@@ -70,13 +70,22 @@ impl IsolateInner {
                 }
                 !settled
             });
-            if !runs.is_empty() && self.nothing_else_queued() {
-                if scope.has_pending_background_tasks() {
+            if !runs.is_empty() {
+                // Read in the order work moves on (a host call's future queues its job before it
+                // stops counting as outstanding; background work queues a task before it ends;
+                // only the holder, this thread, takes jobs and tasks): work that moves on while
+                // this looks is seen at its next step.
+                let outstanding = self.completions.outstanding();
+                let background = scope.has_pending_background_tasks();
+                // (The runs of a thread that waits for a parked run do not count as on a
+                // stack: see `nesting::step_out_to_wait`.)
+                let queued = self.tasks.pending() || !self.jobs.is_empty() || self.runs_on_stack.load(Ordering::SeqCst) > 0;
+                match (outstanding || queued, background) {
+                    (true, _) => {}
                     // Background work posts a task when it is done, but not all of it does
                     // (GC): look again shortly.
-                    recheck = true;
-                } else {
-                    woken.extend(runs.drain(..).map(|(_, run)| (run, Wake::Abandoned)));
+                    (false, true) => recheck = true,
+                    (false, false) => woken.extend(runs.drain(..).map(|(_, run)| (run, Wake::Abandoned))),
                 }
             }
             self.parked.count.store(runs.len(), Ordering::SeqCst);
@@ -87,15 +96,6 @@ impl IsolateInner {
         for (run, why) in woken {
             run.wake(why);
         }
-    }
-
-    /// No job, host function, task or other run could still settle a promise. (The runs of a
-    /// thread that waits for a parked run do not count: see `nesting::step_out_to_wait`.)
-    fn nothing_else_queued(&self) -> bool {
-        self.jobs.is_empty()
-            && !self.completions.outstanding()
-            && !self.tasks.pending()
-            && self.runs_on_stack.load(Ordering::SeqCst) == 0
     }
 
     fn recheck_soon(&self) {

@@ -94,7 +94,9 @@ thread_local! {
 
 impl RunState {
     pub(super) fn new(inner: &IsolateInner, context: RunContext) -> Arc<RunState> {
-        let spare = SPARE.with_borrow_mut(Option::take).filter(|spare| std::ptr::eq(spare.isolate, inner) && is_unique(spare));
+        // Same isolate by its deadlines, which the spare keeps alive: an isolate made where a
+        // dropped one was has the same address, and must not get the old one's state.
+        let spare = SPARE.with_borrow_mut(Option::take).filter(|spare| Arc::ptr_eq(&spare.deadlines, &inner.deadlines) && is_unique(spare));
         let run = match spare {
             Some(spare) => {
                 spare.reset();

@@ -1,6 +1,9 @@
 //! `ivm-bench`: the workloads of `isolated-vm-baseline.js`, measured the same way, printed
 //! with the same JSON keys (`--json`) so `ci/bench-compare.sh` can put them side by side.
-//! Build it in release mode.
+//! `--soak SECONDS` runs a mixed hostile load instead and reports the host's memory at its
+//! start and end (see `soak.rs`). Build it in release mode.
+
+mod soak;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,14 +11,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use ivm::{CacheKey, Callback, CompileOptions, EvalOptions, Isolate, IsolateOptions, PoolOptions, Reference, Value, WorkerPool};
+use ivm::{CacheKey, Callback, CompileOptions, Context, EvalOptions, Isolate, IsolateOptions, Operation, PoolOptions, Reference, Value, WorkerPool};
 
 /// As in the `ivm` binary (see `ivm::alloc`).
 #[global_allocator]
 static ALLOCATOR: ivm::BoundedAllocator = ivm::BoundedAllocator::new();
 
 fn main() -> Result<(), ivm::Error> {
-    let json = std::env::args().any(|a| a == "--json");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--soak") {
+        let seconds = args.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(600);
+        println!("{}", soak::soak(seconds)?);
+        return Ok(());
+    }
+    let json = args.iter().any(|a| a == "--json");
     let mut out = serde_json::Map::new();
     let mut put = |key: &str, value: f64| {
         out.insert(key.into(), serde_json::json!(value));
@@ -206,9 +215,20 @@ fn process_figures() -> Result<Vec<(&'static str, f64)>, ivm::Error> {
 /// Workload 11: 200 isolates at once, each awaiting 50 async host calls in sequence, the
 /// host function resolving on a later poll (isolated-vm: `await new Promise(setImmediate)`).
 fn async_host_calls_per_s(options: IsolateOptions) -> Result<f64, ivm::Error> {
-    let tenants = (0..200)
+    let tenants = tenants(200, options.memory_limit(32))?;
+    let start = Instant::now();
+    for sum in await_lookups(&tenants, 50) {
+        assert_eq!(block_on(sum)?, 2450.0, "tenants: wrong sum");
+    }
+    Ok(10_000.0 / start.elapsed().as_secs_f64())
+}
+
+/// `count` isolates, each with an async host function `lookup(x)` that resolves to `2 * x` on
+/// a later poll.
+fn tenants(count: usize, options: IsolateOptions) -> Result<Vec<Context>, ivm::Error> {
+    (0..count)
         .map(|_| {
-            let context = Isolate::new(options.clone().memory_limit(32))?.create_context()?;
+            let context = Isolate::new(options.clone())?.create_context()?;
             context.set_global(
                 "lookup",
                 Callback::new_async(|(x,): (f64,)| async move {
@@ -218,21 +238,15 @@ fn async_host_calls_per_s(options: IsolateOptions) -> Result<f64, ivm::Error> {
             )?;
             Ok(context)
         })
-        .collect::<Result<Vec<_>, ivm::Error>>()?;
-    let start = Instant::now();
-    let sums: Vec<_> = tenants
-        .iter()
-        .map(|c| {
-            c.eval_async::<f64>(
-                "(async () => { let s = 0; for (let i = 0; i < 50; i++) s += await lookup(i); return s })()",
-                EvalOptions::default().promise().timeout(Duration::from_secs(10)),
-            )
-        })
-        .collect();
-    for sum in sums {
-        assert_eq!(block_on(sum)?, 2450.0, "tenants: wrong sum");
-    }
-    Ok(10_000.0 / start.elapsed().as_secs_f64())
+        .collect()
+}
+
+/// Starts a run in every tenant that awaits `lookup(i)` for `i` in `0..calls` in sequence and
+/// gives the sum, `calls * (calls - 1)`; all in flight at once.
+fn await_lookups(tenants: &[Context], calls: u32) -> Vec<Operation<f64>> {
+    let code = format!("(async () => {{ let s = 0; for (let i = 0; i < {calls}; i++) s += await lookup(i); return s }})()");
+    let options = EvalOptions::default().promise().timeout(Duration::from_secs(30));
+    tenants.iter().map(|c| c.eval_async::<f64>(code.clone(), options.clone())).collect()
 }
 
 /// Workload 12: milliseconds an eval takes while runaway scripts hold every thread the pool
