@@ -60,12 +60,14 @@ fn this_thread_cpu_clock() -> libc::clockid_t {
 }
 
 impl Clock {
-    /// Starts a segment on the current thread (the isolate was just locked).
-    pub(crate) fn start(&self) {
+    /// Starts a segment on the current thread (the isolate was just locked); returns when.
+    pub(crate) fn start(&self) -> Instant {
         let cpu_clock = this_thread_cpu_clock();
         let cpu_start = (self.short_in_a_row.load(Ordering::Relaxed) < UNMEASURED_AFTER).then(|| read_cpu(cpu_clock));
-        let segment = Segment { wall_start: Instant::now(), cpu_clock, cpu_start };
+        let now = Instant::now();
+        let segment = Segment { wall_start: now, cpu_clock, cpu_start };
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(segment);
+        now
     }
 
     /// Ends the running segment (the isolate is about to be unlocked).

@@ -11,6 +11,7 @@
 //! lets go of it too, so queued jobs run meanwhile.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::Session;
@@ -18,8 +19,20 @@ use crate::error::Result;
 
 pub(crate) type Job = Box<dyn FnOnce(Result<&mut Session<'_>>) + Send>;
 
+/// Some thread holds the isolate.
+const HELD: u8 = 1;
+/// Jobs are queued or scheduled, callers wait, or it is the jobs' turn: holding and letting
+/// go take the lock.
+const BUSY: u8 = 2;
+
+/// The isolate's holder and queue. A synchronous caller alone with the isolate (the common
+/// case: a loop of calls) holds and lets go of it with one atomic operation each; everything
+/// else goes through the lock, and keeps [`BUSY`] set while there is anything to see to.
 #[derive(Default)]
 pub(crate) struct Jobs {
+    /// [`HELD`] and [`BUSY`]. Without the lock it only changes from nothing to `HELD` and back;
+    /// under the lock, `BUSY` is made to say whether [`State`] has anything to see to.
+    word: AtomicU8,
     state: Mutex<State>,
     /// Synchronous callers wait here for the isolate.
     freed: Condvar,
@@ -30,8 +43,6 @@ struct State {
     queue: VecDeque<Job>,
     /// On the pool's run queue (cleared when a worker takes it up).
     scheduled: bool,
-    /// Some thread holds the isolate.
-    held: bool,
     /// Synchronous callers waiting to hold it.
     waiting: usize,
     /// A pool worker found the isolate held: the queued jobs go next.
@@ -47,21 +58,46 @@ impl Jobs {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets [`BUSY`] to what `state` says (called with the lock held, after a change).
+    fn mark(&self, state: &State) {
+        if !state.queue.is_empty() || state.scheduled || state.waiting > 0 || state.jobs_turn {
+            self.word.fetch_or(BUSY, SeqCst);
+        } else {
+            self.word.fetch_and(!BUSY, SeqCst);
+        }
+    }
+
+    /// Takes [`HELD`] with the lock held and [`BUSY`] set (so nothing changes it without the
+    /// lock meanwhile). Returns whether it was free.
+    fn take_held(&self) -> bool {
+        self.word.fetch_or(HELD, SeqCst) & HELD == 0
+    }
+
     /// Queues `job`.
     pub(crate) fn push(&self, job: Job) -> Schedule {
         let mut state = self.state();
         state.queue.push_back(job);
-        Schedule(state.schedule())
+        // Marked busy first: a holder letting go from now on takes the lock, and sees the job.
+        self.mark(&state);
+        let schedule = state.schedule(self.is_held());
+        self.mark(&state);
+        Schedule(schedule)
     }
 
     /// The next queued job.
     pub(crate) fn pop(&self) -> Option<Job> {
-        self.state().queue.pop_front()
+        let mut state = self.state();
+        let job = state.queue.pop_front();
+        self.mark(&state);
+        job
     }
 
     /// Takes every queued job (the isolate is being disposed).
     pub(crate) fn take_all(&self) -> VecDeque<Job> {
-        std::mem::take(&mut self.state().queue)
+        let mut state = self.state();
+        let jobs = std::mem::take(&mut state.queue);
+        self.mark(&state);
+        jobs
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -70,19 +106,25 @@ impl Jobs {
 
     /// Whether some thread holds the isolate.
     pub(crate) fn is_held(&self) -> bool {
-        self.state().held
+        self.word.load(SeqCst) & HELD != 0
     }
 
     /// Holds the isolate, waiting while another thread does (or while queued jobs have their
     /// turn).
     pub(crate) fn hold(&self) {
-        let mut state = self.state();
-        while state.held || state.jobs_turn {
-            state.waiting += 1;
-            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
-            state.waiting -= 1;
+        if self.word.compare_exchange(0, HELD, SeqCst, SeqCst).is_ok() {
+            return;
         }
-        state.held = true;
+        let mut state = self.state();
+        // Counted (and so marked busy) before looking: a holder letting go after this takes
+        // the lock and wakes this thread.
+        state.waiting += 1;
+        self.mark(&state);
+        while state.jobs_turn || !self.take_held() {
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.waiting -= 1;
+        self.mark(&state);
     }
 
     /// A pool worker took the isolate off the run queue: holds it if nobody does and there is
@@ -90,52 +132,55 @@ impl Jobs {
     pub(crate) fn try_hold_for_pool(&self) -> bool {
         let mut state = self.state();
         state.scheduled = false;
-        if state.queue.is_empty() {
+        let held = if state.queue.is_empty() {
             // Nothing left to take a turn for: callers waiting it out go on.
-            if std::mem::take(&mut state.jobs_turn) && !state.held && state.waiting > 0 {
-                drop(state);
+            if std::mem::take(&mut state.jobs_turn) && !self.is_held() && state.waiting > 0 {
                 self.freed.notify_one();
             }
-            return false;
-        }
-        if state.held {
+            false
+        } else if self.take_held() {
+            state.jobs_turn = false;
+            true
+        } else {
             state.jobs_turn = true;
-            return false;
-        }
-        state.held = true;
-        state.jobs_turn = false;
-        true
+            false
+        };
+        self.mark(&state);
+        held
     }
 
     /// Whether a synchronous caller waits for the isolate (a pool worker then lets go of it
     /// between jobs).
     pub(crate) fn caller_waits(&self) -> bool {
-        self.state().waiting > 0
+        self.word.load(SeqCst) & BUSY != 0 && self.state().waiting > 0
     }
 
     /// Lets go of the isolate: queued jobs whose turn it is go on the run queue, else a waiting
     /// caller takes it, else queued jobs go on the run queue.
     pub(crate) fn let_go(&self) -> Schedule {
+        if self.word.compare_exchange(HELD, 0, SeqCst, SeqCst).is_ok() {
+            return Schedule(false);
+        }
         let mut state = self.state();
-        state.held = false;
+        self.word.fetch_and(!HELD, SeqCst);
         if state.waiting > 0 && !state.jobs_turn {
-            drop(state);
             self.freed.notify_one();
             return Schedule(false);
         }
-        Schedule(state.schedule())
+        let schedule = state.schedule(false);
+        self.mark(&state);
+        Schedule(schedule)
     }
 }
 
 impl State {
-    /// Marks the isolate scheduled if it has jobs, is not held (its holder will do it when it
+    /// Marks the isolate scheduled if it has jobs, is not `held` (its holder will do it when it
     /// lets go) and is not on the run queue already.
-    fn schedule(&mut self) -> bool {
-        if self.queue.is_empty() || self.held || self.scheduled {
+    fn schedule(&mut self, held: bool) -> bool {
+        if self.queue.is_empty() || held || self.scheduled {
             return false;
         }
         self.scheduled = true;
         true
     }
 }
-

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::code_cache::CacheKey;
 use crate::engine::{self, executor};
@@ -320,6 +320,17 @@ const BATCH: usize = 64;
 pub(crate) struct Session<'a> {
     pub(crate) isolate: &'a mut v8::Isolate,
     pub(crate) inner: &'a Arc<IsolateInner>,
+    /// When this thread took the isolate for the operation, if it read the time then (the
+    /// operation's run starts right after: its deadline counts from here rather than read the
+    /// clock again).
+    pub(crate) since: Option<Instant>,
+}
+
+impl Session<'_> {
+    /// The time the operation started: when the isolate was taken for it, or now.
+    pub(crate) fn now(&self) -> Instant {
+        self.since.unwrap_or_else(Instant::now)
+    }
 }
 
 impl Isolate {
@@ -665,7 +676,7 @@ impl IsolateInner {
                 // SAFETY: the frame's isolate is locked by an enclosing call on this thread,
                 // which is suspended in the host function that called us.
                 let isolate = unsafe { &mut *frame.isolate };
-                let result = nesting::within(frame, || op(&mut Session { isolate, inner: self }));
+                let result = nesting::within(frame, || op(&mut Session { isolate, inner: self, since: None }));
                 self.after(result)
             }
             Some(frame) => nesting::step_out(frame, || self.run_sync(op)),
@@ -792,12 +803,12 @@ impl IsolateInner {
             // The frame never outlives `locker`: `within` pops it before returning.
             locker: locker as *mut v8::Locker<'_> as *mut v8::Locker<'static>,
         };
-        self.clock.start();
+        let since = Some(self.clock.start());
         // SAFETY: `frame.isolate` is the isolate `locker` holds, for the duration of `within`.
         let result = nesting::within(frame, || {
             // SAFETY: as above.
             let isolate = unsafe { &mut *frame.isolate };
-            let result = op(&mut Session { isolate: &mut *isolate, inner: self });
+            let result = op(&mut Session { isolate: &mut *isolate, inner: self, since });
             // Within the frame: a task's JavaScript may call host functions that call back in.
             self.run_tasks(isolate);
             result

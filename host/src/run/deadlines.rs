@@ -196,10 +196,10 @@ impl Run {
 
 impl Run {
     /// Arms a run of `inner` in `context` with `timeout` (`None`: the isolate's default
-    /// timeout). A timeout too far away to be represented never fires.
-    pub(crate) fn arm(inner: &IsolateInner, context: RunContext, timeout: Option<Duration>) -> Run {
+    /// timeout) from `now`. A timeout too far away to be represented never fires.
+    pub(crate) fn arm(inner: &IsolateInner, context: RunContext, timeout: Option<Duration>, now: Instant) -> Run {
         let state = RunState::new(inner, context);
-        let deadline = timeout.or(inner.default_timeout).and_then(|after| Instant::now().checked_add(after));
+        let deadline = timeout.or(inner.default_timeout).and_then(|after| now.checked_add(after));
         let Some(deadline) = deadline else { return Run { state: ManuallyDrop::new(state), armed: false } };
         inner.deadlines.add(deadline, &state);
         Run { state: ManuallyDrop::new(state), armed: true }

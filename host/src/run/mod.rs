@@ -27,7 +27,7 @@ pub(crate) use deadlines::{Deadlines, Run};
 pub(crate) use state::{RunContext, RunState, Wake, current, fired_on_this_thread, on_this_thread};
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::exception::{caught, exception};
@@ -148,7 +148,7 @@ pub(crate) fn run_in_context<R>(
 pub(crate) fn start<R, F: Finish<R>>(session: &mut Session<'_>, js: JsRun<impl Body, F>) -> Result<Progress<R, F>> {
     let JsRun { context: context_id, limits, body, finish, released } = js;
     let inner = session.inner;
-    let run = Run::arm(inner, RunContext::Handle(context_id), limits.timeout);
+    let run = Run::arm(inner, RunContext::Handle(context_id), limits.timeout, session.now());
     v8::scope!(let scope, &mut *session.isolate);
     let context = inner
         .local(scope, context_id, |slot| match slot {
@@ -323,7 +323,7 @@ impl Detached {
             Some(state) => (None, state),
             None => {
                 let context = context.map_or(RunContext::None, |c| RunContext::Global(c.clone()));
-                let run = Run::arm(inner, context, None);
+                let run = Run::arm(inner, context, None, Instant::now());
                 let state = run.state().clone();
                 (Some(run), state)
             }

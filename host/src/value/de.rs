@@ -65,7 +65,7 @@ impl<'de> de::Deserializer<'de> for Value {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        super::deep(|| self.deserialize_here(visitor))
+        super::deep(self.nests(), || self.deserialize_here(visitor))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {

@@ -42,12 +42,15 @@ pub(crate) mod js;
 #[cfg(feature = "component")]
 pub(crate) mod msgpack;
 
-/// Runs `f`, first moving to a stack of its own (on the heap) if this thread's is running low.
-/// Every recursion over nested data goes through here: nesting is bounded (1000 levels), but
-/// a frame takes tens of KB in a debug build and the thread may have a small stack (2 MB for
-/// a Rust thread), so data a script or guest nested could otherwise overflow it.
-pub(crate) fn deep<R>(f: impl FnOnce() -> R) -> R {
-    stacker::maybe_grow(256 << 10, 4 << 20, f)
+/// Runs `f`, which reads or writes one value, first moving to a stack of its own (on the heap)
+/// if this thread's is running low and the value `nests` others. Every recursion over nested
+/// data goes through here: nesting is bounded (1000 levels), but a frame takes tens of KB in a
+/// debug build and the thread may have a small stack (2 MB for a Rust thread), so data a
+/// script or guest nested could otherwise overflow it. A leaf (most values) skips the check,
+/// which would cost a copy out of many small values ~4%.
+#[inline(always)]
+pub(crate) fn deep<R>(nests: bool, f: impl FnOnce() -> R) -> R {
+    if nests { stacker::maybe_grow(256 << 10, 4 << 20, f) } else { f() }
 }
 mod ser;
 pub(crate) mod wire;
@@ -150,13 +153,19 @@ impl Value {
         }
     }
 
+    /// Whether the value holds other values (reading or writing it recurses).
+    #[inline(always)]
+    pub(crate) fn nests(&self) -> bool {
+        matches!(self, Value::Array(_) | Value::Object(_) | Value::Map(_) | Value::Set(_) | Value::Error(_))
+    }
+
     /// This value as JSON, the way `JSON.stringify` would write it, except that `undefined`
     /// at the top level is `null`, BigInts are decimal strings (JSON has no BigInt), bytes are
     /// arrays of numbers, dates are milliseconds since the epoch and Errors are
     /// `{"name":...,"message":...}`.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
-        deep(|| match self {
+        deep(self.nests(), || match self {
             Value::Undefined | Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Number(n) => number_to_json(*n),

@@ -59,7 +59,7 @@ fn length(n: usize) -> Result<u32, Error> {
 }
 
 fn write(out: &mut Vec<u8>, value: &Value) -> Result<(), Error> {
-    super::deep(|| write_here(out, value))
+    super::deep(value.nests(), || write_here(out, value))
 }
 
 fn write_here(out: &mut Vec<u8>, value: &Value) -> Result<(), Error> {
@@ -209,7 +209,7 @@ impl<'b> Reader<'b> {
         if depth > MAX_DEPTH {
             return Err(malformed("nested too deeply"));
         }
-        super::deep(|| self.value_here(depth))
+        self.value_here(depth)
     }
 
     fn value_here(&mut self, depth: usize) -> Result<Value, Error> {
@@ -231,11 +231,11 @@ impl<'b> Reader<'b> {
             Marker::Ext32 => (Container::Ext, self.len(4)?),
             scalar => return self.scalar(scalar),
         };
-        match kind {
+        super::deep(true, || match kind {
             Container::Array => self.array(len, depth),
             Container::Map => self.map(len, depth),
             Container::Ext => self.ext(len, depth),
-        }
+        })
     }
 
     #[inline(never)]

@@ -265,7 +265,7 @@ impl ser::SerializeStructVariant for VariantBuilder<MapBuilder> {
 
 impl Serialize for Value {
     fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        super::deep(|| self.serialize_here(s))
+        super::deep(self.nests(), || self.serialize_here(s))
     }
 }
 

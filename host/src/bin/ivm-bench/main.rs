@@ -18,6 +18,8 @@ use ivm::{CacheKey, Callback, CompileOptions, Context, EvalOptions, Isolate, Iso
 static ALLOCATOR: ivm::BoundedAllocator = ivm::BoundedAllocator::new();
 
 fn main() -> Result<(), ivm::Error> {
+    // As a host of hostile code should (and the `ivm` binary does).
+    ivm::BoundedAllocator::free_large_blocks_eagerly();
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--soak") {
         let seconds = args.get(at + 1).and_then(|s| s.parse().ok()).unwrap_or(600);

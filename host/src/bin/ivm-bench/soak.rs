@@ -3,8 +3,12 @@
 //! functions, scripts spinning into their timeouts, isolates going over their memory limits,
 //! hostile data (a cyclic error, a shared object copied out, a repeated string, a huge
 //! BigInt), JavaScript left behind by a completion, and a few of these in worker processes.
-//! After a warm-up of a tenth of the time (at least a round) the host's RSS is read; at the end
-//! again.
+//!
+//! The host's RSS is read after every round, once the round's isolates have had a moment to be
+//! freed (disposed isolates are freed on a background thread, up to 8 waiting, each up to its
+//! 16 MB limit: a single reading right after a round can be ~100 MB off). The first tenth of
+//! the rounds (at least one) is warm-up; the start figure is the median of the next tenth's
+//! readings, the end figure the median of the last tenth's.
 
 use std::time::{Duration, Instant};
 
@@ -12,29 +16,40 @@ use ivm::{Callback, Error, EvalOptions, Isolate, IsolateOptions, Isolation, Valu
 
 use super::{await_lookups, block_on, rss_bytes, tenants};
 
+/// How long after a round its RSS is read.
+const SETTLE: Duration = Duration::from_millis(100);
+
 pub fn soak(seconds: u64) -> Result<serde_json::Value, Error> {
     let total = Duration::from_secs(seconds);
     let started = Instant::now();
-    let warm_up = total / 10;
-    let mut rounds = 0u64;
-    let mut rss_start = None;
-    while started.elapsed() < total || rss_start.is_none() {
-        round(rounds)?;
-        rounds += 1;
-        if rss_start.is_none() && started.elapsed() >= warm_up {
-            rss_start = Some((rss_bytes(), rounds));
-        }
+    // The RSS after every round.
+    let mut readings: Vec<u64> = Vec::new();
+    while started.elapsed() < total || readings.len() < 10 {
+        round(readings.len() as u64)?;
+        std::thread::sleep(SETTLE);
+        readings.push(rss_bytes());
     }
-    let (rss_start, warm_rounds) = rss_start.expect("set after the warm-up");
-    let rss_end = rss_bytes();
+    // Rounds take about the same time: tenths of the readings are tenths of the time.
+    let tenth = readings.len() / 10;
+    let median = |window: &[u64]| {
+        let mut window = window.to_vec();
+        window.sort_unstable();
+        window[window.len() / 2]
+    };
+    let (rss_start, rss_end) = (median(&readings[tenth..2 * tenth]), median(&readings[readings.len() - tenth..]));
+    let after_warm_up = &readings[tenth..];
     let mb = |bytes: u64| bytes as f64 / 1e6;
+    // The trend: the median of each tenth.
+    let by_tenth: Vec<f64> = readings.chunks(tenth.max(1)).take(10).map(|chunk| mb(median(chunk))).collect();
     Ok(serde_json::json!({
         "soak_seconds": started.elapsed().as_secs_f64(),
-        "rounds": rounds,
-        "warm_up_rounds": warm_rounds,
+        "rounds": readings.len(),
         "rss_start_MB": mb(rss_start),
         "rss_end_MB": mb(rss_end),
         "rss_growth_pct": (rss_end as f64 - rss_start as f64) / rss_start as f64 * 100.0,
+        "rss_low_MB": mb(after_warm_up.iter().copied().min().unwrap_or(0)),
+        "rss_high_MB": mb(after_warm_up.iter().copied().max().unwrap_or(0)),
+        "rss_by_tenth_MB": by_tenth,
     }))
 }
 

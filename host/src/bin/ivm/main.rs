@@ -208,6 +208,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
 }
 
 fn main() -> ExitCode {
+    ivm::BoundedAllocator::free_large_blocks_eagerly();
     if std::env::args().nth(1).as_deref() == Some(ivm::process::WORKER_ARG) {
         return ivm::process::serve_worker();
     }

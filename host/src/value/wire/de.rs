@@ -29,7 +29,7 @@ impl<'de, 'r, 'b> de::Deserializer<'de> for Wire<'r, 'b> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        crate::value::deep(|| self.deserialize_here(visitor))
+        crate::value::deep(self.0.nests(), || self.deserialize_here(visitor))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {

@@ -158,6 +158,13 @@ impl<'b> Cursor<'b> {
         self.bytes[self.at..].iter().copied().find(|b| *b != 0)
     }
 
+    /// Whether the value at the cursor may hold others (reading it recurses).
+    #[inline(always)]
+    fn nests(&self) -> bool {
+        // The byte at the cursor: padding before a tag is rare, and counts as nesting.
+        !matches!(self.bytes.get(self.at), Some(b'_' | b'0' | b'T' | b'F' | b'I' | b'U' | b'N' | b'Z' | b'"' | b'S' | b'c' | b'D') | None)
+    }
+
     /// The next tag (padding skipped).
     fn tag(&mut self) -> Result<u8, Error> {
         loop {

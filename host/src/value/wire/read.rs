@@ -16,7 +16,7 @@ pub(crate) fn read_value(bytes: &[u8], stores: &dyn Stores, budget: Budget) -> R
 /// Reads one value. Also the reader of last resort for the serde reader, for the types serde
 /// has no word for.
 pub(super) fn value(c: &mut Cursor<'_>) -> Result<Value, Error> {
-    crate::value::deep(|| value_here(c))
+    crate::value::deep(c.nests(), || value_here(c))
 }
 
 fn value_here(c: &mut Cursor<'_>) -> Result<Value, Error> {
