@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs every test: the README's test command.
 # Installs what the build and the tests need (V8 comes prebuilt and hash-checked by
-# host/build.rs, see BUILDING.md), then runs the acceptance suite (in-process, then
-# process-isolated), the documentation examples, and checks the guest crate.
+# host/build.rs, see BUILDING.md), then runs clippy (warnings are errors), the unit tests, the
+# acceptance suite (in-process, then process-isolated), the documentation examples, and checks
+# the guest crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,10 @@ if ! command -v wit-bindgen >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/wit-bind
   cargo install wit-bindgen-cli --version 0.61.1 --locked
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --lib
 cargo test --locked --test acceptance
 # The same suite again with every isolate in a worker process (IsolateOptions::isolation's
 # default comes from IVM_ISOLATION), so both modes keep one behaviour.

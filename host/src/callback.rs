@@ -20,7 +20,7 @@ use std::ffi::c_void;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use crate::isolate::{IsolateInner, nesting, rejections};
 use crate::run::{self, RunState};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{CallKind, Input};
+use crate::sync::Mutex;
 use crate::value::js::{from_v8_args, to_v8};
 use crate::value::{self, Value, js};
 
@@ -42,28 +43,34 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
 type JsArgs<'s> = [v8::Local<'s, v8::Value>];
 /// Reads the arguments; the returned call starts the closure's future.
 type Starter = Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<Box<dyn FnOnce() -> BoxFuture>> + Send + Sync>;
+/// Reads the arguments, calls the closure and builds its result in the isolate.
+type Caller = Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<v8::Local<'s, v8::Value>> + Send + Sync>;
+/// Reads the arguments and prepares the closure's call for later.
+type Deferrer = Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<Box<dyn FnOnce() + Send>> + Send + Sync>;
+/// The closure, called with arguments sent by a worker.
+type RemoteFn<R> = Arc<dyn Fn(Vec<Value>) -> Result<R> + Send + Sync>;
 
 /// A host function with its types erased: each form reads the arguments in the isolate
 /// (directly into the closure's argument type) and then does its part.
 enum Call {
     /// Calls the closure and builds its result in the isolate.
-    Sync(Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<v8::Local<'s, v8::Value>> + Send + Sync>),
+    Sync(Caller),
     /// Prepares the closure's future.
     Async(Starter),
     /// Prepares the closure's future, which the caller blocks on (started once the thread has
     /// stepped out of the isolate, so the closure may use the isolate).
     Blocking(Starter),
     /// Prepares the closure's call, which runs later on the worker pool.
-    Ignored(Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<Box<dyn FnOnce() + Send>> + Send + Sync>),
+    Ignored(Deferrer),
 }
 
 /// The same closure for calls from an isolate in a worker process, which sends the arguments
 /// as a list of values.
 enum Remote {
-    Sync(Arc<dyn Fn(Vec<Value>) -> Result<Value> + Send + Sync>),
-    Async(Arc<dyn Fn(Vec<Value>) -> Result<BoxFuture> + Send + Sync>),
-    Blocking(Arc<dyn Fn(Vec<Value>) -> Result<BoxFuture> + Send + Sync>),
-    Ignored(Arc<dyn Fn(Vec<Value>) -> Result<Box<dyn FnOnce() + Send>> + Send + Sync>),
+    Sync(RemoteFn<Value>),
+    Async(RemoteFn<BoxFuture>),
+    Blocking(RemoteFn<BoxFuture>),
+    Ignored(RemoteFn<Box<dyn FnOnce() + Send>>),
 }
 
 /// A call from a worker, ready to run on the task pool.
@@ -456,10 +463,7 @@ fn block_on_released(isolate: &Arc<IsolateInner>, spawner: &Spawner, start: Box<
         let waker = Waker::from(Arc::new(tasks::ThreadWaker(std::thread::current())));
         let mut cx = TaskContext::from_waker(&waker);
         loop {
-            if let Poll::Ready(result) = guarded(|| Ok(future.as_mut().poll(&mut cx))).and_then(|p| match p {
-                Poll::Ready(r) => Ok(Poll::Ready(r)),
-                Poll::Pending => Ok(Poll::Pending),
-            })? {
+            if let Poll::Ready(result) = guarded(|| Ok(future.as_mut().poll(&mut cx)))? {
                 return result;
             }
             if waits.generation() != generation {
@@ -486,16 +490,16 @@ impl BlockingWaits {
     }
 
     fn park(&self, at_most: Duration) {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).push(std::thread::current());
+        self.waiters.lock().push(std::thread::current());
         std::thread::park_timeout(at_most);
         let me = std::thread::current().id();
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).retain(|t| t.id() != me);
+        self.waiters.lock().retain(|t| t.id() != me);
     }
 
     /// Makes every current wait give up.
     pub(crate) fn abort(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        for waiter in self.waiters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for waiter in self.waiters.lock().iter() {
             waiter.unpark();
         }
     }
@@ -529,7 +533,7 @@ impl Completions {
     pub(crate) fn settle<'s>(&self, scope: &mut v8::PinScope<'s, '_, ()>, inner: &IsolateInner) -> Option<v8::Local<'s, v8::Context>> {
         let mut last_context = None;
         loop {
-            let Some(c) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
+            let Some(c) = self.ready.lock().pop_front() else { break };
             let context = v8::Local::new(scope, &c.context);
             last_context = Some(context);
             let detached = run::Detached::begin(inner, c.owner.as_ref(), Some(&c.context));
@@ -575,7 +579,7 @@ impl PendingCall {
         let Some(isolate) = self.isolate.upgrade() else { return };
         let completions = &isolate.completions;
         let owner = self.owner.take();
-        completions.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(Completion { context, resolver, result, owner });
+        completions.ready.lock().push_back(Completion { context, resolver, result, owner });
         // A job of the isolate settles it (and wakes the run waiting for its promise).
         isolate.post(|session| {
             let inner = session.inner;

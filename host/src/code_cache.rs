@@ -79,8 +79,9 @@ impl CacheKey {
 
 /// Cached data for a script or module, sealed (isolated-vm's `cachedData`). Store it anywhere:
 /// it is only ever used if it verifies under the isolate's key for the same source and V8.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CachedData(Vec<u8>);
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CachedData(#[serde(with = "serde_bytes")] Vec<u8>);
 
 impl std::fmt::Debug for CachedData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use crate::context::ConsoleLevel;
+use crate::data::ConsoleLevel;
 use crate::error::{Error, Result};
 use crate::isolate::IsolateInner;
 

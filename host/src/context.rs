@@ -2,76 +2,20 @@
 
 use std::borrow::Borrow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::console::Console;
+use crate::data::{ConsoleLevel, EvalOptions, Key, Transfer};
 use crate::error::Result;
 use crate::handle::HandleRef;
 use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::protocol::Op;
-use crate::process::{self, RemoteIsolate};
+use crate::process::RemoteIsolate;
 use crate::run::{self, Body, Finish, JsRun, Limits};
-use crate::script::{self, ScriptOrigin};
-use crate::reference::Key;
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, Transfer, read_out, remote_args};
+use crate::script;
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, read_out, remote_args};
 use crate::value::js;
 
-/// Options for running code: timeout, origin (for stack traces), how the result transfers.
-///
-/// ```
-/// use std::time::Duration;
-/// let options = ivm::EvalOptions::default()
-///     .timeout(Duration::from_millis(50))
-///     .filename("file:///job.js")
-///     .copy();
-/// # drop(options);
-/// ```
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct EvalOptions {
-    /// Wall-clock limit for the script, the microtasks it queues, and (with `promise`) the
-    /// time until its promise settles. `None`: no limit.
-    pub timeout: Option<Duration>,
-    /// Where the code comes from, for stack traces and syntax errors.
-    pub origin: ScriptOrigin,
-    /// How a non-primitive result transfers when it is asked for as a dynamic value.
-    pub transfer: Transfer,
-    /// If the result is a promise, wait for it and use its value (a rejection is an
-    /// [`Error::Exception`](crate::Error::Exception)).
-    pub promise: bool,
-}
-
 impl EvalOptions {
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-    /// Sets the filename shown in stack traces.
-    pub fn filename(mut self, filename: impl Into<String>) -> Self {
-        self.origin.filename = filename.into();
-        self
-    }
-    /// Sets the origin (filename, line and column offsets).
-    pub fn origin(mut self, origin: ScriptOrigin) -> Self {
-        self.origin = origin;
-        self
-    }
-    /// Sets how a non-primitive result transfers when it is asked for as a dynamic value.
-    pub fn transfer(mut self, transfer: Transfer) -> Self {
-        self.transfer = transfer;
-        self
-    }
-    /// Copies a non-primitive result ([`Transfer::Copy`]).
-    pub fn copy(self) -> Self {
-        self.transfer(Transfer::Copy)
-    }
-    /// Waits for a promise result to settle.
-    pub fn promise(mut self) -> Self {
-        self.promise = true;
-        self
-    }
-
     pub(crate) fn limits(&self) -> Limits {
         Limits { timeout: self.timeout, await_promise: self.promise }
     }
@@ -83,6 +27,7 @@ impl EvalOptions {
 pub struct ContextOptions {
     /// Gives the context a `console` object (`log`, `info`, `debug`, `warn`, `error`, `trace`)
     /// whose output goes to this sink. Without it the context has no `console`.
+    #[allow(clippy::type_complexity)] // spelled out: what the closure given to `console` becomes
     pub console: Option<Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>>,
 }
 
@@ -92,17 +37,6 @@ impl ContextOptions {
         self.console = Some(Arc::new(sink));
         self
     }
-}
-
-/// The level of a `console` call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsoleLevel {
-    /// `console.log`, `console.info`, `console.debug`
-    Log,
-    /// `console.warn`, `console.trace`
-    Warn,
-    /// `console.error`
-    Error,
 }
 
 /// A context in an isolate: a global object with the ECMAScript built-ins and nothing from
@@ -172,7 +106,7 @@ impl Context {
         let id = self.id();
         match &self.isolate().backend {
             Backend::Local(inner) => inner.run_js_sync(eval(id, code, options)),
-            Backend::Remote(remote) => remote.read(Ok(process::eval(id, code, options, T::want())), false),
+            Backend::Remote(remote) => remote.read(Ok(Op::Eval { context: id, code: code.to_owned(), run: options.clone(), want: T::want() }), false),
         }
     }
 
@@ -181,7 +115,7 @@ impl Context {
         let (id, code) = (self.id(), code.into());
         match &self.isolate().backend {
             Backend::Local(inner) => Operation::new(inner.run_js_async(eval(id, code, options))),
-            Backend::Remote(remote) => remote.read_async(Ok(process::eval(id, &code, &options, T::want())), false),
+            Backend::Remote(remote) => remote.read_async(Ok(Op::Eval { context: id, code, run: options, want: T::want() }), false),
         }
     }
 
@@ -223,7 +157,7 @@ impl Context {
             context: self.id(),
             code: code.to_owned(),
             args: remote_args(args, remote)?,
-            run: process::run_options(options),
+            run: options.clone(),
             want: T::want(),
         })
     }

@@ -19,8 +19,9 @@ pub const MEMORY_LIMIT_MESSAGE: &str = "Isolate was disposed during execution du
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Error {
-    /// JavaScript threw (a compile error is a `SyntaxError` exception).
-    Exception(JsError),
+    /// JavaScript threw (a compile error is a `SyntaxError` exception). Boxed: every
+    /// `Result` of the crate carries an `Error`, and stays small.
+    Exception(Box<JsError>),
     /// The `timeout` of the operation expired; the script was terminated. The isolate stays
     /// usable. `stack` holds the frames that were running when the timer fired.
     Timeout {
@@ -181,7 +182,7 @@ impl Error {
     /// The exception, when this is [`Error::Exception`].
     pub fn as_exception(&self) -> Option<&JsError> {
         match self {
-            Error::Exception(e) => Some(e),
+            Error::Exception(e) => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -189,7 +190,7 @@ impl Error {
     /// A JavaScript exception of class `name` (`Error`, `TypeError`, `RangeError`, ... or a
     /// custom name), e.g. for a host function to throw.
     pub fn js(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Exception(JsError { name: name.into(), message: message.into(), ..Default::default() })
+        Error::Exception(Box::new(JsError { name: name.into(), message: message.into(), ..Default::default() }))
     }
 
     pub(crate) fn disposed(message: impl Into<String>) -> Self {

@@ -147,18 +147,16 @@ pub(crate) fn compile_error(tc: &mut v8::PinnedRef<'_, v8::TryCatch<v8::HandleSc
         return Error::disposed("Isolate was disposed during execution");
     }
     let mut error = caught(tc);
-    if error.name == "SyntaxError" {
-        if let Some(loc) = &error.location {
-            error.message = format!("{} [{}:{}:{}]", error.message, loc.filename, loc.line, loc.column);
-            // The stack's first line repeats the message; keep the two in agreement.
-            let frames = error.stack.as_deref().and_then(|s| s.split_once('\n')).map(|(_, rest)| rest);
-            error.stack = Some(match frames {
-                Some(frames) => format!("SyntaxError: {}\n{frames}", error.message),
-                None => format!("SyntaxError: {}", error.message),
-            });
-        }
+    if error.name == "SyntaxError" && let Some(loc) = &error.location {
+        error.message = format!("{} [{}:{}:{}]", error.message, loc.filename, loc.line, loc.column);
+        // The stack's first line repeats the message; keep the two in agreement.
+        let frames = error.stack.as_deref().and_then(|s| s.split_once('\n')).map(|(_, rest)| rest);
+        error.stack = Some(match frames {
+            Some(frames) => format!("SyntaxError: {}\n{frames}", error.message),
+            None => format!("SyntaxError: {}", error.message),
+        });
     }
-    Error::Exception(error)
+    Error::Exception(Box::new(error))
 }
 
 /// Throws `error` in the current context.
@@ -199,10 +197,10 @@ fn js_error<'s>(scope: &mut v8::PinScope<'s, '_>, e: &JsError) -> v8::Local<'s, 
             object.define_own_property(scope, key.into(), v, attr);
         }
     };
-    if !matches!(e.name.as_str(), "Error" | "TypeError" | "RangeError" | "ReferenceError" | "SyntaxError") {
-        if let Some(name) = v8::String::new(scope, &e.name) {
-            set(scope, "name", name.into(), false);
-        }
+    if !matches!(e.name.as_str(), "Error" | "TypeError" | "RangeError" | "ReferenceError" | "SyntaxError")
+        && let Some(name) = v8::String::new(scope, &e.name)
+    {
+        set(scope, "name", name.into(), false);
     }
     if let Some(inner) = &e.stack {
         let stack_key = v8::String::new(scope, "stack").map(Into::into);

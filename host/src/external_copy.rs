@@ -1,7 +1,7 @@
 //! [`ExternalCopy`]: a value held outside every isolate (isolated-vm's `ExternalCopy`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,6 +11,7 @@ use crate::isolate::IsolateInner;
 use crate::isolate::memory::MemoryGuard;
 use crate::process::protocol;
 use crate::reference::Reference;
+use crate::sync::Mutex;
 use crate::transfer::{Once, Transferable};
 use crate::value::{self, Value, js, wire};
 
@@ -173,7 +174,7 @@ impl ExternalCopy {
 
     /// Copies the value into Rust: any `DeserializeOwned` type, or a [`Value`].
     pub fn copy<T: DeserializeOwned + 'static>(&self) -> Result<T> {
-        let payload = self.held.payload.lock().unwrap_or_else(|e| e.into_inner());
+        let payload = self.held.payload.lock();
         let payload = payload.as_ref().ok_or_else(released)?;
         if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Value>() {
             return value::from_value(wire::read_value(&payload.clone.bytes, payload, payload.budget)?);
@@ -197,7 +198,7 @@ impl ExternalCopy {
     /// [`export`](Self::export), moving the transferred buffers out with `take_buffers`
     /// (afterwards the copy reports `Array buffer is invalid`, as after `transfer_in`).
     pub(crate) fn export_into(&self, take_buffers: bool) -> Result<protocol::Copy> {
-        let mut payload = self.held.payload.lock().unwrap_or_else(|e| e.into_inner());
+        let mut payload = self.held.payload.lock();
         let payload = payload.as_mut().ok_or_else(released)?;
         if !payload.clone.shared.is_empty() || !payload.clone.wasm_modules.is_empty() {
             return Err(Error::Conversion(
@@ -225,7 +226,7 @@ impl ExternalCopy {
     /// Releases the copy (and with the last handle, its memory). Later use fails with `Copy
     /// has been released`. Returns whether it was still held.
     pub fn release(&self) -> bool {
-        self.held.payload.lock().unwrap_or_else(|e| e.into_inner()).take().is_some()
+        self.held.payload.lock().take().is_some()
     }
 
     /// Clones `value` of a locked isolate.
@@ -264,7 +265,7 @@ impl ExternalCopy {
 
     /// Makes the value in the current context of a locked isolate.
     pub(crate) fn copy_in<'s>(&self, scope: &mut v8::PinScope<'s, '_>, options: CopyIntoOptions) -> Result<v8::Local<'s, v8::Value>> {
-        let mut payload = self.held.payload.lock().unwrap_or_else(|e| e.into_inner());
+        let mut payload = self.held.payload.lock();
         let value = deserialize(scope, payload.as_mut().ok_or_else(released)?, options.transfer_in)?;
         if options.release {
             *payload = None;

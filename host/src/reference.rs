@@ -4,15 +4,16 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::context::{Context, EvalOptions};
+use crate::context::Context;
+use crate::data::{EvalOptions, Key, Transfer};
 use crate::error::{Error, Result};
 use crate::external_copy::{ExternalCopy, ExternalCopyOptions};
 use crate::handle::HandleRef;
 use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::RemoteIsolate;
-use crate::process::protocol::{self, Access, Op};
+use crate::process::protocol::{Access, Op};
 use crate::run::{self, Body, Finish, JsRun, Limits};
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transfer, Transferable, read_out, remote_args};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transferable, read_out, remote_args};
 use crate::value::js;
 
 /// A handle to a value inside an isolate (an object, a function, or a primitive), usable from
@@ -46,31 +47,6 @@ pub struct Reference {
 impl std::fmt::Debug for Reference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reference").field("type_of", &self.type_of).finish_non_exhaustive()
-    }
-}
-
-/// A property key: a string or an array index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
-    /// A named property.
-    Name(String),
-    /// An array index.
-    Index(u32),
-}
-
-impl From<&str> for Key {
-    fn from(name: &str) -> Key {
-        Key::Name(name.to_owned())
-    }
-}
-impl From<String> for Key {
-    fn from(name: String) -> Key {
-        Key::Name(name)
-    }
-}
-impl From<u32> for Key {
-    fn from(index: u32) -> Key {
-        Key::Index(index)
     }
 }
 
@@ -139,9 +115,9 @@ impl Reference {
     /// ```
     pub fn get<T: FromJs>(&self, key: impl Into<Key>) -> Result<T> {
         let key = key.into();
-        let (id, rules) = (self.handle.id, self.rules());
+        let (id, access) = (self.handle.id, self.access());
         match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| get(s, id, &key, rules)),
+            Backend::Local(inner) => inner.run_sync(|s| get(s, id, &key, access)),
             Backend::Remote(remote) => remote.read(Ok(self.get_op::<T>(&key)), self.inherit),
         }
     }
@@ -149,15 +125,15 @@ impl Reference {
     /// Async form of [`get`](Reference::get).
     pub fn get_async<T: FromJs>(&self, key: impl Into<Key>) -> Operation<T> {
         let key = key.into();
-        let (id, rules) = (self.handle.id, self.rules());
+        let (id, access) = (self.handle.id, self.access());
         match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_async(move |s| get(s, id, &key, rules))),
+            Backend::Local(inner) => Operation::new(inner.run_async(move |s| get(s, id, &key, access))),
             Backend::Remote(remote) => remote.read_async(Ok(self.get_op::<T>(&key)), self.inherit),
         }
     }
 
     fn get_op<T: FromJs>(&self, key: &Key) -> Op {
-        Op::Get { reference: self.handle.id, access: self.access(), key: key.to_remote(), want: T::want() }
+        Op::Get { reference: self.handle.id, access: self.access(), key: key.clone(), want: T::want() }
     }
 
     /// Defines a data property (setters do not run), e.g. `reference.set("config", &config)`
@@ -182,7 +158,7 @@ impl Reference {
     }
 
     fn set_op(&self, remote: &Arc<RemoteIsolate>, key: &Key, value: &Arg<'_>) -> Result<Op> {
-        Ok(Op::Set { reference: self.handle.id, key: key.to_remote(), value: value.to_remote(remote)? })
+        Ok(Op::Set { reference: self.handle.id, key: key.clone(), value: value.to_remote(remote)? })
     }
 
     /// Fire-and-forget [`set`](Reference::set): queued like `set_async`; errors are dropped.
@@ -195,7 +171,7 @@ impl Reference {
         let (key, id) = (key.into(), self.handle.id);
         match &self.isolate().backend {
             Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, _, target| remove(scope, target, &key))),
-            Backend::Remote(remote) => remote.run(Ok(Op::Delete { reference: id, key: key.to_remote() })),
+            Backend::Remote(remote) => remote.run(Ok(Op::Delete { reference: id, key: key.clone() })),
         }
     }
 
@@ -206,7 +182,7 @@ impl Reference {
             Backend::Local(inner) => {
                 Operation::new(inner.run_async(move |s| with_value(s, id, |scope, _, target| remove(scope, target, &key))))
             }
-            Backend::Remote(remote) => remote.run_async(Ok(Op::Delete { reference: id, key: key.to_remote() })),
+            Backend::Remote(remote) => remote.run_async(Ok(Op::Delete { reference: id, key: key.clone() })),
         }
     }
 
@@ -250,7 +226,7 @@ impl Reference {
             access: self.access(),
             recv: recv.to_remote(remote)?,
             args: remote_args(args, remote)?,
-            run: crate::process::run_options(options),
+            run: options.clone(),
             want: T::want(),
         })
     }
@@ -345,10 +321,6 @@ impl Reference {
         Ok(self.handle.id)
     }
 
-    fn rules(&self) -> Rules {
-        Rules { inherit: self.inherit, accessors: self.accessors }
-    }
-
     fn access(&self) -> Access {
         Access { inherit: self.inherit, accessors: self.accessors }
     }
@@ -363,14 +335,6 @@ fn not_here() -> Error {
     Error::js("TypeError", "Cannot dereference this into target isolate")
 }
 
-impl Key {
-    fn to_remote(&self) -> protocol::Key {
-        match self {
-            Key::Name(name) => protocol::Key::Name(name.clone()),
-            Key::Index(index) => protocol::Key::Index(*index),
-        }
-    }
-}
 
 fn owned_args(recv: impl IntoJs, args: impl IntoArgs) -> Result<(Arg<'static>, Vec<Arg<'static>>)> {
     let recv = recv.into_arg().into_owned()?;
@@ -410,12 +374,6 @@ fn type_of(value: v8::Local<v8::Value>) -> &'static str {
     } else {
         "object"
     }
-}
-
-#[derive(Clone, Copy)]
-struct Rules {
-    inherit: bool,
-    accessors: bool,
 }
 
 /// Runs `body` on a reference's value, in its context.
@@ -470,7 +428,7 @@ fn key_of<'s>(scope: &mut v8::PinScope<'s, '_>, key: &Key) -> Result<v8::Local<'
     })
 }
 
-fn property<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>, key: &Key, rules: Rules) -> Result<v8::Local<'s, v8::Value>> {
+fn property<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>, key: &Key, access: Access) -> Result<v8::Local<'s, v8::Value>> {
     let object = checked_object(scope, target)?;
     let key = key_of(scope, key)?;
     let name = key.to_string(scope).ok_or_else(js::threw)?;
@@ -480,13 +438,13 @@ fn property<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Valu
         if holder.has_own_property(scope, name.into()).ok_or_else(js::threw)? {
             break;
         }
-        let next = holder.get_prototype(scope).filter(|p| rules.inherit && p.is_object());
+        let next = holder.get_prototype(scope).filter(|p| access.inherit && p.is_object());
         match next.and_then(|p| p.to_object(scope)) {
             Some(p) => holder = p,
             None => return Ok(v8::undefined(scope).into()),
         }
     }
-    if !rules.accessors {
+    if !access.accessors {
         let descriptor = holder.get_own_property_descriptor(scope, name.into()).ok_or_else(js::threw)?;
         if let Some(descriptor) = descriptor.to_object(scope) {
             let get = v8::String::new(scope, "get").ok_or_else(js::threw)?;
@@ -525,10 +483,10 @@ fn remove<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>
     if object.delete(scope, key).ok_or_else(js::threw)? { Ok(()) } else { Err(type_error("Delete failed")) }
 }
 
-fn get<T: FromJs>(session: &mut Session<'_>, id: u64, key: &Key, rules: Rules) -> Result<T> {
-    let rule = Rule { inherit: rules.inherit, ..Rule::new(Transfer::Auto, Fallback::Reference) };
+fn get<T: FromJs>(session: &mut Session<'_>, id: u64, key: &Key, access: Access) -> Result<T> {
+    let rule = Rule { inherit: access.inherit, ..Rule::new(Transfer::Auto, Fallback::Reference) };
     with_value(session, id, |scope, inner, target| {
-        let v = property(scope, target, key, rules)?;
+        let v = property(scope, target, key, access)?;
         read_out(scope, inner, v, rule)
     })
 }

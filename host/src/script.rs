@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::code_cache::{CacheKey, CacheOutcome, CacheRequest, CachedData, Kind};
-use crate::context::{Context, EvalOptions};
+use crate::context::Context;
+use crate::data::{CompileOptions, EvalOptions, ScriptOrigin};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
 use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
@@ -12,69 +13,7 @@ use crate::run::{Body, Finish, JsRun};
 use crate::transfer::{Fallback, FromJs, Rule, read_out};
 use crate::value::js;
 
-/// Where code comes from: shown in stack traces and syntax errors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ScriptOrigin {
-    /// The filename (isolated-vm's default is `<isolated-vm>`; URLs such as
-    /// `file:///app/main.js` work well with tools).
-    pub filename: String,
-    /// Added to line numbers (0-based).
-    pub line_offset: i32,
-    /// Added to column numbers on the first line (0-based).
-    pub column_offset: i32,
-}
-
-impl Default for ScriptOrigin {
-    fn default() -> Self {
-        ScriptOrigin { filename: "<isolated-vm>".into(), line_offset: 0, column_offset: 0 }
-    }
-}
-
-impl ScriptOrigin {
-    /// An origin with this filename and no offsets.
-    pub fn new(filename: impl Into<String>) -> Self {
-        ScriptOrigin { filename: filename.into(), ..Default::default() }
-    }
-    /// Sets the line and column offsets.
-    pub fn offsets(mut self, line: i32, column: i32) -> Self {
-        self.line_offset = line;
-        self.column_offset = column;
-        self
-    }
-}
-
-/// Options for [`Isolate::compile_script`] and [`Isolate::compile_module`].
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct CompileOptions {
-    /// Where the code comes from.
-    pub origin: ScriptOrigin,
-    /// A code cache from an earlier compile of the same source (isolated-vm's `cachedData`).
-    /// It is used only if it verifies under the isolate's key; otherwise it is reported as
-    /// rejected and the code compiles normally.
-    pub cached_data: Option<CachedData>,
-    /// Make a code cache (isolated-vm's `produceCachedData`): done only when no cache was
-    /// supplied or the supplied one was rejected.
-    pub produce_cached_data: bool,
-}
-
 impl CompileOptions {
-    /// Compile options with this origin.
-    pub fn origin(origin: ScriptOrigin) -> Self {
-        CompileOptions { origin, ..Default::default() }
-    }
-    /// Uses `cached` if it verifies.
-    pub fn cached_data(mut self, cached: CachedData) -> Self {
-        self.cached_data = Some(cached);
-        self
-    }
-    /// Makes a code cache.
-    pub fn produce_cached_data(mut self) -> Self {
-        self.produce_cached_data = true;
-        self
-    }
-
     pub(crate) fn cache<'a>(&'a self, key: &'a CacheKey, kind: Kind, code: &'a str) -> CacheRequest<'a> {
         CacheRequest { key, kind, code, supplied: self.cached_data.as_ref(), produce: self.produce_cached_data }
     }
@@ -159,7 +98,7 @@ impl Script {
 }
 
 fn run_op<T: FromJs>(script: u64, context: u64, options: &EvalOptions) -> Op {
-    Op::RunScript { script, context, run: crate::process::run_options(options), want: T::want() }
+    Op::RunScript { script, context, run: options.clone(), want: T::want() }
 }
 
 /// Script `script_id` run in context `context_id`.

@@ -13,43 +13,21 @@
 //! ([`Transfer::Auto`]) is isolated-vm's rule for that operation.
 
 use std::any::TypeId;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::callback::Callback;
+use crate::data::Transfer;
 use crate::error::{Error, Result};
 use crate::external_copy::{CopyIntoOptions, ExternalCopy};
 use crate::isolate::{Isolate, IsolateInner};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{self, Input, Want, Wire};
 use crate::reference::Reference;
+use crate::sync::Mutex;
 use crate::value::{self, Value, js, wire};
-
-/// How a non-primitive result leaves the isolate when it is asked for as a dynamic [`Value`]
-/// or [`Transferred`] (isolated-vm's `copy`/`externalCopy`/`reference` options). Results
-/// asked for as a concrete type are always that type: a `DeserializeOwned` type is a copy.
-///
-/// Waiting for a promise result is the separate [`EvalOptions::promise`](crate::EvalOptions::promise)
-/// option: it applies first, then this rule to the settled value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Transfer {
-    /// isolated-vm's default rule for the operation: primitives are copied, functions become
-    /// [`Reference`]s, and other objects are `undefined` (`eval`, `Script::run`), an error
-    /// `A non-transferable value was passed` (`eval_closure`), or a [`Reference`]
-    /// (`Reference::get`, `Reference::apply`). A [`Value`] cannot hold a reference, so where
-    /// the rule says reference and a `Value` is asked for, the object is copied.
-    #[default]
-    Auto,
-    /// A deep copy (see the mapping in [`crate::value`]).
-    Copy,
-    /// An [`ExternalCopy`] (structured clone, held outside every isolate).
-    ExternalCopy,
-    /// A [`Reference`] to the value, left where it is.
-    Reference,
-}
 
 /// A result as the transfer rule made it, for callers that take whatever comes
 /// (`eval::<Transferred>(...)`).
@@ -62,25 +40,6 @@ pub enum Transferred {
     Reference(Reference),
     /// A structured clone held outside every isolate.
     ExternalCopy(ExternalCopy),
-}
-
-/// The transfer option as a number, for the worker protocol.
-pub(crate) fn transfer_code(transfer: Transfer) -> u8 {
-    match transfer {
-        Transfer::Auto => 0,
-        Transfer::Copy => 1,
-        Transfer::ExternalCopy => 2,
-        Transfer::Reference => 3,
-    }
-}
-
-pub(crate) fn transfer_from_code(code: u8) -> Transfer {
-    match code {
-        1 => Transfer::Copy,
-        2 => Transfer::ExternalCopy,
-        3 => Transfer::Reference,
-        _ => Transfer::Auto,
-    }
 }
 
 /// isolated-vm's per-operation fallback for objects under [`Transfer::Auto`].
@@ -384,7 +343,7 @@ impl OnceSlot {
     /// Uses the payload with `f`; it is used up only once `f` worked, so a failed use (e.g.
     /// in the wrong isolate) leaves it usable.
     fn use_once<R>(&self, f: impl FnOnce(&Once) -> Result<R>) -> Result<R> {
-        let mut payload = self.payload.lock().unwrap_or_else(|e| e.into_inner());
+        let mut payload = self.payload.lock();
         let Some(once) = payload.as_ref() else {
             return Err(Error::js("TypeError", format!("The return value of `{}` should only be used once", self.made_by)));
         };

@@ -60,7 +60,7 @@ fn an_async_callback_gives_javascript_a_promise() {
             }),
         )
         .unwrap();
-    assert_eq!(context.eval::<bool>("later(1) instanceof Promise").unwrap(), true);
+    assert!(context.eval::<bool>("later(1) instanceof Promise").unwrap());
     let n: u32 = context.eval_with("(async () => (await later(20)) + (await later(1)))()", &promise()).unwrap();
     assert_eq!(n, 42);
     context.set_global("reject", Callback::new_async(|(): ()| async { Err::<(), _>(Error::js("TypeError", "no")) })).unwrap();

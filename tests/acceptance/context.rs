@@ -114,7 +114,7 @@ fn globals_are_set_and_read_as_copies() {
     assert_eq!(back, config);
     // set defines a data property: an existing setter does not run.
     context.eval::<Value>("Object.defineProperty(globalThis, 'trap', { set(v) { throw 1 }, configurable: true })").unwrap();
-    context.set_global("trap", &5).unwrap();
+    context.set_global("trap", 5).unwrap();
     assert_eq!(context.eval::<i32>("trap").unwrap(), 5);
 }
 

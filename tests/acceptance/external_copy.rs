@@ -189,7 +189,7 @@ fn copying_into_an_isolate_respects_its_memory_limit() {
     // Nothing crashed; the isolate goes on.
     assert_eq!(context.eval::<u32>("1 + 1").unwrap(), 2);
     // The same holds for bytes copied in straight from Rust.
-    let err = context.set_global("raw", &serde_bytes_of(32 << 20)).unwrap_err();
+    let err = context.set_global("raw", serde_bytes_of(32 << 20)).unwrap_err();
     assert_eq!(err.message(), "Array buffer allocation failed");
 }
 

@@ -104,9 +104,9 @@ fn a_v8_abort_at_the_workers_memory_ceiling_ends_only_that_worker() {
     assert_eq!(Isolate::new(IsolateOptions::default().pool(&pool)).unwrap().create_context().unwrap().eval::<u32>("1").unwrap(), 1);
 }
 
-/// What a fake worker writes to say hello properly: `Hello { version: 2, pid: 7 }` as
-/// rmp-serde writes it (`{"Hello": [2, 7]}`), in a frame.
-const HELLO: &str = r"printf '\012\000\000\000\201\245Hello\222\002\007'";
+/// What a fake worker writes to say hello properly: `Hello { version: 3, pid: 7 }` as
+/// rmp-serde writes it (`{"Hello": [3, 7]}`), in a frame.
+const HELLO: &str = r"printf '\012\000\000\000\201\245Hello\222\003\007'";
 
 /// A fake worker program: a shell script.
 fn fake_worker(name: &str, script: &str) -> std::path::PathBuf {
@@ -318,10 +318,7 @@ fn isolation_comes_from_the_environment_unless_chosen() {
     assert_eq!("process".parse::<Isolation>().unwrap(), Isolation::Process);
     assert_eq!("in-process".parse::<Isolation>().unwrap(), Isolation::InProcess);
     assert_eq!("elsewhere".parse::<Isolation>().unwrap_err().kind(), ivm::ErrorKind::InvalidArgument);
-    let expected = match std::env::var("IVM_ISOLATION").as_deref() {
-        Ok("process") => true,
-        _ => false,
-    };
+    let expected = matches!(std::env::var("IVM_ISOLATION").as_deref(), Ok("process"));
     assert_eq!(Isolate::new(Default::default()).unwrap().is_process_isolated(), expected);
 }
 

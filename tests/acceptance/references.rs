@@ -25,7 +25,7 @@ fn a_reference_reads_writes_and_deletes_own_properties() {
     context.eval::<Value>("globalThis.list = [10, 20]").unwrap();
     assert_eq!(global.get::<Reference>("list").unwrap().get::<u32>(1u32).unwrap(), 20);
     child.delete("own").unwrap();
-    assert_eq!(context.eval::<bool>("'own' in child").unwrap(), false);
+    assert!(!context.eval::<bool>("'own' in child").unwrap());
     context.eval::<Value>("Object.defineProperty(child, 'fixed', { value: 1 })").unwrap();
     assert_eq!(child.delete("fixed").unwrap_err().message(), "Delete failed");
 }

@@ -128,7 +128,7 @@ fn plain_data_and_every_value_kind_round_trip_exactly() {
         "nested": { "b": [[], {}], "a": null, "10": true, "2": false },
     });
     context.set_global("doc", &doc).unwrap();
-    assert_eq!(context.eval::<bool>("Object.is(doc.numbers[1], -0)").unwrap(), true);
+    assert!(context.eval::<bool>("Object.is(doc.numbers[1], -0)").unwrap());
     assert_eq!(context.eval::<String>("Object.keys(doc.nested).join()").unwrap(), "2,10,b,a");
     assert_eq!(context.get_global::<serde_json::Value>("doc").unwrap(), doc);
     // A `Value` of every kind (it takes V8's deserializer).

@@ -44,12 +44,13 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::code_cache::CachedData;
 use crate::context::Context;
+use crate::data::{CompileOptions, ImportRequest, ScriptOrigin, Transfer};
 use crate::external_copy::ExternalCopy;
 use crate::isolate::{Isolate, IsolateOptions};
-use crate::module::{ImportRequest, Module};
+use crate::module::Module;
 use crate::reference::Reference;
-use crate::script::{CompileOptions, Script, ScriptOrigin};
-use crate::transfer::{Transfer, Transferable, Transferred};
+use crate::script::Script;
+use crate::transfer::{Transferable, Transferred};
 use crate::value::{Value, msgpack};
 use crate::isolate::Operation;
 use crate::{Callback, EvalOptions, Isolation};
@@ -206,7 +207,7 @@ impl From<crate::Error> for wit::Error {
     fn from(e: crate::Error) -> wit::Error {
         use crate::Error as E;
         match e {
-            E::Exception(e) => wit::Error::Exception(js_error(e)),
+            E::Exception(e) => wit::Error::Exception(js_error(*e)),
             E::Timeout { stack } => wit::Error::Timeout(if stack.is_empty() { crate::TIMEOUT_MESSAGE.to_owned() } else { stack }),
             E::MemoryLimit => wit::Error::MemoryLimit,
             E::Disposed { message } => wit::Error::Disposed(message),
@@ -232,7 +233,7 @@ impl GuestIsolates {
     }
 
     /// A guest value on its way into an isolate. Handles in it are given away.
-    fn into_js(&mut self, value: wit::Value) -> wasmtime::Result<Result<Transferable, wit::Error>> {
+    fn take_in(&mut self, value: wit::Value) -> wasmtime::Result<Result<Transferable, wit::Error>> {
         Ok(Ok(match value {
             wit::Value::Reference(r) => Transferable::from(self.table.delete(r)?),
             wit::Value::ExternalCopy(c) => Transferable::from(self.take_copy(c)?),
@@ -258,7 +259,7 @@ impl GuestIsolates {
     fn args(&mut self, values: Vec<wit::Value>) -> wasmtime::Result<Result<Vec<Transferable>, wit::Error>> {
         let mut args = Vec::with_capacity(values.len());
         for value in values {
-            match self.into_js(value)? {
+            match self.take_in(value)? {
                 Ok(arg) => args.push(arg),
                 Err(e) => return Ok(Err(e)),
             }
@@ -267,7 +268,7 @@ impl GuestIsolates {
     }
 
     /// A result on its way to the guest.
-    fn to_guest(&mut self, result: crate::Result<Transferred>) -> Host<wit::Value> {
+    fn give_out(&mut self, result: crate::Result<Transferred>) -> Host<wit::Value> {
         Ok(match result {
             Ok(Transferred::Value(v)) => guest_value(v),
             Ok(Transferred::Reference(r)) => Ok(wit::Value::Reference(self.table.push(r)?)),
@@ -456,7 +457,7 @@ impl wit::HostContext for GuestIsolates {
     fn eval(&mut self, this: Resource<Context>, code: String, options: wit::RunOptions) -> Host<wit::Value> {
         let options = self.run_options(options);
         let result = self.table.get(&this)?.eval_with::<Transferred>(&code, &options);
-        self.to_guest(result)
+        self.give_out(result)
     }
 
     fn eval_closure(&mut self, this: Resource<Context>, code: String, args: Vec<wit::Value>, options: wit::RunOptions) -> Host<wit::Value> {
@@ -466,7 +467,7 @@ impl wit::HostContext for GuestIsolates {
         };
         let options = self.run_options(options);
         let result = self.table.get(&this)?.eval_closure::<Transferred>(&code, args, &options);
-        self.to_guest(result)
+        self.give_out(result)
     }
 
     fn eval_task(&mut self, this: Resource<Context>, code: String, options: wit::RunOptions) -> wasmtime::Result<Resource<Task>> {
@@ -506,7 +507,7 @@ async fn call_guest(task: Option<Arc<TaskLine>>, id: u32, args: Value) -> crate:
     task.0.send(Event::Call { id, args, reply }).map_err(|_| crate::Error::js("Error", "The guest dropped the task"))?;
     match answer.await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(crate::Error::Exception(e)),
+        Ok(Err(e)) => Err(crate::Error::Exception(Box::new(e))),
         Err(_) => Err(crate::Error::js("Error", "The guest dropped the task without answering")),
     }
 }
@@ -571,7 +572,7 @@ impl wit::HostTask for GuestIsolates {
                 },
                 Event::Done(result) => {
                     task.finish();
-                    return Ok(wit::Step::Done(self.to_guest(result)?));
+                    return Ok(wit::Step::Done(self.give_out(result)?));
                 }
                 Event::Failed(error) => {
                     task.finish();
@@ -603,7 +604,7 @@ impl wit::HostScript for GuestIsolates {
         let options = self.run_options(options);
         let context = self.table.get(&context)?.clone();
         let result = self.table.get(&this)?.run::<Transferred>(&context, &options);
-        self.to_guest(result)
+        self.give_out(result)
     }
 
     fn cached_data(&mut self, this: Resource<Script>) -> wasmtime::Result<Option<Vec<u8>>> {
@@ -688,11 +689,11 @@ impl wit::HostReference for GuestIsolates {
             wit::Transfer::ExternalCopy => reference.get::<ExternalCopy>(key).map(Transferred::ExternalCopy),
             wit::Transfer::Reference => reference.get::<Reference>(key).map(Transferred::Reference),
         };
-        self.to_guest(result)
+        self.give_out(result)
     }
 
     fn set(&mut self, this: Resource<Reference>, key: String, value: wit::Value) -> Host<()> {
-        let value = match self.into_js(value)? {
+        let value = match self.take_in(value)? {
             Ok(value) => value,
             Err(e) => return Ok(Err(e)),
         };
@@ -706,17 +707,17 @@ impl wit::HostReference for GuestIsolates {
     }
 
     fn apply(&mut self, this: Resource<Reference>, receiver: wit::Value, args: Vec<wit::Value>, options: wit::RunOptions) -> Host<wit::Value> {
-        let (receiver, args) = match (self.into_js(receiver)?, self.args(args)?) {
+        let (receiver, args) = match (self.take_in(receiver)?, self.args(args)?) {
             (Ok(receiver), Ok(args)) => (receiver, args),
             (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
         };
         let options = self.run_options(options);
         let result = self.table.get(&this)?.apply::<Transferred>(receiver, args, &options);
-        self.to_guest(result)
+        self.give_out(result)
     }
 
     fn apply_task(&mut self, this: Resource<Reference>, receiver: wit::Value, args: Vec<wit::Value>, options: wit::RunOptions) -> wasmtime::Result<Resource<Task>> {
-        let prepared = match (self.into_js(receiver)?, self.args(args)?) {
+        let prepared = match (self.take_in(receiver)?, self.args(args)?) {
             (Ok(receiver), Ok(args)) => Ok((receiver, args)),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -731,7 +732,7 @@ impl wit::HostReference for GuestIsolates {
 
     fn copy(&mut self, this: Resource<Reference>) -> Host<wit::Value> {
         let result = self.table.get(&this)?.copy::<Value>().map(Transferred::Value);
-        self.to_guest(result)
+        self.give_out(result)
     }
 
     fn drop(&mut self, this: Resource<Reference>) -> wasmtime::Result<()> {
@@ -757,7 +758,7 @@ impl wit::HostExternalCopy for GuestIsolates {
 
     fn copy(&mut self, this: Resource<ExternalCopy>) -> Host<wit::Value> {
         let result = self.table.get(&this)?.copy::<Value>().map(Transferred::Value);
-        self.to_guest(result)
+        self.give_out(result)
     }
 
     fn clone(&mut self, this: Resource<ExternalCopy>) -> wasmtime::Result<Resource<ExternalCopy>> {

@@ -17,8 +17,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crate::sync::{Condvar, Mutex};
 
 /// How long queued work may wait with every worker busy and none making progress before
 /// the pool grows.
@@ -91,7 +93,7 @@ fn pool() -> &'static Pool {
 /// Puts `work` on the run queue. The caller guarantees it is not queued already.
 pub(crate) fn schedule(work: Arc<dyn Runnable>) {
     let shared = pool();
-    let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ready = shared.ready.lock();
     ready.queue.push_back(work);
     if ready.idle > 0 {
         drop(ready);
@@ -113,19 +115,19 @@ pub(crate) fn schedule(work: Arc<dyn Runnable>) {
 
 impl Pool {
     /// Starts a worker (counted under the lock the caller hands over).
-    fn start_worker(&self, mut ready: std::sync::MutexGuard<'_, Ready>) {
+    fn start_worker(&self, mut ready: crate::sync::MutexGuard<'_, Ready>) {
         ready.workers += 1;
         drop(ready);
         let spawned = std::thread::Builder::new().name("ivm-worker".into()).stack_size(8 << 20).spawn(|| pool().work());
         if spawned.is_err() {
             // Other workers will pick the work up, or the supervisor retries; a machine out of
             // threads degrades, it does not panic.
-            self.ready.lock().unwrap_or_else(|e| e.into_inner()).workers -= 1;
+            self.ready.lock().workers -= 1;
         }
     }
 
     fn work(&self) {
-        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ready = self.ready.lock();
         loop {
             if let Some(work) = ready.queue.pop_front() {
                 ready.taken += 1;
@@ -133,19 +135,19 @@ impl Pool {
                 if work.clone().run_queued() {
                     schedule(work);
                 }
-                ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+                ready = self.ready.lock();
             } else if ready.workers > self.base {
                 ready.idle += 1;
-                let (guard, waited) = self.wake.wait_timeout(ready, SPARE_IDLE).unwrap_or_else(|e| e.into_inner());
+                let (guard, timed_out) = self.wake.wait_timeout(ready, SPARE_IDLE);
                 ready = guard;
                 ready.idle -= 1;
-                if waited.timed_out() && ready.queue.is_empty() && ready.workers > self.base {
+                if timed_out && ready.queue.is_empty() && ready.workers > self.base {
                     ready.workers -= 1;
                     return;
                 }
             } else {
                 ready.idle += 1;
-                ready = self.wake.wait(ready).unwrap_or_else(|e| e.into_inner());
+                ready = self.wake.wait(ready);
                 ready.idle -= 1;
             }
         }
@@ -153,18 +155,18 @@ impl Pool {
 
     /// Grows the pool when queued work makes no progress because every worker is busy.
     fn supervise(&self) {
-        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ready = self.ready.lock();
         loop {
             if ready.queue.is_empty() || ready.idle > 0 {
-                ready = self.watch.wait(ready).unwrap_or_else(|e| e.into_inner());
+                ready = self.watch.wait(ready);
                 continue;
             }
             let taken = ready.taken;
-            ready = self.watch.wait_timeout(ready, STALL).unwrap_or_else(|e| e.into_inner()).0;
+            ready = self.watch.wait_timeout(ready, STALL).0;
             let stalled = !ready.queue.is_empty() && ready.idle == 0 && ready.taken == taken;
             if stalled && ready.workers < max_threads() {
                 self.start_worker(ready);
-                ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+                ready = self.ready.lock();
             }
         }
     }
@@ -173,5 +175,5 @@ impl Pool {
 /// The pool's current number of workers.
 #[allow(dead_code)]
 pub(crate) fn threads() -> usize {
-    pool().ready.lock().unwrap_or_else(|e| e.into_inner()).workers
+    pool().ready.lock().workers
 }

@@ -5,8 +5,10 @@
 //! settles wakes the run waiting for it like any other.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+use crate::sync::Mutex;
 
 /// An isolate that runs its foreground tasks.
 pub(crate) trait TaskTarget: Send + Sync {
@@ -25,19 +27,19 @@ pub(crate) fn address(isolate: &v8::Isolate) -> usize {
 
 /// Sends the foreground tasks of the V8 isolate at `address` to `target`.
 pub(crate) fn register(address: usize, target: Weak<dyn TaskTarget>) {
-    TARGETS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(address, target);
+    TARGETS.lock().get_or_insert_with(HashMap::new).insert(address, target);
 }
 
 /// Stops sending tasks for the isolate at `address` (it is being disposed): later ones are
 /// dropped.
 pub(crate) fn unregister(address: usize) {
-    if let Some(targets) = TARGETS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+    if let Some(targets) = TARGETS.lock().as_mut() {
         targets.remove(&address);
     }
 }
 
 fn target(address: usize) -> Option<Weak<dyn TaskTarget>> {
-    TARGETS.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.get(&address).cloned()
+    TARGETS.lock().as_ref()?.get(&address).cloned()
 }
 
 /// Hands `task` to its isolate; a task for an isolate that is gone (or was never ivm's) is

@@ -9,10 +9,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 
 use super::executor::{self, Runnable};
+
+use crate::sync::Mutex;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -37,7 +39,7 @@ impl Runnable for Task {
     fn run_queued(self: Arc<Self>) -> bool {
         self.queued.store(false, Ordering::SeqCst);
         let waker = Waker::from(self.clone());
-        let mut slot = self.future.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.future.lock();
         if let Some(future) = slot.as_mut() {
             // A panicking future is dropped; the host function's promise is then abandoned.
             let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -84,7 +86,7 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 type Work = Box<dyn FnOnce() + Send>;
 
 /// Idle threads for [`spawn_waiting`], each waiting on its own channel.
-static IDLE: std::sync::Mutex<Vec<(u64, std::sync::mpsc::Sender<Work>)>> = std::sync::Mutex::new(Vec::new());
+static IDLE: crate::sync::Mutex<Vec<(u64, std::sync::mpsc::Sender<Work>)>> = crate::sync::Mutex::new(Vec::new());
 static THREAD_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How long a thread of [`spawn_waiting`] stays for more work.
@@ -97,7 +99,7 @@ const IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 pub(crate) fn spawn_waiting(work: impl FnOnce() + Send + 'static) {
     let mut work: Work = Box::new(work);
     loop {
-        let idle = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let idle = IDLE.lock().pop();
         match idle {
             Some((_, thread)) => match thread.send(work) {
                 Ok(()) => return,
@@ -113,11 +115,11 @@ pub(crate) fn spawn_waiting(work: impl FnOnce() + Send + 'static) {
         let mut next = Some(work);
         while let Some(work) = next.take() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-            IDLE.lock().unwrap_or_else(|e| e.into_inner()).push((id, me.clone()));
+            IDLE.lock().push((id, me.clone()));
             next = match inbox.recv_timeout(IDLE_FOR) {
                 Ok(work) => Some(work),
                 Err(_) => {
-                    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut idle = IDLE.lock();
                     let position = idle.iter().position(|(other, _)| *other == id);
                     match position {
                         Some(at) => {

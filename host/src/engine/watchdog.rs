@@ -8,8 +8,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
+
+use crate::sync::{Condvar, Mutex};
 
 type Action = Box<dyn FnOnce() + Send>;
 type Key = (Instant, u64);
@@ -58,7 +60,7 @@ fn watchdog() -> &'static Watchdog {
 
 impl Watchdog {
     fn run(&self) {
-        let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut timers = self.timers.lock();
         loop {
             let now = Instant::now();
             match timers.by_deadline.first_key_value().map(|(key, _)| *key) {
@@ -75,11 +77,11 @@ impl Watchdog {
                 }
                 Some((deadline, _)) => {
                     timers.wakes_at = Some(deadline);
-                    timers = self.wake.wait_timeout(timers, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+                    timers = self.wake.wait_timeout(timers, deadline - now).0;
                 }
                 None => {
                     timers.wakes_at = None;
-                    timers = self.wake.wait(timers).unwrap_or_else(|e| e.into_inner());
+                    timers = self.wake.wait(timers);
                 }
             }
         }
@@ -97,7 +99,7 @@ fn apply(change: Change) {
     });
     let Some(change) = change else { return };
     let dog = watchdog();
-    let mut timers = dog.timers.lock().unwrap_or_else(|e| e.into_inner());
+    let mut timers = dog.timers.lock();
     match change {
         Change::Insert(key, entry) => {
             // Wake the thread only if it would otherwise sleep past this deadline: most

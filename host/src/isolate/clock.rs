@@ -9,7 +9,7 @@
 //! second one go unmeasured). Other stretches count their wall time as CPU time, which for a
 //! thread holding an isolate that briefly is what it spent on a CPU.
 
-use std::sync::Mutex;
+use crate::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -66,13 +66,13 @@ impl Clock {
         let cpu_start = (self.short_in_a_row.load(Ordering::Relaxed) < UNMEASURED_AFTER).then(|| read_cpu(cpu_clock));
         let now = Instant::now();
         let segment = Segment { wall_start: now, cpu_clock, cpu_start };
-        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(segment);
+        *self.running.lock() = Some(segment);
         now
     }
 
     /// Ends the running segment (the isolate is about to be unlocked).
     pub(crate) fn stop(&self) {
-        let segment = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let segment = self.running.lock().take();
         if let Some(s) = segment {
             let wall = s.wall_start.elapsed();
             self.cpu_ns.fetch_add(s.cpu_so_far(wall), Ordering::Relaxed);
@@ -86,13 +86,13 @@ impl Clock {
     }
 
     pub(crate) fn cpu_time(&self) -> Duration {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.running.lock();
         let live = running.as_ref().map_or(0, |s| s.cpu_so_far(s.wall_start.elapsed()));
         Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed) + live)
     }
 
     pub(crate) fn wall_time(&self) -> Duration {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.running.lock();
         let live = running.as_ref().map_or(0, |s| s.wall_start.elapsed().as_nanos() as u64);
         Duration::from_nanos(self.wall_ns.load(Ordering::Relaxed) + live)
     }

@@ -12,10 +12,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::Session;
 use crate::error::Result;
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 pub(crate) type Job = Box<dyn FnOnce(Result<&mut Session<'_>>) + Send>;
 
@@ -55,7 +55,7 @@ pub(crate) struct Schedule(pub(crate) bool);
 
 impl Jobs {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// Sets [`BUSY`] to what `state` says (called with the lock held, after a change).
@@ -121,7 +121,7 @@ impl Jobs {
         state.waiting += 1;
         self.mark(&state);
         while state.jobs_turn || !self.take_held() {
-            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.freed.wait(state);
         }
         state.waiting -= 1;
         self.mark(&state);

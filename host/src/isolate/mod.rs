@@ -16,10 +16,11 @@ pub use operation::Operation;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::code_cache::CacheKey;
+use crate::data::{CompileOptions, HeapStatistics};
 use crate::engine::{self, executor};
 use crate::error::{Error, Result};
 use crate::callback::{BlockingWaits, Completions};
@@ -27,7 +28,8 @@ use crate::run::{self, Progress};
 use jobs::Job;
 use crate::process::protocol::{Op, Reply};
 use crate::process::{Isolation, RemoteIsolate, WorkerPool};
-use crate::script::{CompileOptions, Script};
+use crate::script::Script;
+use crate::sync::Mutex;
 use crate::{Context, ContextOptions};
 
 use clock::Clock;
@@ -202,27 +204,6 @@ impl IsolateOptions {
         self.on_unhandled_rejection = Some(Arc::new(handler));
         self
     }
-}
-
-/// V8's heap statistics for an isolate, plus `externally_allocated_size` (bytes held by its
-/// ArrayBuffers and WebAssembly memories), as isolated-vm's `getHeapStatistics()` reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct HeapStatistics {
-    pub total_heap_size: usize,
-    pub total_heap_size_executable: usize,
-    pub total_physical_size: usize,
-    pub total_available_size: usize,
-    pub used_heap_size: usize,
-    pub heap_size_limit: usize,
-    pub malloced_memory: usize,
-    pub peak_malloced_memory: usize,
-    pub does_zap_garbage: bool,
-    pub number_of_native_contexts: usize,
-    pub number_of_detached_contexts: usize,
-    /// Bytes held by ArrayBuffer backing stores (exactly 1024 after `new Uint8Array(1024)`) and
-    /// WebAssembly memories.
-    pub externally_allocated_size: usize,
 }
 
 /// A V8 isolate: its own heap, its own memory limit, any number of [`Context`]s.
@@ -487,7 +468,7 @@ impl Isolate {
     pub fn compile_script(&self, code: &str, options: &CompileOptions) -> Result<Script> {
         let compiled = match &self.backend {
             Backend::Local(inner) => inner.run_sync(|s| crate::script::compile(s, code, options))?,
-            Backend::Remote(remote) => remote.request(crate::process::compile_script(code, options)).and_then(Reply::compiled)?.into(),
+            Backend::Remote(remote) => remote.request(Op::CompileScript { code: code.to_owned(), compile: options.clone() }).and_then(Reply::compiled)?.into(),
         };
         Ok(Script::from_id(self.clone(), compiled))
     }
@@ -502,7 +483,7 @@ impl Isolate {
                 Operation::new(async move { Ok(Script::from_id(isolate, done.await?)) })
             }
             Backend::Remote(remote) => {
-                let done = remote.request_async(crate::process::compile_script(&code, &options));
+                let done = remote.request_async(Op::CompileScript { code: code.clone(), compile: options.clone() });
                 Operation::new(async move { Ok(Script::from_id(isolate, done.await?.compiled()?.into())) })
             }
         }
@@ -634,7 +615,7 @@ impl IsolateInner {
     }
 
     fn shared(&self) -> Result<Arc<v8::SharedIsolate>> {
-        self.v8.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(Error::isolate_disposed)
+        self.v8.lock().clone().ok_or_else(Error::isolate_disposed)
     }
 
     /// Marks the isolate disposed and lets go of it. Returns `false` if it already was.
@@ -645,8 +626,8 @@ impl IsolateInner {
         self.handle.terminate_execution();
         self.blocking_waits.abort();
         engine::platform::unregister(self.address);
-        let shared = self.v8.lock().unwrap_or_else(|e| e.into_inner()).take();
-        std::mem::take(&mut self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots);
+        let shared = self.v8.lock().take();
+        std::mem::take(&mut self.handles.lock().slots);
         for job in self.jobs.take_all() {
             job(Err(Error::isolate_disposed()));
         }
@@ -654,7 +635,7 @@ impl IsolateInner {
         self.wake_all_parked();
         // The reaper drops the isolate with the state its callbacks point at, so they outlive
         // it. If an operation still holds the isolate, the last one to finish frees it.
-        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()));
+        let kept = std::mem::take(&mut *self.kept.lock());
         engine::reaper::retire((shared, self.memory.clone(), kept));
         true
     }
@@ -801,7 +782,7 @@ impl IsolateInner {
             inner: Arc::as_ptr(self),
             isolate: &mut **locker as *mut v8::Isolate,
             // The frame never outlives `locker`: `within` pops it before returning.
-            locker: locker as *mut v8::Locker<'_> as *mut v8::Locker<'static>,
+            locker: std::ptr::from_mut(locker).cast::<v8::Locker<'static>>(),
         };
         let since = Some(self.clock.start());
         // SAFETY: `frame.isolate` is the isolate `locker` holds, for the duration of `within`.
@@ -832,11 +813,11 @@ impl IsolateInner {
 
     /// Keeps `state` alive as long as the isolate (JavaScript functions point at it).
     pub(crate) fn keep_alive(&self, state: Arc<dyn std::any::Any + Send + Sync>) {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).push(state);
+        self.kept.lock().push(state);
     }
 
     pub(crate) fn insert(&self, slot: Slot) -> u64 {
-        let mut table = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self.handles.lock();
         table.next += 1;
         let id = table.next;
         table.slots.insert(id, slot);
@@ -847,13 +828,13 @@ impl IsolateInner {
     pub(crate) fn remove(&self, id: u64) -> bool {
         // The `Global` is dropped outside the table lock; V8 defers its reset if this thread
         // does not hold the isolate.
-        let removed = self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.remove(&id);
+        let removed = self.handles.lock().slots.remove(&id);
         removed.is_some()
     }
 
     /// Whether a handle id is still held.
     pub(crate) fn holds(&self, id: u64) -> bool {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.contains_key(&id)
+        self.handles.lock().slots.contains_key(&id)
     }
 
     /// The state of a locked isolate, for V8's callbacks.
@@ -864,7 +845,7 @@ impl IsolateInner {
     /// The context behind a context (or instantiated module, or reference) handle id. The
     /// caller holds the isolate.
     pub(crate) fn context_global(&self, id: u64) -> Option<v8::Global<v8::Context>> {
-        let table = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.handles.lock();
         match table.slots.get(&id)? {
             Slot::Context(g) | Slot::Reference { context: g, .. } | Slot::Module { context: Some(g), .. } => Some(g.clone()),
             _ => None,
@@ -873,7 +854,7 @@ impl IsolateInner {
 
     /// The context scripts and modules are compiled in (code is not bound to it).
     pub(crate) fn compile_context<'s>(&self, scope: &v8::PinScope<'s, '_, ()>) -> v8::Local<'s, v8::Context> {
-        let mut kept = self.compile_context.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.compile_context.lock();
         match kept.as_ref() {
             Some(context) => v8::Local::new(scope, context),
             None => {
@@ -886,7 +867,7 @@ impl IsolateInner {
 
     /// Changes the engine object behind a handle id.
     pub(crate) fn update(&self, id: u64, change: impl FnOnce(&mut Slot)) {
-        if let Some(slot) = self.handles.lock().unwrap_or_else(|e| e.into_inner()).slots.get_mut(&id) {
+        if let Some(slot) = self.handles.lock().slots.get_mut(&id) {
             change(slot);
         }
     }
@@ -898,7 +879,7 @@ impl IsolateInner {
         id: u64,
         pick: impl FnOnce(&Slot) -> Option<&v8::Global<T>>,
     ) -> Option<v8::Local<'s, T>> {
-        let table = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.handles.lock();
         table.slots.get(&id).and_then(pick).map(|global| v8::Local::new(scope, global))
     }
 }

@@ -10,11 +10,12 @@
 //! (`Atomics.waitAsync` with a timeout) is abandoned, as isolated-vm reports it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::IsolateInner;
 use crate::run::{RunState, Wake};
+use crate::sync::Mutex;
 
 /// How soon the check is made again while V8 background tasks are running.
 const RECHECK: Duration = Duration::from_millis(1);
@@ -31,21 +32,21 @@ pub(crate) struct Parked {
 impl IsolateInner {
     /// Parks `run` until `promise` settles.
     pub(crate) fn park(&self, promise: v8::Global<v8::Promise>, run: Arc<RunState>) {
-        let mut runs = self.parked.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut runs = self.parked.runs.lock();
         runs.push((promise, run));
         self.parked.count.store(runs.len(), Ordering::SeqCst);
     }
 
     /// Takes `run` off the parked list (it is being resumed).
     pub(crate) fn unpark(&self, run: &Arc<RunState>) {
-        let mut runs = self.parked.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut runs = self.parked.runs.lock();
         runs.retain(|(_, r)| !Arc::ptr_eq(r, run));
         self.parked.count.store(runs.len(), Ordering::SeqCst);
     }
 
     /// Wakes every parked run: the isolate is gone.
     pub(crate) fn wake_all_parked(&self) {
-        let runs = std::mem::take(&mut *self.parked.runs.lock().unwrap_or_else(|e| e.into_inner()));
+        let runs = std::mem::take(&mut *self.parked.runs.lock());
         self.parked.count.store(0, Ordering::SeqCst);
         for (_, run) in runs {
             run.wake(Wake::Gone);
@@ -61,7 +62,7 @@ impl IsolateInner {
         let mut woken = Vec::new();
         let mut recheck = false;
         {
-            let mut runs = self.parked.runs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut runs = self.parked.runs.lock();
             v8::scope!(let scope, isolate);
             runs.retain(|(promise, run)| {
                 let settled = v8::Local::new(scope, promise).state() != v8::PromiseState::Pending;

@@ -7,9 +7,10 @@
 //! held until the operation has run its microtasks, and only those still unhandled then are
 //! reported.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::error::JsError;
+use crate::sync::Mutex;
 
 /// The embedder's handler for unhandled rejections.
 pub(crate) type Handler = Arc<dyn Fn(JsError) + Send + Sync>;
@@ -34,7 +35,7 @@ unsafe extern "C" fn on_reject(message: v8::PromiseRejectMessage) {
     v8::callback_scope!(unsafe scope, &message);
     let Some(rejections) = of(scope) else { return };
     let promise = message.get_promise();
-    let mut pending = rejections.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pending = rejections.pending.lock();
     match message.get_event() {
         v8::PromiseRejectEvent::PromiseRejectWithNoHandler => {
             let reason = message.get_value().unwrap_or_else(|| v8::undefined(scope).into());
@@ -50,14 +51,14 @@ unsafe extern "C" fn on_reject(message: v8::PromiseRejectMessage) {
 /// Stops tracking `promise`: its rejection is handled by ivm (an operation awaited it).
 pub(crate) fn forget(scope: &v8::PinScope<'_, '_>, promise: v8::Local<v8::Promise>) {
     if let Some(rejections) = of(scope) {
-        rejections.pending.lock().unwrap_or_else(|e| e.into_inner()).retain(|(p, _)| v8::Local::new(scope, p) != promise);
+        rejections.pending.lock().retain(|(p, _)| v8::Local::new(scope, p) != promise);
     }
 }
 
 /// Reports the rejections still unhandled to the handler.
 pub(crate) fn report(scope: &mut v8::PinScope<'_, '_>) {
     let Some(rejections) = of(scope) else { return };
-    let pending = std::mem::take(&mut *rejections.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    let pending = std::mem::take(&mut *rejections.pending.lock());
     for (_, reason) in pending {
         let reason = v8::Local::new(scope, &reason);
         let error = crate::exception::exception(scope, reason, None);

@@ -8,11 +8,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::IsolateInner;
 use crate::engine::platform::TaskTarget;
 use crate::run;
+use crate::sync::Mutex;
 
 #[derive(Default)]
 pub(crate) struct Tasks {
@@ -32,7 +33,7 @@ impl Tasks {
 
 impl TaskTarget for IsolateInner {
     fn post_task(self: Arc<Self>, task: v8::Task) {
-        self.tasks.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(task);
+        self.tasks.queue.lock().push_back(task);
         self.tasks.pending.fetch_add(1, Ordering::SeqCst);
         // A thread holding the isolate runs it before it lets go (and if it already went past
         // that point, letting go queues the job).
@@ -59,7 +60,7 @@ impl IsolateInner {
         if !self.tasks.pending() {
             return;
         }
-        let queued = std::mem::take(&mut *self.tasks.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let queued = std::mem::take(&mut *self.tasks.queue.lock());
         for task in queued {
             // Counted down first: the check of parked runs after this sees the task done.
             self.tasks.pending.fetch_sub(1, Ordering::SeqCst);
@@ -75,7 +76,7 @@ impl IsolateInner {
 
     /// Drops the tasks of a disposed isolate.
     pub(crate) fn drop_tasks(&self) {
-        let queued = std::mem::take(&mut *self.tasks.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let queued = std::mem::take(&mut *self.tasks.queue.lock());
         self.tasks.pending.fetch_sub(queued.len(), Ordering::SeqCst);
         drop(queued);
     }

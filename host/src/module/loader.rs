@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::Mutex;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
-use super::{ImportRequest, Module};
+use super::Module;
+use crate::data::{CompileOptions, ImportRequest, ScriptOrigin};
 use crate::error::{Error, Result};
 use crate::isolate::Isolate;
-use crate::script::{CompileOptions, ScriptOrigin};
+use crate::sync::Mutex;
 
 const SCHEME: &str = "file:///";
 
@@ -173,12 +173,12 @@ impl DirLoader {
     }
 
     fn find(&self, path: &str, kind: Kind, isolate: &Isolate) -> Option<Module> {
-        let modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let modules = self.modules.lock();
         modules.get(&(path.to_owned(), kind)).filter(|m| m.isolate().same(isolate)).cloned()
     }
 
     fn remember(&self, path: &str, kind: Kind, module: Module) {
-        self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert((path.to_owned(), kind), module);
+        self.modules.lock().insert((path.to_owned(), kind), module);
     }
 }
 

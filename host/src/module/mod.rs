@@ -12,38 +12,26 @@ pub mod loader;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 
 use crate::code_cache::{CacheOutcome, CachedData, Kind};
-use crate::context::{Context, EvalOptions};
+use crate::context::Context;
+use crate::data::{CompileOptions, EvalOptions, ImportRequest};
 use crate::engine::tasks;
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
 use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::protocol::{Op, Wire};
-use crate::process::{self, RemoteIsolate};
+use crate::process::RemoteIsolate;
 use crate::reference::Reference;
 use crate::run::{self, Body, Finish, JsRun, Limits};
-use crate::script::{CompileOptions, origin, source_string};
+use crate::script::{origin, source_string};
+use crate::sync::Mutex;
 use crate::value::{js, wire};
 
-/// One `import` of a module: its specifier and import attributes (`with { type: 'json' }`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct ImportRequest {
-    /// What follows `from`, as written.
-    pub specifier: String,
-    /// The import attributes, in source order.
-    pub attributes: Vec<(String, String)>,
-}
-
 impl ImportRequest {
-    /// The value of an import attribute.
-    pub fn attribute(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-
     /// Reads the `(key, value[, position])` entries V8 lists attributes as.
     fn read(scope: &v8::PinScope<'_, '_>, specifier: v8::Local<v8::String>, list: v8::Local<v8::FixedArray>, stride: usize) -> ImportRequest {
         let text = |i: usize| {
@@ -104,7 +92,7 @@ impl Isolate {
     pub fn compile_module(&self, code: &str, options: &CompileOptions) -> Result<Module> {
         let compiled = match &self.backend {
             Backend::Local(inner) => inner.run_sync(|s| compile(s, code, options))?,
-            Backend::Remote(remote) => remote.request(process::compile_module(code, options))?.compiled()?.into(),
+            Backend::Remote(remote) => remote.request(Op::CompileModule { code: code.to_owned(), compile: options.clone() })?.compiled()?.into(),
         };
         Ok(Module::new(self.clone(), compiled, options.origin.filename.clone(), None))
     }
@@ -119,7 +107,7 @@ impl Isolate {
                 Operation::new(async move { Ok(Module::new(isolate, done.await?, filename, None)) })
             }
             Backend::Remote(remote) => {
-                let done = remote.request_async(process::compile_module(&code, &options));
+                let done = remote.request_async(Op::CompileModule { code: code.clone(), compile: options.clone() });
                 Operation::new(async move { Ok(Module::new(isolate, done.await?.compiled()?.into(), filename, None)) })
             }
         }
@@ -174,9 +162,9 @@ impl Isolate {
     /// it alive until it is disposed.
     pub fn set_dynamic_import(&self, hook: impl Fn(&Isolate, &ImportRequest, &str) -> Result<Module> + Send + Sync + 'static) {
         match &self.backend {
-            Backend::Local(inner) => *inner.module_hooks.import.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook)),
+            Backend::Local(inner) => *inner.module_hooks.import.lock() = Some(Arc::new(hook)),
             Backend::Remote(remote) => {
-                *remote.import.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+                *remote.import.lock() = Some(Arc::new(hook));
                 // A disposed isolate needs no hook.
                 let _ = remote.run(Ok(Op::Hooks { import: true, meta: false }));
             }
@@ -188,9 +176,9 @@ impl Isolate {
     /// is the module's filename.
     pub fn set_import_meta(&self, hook: impl Fn(&str) -> Result<crate::Value> + Send + Sync + 'static) {
         match &self.backend {
-            Backend::Local(inner) => *inner.module_hooks.meta.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook)),
+            Backend::Local(inner) => *inner.module_hooks.meta.lock() = Some(Arc::new(hook)),
             Backend::Remote(remote) => {
-                *remote.meta.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+                *remote.meta.lock() = Some(Arc::new(hook));
                 let _ = remote.run(Ok(Op::Hooks { import: false, meta: true }));
             }
         }
@@ -318,7 +306,7 @@ impl Module {
         let id = self.handle.id;
         match &self.isolate().backend {
             Backend::Local(inner) => inner.run_js_sync(evaluate(id, options)),
-            Backend::Remote(remote) => remote.run(Ok(Op::Evaluate { module: id, run: process::run_options(options) })),
+            Backend::Remote(remote) => remote.run(Ok(Op::Evaluate { module: id, run: options.clone() })),
         }
     }
 
@@ -327,7 +315,7 @@ impl Module {
         let id = self.handle.id;
         match &self.isolate().backend {
             Backend::Local(inner) => Operation::new(inner.run_js_async(evaluate(id, &options))),
-            Backend::Remote(remote) => remote.run_async(Ok(Op::Evaluate { module: id, run: process::run_options(&options) })),
+            Backend::Remote(remote) => remote.run_async(Ok(Op::Evaluate { module: id, run: options })),
         }
     }
 
@@ -445,16 +433,19 @@ fn compile(session: &mut Session<'_>, code: &str, options: &CompileOptions) -> R
         requests.push(ImportRequest::read(tc, request.get_specifier(), request.get_import_attributes(), 3));
     }
     if let Some(script_id) = module.script_id() {
-        inner.module_hooks.filenames.lock().unwrap_or_else(|e| e.into_inner()).insert(script_id, options.origin.filename.clone());
+        inner.module_hooks.filenames.lock().insert(script_id, options.origin.filename.clone());
     }
     let id = inner.insert(Slot::Module { module: v8::Global::new(tc, module), context: None });
     Ok((id, requests, outcome))
 }
 
+/// A resolved import, as V8 sees it: the importing module, its request, the module it resolves to.
+type Resolved = (v8::Global<v8::Module>, ImportRequest, v8::Global<v8::Module>);
+
 thread_local! {
     /// The resolved imports of the graph being instantiated on this thread, for V8's resolve
     /// callback (which cannot capture anything).
-    static LINKING: RefCell<Vec<(v8::Global<v8::Module>, ImportRequest, v8::Global<v8::Module>)>> = const { RefCell::new(Vec::new()) };
+    static LINKING: RefCell<Vec<Resolved>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Links the graph rooted at `root` in the context `context_id`, with the imports in `plan`.
@@ -554,7 +545,7 @@ fn create_synthetic(session: &mut Session<'_>, name: &str, exports: Arc<Exports>
     let name = source_string(scope, name)?;
     let names = exports.0.iter().map(|(n, _)| source_string(scope, n)).collect::<Result<Vec<_>>>()?;
     let module = v8::Module::create_synthetic_module(scope, name, &names, synthetic_steps);
-    let mut registry = inner.module_hooks.synthetic.0.lock().unwrap_or_else(|e| e.into_inner());
+    let mut registry = inner.module_hooks.synthetic.0.lock();
     registry.retain(|(_, exports)| exports.strong_count() > 0);
     registry.push((v8::Global::new(scope, module), Arc::downgrade(&exports)));
     Ok(inner.insert(Slot::Module { module: v8::Global::new(scope, module), context: None }))
@@ -565,7 +556,7 @@ fn synthetic_steps<'s>(context: v8::Local<'s, v8::Context>, module: v8::Local<'s
     v8::callback_scope!(unsafe scope, context);
     let inner = IsolateInner::of(scope)?;
     let exports = {
-        let registry = inner.module_hooks.synthetic.0.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = inner.module_hooks.synthetic.0.lock();
         registry.iter().find(|(m, _)| v8::Local::new(scope, m) == module).and_then(|(_, e)| e.upgrade())
     };
     let Some(exports) = exports else {
@@ -614,9 +605,9 @@ unsafe extern "C" fn import_meta(context: v8::Local<v8::Context>, module: v8::Lo
     let hooks = &inner.module_hooks;
     let filename = module
         .script_id()
-        .and_then(|id| hooks.filenames.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned())
+        .and_then(|id| hooks.filenames.lock().get(&id).cloned())
         .unwrap_or_default();
-    let hook = hooks.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let hook = hooks.meta.lock().clone();
     let properties = match hook {
         Some(hook) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::alloc::unlimited(|| hook(&filename))))
             .unwrap_or_else(|_| Err(Error::js("Error", "The import.meta hook panicked"))),
@@ -661,7 +652,7 @@ fn dynamic_import<'s>(
 /// promise of its namespace.
 fn import<'s>(scope: &mut v8::PinScope<'s, '_>, request: &ImportRequest, referrer: &str) -> Result<v8::Local<'s, v8::Promise>> {
     let inner = IsolateInner::of(scope).ok_or_else(Error::isolate_disposed)?;
-    let hook = inner.module_hooks.import.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+    let hook = inner.module_hooks.import.lock().clone().ok_or_else(|| {
         Error::js("TypeError", format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier))
     })?;
     let isolate = Isolate::local(inner.clone());

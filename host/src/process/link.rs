@@ -7,7 +7,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::WORKER_ARG;
@@ -17,6 +17,7 @@ use super::remote::{Origin, RemoteRef};
 use super::spin::PollingPipe;
 use crate::engine::watchdog::Timer;
 use crate::error::{Error, Result};
+use crate::sync::Mutex;
 
 /// How long a new worker has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -61,7 +62,7 @@ pub(crate) struct Link {
     /// Events queued and not yet handled.
     events_behind: Arc<AtomicUsize>,
     /// Bytes of the events queued and not yet handled (see [`EVENT_BYTES`]).
-    event_bytes: Arc<(Mutex<usize>, std::sync::Condvar)>,
+    event_bytes: Arc<(Mutex<usize>, crate::sync::Condvar)>,
     /// Requests sent by event handlers and not yet answered.
     handler_requests: AtomicUsize,
 }
@@ -106,7 +107,7 @@ struct KillSwitch {
 
 impl KillSwitch {
     fn kill(&self) {
-        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let reaped = self.reaped.lock();
         if !*reaped {
             // SAFETY: plain syscall on a child this process has not reaped.
             unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
@@ -212,7 +213,7 @@ impl Link {
         let origin = Origin { ancestry: super::remote::ancestry(), tag: crate::callback::caller_tag() };
         let escalated = Arc::new(AtomicBool::new(false));
         {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.pending.lock();
             // Checked under the lock the crash drains the table with, so a request is either
             // failed by the crash or sees it here.
             if self.crashed.get().is_some() {
@@ -225,7 +226,7 @@ impl Link {
             pending.insert(id, Pending { reply, origin, from_handler, escalate_after, escalation: None, escalated });
         }
         if let Err(e) = self.write(&ToWorker::Request { id, within, isolate, op }) {
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            self.pending.lock().remove(&id);
             return Err(e);
         }
         Ok(receiver)
@@ -248,7 +249,7 @@ impl Link {
 
     /// The worker started running request `id`: its escalation timer starts now.
     fn started(&self, id: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.lock();
         let Some(waiting) = pending.get_mut(&id) else { return };
         let Some(at) = waiting.escalate_after.take().and_then(|after| Instant::now().checked_add(after)) else { return };
         let (kill, escalated) = (self.kill.clone(), waiting.escalated.clone());
@@ -265,9 +266,9 @@ impl Link {
     /// must go on reading).
     fn event_sized(&self, bytes: usize, handler: Event) {
         let (queued, room) = &*self.event_bytes;
-        let mut queued_bytes = queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued_bytes = queued.lock();
         while *queued_bytes > 0 && *queued_bytes + bytes > EVENT_BYTES && self.handler_requests.load(Ordering::SeqCst) == 0 {
-            queued_bytes = room.wait_timeout(queued_bytes, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
+            queued_bytes = room.wait_timeout(queued_bytes, Duration::from_millis(10)).0;
         }
         *queued_bytes += bytes;
         drop(queued_bytes);
@@ -275,7 +276,7 @@ impl Link {
         self.event(Box::new(move || {
             handler();
             let (queued, room) = &*counted;
-            *queued.lock().unwrap_or_else(|e| e.into_inner()) -= bytes;
+            *queued.lock() -= bytes;
             room.notify_all();
         }));
     }
@@ -314,7 +315,7 @@ impl Link {
     }
 
     fn write(&self, message: &ToWorker) -> Result<()> {
-        let mut input = self.input.lock().unwrap_or_else(|e| e.into_inner());
+        let mut input = self.input.lock();
         let Some(pipe) = input.as_mut() else { return Err(self.crash_error()) };
         protocol::write_frame(pipe, message).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidData => Error::InvalidArgument(e.to_string()),
@@ -342,25 +343,25 @@ impl Link {
     }
 
     pub(crate) fn adopt(&self, id: Id, isolate: RemoteRef) {
-        self.isolates.lock().unwrap_or_else(|e| e.into_inner()).insert(id, isolate);
+        self.isolates.lock().insert(id, isolate);
     }
 
     pub(crate) fn forget(&self, id: Id) {
-        self.isolates.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.isolates.lock().remove(&id);
     }
 
     /// Lets the worker go: it exits once its input closes.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::SeqCst);
-        self.input.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.input.lock().take();
     }
 
     /// Counts an isolate with this memory limit in the worker's ceiling, raising it if it is
     /// automatic. (It is never lowered: memory a worker has touched may not be returned.)
     pub(crate) fn reserve(&self, memory_limit_mb: u64, isolates: usize) {
-        let mut ceiling = self.ceiling.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ceiling = self.ceiling.lock();
         ceiling.limits_mb += memory_limit_mb;
-        if ceiling.fixed || *self.kill.reaped.lock().unwrap_or_else(|e| e.into_inner()) {
+        if ceiling.fixed || *self.kill.reaped.lock() {
             return;
         }
         if let Some(cgroup) = &self.cgroup {
@@ -380,7 +381,7 @@ impl Link {
     }
 
     pub(crate) fn unreserve(&self, memory_limit_mb: u64) {
-        let mut ceiling = self.ceiling.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ceiling = self.ceiling.lock();
         ceiling.limits_mb = ceiling.limits_mb.saturating_sub(memory_limit_mb);
     }
 
@@ -416,7 +417,7 @@ impl Link {
                 Ok(Some(_)) if hello.is_some() => break Some("it did not start with a hello".to_owned()),
                 Ok(Some(FromWorker::Started { id })) => self.started(id),
                 Ok(Some(FromWorker::Response { id, result })) => {
-                    let waiting = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    let waiting = self.pending.lock().remove(&id);
                     if let Some(waiting) = waiting {
                         let behind = self.reply_waits(&waiting);
                         // The run is over: its escalation timer goes now, even if the reply waits.
@@ -447,12 +448,12 @@ impl Link {
         };
         let origin = match &event {
             FromWorker::Call { request: Some(request), .. } => {
-                let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let pending = self.pending.lock();
                 pending.get(request).map(|p| p.origin.clone()).unwrap_or_default()
             }
             _ => Default::default(),
         };
-        let found = self.isolates.lock().unwrap_or_else(|e| e.into_inner()).get(&isolate).and_then(|r| r.upgrade());
+        let found = self.isolates.lock().get(&isolate).and_then(|r| r.upgrade());
         match (found, event) {
             (Some(remote), event @ FromWorker::Call { .. }) => remote.on_event(event, origin),
             (Some(remote), event) => {
@@ -486,8 +487,8 @@ impl Link {
             reason.push_str(", by the kernel: it went over its memory ceiling");
         }
         let _ = self.crashed.set(reason.clone());
-        self.input.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        self.input.lock().take();
+        let pending = std::mem::take(&mut *self.pending.lock());
         for (_, waiting) in pending {
             let error = if waiting.escalated.load(Ordering::SeqCst) {
                 // The run that overstayed its timeout: for its caller it timed out.
@@ -501,7 +502,7 @@ impl Link {
             let _ = waiting.reply.send(Err(error));
         }
         if !self.retired.load(Ordering::SeqCst) {
-            let isolates: Vec<_> = self.isolates.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|r| r.upgrade()).collect();
+            let isolates: Vec<_> = self.isolates.lock().values().filter_map(|r| r.upgrade()).collect();
             for isolate in isolates {
                 isolate.on_crash(&reason);
             }
@@ -516,7 +517,7 @@ fn wait(child: &mut Child, kill: &KillSwitch) -> Option<ExitStatus> {
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
         // Reaped under the lock kill() takes, so nothing signals a pid that may be reused.
-        let mut reaped = kill.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reaped = kill.reaped.lock();
         let status = match child.try_wait() {
             Ok(None) if Instant::now() < deadline => None,
             Ok(None) => {
@@ -560,7 +561,7 @@ impl StderrTail {
             if continued {
                 continue;
             }
-            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            let mut lines = self.lines.lock();
             if lines.len() == STDERR_LINES {
                 lines.pop_front();
             }
@@ -576,7 +577,7 @@ impl StderrTail {
         while !self.done.load(Ordering::SeqCst) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lines.lock().clone()
     }
 }
 
@@ -599,9 +600,7 @@ fn last_words(lines: &VecDeque<String>) -> Option<String> {
     const MARKERS: [&str; 5] = ["Fatal", "FATAL", "Check failed", "out of memory", "memory allocation of"];
     lines
         .iter()
-        .map(|line| line.trim_start_matches(['#', ' ']).trim())
-        .filter(|line| MARKERS.iter().any(|marker| line.contains(marker)))
-        .last()
+        .map(|line| line.trim_start_matches(['#', ' ']).trim()).rfind(|line| MARKERS.iter().any(|marker| line.contains(marker)))
         .map(str::to_owned)
 }
 

@@ -37,7 +37,7 @@ pub(crate) use remote::RemoteIsolate;
 pub use worker::serve_worker;
 
 use crate::error::{Error, Result};
-use protocol::{Compile, Op, Origin, Reply};
+use protocol::Reply;
 
 /// The argument that starts an `ivm` binary (or an embedder's binary that calls
 /// [`serve_worker`]) as a worker.
@@ -101,43 +101,6 @@ fn worker_program(configured: Option<&PathBuf>) -> Result<PathBuf> {
                 "no worker program for process isolation: set PoolOptions::worker_program or IVM_WORKER to an `ivm` binary".into(),
             )
         })
-}
-
-fn origin(origin: &crate::ScriptOrigin) -> Origin {
-    Origin { filename: origin.filename.clone(), line: origin.line_offset, column: origin.column_offset }
-}
-
-fn run(options: &crate::EvalOptions) -> protocol::Run {
-    protocol::Run {
-        timeout: options.timeout,
-        promise: options.promise,
-        origin: origin(&options.origin),
-        transfer: crate::transfer::transfer_code(options.transfer),
-    }
-}
-
-fn compile(options: &crate::CompileOptions) -> Compile {
-    Compile {
-        origin: origin(&options.origin),
-        cached: options.cached_data.as_ref().map(|c| c.as_bytes().to_vec()),
-        produce: options.produce_cached_data,
-    }
-}
-
-pub(crate) fn compile_script(code: &str, options: &crate::CompileOptions) -> Op {
-    Op::CompileScript { code: code.to_owned(), compile: compile(options) }
-}
-
-pub(crate) fn compile_module(code: &str, options: &crate::CompileOptions) -> Op {
-    Op::CompileModule { code: code.to_owned(), compile: compile(options) }
-}
-
-pub(crate) fn eval(context: u64, code: &str, options: &crate::EvalOptions, want: protocol::Want) -> Op {
-    Op::Eval { context, code: code.to_owned(), run: run(options), want }
-}
-
-pub(crate) fn run_options(options: &crate::EvalOptions) -> protocol::Run {
-    run(options)
 }
 
 /// A compiled script or module, as the worker reports it.

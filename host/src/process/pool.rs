@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use super::link::Link;
 use super::protocol::Op;
 use super::remote::RemoteIsolate;
 use crate::error::{Error, Result};
 use crate::isolate::IsolateOptions;
+use crate::sync::Mutex;
 
 /// Options for a [`WorkerPool`].
 #[derive(Debug, Clone)]
@@ -108,7 +109,7 @@ pub(crate) struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.link.unreserve(self.memory_limit);
-        let mut workers = self.pool.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut workers = self.pool.workers.lock();
         if self.link.hosted.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
@@ -123,7 +124,7 @@ impl Drop for Lease {
 impl Drop for Pool {
     fn drop(&mut self) {
         // Every isolate's lease holds the pool: no worker hosts one now.
-        for link in self.workers.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for link in self.workers.get_mut().drain(..) {
             link.retire();
         }
     }
@@ -144,7 +145,7 @@ impl WorkerPool {
     /// Starts `n` workers for `tenant` now, so the next isolates need not wait for a process
     /// to start.
     pub fn prestart(&self, n: usize, tenant: Option<&str>) -> Result<()> {
-        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut workers = self.inner.workers.lock();
         for _ in 0..n {
             workers.push(self.inner.spawn(tenant.map(str::to_owned))?);
         }
@@ -153,7 +154,7 @@ impl WorkerPool {
 
     /// Worker processes alive now.
     pub fn workers(&self) -> usize {
-        self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|w| w.crash().is_none()).count()
+        self.inner.workers.lock().iter().filter(|w| w.crash().is_none()).count()
     }
 
     /// Creates an isolate in a worker. A worker found dead on the way is replaced: new
@@ -181,7 +182,7 @@ impl WorkerPool {
     }
 
     fn lease(&self, tenant: Option<String>, memory_limit: u64) -> Result<Lease> {
-        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut workers = self.inner.workers.lock();
         workers.retain(|w| w.crash().is_none());
         let per_worker = self.inner.options.isolates_per_worker.max(1);
         let (link, fresh) = match workers.iter().find(|w| w.tenant == tenant && w.hosted.load(Ordering::SeqCst) < per_worker) {

@@ -13,10 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, JsError};
-use crate::module::ImportRequest;
+use crate::data::{CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key};
 
 /// The protocol version both sides must speak.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 256 << 20;
 
@@ -54,7 +54,7 @@ pub(crate) enum FromWorker {
     /// Requests the host makes while it answers carry `within: Some(call)`.
     Call { call: u64, isolate: Id, request: Option<u64>, target: Target },
     /// Output of a context's `console`.
-    Console { isolate: Id, sink: u64, level: u8, text: String },
+    Console { isolate: Id, sink: u64, level: ConsoleLevel, text: String },
     /// An unhandled promise rejection.
     Rejection { isolate: Id, error: JsError },
 }
@@ -131,45 +131,12 @@ pub(crate) enum Input {
     Copy { copy: Copy, transfer_in: bool },
 }
 
-/// Where code comes from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Origin {
-    pub(crate) filename: String,
-    pub(crate) line: i32,
-    pub(crate) column: i32,
-}
-
-/// The options of a run: [`EvalOptions`](crate::EvalOptions).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Run {
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) promise: bool,
-    pub(crate) origin: Origin,
-    pub(crate) transfer: u8,
-}
-
-/// The options of a compile: [`CompileOptions`](crate::CompileOptions), with the cache sealed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Compile {
-    pub(crate) origin: Origin,
-    #[serde(with = "serde_bytes")]
-    pub(crate) cached: Option<Vec<u8>>,
-    pub(crate) produce: bool,
-}
-
 /// How a reference reads properties: [`Reference::inherit`](crate::Reference::inherit) and
 /// [`accessors`](crate::Reference::accessors).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Access {
     pub(crate) inherit: bool,
     pub(crate) accessors: bool,
-}
-
-/// A property key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Key {
-    Name(String),
-    Index(u32),
 }
 
 /// An operation for the worker. Handle ids are of the request's isolate.
@@ -181,25 +148,25 @@ pub(crate) enum Op {
     Times,
     CreateContext { console: Option<u64> },
     Release { handle: Id },
-    Eval { context: Id, code: String, run: Run, want: Want },
-    EvalClosure { context: Id, code: String, args: Vec<Input>, run: Run, want: Want },
+    Eval { context: Id, code: String, run: EvalOptions, want: Want },
+    EvalClosure { context: Id, code: String, args: Vec<Input>, run: EvalOptions, want: Want },
     Global { context: Id },
     GlobalGet { context: Id, name: String, want: Want },
     GlobalSet { context: Id, name: String, value: Input },
-    CompileScript { code: String, compile: Compile },
-    RunScript { script: Id, context: Id, run: Run, want: Want },
+    CompileScript { code: String, compile: CompileOptions },
+    RunScript { script: Id, context: Id, run: EvalOptions, want: Want },
     Get { reference: Id, access: Access, key: Key, want: Want },
     Set { reference: Id, key: Key, value: Input },
     Delete { reference: Id, key: Key },
-    Apply { reference: Id, access: Access, recv: Input, args: Vec<Input>, run: Run, want: Want },
+    Apply { reference: Id, access: Access, recv: Input, args: Vec<Input>, run: EvalOptions, want: Want },
     Copy { reference: Id, want: Want },
     ExternalCopy { reference: Id, transfer: Vec<Id>, transfer_out: bool },
-    CompileModule { code: String, compile: Compile },
+    CompileModule { code: String, compile: CompileOptions },
     DataModule { name: String, exports: Wire },
     JsonModule { name: String, json: String },
     Linked { module: Id },
     Instantiate { module: Id, context: Id, links: Vec<(Id, ImportRequest, Id)> },
-    Evaluate { module: Id, run: Run },
+    Evaluate { module: Id, run: EvalOptions },
     Namespace { module: Id },
     Hooks { import: bool, meta: bool },
 }
@@ -228,7 +195,7 @@ pub(crate) enum Reply {
     Out(Out),
     Copy(Copy),
     Linked(bool),
-    Heap(crate::HeapStatistics),
+    Heap(HeapStatistics),
     Times { cpu: Duration, wall: Duration },
     Compiled {
         id: Id,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use std::time::Duration;
 
@@ -15,10 +15,12 @@ use super::link::Link;
 use super::pool::Lease;
 use super::protocol::{Answer, FromWorker, Id, Op, Reply, Target, Wire};
 use crate::callback::{Callback, CallerTag, Invoked, with_caller_tag};
-use crate::context::{ConsoleLevel, ContextOptions};
+use crate::context::ContextOptions;
+use crate::data::ConsoleLevel;
 use crate::engine::tasks;
 use crate::error::{Error, Result};
 use crate::isolate::{Backend, CatastrophicHandler, Isolate, Operation, rejections};
+use crate::sync::Mutex;
 use crate::transfer::{FromJs, read_remote};
 use crate::module::{ImportHook, MetaHook};
 use crate::value::{Value, wire};
@@ -248,7 +250,7 @@ impl RemoteIsolate {
     /// The op that creates a context, with its console sink exported.
     pub(crate) fn create_context(&self, options: &ContextOptions) -> Op {
         let console = options.console.clone().map(|sink| {
-            let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+            let mut exported = self.exported.lock();
             exported.next += 1;
             let id = exported.next;
             exported.sinks.insert(id, sink);
@@ -259,7 +261,7 @@ impl RemoteIsolate {
 
     /// Exports a host function to the worker; the same callback is exported once.
     pub(crate) fn export(&self, callback: &Callback) -> u64 {
-        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        let mut exported = self.exported.lock();
         if let Some(id) = exported.callback_ids.get(&callback.key()) {
             return *id;
         }
@@ -280,12 +282,7 @@ impl RemoteIsolate {
                 self.on_call(call, target, chain, origin.tag)
             }
             FromWorker::Console { sink, level, text, .. } => {
-                let sink = self.exported.lock().unwrap_or_else(|e| e.into_inner()).sinks.get(&sink).cloned();
-                let level = match level {
-                    1 => ConsoleLevel::Warn,
-                    2 => ConsoleLevel::Error,
-                    _ => ConsoleLevel::Log,
-                };
+                let sink = self.exported.lock().sinks.get(&sink).cloned();
                 if let Some(sink) = sink {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(level, &text)));
                 }
@@ -314,7 +311,7 @@ impl RemoteIsolate {
         let answer = Responder { link: self.link.clone(), call, sent: false };
         match target {
             Target::Callback { callback, args } => {
-                let found = self.exported.lock().unwrap_or_else(|e| e.into_inner()).callbacks.get(&callback).cloned();
+                let found = self.exported.lock().callbacks.get(&callback).cloned();
                 let Some(callback) = found else {
                     return answer.send(Err(Error::js("Error", "The host function is gone")));
                 };
@@ -343,7 +340,7 @@ impl RemoteIsolate {
                 }
             }
             Target::Import { request, referrer } => tasks::spawn_waiting(move || {
-                let hook = this.import.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let hook = this.import.lock().clone();
                 let result = within(&chain, tag, || match hook {
                     Some(hook) => guarded(|| hook(&this.isolate(), &request, &referrer)).and_then(|module| Ok((module.remote_id(&this)?, module))),
                     None => Err(Error::js(
@@ -362,7 +359,7 @@ impl RemoteIsolate {
                 }
             }),
             Target::Meta { filename } => tasks::spawn_waiting(move || {
-                let hook = this.meta.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let hook = this.meta.lock().clone();
                 let result = within(&chain, tag, || match hook {
                     Some(hook) => guarded(|| hook(&filename)),
                     None => Ok(Value::Object([("url".to_owned(), Value::String(filename))].into_iter().collect())),

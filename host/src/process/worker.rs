@@ -13,21 +13,22 @@ use std::io::{BufReader, Write};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use super::spin::{self, PollingPipe};
-use super::protocol::{self, Access, Answer, CallKind, Compile, FromWorker, Id, Input, Key, Op, Out, Reply, Run, Target, ToWorker, Want, Wire};
+use super::protocol::{self, Access, Answer, CallKind, FromWorker, Id, Input, Op, Out, Reply, Target, ToWorker, Want, Wire};
 use crate::callback::Callback;
-use crate::code_cache::{CacheKey, CachedData};
-use crate::context::{ConsoleLevel, Context, ContextOptions, EvalOptions};
+use crate::code_cache::CacheKey;
+use crate::context::{Context, ContextOptions};
 use crate::error::{Error, Result};
 use crate::external_copy::{CopyIntoOptions, ExternalCopy, ExternalCopyOptions};
 use crate::isolate::{Isolate, IsolateOptions};
 use crate::module::Module;
 use crate::reference::Reference;
-use crate::script::{CompileOptions, Script, ScriptOrigin};
+use crate::script::Script;
+use crate::sync::Mutex;
 use crate::transfer::{Raw, Transferable, Transferred};
 use crate::value::{Value, wire};
 use crate::Isolation;
@@ -131,7 +132,7 @@ struct Hosted {
 #[derive(Default)]
 struct Queue {
     state: Mutex<QueueState>,
-    ready: std::sync::Condvar,
+    ready: crate::sync::Condvar,
 }
 
 #[derive(Default)]
@@ -144,21 +145,21 @@ struct QueueState {
 
 impl Queue {
     /// Adds a request; `false` once the isolate is gone.
-    fn push(&self, id: u64, op: Op) -> std::result::Result<(), (u64, Op)> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn push(&self, id: u64, op: Op) -> bool {
+        let mut state = self.state.lock();
         if state.closed {
-            return Err((id, op));
+            return false;
         }
         state.requests.push_back((id, op));
         if let Some(waker) = state.waiter.take() {
             waker.wake();
         }
         self.ready.notify_one();
-        Ok(())
+        true
     }
 
     fn close(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.state.lock().closed = true;
         self.ready.notify_one();
     }
 
@@ -166,14 +167,14 @@ impl Queue {
     fn next(&self) -> Option<(u64, Op)> {
         let mut next = None;
         let ready = |next: &mut Option<(u64, Op)>| {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.state.lock();
             *next = state.requests.pop_front();
             next.is_some() || state.closed
         };
         if spin::poll_for(|| ready(&mut next)) {
             return next;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         loop {
             if let Some(request) = state.requests.pop_front() {
                 return Some(request);
@@ -181,13 +182,13 @@ impl Queue {
             if state.closed {
                 return None;
             }
-            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.ready.wait(state);
         }
     }
 
     /// The next request if there is one; otherwise `waker` hears of the next.
     fn poll_next(&self, waker: &Waker) -> Option<(u64, Op)> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         let next = state.requests.pop_front();
         if next.is_none() {
             state.waiter = Some(waker.clone());
@@ -222,7 +223,7 @@ impl Worker {
 
     /// Sends a message; a message over the frame limit is not sent, and its error returned.
     fn try_send(&self, message: &FromWorker) -> Result<()> {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = self.out.lock();
         match protocol::write_frame(&mut *out, message) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Conversion(format!("cannot send it to the host: {e}"))),
@@ -236,14 +237,14 @@ impl Worker {
     }
 
     fn hosted(&self, id: Id) -> Result<Arc<Hosted>> {
-        let isolates = self.isolates.lock().unwrap_or_else(|e| e.into_inner());
+        let isolates = self.isolates.lock();
         isolates.get(&id).cloned().ok_or_else(Error::isolate_disposed)
     }
 
     fn route(self: &Arc<Self>, message: ToWorker) {
         match message {
             ToWorker::Reply { call, result } => {
-                let mailbox = self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&call).cloned();
+                let mailbox = self.calls.lock().get(&call).cloned();
                 if let Some(mailbox) = mailbox {
                     // A module is taken now, before what the host sent after this answer (its
                     // release of the module, say) is routed.
@@ -255,7 +256,7 @@ impl Worker {
                 }
             }
             ToWorker::Request { id, within: Some(call), isolate, op } => {
-                let mailbox = self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&call).cloned();
+                let mailbox = self.calls.lock().get(&call).cloned();
                 match (mailbox, isolate) {
                     (Some(mailbox), Some(isolate)) => mailbox.deliver(Mail::Request { id, isolate, op }),
                     _ => self.respond(id, Err(Error::InvalidArgument("the host function call this request was made in has returned".into()))),
@@ -273,7 +274,7 @@ impl Worker {
     fn queue(self: &Arc<Self>, id: u64, isolate: Id, op: Op) {
         match op {
             Op::Dispose => {
-                let removed = self.isolates.lock().unwrap_or_else(|e| e.into_inner()).remove(&isolate);
+                let removed = self.isolates.lock().remove(&isolate);
                 let result = match removed {
                     // Terminates what runs; the isolate's thread fails what is queued and ends.
                     Some(hosted) => {
@@ -290,7 +291,7 @@ impl Worker {
             }
             op => match self.hosted(isolate) {
                 Ok(hosted) => {
-                    if let Err((id, _)) = hosted.queue.push(id, op) {
+                    if !hosted.queue.push(id, op) {
                         self.respond(id, Err(Error::isolate_disposed()));
                     }
                 }
@@ -319,7 +320,7 @@ impl Worker {
                 Ok(isolate) => Arc::new(Hosted { id, isolate, default_timeout, handles: Mutex::default(), queue: Queue::default() }),
                 Err(e) => return worker.respond(request, Err(e)),
             };
-            worker.isolates.lock().unwrap_or_else(|e| e.into_inner()).insert(id, hosted.clone());
+            worker.isolates.lock().insert(id, hosted.clone());
             worker.respond(request, Ok(Reply::Id(id)));
             ISOLATE_THREAD.set(Some(id));
             while let Some((id, op)) = hosted.queue.next() {
@@ -367,7 +368,7 @@ impl Worker {
         self.respond(id, result);
         if hosted.isolate.is_disposed() {
             // Gone over its memory limit: later requests fail as the host expects.
-            self.isolates.lock().unwrap_or_else(|e| e.into_inner()).remove(&hosted.id);
+            self.isolates.lock().remove(&hosted.id);
             hosted.queue.close();
         }
     }
@@ -390,11 +391,6 @@ impl Worker {
                 if let Some(sink) = console {
                     let (worker, isolate) = (Arc::downgrade(self), hosted.id);
                     options = options.console(move |level, text| {
-                        let level = match level {
-                            ConsoleLevel::Log => 0,
-                            ConsoleLevel::Warn => 1,
-                            ConsoleLevel::Error => 2,
-                        };
                         if let Some(worker) = worker.upgrade() {
                             worker.send(&FromWorker::Console { isolate, sink, level, text: text.to_owned() });
                         }
@@ -404,15 +400,15 @@ impl Worker {
             }
             Op::HeapStatistics => Reply::Heap(isolate.heap_statistics()?),
             Op::Release { handle } => {
-                hosted.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&handle);
+                hosted.handles.lock().remove(&handle);
                 Reply::Done
             }
             Op::Eval { context, code, run, want } => {
-                let (context, options) = (hosted.context(context)?, eval_options(run));
+                let (context, options) = (hosted.context(context)?, run);
                 Reply::Out(produce!(self, hosted, want, T => context.eval_with::<T>(&code, &options)))
             }
             Op::EvalClosure { context, code, args, run, want } => {
-                let (context, options) = (hosted.context(context)?, eval_options(run));
+                let (context, options) = (hosted.context(context)?, run);
                 let args = self.inputs(hosted, args)?;
                 Reply::Out(produce!(self, hosted, want, T => context.eval_closure::<T>(&code, args.clone(), &options)))
             }
@@ -429,32 +425,31 @@ impl Worker {
                 Reply::Done
             }
             Op::CompileScript { code, compile } => {
-                let script = isolate.compile_script(&code, &compile_options(compile))?;
+                let script = isolate.compile_script(&code, &compile)?;
                 let (produced, rejected) = (script.cached_data().map(|c| c.as_bytes().to_vec()), script.cached_data_rejected());
                 let id = self.insert(hosted, Handle::Script(script));
                 Reply::Compiled { id, requests: Vec::new(), produced, rejected }
             }
             Op::RunScript { script, context, run, want } => {
-                let (script, context, options) = (hosted.script(script)?, hosted.context(context)?, eval_options(run));
+                let (script, context, options) = (hosted.script(script)?, hosted.context(context)?, run);
                 Reply::Out(produce!(self, hosted, want, T => script.run::<T>(&context, &options)))
             }
             Op::Get { reference, access, key, want } => {
                 let reference = hosted.reference(reference, access)?;
-                let key = property_key(key);
                 Reply::Out(produce!(self, hosted, want, T => reference.get::<T>(key.clone())))
             }
             Op::Set { reference, key, value } => {
                 let reference = hosted.reference(reference, Access { inherit: false, accessors: false })?;
-                reference.set(property_key(key), self.input(hosted, value)?)?;
+                reference.set(key, self.input(hosted, value)?)?;
                 Reply::Done
             }
             Op::Delete { reference, key } => {
-                hosted.reference(reference, Access { inherit: false, accessors: false })?.delete(property_key(key))?;
+                hosted.reference(reference, Access { inherit: false, accessors: false })?.delete(key)?;
                 Reply::Done
             }
             Op::Apply { reference, access, recv, args, run, want } => {
                 let reference = hosted.reference(reference, access)?;
-                let (recv, args, options) = (self.input(hosted, recv)?, self.inputs(hosted, args)?, eval_options(run));
+                let (recv, args, options) = (self.input(hosted, recv)?, self.inputs(hosted, args)?, run);
                 Reply::Out(produce!(self, hosted, want, T => reference.apply::<T>(recv.clone(), args.clone(), &options)))
             }
             Op::Copy { reference, want } => {
@@ -469,7 +464,7 @@ impl Worker {
                 Reply::Copy(reference.external_copy(&options)?.export()?)
             }
             Op::CompileModule { code, compile } => {
-                let module = isolate.compile_module(&code, &compile_options(compile))?;
+                let module = isolate.compile_module(&code, &compile)?;
                 let (produced, rejected) = (module.cached_data().map(|c| c.as_bytes().to_vec()), module.cached_data_rejected());
                 let requests = module.requests().to_vec();
                 let id = self.insert(hosted, Handle::Module(module));
@@ -497,7 +492,7 @@ impl Worker {
                 Reply::Done
             }
             Op::Evaluate { module, run } => {
-                hosted.module(module)?.evaluate(&eval_options(run))?;
+                hosted.module(module)?.evaluate(&run)?;
                 Reply::Done
             }
             Op::Namespace { module } => {
@@ -514,7 +509,7 @@ impl Worker {
 
     fn insert(&self, hosted: &Hosted, handle: Handle) -> Id {
         let id = self.next_id();
-        hosted.handles.lock().unwrap_or_else(|e| e.into_inner()).insert(id, handle);
+        hosted.handles.lock().insert(id, handle);
         id
     }
 
@@ -543,7 +538,7 @@ impl Worker {
             Input::Reference { id, release: false } => Transferable::from(hosted.reference(id, Access { inherit: false, accessors: false })?),
             Input::Reference { id, release: true } => {
                 let reference = hosted.reference(id, Access { inherit: false, accessors: false })?;
-                hosted.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                hosted.handles.lock().remove(&id);
                 reference.deref_into(true)
             }
             Input::Copy { copy, transfer_in } => {
@@ -606,7 +601,7 @@ impl Worker {
         let call = self.next_id();
         let mailbox = Arc::new(Mailbox { isolate, state: Mutex::default() });
         if answered {
-            self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call, mailbox.clone());
+            self.calls.lock().insert(call, mailbox.clone());
         }
         let nested = matches!(kind, CallKind::Sync | CallKind::Blocking);
         // JavaScript waiting on the isolate's own thread serves the isolate's queue. (An async
@@ -657,7 +652,7 @@ use produce;
 
 impl Hosted {
     fn handle<T>(&self, id: Id, pick: impl FnOnce(&Handle) -> Option<T>, gone: &str) -> Result<T> {
-        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let handles = self.handles.lock();
         handles.get(&id).and_then(pick).ok_or_else(|| Error::disposed(gone))
     }
 
@@ -701,33 +696,6 @@ impl Hosted {
     }
 }
 
-fn origin(origin: protocol::Origin) -> ScriptOrigin {
-    ScriptOrigin::new(origin.filename).offsets(origin.line, origin.column)
-}
-
-fn eval_options(run: Run) -> EvalOptions {
-    EvalOptions {
-        timeout: run.timeout,
-        origin: origin(run.origin),
-        transfer: crate::transfer::transfer_from_code(run.transfer),
-        promise: run.promise,
-    }
-}
-
-fn compile_options(compile: Compile) -> CompileOptions {
-    CompileOptions {
-        origin: origin(compile.origin),
-        cached_data: compile.cached.map(CachedData::from_bytes),
-        produce_cached_data: compile.produce,
-    }
-}
-
-fn property_key(key: Key) -> crate::Key {
-    match key {
-        Key::Name(name) => crate::Key::Name(name),
-        Key::Index(index) => crate::Key::Index(index),
-    }
-}
 
 fn value_wire(value: &Value) -> Result<Wire> {
     Ok(Wire { bytes: wire::to_wire(value)?, shared: Vec::new() })
@@ -767,8 +735,8 @@ struct MailboxState {
 }
 
 impl Mailbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> crate::sync::MutexGuard<'_, MailboxState> {
+        self.state.lock()
     }
 
     fn deliver(&self, mail: Mail) {
@@ -836,11 +804,11 @@ impl Future for HostCall {
             if let Some(answer) = self.mailbox.lock().answer.take() {
                 return Poll::Ready(answer);
             }
-            if let Some(hosted) = &self.serves {
-                if let Some((id, op)) = hosted.queue.poll_next(cx.waker()) {
-                    self.worker.run_request(hosted, id, op);
-                    continue;
-                }
+            if let Some(hosted) = &self.serves
+                && let Some((id, op)) = hosted.queue.poll_next(cx.waker())
+            {
+                self.worker.run_request(hosted, id, op);
+                continue;
             }
             return Poll::Pending;
         }
@@ -852,7 +820,7 @@ impl Drop for HostCall {
         if self.registered {
             WAITING.with_borrow_mut(|waiting| waiting.retain(|m| !Arc::ptr_eq(m, &self.mailbox)));
         }
-        self.worker.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.call);
+        self.worker.calls.lock().remove(&self.call);
     }
 }
 

@@ -14,7 +14,7 @@
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::state::{RunContext, RunState, Wake};
@@ -22,6 +22,7 @@ use super::{FAILED_TO_TERMINATE, TIMEOUT_FRAMES};
 use crate::callback::BlockingWaits;
 use crate::engine::watchdog::Timer;
 use crate::isolate::{CatastrophicHandler, IsolateInner};
+use crate::sync::Mutex;
 
 /// The deadlines of an isolate's runs.
 pub(crate) struct Deadlines {
@@ -52,8 +53,8 @@ impl Deadlines {
         Arc::new_cyclic(|me| Deadlines { state: Mutex::default(), me: me.clone(), blocking_waits, grace, on_catastrophic_error })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> crate::sync::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Fires `run` at `deadline`, unless it is removed first.
@@ -145,7 +146,7 @@ impl Deadlines {
         run.touch();
         if let Some(at) = Instant::now().checked_add(self.grace) {
             let escalation = Timer::arm(at, escalate(run.clone(), self.on_catastrophic_error.clone()));
-            *run.escalation.lock().unwrap_or_else(|e| e.into_inner()) = Some(escalation);
+            *run.escalation.lock() = Some(escalation);
         }
     }
 }
@@ -188,7 +189,7 @@ impl Run {
             self.state.deadlines.remove(&self.state);
         }
         if self.state.fired() {
-            let escalation = self.state.escalation.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let escalation = self.state.escalation.lock().take();
             drop(escalation);
         }
     }
@@ -232,7 +233,7 @@ unsafe extern "C" fn on_timeout(mut isolate: v8::UnsafeRawIsolatePtr, data: *mut
             let scope = &mut v8::ContextScope::new(scope, context);
             if let Some(stack) = timeout_stack(scope) {
                 run.touch();
-                *run.stack.lock().unwrap_or_else(|e| e.into_inner()) = stack;
+                *run.stack.lock() = stack;
             }
         }
     }

@@ -248,7 +248,7 @@ fn settled<'s>(scope: &mut v8::PinScope<'s, '_>, promise: v8::Local<'s, v8::Prom
         // The caller gets the rejection; it is not unhandled.
         rejections::forget(scope, promise);
         let reason = promise.result(scope);
-        return Err(Error::Exception(exception(scope, reason, None)));
+        return Err(Error::Exception(Box::new(exception(scope, reason, None))));
     }
     Ok(promise.result(scope))
 }
@@ -269,7 +269,7 @@ fn conclude<R>(
         _ if run.fired() => Err(terminated(inner, run)),
         // JavaScript threw: the exception it threw. Errors ivm made itself (e.g. a value that
         // cannot be copied) stand as they are.
-        Err(e) if is_threw(&e) && tc.has_caught() => Err(Error::Exception(caught(tc))),
+        Err(e) if is_threw(&e) && tc.has_caught() => Err(Error::Exception(Box::new(caught(tc)))),
         other => other,
     };
     if !tc.is_execution_terminating() {

@@ -3,12 +3,13 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::Deadlines;
 use crate::engine::watchdog::Timer;
 use crate::error::Error;
 use crate::isolate::IsolateInner;
+use crate::sync::Mutex;
 
 /// Why a waiting run was woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +123,7 @@ impl RunState {
             RunContext::Handle(id) => run.context_id.store(id, Ordering::Relaxed),
             RunContext::Global(global) => {
                 run.used.store(true, Ordering::Relaxed);
-                *run.context_global.lock().unwrap_or_else(|e| e.into_inner()) = Some(global);
+                *run.context_global.lock() = Some(global);
             }
             RunContext::None => {}
         }
@@ -136,10 +137,10 @@ impl RunState {
         self.ended.store(false, Ordering::Relaxed);
         self.context_id.store(0, Ordering::Relaxed);
         if self.used.swap(false, Ordering::Relaxed) {
-            self.context_global.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.stack.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            self.escalation.lock().unwrap_or_else(|e| e.into_inner()).take();
-            *self.wait.lock().unwrap_or_else(|e| e.into_inner()) = WaitSlot::default();
+            self.context_global.lock().take();
+            self.stack.lock().clear();
+            self.escalation.lock().take();
+            *self.wait.lock() = WaitSlot::default();
         }
     }
 
@@ -161,7 +162,7 @@ impl RunState {
 
     /// The timeout error, with the stack captured when it hit.
     pub(super) fn timeout(&self) -> Error {
-        Error::Timeout { stack: self.stack.lock().unwrap_or_else(|e| e.into_inner()).clone() }
+        Error::Timeout { stack: self.stack.lock().clone() }
     }
 
     /// Puts the run on this thread's stack (its JavaScript runs here now) until the guard
@@ -183,7 +184,7 @@ impl RunState {
     /// The context the run's JavaScript runs in, if any.
     pub(super) fn context(&self, scope: &v8::PinScope<'_, '_, ()>) -> Option<v8::Global<v8::Context>> {
         match self.context_id.load(Ordering::Relaxed) {
-            0 => self.context_global.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            0 => self.context_global.lock().clone(),
             id => IsolateInner::of(scope)?.context_global(id),
         }
     }
@@ -192,7 +193,7 @@ impl RunState {
     pub(crate) fn wake(&self, why: Wake) {
         self.touch();
         let waiter = {
-            let mut slot = self.wait.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = self.wait.lock();
             if slot.woken.is_some() {
                 return;
             }
@@ -208,19 +209,19 @@ impl RunState {
 
     /// Arms the wait: the next [`wake`](Self::wake) counts.
     pub(super) fn rearm(&self) {
-        *self.wait.lock().unwrap_or_else(|e| e.into_inner()) = WaitSlot::default();
+        *self.wait.lock() = WaitSlot::default();
     }
 
     /// Why the run was woken, once it was.
     pub(super) fn woken(&self) -> Option<Wake> {
-        self.wait.lock().unwrap_or_else(|e| e.into_inner()).woken
+        self.wait.lock().woken
     }
 
     /// Blocks this thread until the run is woken.
     pub(super) fn wait_here(&self) {
         self.touch();
         {
-            let mut slot = self.wait.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = self.wait.lock();
             if slot.woken.is_some() {
                 return;
             }
@@ -236,7 +237,7 @@ impl RunState {
     pub(crate) fn on_wake(&self, resume: Box<dyn FnOnce() + Send>) {
         self.touch();
         {
-            let mut slot = self.wait.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = self.wait.lock();
             if slot.woken.is_none() {
                 slot.waiter = Some(Waiter::Job(resume));
                 return;

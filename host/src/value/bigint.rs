@@ -111,7 +111,7 @@ impl BigInt {
 }
 
 impl fmt::Display for BigInt {
-    /// Decimal, as JavaScript's `String(bigint)` writes it, up to [`MAX_DECIMAL_BITS`];
+    /// Decimal, as JavaScript's `String(bigint)` writes it, up to 2^18 bits;
     /// hexadecimal (`0x…`) beyond.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(v) = self.to_i128() {

@@ -57,7 +57,7 @@ fn make_primitive<'s>(scope: &v8::PinScope<'s, '_>, value: &Value) -> Result<Opt
 
 /// The error for "JavaScript threw": the caller's `TryCatch` holds the real exception.
 pub(crate) fn threw() -> Error {
-    Error::Exception(Default::default())
+    Error::Exception(Box::default())
 }
 
 /// Whether `error` is [`threw`]'s marker rather than an error of its own.
@@ -102,10 +102,10 @@ pub(crate) fn copy_in<'s>(scope: &mut v8::PinScope<'s, '_>, value: &Value) -> Re
 /// Builds any `Serialize` value in the scope's current context: objects and arrays that JSON
 /// represents exactly through V8's JSON parser, everything else through its deserializer.
 pub(crate) fn to_v8<'s, T: Serialize + ?Sized>(scope: &mut v8::PinScope<'s, '_>, value: &T) -> Result<v8::Local<'s, v8::Value>, Error> {
-    if let Some(json) = wire::to_json(value)? {
-        if let Some(b'{' | b'[') = json.first() {
-            return parse_json(scope, &json);
-        }
+    if let Some(json) = wire::to_json(value)?
+        && let Some(b'{' | b'[') = json.first()
+    {
+        return parse_json(scope, &json);
     }
     let bytes = wire::to_wire(value)?;
     if let Some(p) = wire_primitive(scope, &bytes)? {

@@ -94,7 +94,7 @@ fn round(n: u64) -> Result<(), Error> {
     left.set_global("tick", Callback::new_async(|(): ()| async { Ok(()) }))?;
     left.eval::<()>("tick().then(() => { for (;;) {} })")?;
     // A few in worker processes (every fourth round: starting workers takes time).
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         let context = Isolate::new(small().isolation(Isolation::Process))?.create_context()?;
         expect("process runaway", context.eval_with::<()>("for (;;) {}", &EvalOptions::default().timeout(Duration::from_millis(50))), |e| {
             matches!(e, Error::Timeout { .. })
