@@ -103,19 +103,64 @@ fn mismatch() -> Error {
 
 /// Types a result can be read into: any `DeserializeOwned` type (a copy, through serde),
 /// [`Value`] and [`Transferred`] (following the [`Transfer`] rule), [`Reference`] and
-/// [`ExternalCopy`].
+/// [`ExternalCopy`] — and your own types, from what the transfer rule made:
+///
+/// ```
+/// use ivm::{FromJs, Reference, Transferred};
+///
+/// /// A function of the isolate, checked to be one.
+/// struct JsFunction(Reference);
+///
+/// impl FromJs for JsFunction {
+///     fn from_transferred(value: Transferred) -> ivm::Result<Self> {
+///         match value {
+///             Transferred::Reference(r) if r.type_of() == "function" => Ok(JsFunction(r)),
+///             other => Err(ivm::Error::Conversion(format!("not a function: {other:?}"))),
+///         }
+///     }
+/// }
+///
+/// # let isolate = ivm::Isolate::new(Default::default())?;
+/// # let context = isolate.create_context()?;
+/// let double: JsFunction = context.eval("x => 2 * x")?;
+/// assert_eq!(double.0.apply::<u32>((), (21,), &Default::default())?, 42);
+/// assert!(context.eval::<JsFunction>("1").is_err());
+/// # Ok::<(), ivm::Error>(())
+/// ```
 pub trait FromJs: Sized + Send + 'static {
-    /// Reads the result. Called by ivm with the isolate locked.
+    /// Converts a result as the operation's [`Transfer`] rule made it: a primitive or a
+    /// copy, a [`Reference`] (functions, and objects where the rule says so) or an
+    /// [`ExternalCopy`].
+    fn from_transferred(value: Transferred) -> Result<Self>;
+
+    /// Reads the result. Called by ivm with the isolate locked; the types above read
+    /// straight from V8 rather than through [`Transferred`].
     #[doc(hidden)]
-    fn from_js(out: Out<'_, '_, '_>) -> Result<Self>;
+    fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
+        Transferred::from_js(out).and_then(Self::from_transferred)
+    }
 
     /// What an isolate in a worker process should send back for this type.
     #[doc(hidden)]
-    fn want() -> Want;
+    fn want() -> Want {
+        Want::Transferred
+    }
 
     /// Reads what the worker sent back.
     #[doc(hidden)]
-    fn from_remote(out: RemoteOut<'_>) -> Result<Self>;
+    fn from_remote(out: RemoteOut<'_>) -> Result<Self> {
+        Transferred::from_remote(out).and_then(Self::from_transferred)
+    }
+}
+
+/// The error for a result that is not the kind of thing asked for.
+fn not_a(asked: &str, value: &Transferred) -> Error {
+    let found = match value {
+        Transferred::Value(_) => "data",
+        Transferred::Reference(_) => "a reference",
+        Transferred::ExternalCopy(_) => "an external copy",
+    };
+    Error::Conversion(format!("the result is {found}, not {asked}"))
 }
 
 fn downcast<T: 'static, U: 'static>(value: U) -> T {
@@ -123,6 +168,17 @@ fn downcast<T: 'static, U: 'static>(value: U) -> T {
 }
 
 impl<T: DeserializeOwned + Send + 'static> FromJs for T {
+    fn from_transferred(value: Transferred) -> Result<T> {
+        match value {
+            Transferred::Value(v) if TypeId::of::<T>() == TypeId::of::<Value>() => Ok(downcast(v)),
+            // As `from_js`: a caller that ignores the result cannot fail on it.
+            Transferred::Value(_) if TypeId::of::<T>() == TypeId::of::<()>() => Ok(downcast(())),
+            Transferred::Value(v) => value::from_value(v),
+            Transferred::ExternalCopy(copy) => copy.copy(),
+            other => Err(not_a("data", &other)),
+        }
+    }
+
     fn from_js(out: Out<'_, '_, '_>) -> Result<T> {
         if TypeId::of::<T>() == TypeId::of::<Value>() {
             return dynamic_value(out).map(downcast);
@@ -165,6 +221,13 @@ impl<T: DeserializeOwned + Send + 'static> FromJs for T {
 pub(crate) struct Raw(pub(crate) Wire);
 
 impl FromJs for Raw {
+    fn from_transferred(value: Transferred) -> Result<Self> {
+        match value {
+            Transferred::Value(v) => Ok(Raw(Wire { bytes: wire::to_wire(&v)?, shared: Vec::new() })),
+            other => Err(not_a("data", &other)),
+        }
+    }
+
     fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
         if let Some(p) = js::primitive(out.scope, out.value) {
             return Ok(Raw(Wire { bytes: wire::to_wire(&p)?, shared: Vec::new() }));
@@ -211,6 +274,13 @@ fn dynamic_value(out: Out<'_, '_, '_>) -> Result<Value> {
 }
 
 impl FromJs for Reference {
+    fn from_transferred(value: Transferred) -> Result<Self> {
+        match value {
+            Transferred::Reference(r) => Ok(r),
+            other => Err(not_a("a reference", &other)),
+        }
+    }
+
     fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
         Ok(Reference::create(out.scope, out.inner, out.value, out.rule.inherit))
     }
@@ -228,6 +298,14 @@ impl FromJs for Reference {
 }
 
 impl FromJs for ExternalCopy {
+    fn from_transferred(value: Transferred) -> Result<Self> {
+        match value {
+            Transferred::ExternalCopy(copy) => Ok(copy),
+            Transferred::Value(v) => ExternalCopy::new(&v),
+            other => Err(not_a("an external copy", &other)),
+        }
+    }
+
     fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
         ExternalCopy::from_js(out.scope, out.inner, out.value, &Default::default())
     }
@@ -245,6 +323,10 @@ impl FromJs for ExternalCopy {
 }
 
 impl FromJs for Transferred {
+    fn from_transferred(value: Transferred) -> Result<Self> {
+        Ok(value)
+    }
+
     fn from_js(out: Out<'_, '_, '_>) -> Result<Self> {
         if let Some(p) = js::primitive(out.scope, out.value) {
             return Ok(Transferred::Value(p));
@@ -319,6 +401,8 @@ enum Kind<'a> {
     /// The caller's data, built in the isolate when the operation runs.
     Data(Box<dyn SerializeDyn + Send + Sync + 'a>),
     Owned(Owned),
+    /// [`IntoJs::into_transferable`] failed: the operation fails with this when it uses it.
+    Failed(Error),
 }
 
 #[derive(Clone)]
@@ -420,6 +504,7 @@ impl<'a> Arg<'a> {
         Ok(Arg(Kind::Owned(match self.0 {
             Kind::Data(data) => Owned::Value(data.to_value()?),
             Kind::Owned(owned) => owned,
+            Kind::Failed(e) => return Err(e),
         })))
     }
 
@@ -428,6 +513,7 @@ impl<'a> Arg<'a> {
         let owned = match &self.0 {
             Kind::Data(data) => return data.to_v8(scope),
             Kind::Owned(owned) => owned,
+            Kind::Failed(e) => return Err(e.clone()),
         };
         match owned {
             Owned::Value(v) => js::copy_in(scope, v),
@@ -453,6 +539,7 @@ impl<'a> Arg<'a> {
         let owned = match &self.0 {
             Kind::Data(data) => return Ok(Input::Data(Wire { bytes: data.to_wire()?, shared: Vec::new() })),
             Kind::Owned(owned) => owned,
+            Kind::Failed(e) => return Err(e.clone()),
         };
         Ok(match owned {
             Owned::Value(v) => Input::Data(Wire { bytes: wire::to_wire(v)?, shared: Vec::new() }),
@@ -488,16 +575,51 @@ pub(crate) fn remote_args(args: &[Arg<'_>], remote: &Arc<RemoteIsolate>) -> Resu
 
 /// Types that can be put into an isolate: anything `Serialize` (copied), [`Callback`]s,
 /// [`Reference`]s to values of that isolate, [`ExternalCopy`]s, [`Transferable`]s and
-/// [`Transferred`] results.
-pub trait IntoJs {
-    /// Prepares the value. Called by ivm.
+/// [`Transferred`] results — and your own types, as one of those:
+///
+/// ```
+/// use ivm::{IntoJs, Reference, Transferable};
+///
+/// /// A function of the isolate, passed as itself.
+/// struct JsFunction(Reference);
+///
+/// impl IntoJs for JsFunction {
+///     fn into_transferable(self) -> ivm::Result<Transferable> {
+///         Ok(Transferable::from(self.0))
+///     }
+/// }
+///
+/// # let isolate = ivm::Isolate::new(Default::default())?;
+/// # let context = isolate.create_context()?;
+/// let double = JsFunction(context.eval("x => 2 * x")?);
+/// context.set_global("double", double)?;
+/// assert_eq!(context.eval::<u32>("double(21)")?, 42);
+/// # Ok::<(), ivm::Error>(())
+/// ```
+pub trait IntoJs: Sized {
+    /// The value as a [`Transferable`]: data ([`Transferable::value`]), a host function, a
+    /// reference, an external copy.
+    fn into_transferable(self) -> Result<Transferable>;
+
+    /// Prepares the value. Called by ivm; `Serialize` data is kept as it is until it is built
+    /// in the isolate (no copy on the way).
     #[doc(hidden)]
     fn into_arg<'a>(self) -> Arg<'a>
     where
-        Self: 'a;
+        Self: 'a,
+    {
+        match self.into_transferable() {
+            Ok(transferable) => Arg(Kind::Owned(transferable.0)),
+            Err(e) => Arg(Kind::Failed(e)),
+        }
+    }
 }
 
 impl<T: Serialize + Send + Sync> IntoJs for T {
+    fn into_transferable(self) -> Result<Transferable> {
+        Transferable::value(self)
+    }
+
     fn into_arg<'a>(self) -> Arg<'a>
     where
         Self: 'a,
@@ -509,13 +631,13 @@ impl<T: Serialize + Send + Sync> IntoJs for T {
 macro_rules! into_js_handle {
     ($($ty:ty),* $(,)?) => {$(
         impl IntoJs for $ty {
-            fn into_arg<'a>(self) -> Arg<'a> where Self: 'a {
-                Transferable::from(self).into_arg()
+            fn into_transferable(self) -> Result<Transferable> {
+                Ok(Transferable::from(self))
             }
         }
         impl IntoJs for &$ty {
-            fn into_arg<'a>(self) -> Arg<'a> where Self: 'a {
-                Transferable::from(self.clone()).into_arg()
+            fn into_transferable(self) -> Result<Transferable> {
+                Ok(Transferable::from(self.clone()))
             }
         }
     )*};
@@ -524,20 +646,14 @@ macro_rules! into_js_handle {
 into_js_handle!(Callback, Reference, ExternalCopy);
 
 impl IntoJs for Transferable {
-    fn into_arg<'a>(self) -> Arg<'a>
-    where
-        Self: 'a,
-    {
-        Arg(Kind::Owned(self.0))
+    fn into_transferable(self) -> Result<Transferable> {
+        Ok(self)
     }
 }
 
 impl IntoJs for &Transferable {
-    fn into_arg<'a>(self) -> Arg<'a>
-    where
-        Self: 'a,
-    {
-        Arg(Kind::Owned(self.0.clone()))
+    fn into_transferable(self) -> Result<Transferable> {
+        Ok(self.clone())
     }
 }
 
@@ -552,11 +668,8 @@ impl From<Transferred> for Transferable {
 }
 
 impl IntoJs for Transferred {
-    fn into_arg<'a>(self) -> Arg<'a>
-    where
-        Self: 'a,
-    {
-        Transferable::from(self).into_arg()
+    fn into_transferable(self) -> Result<Transferable> {
+        Ok(Transferable::from(self))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ivm::{EvalOptions, ExternalCopy, Isolate, IsolateOptions, Reference, Transfer, Transferred, Value};
+use ivm::{EvalOptions, ExternalCopy, FromJs, IntoJs, Isolate, IsolateOptions, Reference, Transfer, Transferable, Transferred, Value};
 
 use crate::new_context;
 
@@ -58,6 +58,58 @@ fn transfer_options_choose_copy_external_copy_or_reference() {
     let _: ExternalCopy = context.eval("({})").unwrap();
     // A `Value` cannot hold a handle.
     assert_eq!(context.eval_with::<Value>("({})", &transfer(Transfer::Reference)).unwrap_err().kind(), ivm::ErrorKind::Conversion);
+}
+
+/// An embedder's own type for a function of the isolate.
+struct JsFunction(Reference);
+
+impl FromJs for JsFunction {
+    fn from_transferred(value: Transferred) -> ivm::Result<Self> {
+        match value {
+            Transferred::Reference(r) if r.type_of() == "function" => Ok(JsFunction(r)),
+            _ => Err(ivm::Error::Conversion("not a function".into())),
+        }
+    }
+}
+
+impl IntoJs for JsFunction {
+    fn into_transferable(self) -> ivm::Result<Transferable> {
+        Ok(Transferable::from(self.0))
+    }
+}
+
+/// An embedder's type that cannot always be put into an isolate.
+struct Port(Option<u16>);
+
+impl IntoJs for Port {
+    fn into_transferable(self) -> ivm::Result<Transferable> {
+        let port = self.0.ok_or_else(|| ivm::Error::InvalidArgument("no port assigned".into()))?;
+        Transferable::value(port)
+    }
+}
+
+#[test]
+fn embedders_types_convert_through_what_the_transfer_rule_makes() {
+    let (_isolate, context) = new_context();
+    // Read from the rule's result, in whichever process the isolate lives.
+    let double: JsFunction = context.eval("x => 2 * x").unwrap();
+    assert_eq!(double.0.apply::<u32>((), (21,), &EvalOptions::default()).unwrap(), 42);
+    assert!(matches!(context.eval::<JsFunction>("({})"), Err(e) if e.kind() == ivm::ErrorKind::Conversion));
+    let global = context.global().unwrap();
+    let again: JsFunction = global.get("Math").and_then(|math: Reference| math.get("max")).unwrap();
+    // Put in as what they stand for, as a global and as an argument.
+    context.set_global("double", again).unwrap();
+    assert_eq!(context.eval::<u32>("double(3, 9)").unwrap(), 9);
+    let twice: Reference = context.eval("(f, x) => f(f(x))").unwrap();
+    assert_eq!(twice.apply::<u32>((), (double, 5), &EvalOptions::default()).unwrap(), 20);
+    context.set_global("port", Port(Some(8080))).unwrap();
+    assert_eq!(context.eval::<u16>("port").unwrap(), 8080);
+    // A conversion that fails fails the operation, with its own error, and runs nothing.
+    let err = twice.apply::<u32>((), (Port(None), 1), &EvalOptions::default()).unwrap_err();
+    assert_eq!((err.kind(), err.message()), (ivm::ErrorKind::InvalidArgument, "no port assigned"));
+    let err = context.set_global("port", Port(None)).unwrap_err();
+    assert_eq!(err.message(), "no port assigned");
+    assert_eq!(context.eval::<u16>("port").unwrap(), 8080);
 }
 
 #[test]
