@@ -1,0 +1,315 @@
+//! The worker side: `ivm --ivm-worker` runs the host's requests on in-process isolates,
+//! through the same public API an embedder uses.
+//!
+//! Threads: the main thread reads requests and routes them; each isolate has a thread that
+//! runs its requests in order (so async operations keep their submission order and one busy
+//! isolate never holds up another). A request made from a host function the worker is
+//! waiting for (`within` a call) runs on the thread that waits, inside the call, as a nested
+//! call would in process.
+//!
+//! Here: start-up and routing. `queue.rs` is an isolate's queue of requests, `execute.rs` runs
+//! one request through the public API, `host_call.rs` calls the host and serves the requests
+//! made inside such a call.
+
+mod execute;
+mod host_call;
+mod queue;
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::spin::PollingPipe;
+use super::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker};
+use crate::code_cache::CacheKey;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::isolate::{Isolate, IsolateOptions};
+use crate::module::Module;
+use crate::reference::Reference;
+use crate::script::Script;
+use crate::sync::Mutex;
+use crate::Isolation;
+use host_call::{Answered, Mail, Mailbox};
+use queue::Queue;
+
+/// Serves the host on standard input and output until the host goes away. The `ivm` binary
+/// runs this when started with [`WORKER_ARG`](super::WORKER_ARG); an embedder that wants its
+/// own executable as the worker program calls it the same way, first thing in `main`:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     if std::env::args().nth(1).as_deref() == Some(ivm::process::WORKER_ARG) {
+///         return ivm::process::serve_worker();
+///     }
+///     // ... the embedder's program
+/// #   std::process::ExitCode::SUCCESS
+/// }
+/// ```
+pub fn serve_worker() -> ExitCode {
+    // A request a panicking thread was running would never be answered, and the host would
+    // wait for it: a panic ends the worker instead, which the host reports as a crash.
+    std::panic::set_hook(Box::new(|panic| {
+        eprintln!("ivm worker: {panic}");
+        std::process::abort();
+    }));
+    crate::engine::platform();
+    let out = match protocol_output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("ivm worker: cannot take over standard output: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let worker = Arc::new(Worker {
+        out: Mutex::new(out),
+        isolates: Mutex::default(),
+        calls: Mutex::default(),
+        next: AtomicU64::new(1),
+    });
+    worker.send(&FromWorker::Hello { version: protocol::VERSION, pid: std::process::id() });
+    let mut input = match PollingPipe::new(std::io::stdin()) {
+        Ok(pipe) => BufReader::with_capacity(64 << 10, pipe),
+        Err(e) => {
+            eprintln!("ivm worker: cannot read standard input: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    loop {
+        match protocol::read_frame::<ToWorker>(&mut input) {
+            Ok(Some(message)) => worker.route(message),
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("ivm worker: {e}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    // The host is gone (or let this worker go): nothing is left to do for anyone. Exit without
+    // unwinding the isolates still running.
+    let _ = std::io::stderr().flush();
+    std::process::exit(0)
+}
+
+/// The pipe to the host, which was standard output. Standard output itself becomes standard
+/// error, so that nothing else in the process (V8 printing, say) can write into the protocol;
+/// and frames go out in one `write` each, not split at newlines as `Stdout` would.
+fn protocol_output() -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain descriptor calls; the duplicate is owned by the returned File alone.
+    unsafe {
+        let pipe = libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3);
+        if pipe < 0 || libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::fs::File::from_raw_fd(pipe))
+    }
+}
+
+struct Worker {
+    out: Mutex<std::fs::File>,
+    isolates: Mutex<HashMap<Id, Arc<Hosted>>>,
+    /// Calls of host functions and hooks waiting for their answer.
+    calls: Mutex<HashMap<u64, Arc<Mailbox>>>,
+    /// Ids of isolates, handles and calls.
+    next: AtomicU64,
+}
+
+/// An isolate of this worker, the handles the host holds into it, and its requests.
+struct Hosted {
+    id: Id,
+    isolate: Isolate,
+    /// The isolate's timeout for operations that give none.
+    default_timeout: Option<Duration>,
+    handles: Mutex<HashMap<Id, Handle>>,
+    queue: Queue,
+}
+
+thread_local! {
+    /// The isolate whose thread this is.
+    pub(super) static ISOLATE_THREAD: std::cell::Cell<Option<Id>> = const { std::cell::Cell::new(None) };
+    /// The request this thread is running (host calls made now are made for it).
+    pub(super) static CURRENT_REQUEST: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+enum Handle {
+    Context(Context),
+    Script(Script),
+    Reference(Reference),
+    Module(Module),
+}
+
+impl Worker {
+    fn send(&self, message: &FromWorker) {
+        if let Err(e) = self.try_send(message) {
+            // Too big to send: say so instead.
+            if let FromWorker::Response { id, .. } = message {
+                let _ = self.try_send(&FromWorker::Response { id: *id, result: Err(e) });
+            }
+        }
+    }
+
+    /// Sends a message; a message over the frame limit is not sent, and its error returned.
+    fn try_send(&self, message: &FromWorker) -> Result<()> {
+        let mut out = self.out.lock();
+        match protocol::write_frame(&mut *out, message) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::Conversion(format!("cannot send it to the host: {e}"))),
+            // The host is gone.
+            Err(_) => std::process::exit(0),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn hosted(&self, id: Id) -> Result<Arc<Hosted>> {
+        let isolates = self.isolates.lock();
+        isolates.get(&id).cloned().ok_or_else(Error::isolate_disposed)
+    }
+
+    fn route(self: &Arc<Self>, message: ToWorker) {
+        match message {
+            ToWorker::Reply { call, result } => {
+                let mailbox = self.calls.lock().get(&call).cloned();
+                if let Some(mailbox) = mailbox {
+                    // A module is taken now, before what the host sent after this answer (its
+                    // release of the module, say) is routed.
+                    let answered = result.and_then(|answer| match answer {
+                        Answer::Value(value) => Ok(Answered::Value(value)),
+                        Answer::Module(id) => self.hosted(mailbox.isolate)?.module(id).map(Answered::Module),
+                    });
+                    mailbox.deliver(Mail::Answer(answered));
+                }
+            }
+            ToWorker::Request { id, within: Some(call), isolate, op } => {
+                let mailbox = self.calls.lock().get(&call).cloned();
+                match (mailbox, isolate) {
+                    (Some(mailbox), Some(isolate)) => mailbox.deliver(Mail::Request { id, isolate, op }),
+                    _ => self.respond(id, Err(Error::InvalidArgument("the host function call this request was made in has returned".into()))),
+                }
+            }
+            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate { memory_limit, rejections, cache_secret, default_timeout } } => {
+                self.create_isolate(id, memory_limit, rejections, cache_secret, default_timeout)
+            }
+            ToWorker::Request { id, within: None, isolate: Some(isolate), op } => self.queue(id, isolate, op),
+            ToWorker::Request { id, .. } => self.respond(id, Err(Error::InvalidArgument("a request without an isolate".into()))),
+        }
+    }
+
+    /// Queues a request on its isolate's thread; disposal and the clocks are answered at once.
+    fn queue(self: &Arc<Self>, id: u64, isolate: Id, op: Op) {
+        match op {
+            Op::Dispose => {
+                let removed = self.isolates.lock().remove(&isolate);
+                let result = match removed {
+                    // Terminates what runs; the isolate's thread fails what is queued and ends.
+                    Some(hosted) => {
+                        hosted.queue.close();
+                        hosted.isolate.dispose()
+                    }
+                    None => Err(Error::isolate_disposed()),
+                };
+                self.respond(id, result.map(|()| Reply::Done));
+            }
+            Op::Times => {
+                let times = self.hosted(isolate).and_then(|h| Ok(Reply::Times { cpu: h.isolate.cpu_time()?, wall: h.isolate.wall_time()? }));
+                self.respond(id, times);
+            }
+            op => match self.hosted(isolate) {
+                Ok(hosted) => {
+                    if !hosted.queue.push(id, op) {
+                        self.respond(id, Err(Error::isolate_disposed()));
+                    }
+                }
+                Err(e) => self.respond(id, Err(e)),
+            },
+        }
+    }
+
+    fn respond(&self, id: u64, result: Result<Reply>) {
+        self.send(&FromWorker::Response { id, result });
+    }
+
+    /// Creates an isolate and its thread, which then runs the isolate's requests.
+    fn create_isolate(
+        self: &Arc<Self>,
+        request: u64,
+        memory_limit: u64,
+        rejections: bool,
+        cache_secret: Option<Vec<u8>>,
+        default_timeout: Option<Duration>,
+    ) {
+        let worker = self.clone();
+        let started = std::thread::Builder::new().name("ivm-isolate".into()).spawn(move || {
+            let id = worker.next_id();
+            let hosted = match worker.make_isolate(id, memory_limit, rejections, cache_secret, default_timeout) {
+                Ok(isolate) => Arc::new(Hosted { id, isolate, default_timeout, handles: Mutex::default(), queue: Queue::default() }),
+                Err(e) => return worker.respond(request, Err(e)),
+            };
+            worker.isolates.lock().insert(id, hosted.clone());
+            worker.respond(request, Ok(Reply::Id(id)));
+            ISOLATE_THREAD.set(Some(id));
+            while let Some((id, op)) = hosted.queue.next() {
+                worker.run_request(&hosted, id, op);
+            }
+        });
+        if let Err(e) = started {
+            self.respond(request, Err(Error::InvalidArgument(format!("the worker cannot start a thread: {e}"))));
+        }
+    }
+
+    fn make_isolate(
+        self: &Arc<Self>,
+        id: Id,
+        memory_limit: u64,
+        rejections: bool,
+        cache_secret: Option<Vec<u8>>,
+        default_timeout: Option<Duration>,
+    ) -> Result<Isolate> {
+        let mut options =
+            IsolateOptions::default().isolation(Isolation::InProcess).memory_limit(memory_limit).default_timeout(default_timeout);
+        if let Some(secret) = cache_secret {
+            options = options.code_cache_key(CacheKey::new(&secret)?);
+        }
+        if rejections {
+            let worker = Arc::downgrade(self);
+            options = options.on_unhandled_rejection(move |error| {
+                if let Some(worker) = worker.upgrade() {
+                    worker.send(&FromWorker::Rejection { isolate: id, error });
+                }
+            });
+        }
+        Isolate::new(options)
+    }
+
+    /// Runs a request and sends the response.
+    fn run_request(self: &Arc<Self>, hosted: &Arc<Hosted>, id: u64, op: Op) {
+        if op.timeout(hosted.default_timeout).is_some() {
+            // The host's escalation timer counts from here.
+            self.send(&FromWorker::Started { id });
+        }
+        let outer = CURRENT_REQUEST.replace(Some(id));
+        let result = self.execute(hosted, op);
+        CURRENT_REQUEST.set(outer);
+        self.respond(id, result);
+        if hosted.isolate.is_disposed() {
+            // Gone over its memory limit: later requests fail as the host expects.
+            self.isolates.lock().remove(&hosted.id);
+            hosted.queue.close();
+        }
+    }
+
+    /// Runs a request that came inside a call, on the thread waiting for that call.
+    fn run_nested(self: &Arc<Self>, id: u64, isolate: Id, op: Op) {
+        match (op, self.hosted(isolate)) {
+            (op @ (Op::Times | Op::Dispose), _) => self.queue(id, isolate, op),
+            (op, Ok(hosted)) => self.run_request(&hosted, id, op),
+            (_, Err(e)) => self.respond(id, Err(e)),
+        }
+    }
+}
