@@ -12,7 +12,7 @@ use crate::process::protocol::Op;
 use crate::process::RemoteIsolate;
 use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::script;
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, read_out, remote_args};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, all_converted, read_out, remote_args};
 use crate::value::js;
 
 impl EvalOptions {
@@ -225,6 +225,7 @@ fn eval_closure<'a, T: FromJs, C: AsRef<str>, O: Borrow<EvalOptions>>(
         limits,
         move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
             let function = script::compile_function(scope, code.as_ref(), args.len(), &options.borrow().origin)?;
+            all_converted(None, &args)?;
             let mut argv = Vec::with_capacity(args.len());
             for arg in &args {
                 argv.push(arg.to_js(scope, inner)?);

@@ -9,6 +9,7 @@ use crate::code_cache::CachedData;
 
 /// Where code comes from: shown in stack traces and syntax errors.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct ScriptOrigin {
     /// The filename (isolated-vm's default is `<isolated-vm>`; URLs such as
@@ -50,6 +51,7 @@ impl ScriptOrigin {
 /// # drop(options);
 /// ```
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct EvalOptions {
     /// Wall-clock limit for the script, the microtasks it queues, and (with `promise`) the
@@ -98,6 +100,7 @@ impl EvalOptions {
 
 /// Options for [`Isolate::compile_script`](crate::Isolate::compile_script) and [`Isolate::compile_module`](crate::Isolate::compile_module).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct CompileOptions {
     /// Where the code comes from.

@@ -13,7 +13,7 @@ use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{Access, Op};
 use crate::run::{self, Body, Finish, JsRun, Limits};
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transferable, read_out, remote_args};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transferable, all_converted, read_out, remote_args};
 use crate::value::js;
 
 /// A handle to a value inside an isolate (an object, a function, or a primitive), usable from
@@ -171,7 +171,7 @@ impl Reference {
         let (key, id) = (key.into(), self.handle.id);
         match &self.isolate().backend {
             Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, _, target| remove(scope, target, &key))),
-            Backend::Remote(remote) => remote.run(Ok(Op::Delete { reference: id, key: key.clone() })),
+            Backend::Remote(remote) => remote.run(Ok(Op::Delete { reference: id, key })),
         }
     }
 
@@ -182,7 +182,7 @@ impl Reference {
             Backend::Local(inner) => {
                 Operation::new(inner.run_async(move |s| with_value(s, id, |scope, _, target| remove(scope, target, &key))))
             }
-            Backend::Remote(remote) => remote.run_async(Ok(Op::Delete { reference: id, key: key.clone() })),
+            Backend::Remote(remote) => remote.run_async(Ok(Op::Delete { reference: id, key })),
         }
     }
 
@@ -221,6 +221,7 @@ impl Reference {
     }
 
     fn apply_op<T: FromJs>(&self, remote: &Arc<RemoteIsolate>, recv: &Arg<'_>, args: &[Arg<'_>], options: &EvalOptions) -> Result<Op> {
+        all_converted(Some(recv), args)?;
         Ok(Op::Apply {
             reference: self.handle.id,
             access: self.access(),
@@ -321,6 +322,11 @@ impl Reference {
         Ok(self.handle.id)
     }
 
+    /// Whether no clone of this handle is left elsewhere.
+    pub(crate) fn is_only_handle(&self) -> bool {
+        Arc::strong_count(&self.handle) == 1
+    }
+
     fn access(&self) -> Access {
         Access { inherit: self.inherit, accessors: self.accessors }
     }
@@ -334,7 +340,6 @@ impl Reference {
 fn not_here() -> Error {
     Error::js("TypeError", "Cannot dereference this into target isolate")
 }
-
 
 fn owned_args(recv: impl IntoJs, args: impl IntoArgs) -> Result<(Arg<'static>, Vec<Arg<'static>>)> {
     let recv = recv.into_arg().into_owned()?;
@@ -505,6 +510,7 @@ fn call<'a, T: FromJs>(
         move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
             let target = value_of(scope, inner, id)?;
             let function = v8::Local::<v8::Function>::try_from(target).map_err(|_| type_error("Reference is not a function"))?;
+            all_converted(Some(&recv), &args)?;
             let recv = recv.to_js(scope, inner)?;
             let mut argv = Vec::with_capacity(args.len());
             for arg in &args {

@@ -131,6 +131,10 @@ pub trait FromJs: Sized + Send + 'static {
     /// Converts a result as the operation's [`Transfer`] rule made it: a primitive or a
     /// copy, a [`Reference`] (functions, and objects where the rule says so) or an
     /// [`ExternalCopy`].
+    ///
+    /// For an isolate in this process it runs while the operation still holds the isolate:
+    /// it may call blocking operations on that isolate (they run inline) but must not wait
+    /// for an `_async` one, which would wait for it in turn.
     fn from_transferred(value: Transferred) -> Result<Self>;
 
     /// Reads the result. Called by ivm with the isolate locked; the types above read
@@ -169,13 +173,16 @@ fn downcast<T: 'static, U: 'static>(value: U) -> T {
 
 impl<T: DeserializeOwned + Send + 'static> FromJs for T {
     fn from_transferred(value: Transferred) -> Result<T> {
+        // As `from_js`: a caller that ignores the result cannot fail on it.
+        if TypeId::of::<T>() == TypeId::of::<()>() {
+            return Ok(downcast(()));
+        }
         match value {
             Transferred::Value(v) if TypeId::of::<T>() == TypeId::of::<Value>() => Ok(downcast(v)),
-            // As `from_js`: a caller that ignores the result cannot fail on it.
-            Transferred::Value(_) if TypeId::of::<T>() == TypeId::of::<()>() => Ok(downcast(())),
             Transferred::Value(v) => value::from_value(v),
             Transferred::ExternalCopy(copy) => copy.copy(),
-            other => Err(not_a("data", &other)),
+            // Asked for as data, an object is copied.
+            Transferred::Reference(r) => r.copy(),
         }
     }
 
@@ -221,6 +228,7 @@ impl<T: DeserializeOwned + Send + 'static> FromJs for T {
 pub(crate) struct Raw(pub(crate) Wire);
 
 impl FromJs for Raw {
+    /// Required by the trait; the worker reads `Raw` only through `from_js`, straight from V8.
     fn from_transferred(value: Transferred) -> Result<Self> {
         match value {
             Transferred::Value(v) => Ok(Raw(Wire { bytes: wire::to_wire(&v)?, shared: Vec::new() })),
@@ -302,7 +310,7 @@ impl FromJs for ExternalCopy {
         match value {
             Transferred::ExternalCopy(copy) => Ok(copy),
             Transferred::Value(v) => ExternalCopy::new(&v),
-            other => Err(not_a("an external copy", &other)),
+            Transferred::Reference(r) => r.external_copy(&Default::default()),
         }
     }
 
@@ -497,6 +505,18 @@ macro_rules! transferable_from {
 
 transferable_from!(Callback => Callback, Reference => Reference, ExternalCopy => Copy);
 
+/// Fails with the first argument whose conversion failed. Called before any argument is
+/// used: a single-use one (`deref_into`) would otherwise be spent on a call that never runs.
+pub(crate) fn all_converted(recv: Option<&Arg<'_>>, args: &[Arg<'_>]) -> Result<()> {
+    match recv.into_iter().chain(args).find_map(|arg| match &arg.0 {
+        Kind::Failed(e) => Some(e.clone()),
+        _ => None,
+    }) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 impl<'a> Arg<'a> {
     /// The owned form, for operations that run later on another thread: borrowed data is
     /// copied into a [`Value`] now.
@@ -549,8 +569,11 @@ impl<'a> Arg<'a> {
             Owned::Copy(c) => Input::Copy { copy: c.export()?, transfer_in: false },
             Owned::Once(once) => once.use_once(|payload| match payload {
                 Once::Deref { reference, release } => {
-                    let input = Input::Reference { id: reference.id_in(remote)?, release: *release };
-                    if *release {
+                    // With no other handle left, this one goes when the transfer is used up,
+                    // before the request is sent: the worker lets go of it after use instead.
+                    let release = *release || reference.is_only_handle();
+                    let input = Input::Reference { id: reference.id_in(remote)?, release };
+                    if release {
                         // The worker releases it once used; this handle lets go now.
                         reference.forget();
                     }
@@ -570,6 +593,7 @@ impl<'a> Arg<'a> {
 
 /// The arguments of an operation as they go to a worker.
 pub(crate) fn remote_args(args: &[Arg<'_>], remote: &Arc<RemoteIsolate>) -> Result<Vec<Input>> {
+    all_converted(None, args)?;
     args.iter().map(|arg| arg.to_remote(remote)).collect()
 }
 
@@ -601,8 +625,8 @@ pub trait IntoJs: Sized {
     /// reference, an external copy.
     fn into_transferable(self) -> Result<Transferable>;
 
-    /// Prepares the value. Called by ivm; `Serialize` data is kept as it is until it is built
-    /// in the isolate (no copy on the way).
+    /// Prepares the value. Called by ivm. `Serialize` data overrides it to keep the caller's
+    /// value as it is until it is built in the isolate (no copy on the way).
     #[doc(hidden)]
     fn into_arg<'a>(self) -> Arg<'a>
     where

@@ -107,6 +107,10 @@ fn embedders_types_convert_through_what_the_transfer_rule_makes() {
     // A conversion that fails fails the operation, with its own error, and runs nothing.
     let err = twice.apply::<u32>((), (Port(None), 1), &EvalOptions::default()).unwrap_err();
     assert_eq!((err.kind(), err.message()), (ivm::ErrorKind::InvalidArgument, "no port assigned"));
+    // ... and spends no single-use argument given with it (here the only handle to its value).
+    let once = context.eval::<Reference>("x => 2 * x").unwrap().deref_into(false);
+    assert!(twice.apply::<u32>((), (once.clone(), Port(None)), &EvalOptions::default()).is_err());
+    assert_eq!(twice.apply::<u32>((), (once, 5), &EvalOptions::default()).unwrap(), 20);
     let err = context.set_global("port", Port(None)).unwrap_err();
     assert_eq!(err.message(), "no port assigned");
     assert_eq!(context.eval::<u16>("port").unwrap(), 8080);

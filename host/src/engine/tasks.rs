@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 
 use super::executor::{self, Runnable};
-
 use crate::sync::Mutex;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -9,9 +9,10 @@
 //! second one go unmeasured). Other stretches count their wall time as CPU time, which for a
 //! thread holding an isolate that briefly is what it spent on a CPU.
 
-use crate::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::sync::Mutex;
 
 /// A stretch at least this long makes the next ones read the CPU clock.
 const SHORT: Duration = Duration::from_micros(50);

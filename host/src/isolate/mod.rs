@@ -483,7 +483,7 @@ impl Isolate {
                 Operation::new(async move { Ok(Script::from_id(isolate, done.await?)) })
             }
             Backend::Remote(remote) => {
-                let done = remote.request_async(Op::CompileScript { code: code.clone(), compile: options.clone() });
+                let done = remote.request_async(Op::CompileScript { code, compile: options });
                 Operation::new(async move { Ok(Script::from_id(isolate, done.await?.compiled()?.into())) })
             }
         }

@@ -107,7 +107,7 @@ impl Isolate {
                 Operation::new(async move { Ok(Module::new(isolate, done.await?, filename, None)) })
             }
             Backend::Remote(remote) => {
-                let done = remote.request_async(Op::CompileModule { code: code.clone(), compile: options.clone() });
+                let done = remote.request_async(Op::CompileModule { code, compile: options });
                 Operation::new(async move { Ok(Module::new(isolate, done.await?.compiled()?.into(), filename, None)) })
             }
         }

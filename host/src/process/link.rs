@@ -600,7 +600,8 @@ fn last_words(lines: &VecDeque<String>) -> Option<String> {
     const MARKERS: [&str; 5] = ["Fatal", "FATAL", "Check failed", "out of memory", "memory allocation of"];
     lines
         .iter()
-        .map(|line| line.trim_start_matches(['#', ' ']).trim()).rfind(|line| MARKERS.iter().any(|marker| line.contains(marker)))
+        .map(|line| line.trim_start_matches(['#', ' ']).trim())
+        .rfind(|line| MARKERS.iter().any(|marker| line.contains(marker)))
         .map(str::to_owned)
 }
 

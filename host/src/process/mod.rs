@@ -174,7 +174,7 @@ impl Reply {
             Reply::Compiled { id, requests, produced, rejected } => Ok(Compiled {
                 id,
                 requests,
-                cache: crate::code_cache::CacheOutcome { produced: produced.map(crate::CachedData::from_bytes), rejected },
+                cache: crate::code_cache::CacheOutcome { produced, rejected },
             }),
             _ => Err(mismatch()),
         }

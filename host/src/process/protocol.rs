@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, JsError};
+use crate::code_cache::CachedData;
 use crate::data::{CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key};
+use crate::error::{Error, JsError};
 
 /// The protocol version both sides must speak.
 pub(crate) const VERSION: u32 = 3;
@@ -200,8 +201,7 @@ pub(crate) enum Reply {
     Compiled {
         id: Id,
         requests: Vec<ImportRequest>,
-        #[serde(with = "serde_bytes")]
-        produced: Option<Vec<u8>>,
+        produced: Option<CachedData>,
         rejected: Option<bool>,
     },
 }

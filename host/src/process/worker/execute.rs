@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use super::{Handle, Hosted, Worker};
-use crate::process::protocol::{Access, FromWorker, Id, Input, Op, Out, Reply, Want, Wire};
 use crate::context::{Context, ContextOptions};
 use crate::error::{Error, Result};
 use crate::external_copy::{CopyIntoOptions, ExternalCopy, ExternalCopyOptions};
 use crate::module::Module;
+use crate::process::protocol::{Access, FromWorker, Id, Input, Op, Out, Reply, Want, Wire};
 use crate::reference::Reference;
 use crate::script::Script;
 use crate::transfer::{Raw, Transferable, Transferred};
@@ -36,13 +36,12 @@ impl Worker {
                 Reply::Done
             }
             Op::Eval { context, code, run, want } => {
-                let (context, options) = (hosted.context(context)?, run);
-                Reply::Out(produce!(self, hosted, want, T => context.eval_with::<T>(&code, &options)))
+                let context = hosted.context(context)?;
+                Reply::Out(produce!(self, hosted, want, T => context.eval_with::<T>(&code, &run)))
             }
             Op::EvalClosure { context, code, args, run, want } => {
-                let (context, options) = (hosted.context(context)?, run);
-                let args = self.inputs(hosted, args)?;
-                Reply::Out(produce!(self, hosted, want, T => context.eval_closure::<T>(&code, args.clone(), &options)))
+                let (context, args) = (hosted.context(context)?, self.inputs(hosted, args)?);
+                Reply::Out(produce!(self, hosted, want, T => context.eval_closure::<T>(&code, args.clone(), &run)))
             }
             Op::Global { context } => {
                 let global = hosted.context(context)?.global()?;
@@ -58,13 +57,13 @@ impl Worker {
             }
             Op::CompileScript { code, compile } => {
                 let script = isolate.compile_script(&code, &compile)?;
-                let (produced, rejected) = (script.cached_data().map(|c| c.as_bytes().to_vec()), script.cached_data_rejected());
+                let (produced, rejected) = (script.cached_data().cloned(), script.cached_data_rejected());
                 let id = self.insert(hosted, Handle::Script(script));
                 Reply::Compiled { id, requests: Vec::new(), produced, rejected }
             }
             Op::RunScript { script, context, run, want } => {
-                let (script, context, options) = (hosted.script(script)?, hosted.context(context)?, run);
-                Reply::Out(produce!(self, hosted, want, T => script.run::<T>(&context, &options)))
+                let (script, context) = (hosted.script(script)?, hosted.context(context)?);
+                Reply::Out(produce!(self, hosted, want, T => script.run::<T>(&context, &run)))
             }
             Op::Get { reference, access, key, want } => {
                 let reference = hosted.reference(reference, access)?;
@@ -81,8 +80,8 @@ impl Worker {
             }
             Op::Apply { reference, access, recv, args, run, want } => {
                 let reference = hosted.reference(reference, access)?;
-                let (recv, args, options) = (self.input(hosted, recv)?, self.inputs(hosted, args)?, run);
-                Reply::Out(produce!(self, hosted, want, T => reference.apply::<T>(recv.clone(), args.clone(), &options)))
+                let (recv, args) = (self.input(hosted, recv)?, self.inputs(hosted, args)?);
+                Reply::Out(produce!(self, hosted, want, T => reference.apply::<T>(recv.clone(), args.clone(), &run)))
             }
             Op::Copy { reference, want } => {
                 let reference = hosted.reference(reference, Access { inherit: false, accessors: false })?;
@@ -97,7 +96,7 @@ impl Worker {
             }
             Op::CompileModule { code, compile } => {
                 let module = isolate.compile_module(&code, &compile)?;
-                let (produced, rejected) = (module.cached_data().map(|c| c.as_bytes().to_vec()), module.cached_data_rejected());
+                let (produced, rejected) = (module.cached_data().cloned(), module.cached_data_rejected());
                 let requests = module.requests().to_vec();
                 let id = self.insert(hosted, Handle::Module(module));
                 Reply::Compiled { id, requests, produced, rejected }

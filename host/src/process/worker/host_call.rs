@@ -9,10 +9,10 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::execute::value_wire;
 use super::{CURRENT_REQUEST, Hosted, ISOLATE_THREAD, Worker};
-use crate::process::protocol::{CallKind, FromWorker, Id, Op, Target, Wire};
 use crate::callback::Callback;
 use crate::error::{Error, Result};
 use crate::module::Module;
+use crate::process::protocol::{CallKind, FromWorker, Id, Op, Target, Wire};
 use crate::sync::Mutex;
 use crate::value::{Value, wire};
 

@@ -130,9 +130,9 @@ struct Hosted {
 
 thread_local! {
     /// The isolate whose thread this is.
-    pub(super) static ISOLATE_THREAD: std::cell::Cell<Option<Id>> = const { std::cell::Cell::new(None) };
+    static ISOLATE_THREAD: std::cell::Cell<Option<Id>> = const { std::cell::Cell::new(None) };
     /// The request this thread is running (host calls made now are made for it).
-    pub(super) static CURRENT_REQUEST: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    static CURRENT_REQUEST: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
 enum Handle {
