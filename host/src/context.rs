@@ -1,18 +1,20 @@
 //! [`Context`]: a global object in an isolate, where code is evaluated.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::console::Console;
 use crate::data::{ConsoleLevel, EvalOptions, Key, Transfer};
 use crate::error::Result;
 use crate::handle::HandleRef;
-use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
-use crate::process::protocol::Op;
+use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
+use crate::op::IsolateOp;
+use crate::process::protocol::{Op, Reply};
 use crate::process::RemoteIsolate;
-use crate::run::{self, Body, Finish, JsRun, Limits};
+use crate::run::{Body, Finish, JsRun, Limits};
 use crate::script;
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, all_converted, read_out, remote_args};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, all_converted, read_out, read_remote, remote_args};
 use crate::value::js;
 
 impl EvalOptions {
@@ -103,20 +105,12 @@ impl Context {
 
     /// [`eval`](Context::eval) with options.
     pub fn eval_with<T: FromJs>(&self, code: &str, options: &EvalOptions) -> Result<T> {
-        let id = self.id();
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(eval(id, code, options)),
-            Backend::Remote(remote) => remote.read(Ok(Op::Eval { context: id, code: code.to_owned(), run: options.clone(), want: T::want() }), false),
-        }
+        self.isolate().call(Eval::new(self.id(), Cow::Borrowed(code), Cow::Borrowed(options)))
     }
 
     /// Async form of [`eval_with`](Context::eval_with).
     pub fn eval_async<T: FromJs>(&self, code: impl Into<String>, options: EvalOptions) -> Operation<T> {
-        let (id, code) = (self.id(), code.into());
-        match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_js_async(eval(id, code, options))),
-            Backend::Remote(remote) => remote.read_async(Ok(Op::Eval { context: id, code, run: options, want: T::want() }), false),
-        }
+        self.isolate().call_async(Eval::new(self.id(), Cow::Owned(code.into()), Cow::Owned(options)))
     }
 
     /// Runs `code` as the body of a function whose parameters are `$0`, `$1`, ... (`args`, a
@@ -133,42 +127,22 @@ impl Context {
     /// # Ok::<(), ivm::Error>(())
     /// ```
     pub fn eval_closure<T: FromJs>(&self, code: &str, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
-        let (id, args) = (self.id(), args.into_args());
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(eval_closure(id, code, args, options)),
-            Backend::Remote(remote) => remote.read(self.closure_op::<T>(remote, code, &args, options), false),
-        }
+        self.isolate().call(EvalClosure::new(self.id(), Cow::Borrowed(code), args.into_args(), Cow::Borrowed(options)))
     }
 
     /// Async form of [`eval_closure`](Context::eval_closure).
     pub fn eval_closure_async<T: FromJs>(&self, code: impl Into<String>, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
-        let (id, code) = (self.id(), code.into());
-        match &self.isolate().backend {
-            Backend::Local(inner) => match args.into_args().into_iter().map(Arg::into_owned).collect::<Result<Vec<_>>>() {
-                Ok(args) => Operation::new(inner.run_js_async(eval_closure(id, code, args, options))),
-                Err(e) => Operation::new(std::future::ready(Err(e))),
-            },
-            Backend::Remote(remote) => remote.read_async(self.closure_op::<T>(remote, &code, &args.into_args(), &options), false),
-        }
-    }
-
-    fn closure_op<T: FromJs>(&self, remote: &Arc<RemoteIsolate>, code: &str, args: &[Arg<'_>], options: &EvalOptions) -> Result<Op> {
-        Ok(Op::EvalClosure {
-            context: self.id(),
-            code: code.to_owned(),
-            args: remote_args(args, remote)?,
-            run: options.clone(),
-            want: T::want(),
-        })
+        self.isolate().call_async(EvalClosure::new(self.id(), Cow::Owned(code.into()), args.into_args(), Cow::Owned(options)))
     }
 
     /// Reads a property of the global object, like [`Reference::get`](crate::Reference::get).
     pub fn get_global<T: FromJs>(&self, name: &str) -> Result<T> {
-        let id = self.id();
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| global_get(s, id, name)),
-            Backend::Remote(remote) => remote.read(Ok(Op::GlobalGet { context: id, name: name.to_owned(), want: T::want() }), false),
-        }
+        self.isolate().call(GlobalGet::new(self.id(), Cow::Borrowed(name)))
+    }
+
+    /// Async form of [`get_global`](Context::get_global).
+    pub fn get_global_async<T: FromJs>(&self, name: impl Into<String>) -> Operation<T> {
+        self.isolate().call_async(GlobalGet::new(self.id(), Cow::Owned(name.into())))
     }
 
     /// Sets a property of the global object to `value` (anything [`IntoJs`]: a copy of
@@ -176,20 +150,176 @@ impl Context {
     /// [`Callback`](crate::Callback), ...). Setters are not run: the property is (re)defined
     /// as a data property.
     pub fn set_global(&self, name: &str, value: impl IntoJs) -> Result<()> {
-        let (id, value) = (self.id(), value.into_arg());
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| global_set(s, id, name, &value)),
-            Backend::Remote(remote) => {
-                let op = value.to_remote(remote).map(|value| Op::GlobalSet { context: id, name: name.to_owned(), value });
-                remote.run(op)
-            }
-        }
+        self.isolate().call(GlobalSet { context: self.id(), name: Cow::Borrowed(name), value: value.into_arg() })
+    }
+
+    /// Async form of [`set_global`](Context::set_global).
+    pub fn set_global_async(&self, name: impl Into<String>, value: impl IntoJs) -> Operation<()> {
+        self.isolate().call_async(GlobalSet { context: self.id(), name: Cow::Owned(name.into()), value: value.into_arg() })
     }
 
     /// Releases the context. Later calls on it fail with `Context is released`. Returns
     /// whether it was still held.
     pub fn release(&self) -> bool {
         self.handle.release()
+    }
+}
+
+/// `code` run as a script in a context.
+struct Eval<'a, T> {
+    context: u64,
+    code: Cow<'a, str>,
+    options: Cow<'a, EvalOptions>,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<'a, T> Eval<'a, T> {
+    fn new(context: u64, code: Cow<'a, str>, options: Cow<'a, EvalOptions>) -> Self {
+        Eval { context, code, options, result: PhantomData }
+    }
+}
+
+impl<T: FromJs> IsolateOp for Eval<'_, T> {
+    type Output = T;
+    type Owned = Eval<'static, T>;
+
+    fn into_owned(self) -> Result<Eval<'static, T>> {
+        Ok(Eval::new(self.context, Cow::Owned(self.code.into_owned()), Cow::Owned(self.options.into_owned())))
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+        eval(self.context, self.code, self.options)
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Eval { context: self.context, code: self.code.to_string(), run: self.options.as_ref().clone(), want: T::want() })
+    }
+
+    fn reply(reply: Reply, isolate: &Isolate) -> Result<T> {
+        read_remote(isolate, reply.out()?, false)
+    }
+}
+
+/// `code` run as the body of a function of `$0, $1, ...` in a context.
+struct EvalClosure<'a, T> {
+    context: u64,
+    code: Cow<'a, str>,
+    args: Vec<Arg<'a>>,
+    options: Cow<'a, EvalOptions>,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<'a, T> EvalClosure<'a, T> {
+    fn new(context: u64, code: Cow<'a, str>, args: Vec<Arg<'a>>, options: Cow<'a, EvalOptions>) -> Self {
+        EvalClosure { context, code, args, options, result: PhantomData }
+    }
+}
+
+impl<T: FromJs> IsolateOp for EvalClosure<'_, T> {
+    type Output = T;
+    type Owned = EvalClosure<'static, T>;
+
+    fn into_owned(self) -> Result<EvalClosure<'static, T>> {
+        let args = self.args.into_iter().map(Arg::into_owned).collect::<Result<_>>()?;
+        Ok(EvalClosure::new(self.context, Cow::Owned(self.code.into_owned()), args, Cow::Owned(self.options.into_owned())))
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+        eval_closure(self.context, self.code, self.args, self.options)
+    }
+
+    fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
+        let args = remote_args(&self.args, remote)?;
+        Ok(Op::EvalClosure { context: self.context, code: self.code.to_string(), args, run: self.options.as_ref().clone(), want: T::want() })
+    }
+
+    fn reply(reply: Reply, isolate: &Isolate) -> Result<T> {
+        read_remote(isolate, reply.out()?, false)
+    }
+}
+
+/// A property of a context's global object, read.
+struct GlobalGet<'a, T> {
+    context: u64,
+    name: Cow<'a, str>,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<'a, T> GlobalGet<'a, T> {
+    fn new(context: u64, name: Cow<'a, str>) -> Self {
+        GlobalGet { context, name, result: PhantomData }
+    }
+}
+
+impl<T: FromJs> IsolateOp for GlobalGet<'_, T> {
+    type Output = T;
+    type Owned = GlobalGet<'static, T>;
+
+    fn into_owned(self) -> Result<GlobalGet<'static, T>> {
+        Ok(GlobalGet::new(self.context, Cow::Owned(self.name.into_owned())))
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+        let name = self.name;
+        JsRun::new(
+            self.context,
+            Limits::default(),
+            move |scope: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>| {
+                let global = scope.get_current_context().global(scope);
+                let key = v8::String::new(scope, &name).ok_or_else(js::threw)?;
+                global.get(scope, key.into()).ok_or_else(js::threw)
+            },
+            |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, value| {
+                read_out(scope, inner, value, Rule::new(Transfer::Auto, Fallback::Reference))
+            },
+        )
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::GlobalGet { context: self.context, name: self.name.to_string(), want: T::want() })
+    }
+
+    fn reply(reply: Reply, isolate: &Isolate) -> Result<T> {
+        read_remote(isolate, reply.out()?, false)
+    }
+}
+
+/// A property of a context's global object, (re)defined as a data property.
+struct GlobalSet<'a> {
+    context: u64,
+    name: Cow<'a, str>,
+    value: Arg<'a>,
+}
+
+impl IsolateOp for GlobalSet<'_> {
+    type Output = ();
+    type Owned = GlobalSet<'static>;
+
+    fn into_owned(self) -> Result<GlobalSet<'static>> {
+        Ok(GlobalSet { context: self.context, name: Cow::Owned(self.name.into_owned()), value: self.value.into_owned()? })
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<()> + Send> {
+        let GlobalSet { context, name, value } = self;
+        JsRun::new(
+            context,
+            Limits::default(),
+            move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
+                let global = scope.get_current_context().global(scope);
+                // As `Reference::set`: a property JavaScript made non-configurable is `Set failed`.
+                crate::reference::define(scope, inner, global.into(), &Key::from(name.as_ref()), &value)?;
+                Ok(v8::undefined(scope).into())
+            },
+            |_: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, _| Ok(()),
+        )
+    }
+
+    fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::GlobalSet { context: self.context, name: self.name.to_string(), value: self.value.to_remote(remote)? })
+    }
+
+    fn reply(reply: Reply, _: &Isolate) -> Result<()> {
+        reply.done()
     }
 }
 
@@ -234,36 +364,5 @@ fn eval_closure<'a, T: FromJs, C: AsRef<str>, O: Borrow<EvalOptions>>(
             function.call(scope, global.into(), &argv).ok_or_else(js::threw)
         },
         move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, result| read_out(scope, inner, result, rule),
-    )
-}
-
-fn global_get<T: FromJs>(session: &mut Session<'_>, id: u64, name: &str) -> Result<T> {
-    let inner = session.inner.clone();
-    run::run_in_context(
-        session,
-        id,
-        Limits::default(),
-        |scope| {
-            let global = scope.get_current_context().global(scope);
-            let key = v8::String::new(scope, name).ok_or_else(js::threw)?;
-            global.get(scope, key.into()).ok_or_else(js::threw)
-        },
-        |scope, value| read_out(scope, &inner, value, Rule::new(Transfer::Auto, Fallback::Reference)),
-    )
-}
-
-fn global_set(session: &mut Session<'_>, id: u64, name: &str, value: &Arg<'_>) -> Result<()> {
-    let inner = session.inner.clone();
-    run::run_in_context(
-        session,
-        id,
-        Limits::default(),
-        |scope| {
-            let global = scope.get_current_context().global(scope);
-            // As `Reference::set`: a property JavaScript made non-configurable is `Set failed`.
-            crate::reference::define(scope, &inner, global.into(), &Key::from(name), value)?;
-            Ok(v8::undefined(scope).into())
-        },
-        |_, _| Ok(()),
     )
 }

@@ -48,6 +48,7 @@ mod external_copy;
 mod handle;
 mod isolate;
 mod module;
+mod op;
 pub mod process;
 mod reference;
 mod run;

@@ -116,6 +116,13 @@ fn globals_are_set_and_read_as_copies() {
     context.eval::<Value>("Object.defineProperty(globalThis, 'trap', { set(v) { throw 1 }, configurable: true })").unwrap();
     context.set_global("trap", 5).unwrap();
     assert_eq!(context.eval::<i32>("trap").unwrap(), 5);
+    // The async forms, queued in order: the copy is made when `set_global_async` is called.
+    let set = context.set_global_async("later", &config);
+    let read = context.get_global_async::<Config>("later");
+    crate::block_on(set).unwrap();
+    assert_eq!(crate::block_on(read).unwrap(), config);
+    let err = crate::block_on(context.get_global_async::<u32>("later")).unwrap_err();
+    assert_eq!(err.kind(), ivm::ErrorKind::Conversion);
 }
 
 #[test]
