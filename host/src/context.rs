@@ -195,7 +195,7 @@ impl<T: FromJs> IsolateOp for Eval<'_, T> {
         Ok(Op::Eval { context: self.context, code: self.code.to_string(), run: self.options.as_ref().clone(), want: T::want() })
     }
 
-    fn reply(reply: Reply, isolate: &Isolate) -> Result<T> {
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<T> {
         read_remote(isolate, reply.out()?, false)
     }
 }
@@ -233,7 +233,7 @@ impl<T: FromJs> IsolateOp for EvalClosure<'_, T> {
         Ok(Op::EvalClosure { context: self.context, code: self.code.to_string(), args, run: self.options.as_ref().clone(), want: T::want() })
     }
 
-    fn reply(reply: Reply, isolate: &Isolate) -> Result<T> {
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<T> {
         read_remote(isolate, reply.out()?, false)
     }
 }
@@ -279,7 +279,7 @@ impl<T: FromJs> IsolateOp for GlobalGet<'_, T> {
         Ok(Op::GlobalGet { context: self.context, name: self.name.to_string(), want: T::want() })
     }
 
-    fn reply(reply: Reply, isolate: &Isolate) -> Result<T> {
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<T> {
         read_remote(isolate, reply.out()?, false)
     }
 }
@@ -318,7 +318,7 @@ impl IsolateOp for GlobalSet<'_> {
         Ok(Op::GlobalSet { context: self.context, name: self.name.to_string(), value: self.value.to_remote(remote)? })
     }
 
-    fn reply(reply: Reply, _: &Isolate) -> Result<()> {
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<()> {
         reply.done()
     }
 }

@@ -20,12 +20,12 @@ pub(crate) trait IsolateOp: Sized + Send {
     fn into_owned(self) -> Result<Self::Owned>;
     /// Its run on a locked isolate of this process.
     fn local(self) -> JsRun<impl Body + Send, impl Finish<Self::Output> + Send>;
-    /// Its request to the worker an isolate lives in. Borrowed: the handles the operation
-    /// holds must outlive the sending of the request (the last clone of a handle, dropped,
+    /// Its request to the worker an isolate lives in. Borrowed: the operation, and the
+    /// handles it holds, live until the reply is read (the last clone of a handle, dropped,
     /// releases it in the worker, which would otherwise happen before the request runs).
     fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op>;
     /// Reads the worker's reply.
-    fn reply(reply: Reply, isolate: &Isolate) -> Result<Self::Output>;
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Self::Output>;
 }
 
 impl Isolate {
@@ -34,9 +34,8 @@ impl Isolate {
         match &self.backend {
             Backend::Local(inner) => inner.run_js_sync(op.local()),
             Backend::Remote(remote) => {
-                let reply = remote.request(op.request(remote)?);
-                drop(op);
-                O::reply(reply?, self)
+                let reply = remote.request(op.request(remote)?)?;
+                op.reply(reply, self)
             }
         }
     }
@@ -48,13 +47,18 @@ impl Isolate {
                 Ok(op) => Operation::new(inner.run_js_async(op.local())),
                 Err(e) => Operation::new(std::future::ready(Err(e))),
             },
-            Backend::Remote(remote) => {
-                // Sent now: `op` may go after this.
-                let sent = remote.request_async_with(op.request(remote));
-                drop(op);
-                let isolate = self.clone();
-                Operation::new(async move { O::reply(sent.await?, &isolate) })
-            }
+            Backend::Remote(remote) => match op.into_owned() {
+                Ok(op) => {
+                    let sent = remote.request_async_with(op.request(remote));
+                    let isolate = self.clone();
+                    // The operation (and the handles it holds) lives until its reply is read.
+                    Operation::new(async move {
+                        let reply = sent.await?;
+                        op.reply(reply, &isolate)
+                    })
+                }
+                Err(e) => Operation::failed(e),
+            },
         }
     }
 }

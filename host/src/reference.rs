@@ -1,5 +1,7 @@
 //! [`Reference`]: a handle to a value that stays inside its isolate.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -9,11 +11,12 @@ use crate::data::{EvalOptions, Key, Transfer};
 use crate::error::{Error, Result};
 use crate::external_copy::{ExternalCopy, ExternalCopyOptions};
 use crate::handle::HandleRef;
-use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
+use crate::isolate::{Isolate, IsolateInner, Operation, Slot};
+use crate::op::IsolateOp;
 use crate::process::RemoteIsolate;
-use crate::process::protocol::{Access, Op};
-use crate::run::{self, Body, Finish, JsRun, Limits};
-use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transferable, all_converted, read_out, remote_args};
+use crate::process::protocol::{Access, Op, Reply};
+use crate::run::{Body, Finish, JsRun, Limits};
+use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transferable, all_converted, read_out, read_remote, remote_args};
 use crate::value::js;
 
 /// A handle to a value inside an isolate (an object, a function, or a primitive), usable from
@@ -114,51 +117,27 @@ impl Reference {
     /// # Ok::<(), ivm::Error>(())
     /// ```
     pub fn get<T: FromJs>(&self, key: impl Into<Key>) -> Result<T> {
-        let key = key.into();
-        let (id, access) = (self.handle.id, self.access());
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| get(s, id, &key, access)),
-            Backend::Remote(remote) => remote.read(Ok(self.get_op::<T>(&key)), self.inherit),
-        }
+        self.isolate().call(self.get_op(key.into()))
     }
 
     /// Async form of [`get`](Reference::get).
     pub fn get_async<T: FromJs>(&self, key: impl Into<Key>) -> Operation<T> {
-        let key = key.into();
-        let (id, access) = (self.handle.id, self.access());
-        match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_async(move |s| get(s, id, &key, access))),
-            Backend::Remote(remote) => remote.read_async(Ok(self.get_op::<T>(&key)), self.inherit),
-        }
+        self.isolate().call_async(self.get_op(key.into()))
     }
 
-    fn get_op<T: FromJs>(&self, key: &Key) -> Op {
-        Op::Get { reference: self.handle.id, access: self.access(), key: key.clone(), want: T::want() }
+    fn get_op<T>(&self, key: Key) -> Get<T> {
+        Get { reference: self.handle.id, access: self.access(), key, result: PhantomData }
     }
 
     /// Defines a data property (setters do not run), e.g. `reference.set("config", &config)`
     /// or a [`Callback`](crate::Callback).
     pub fn set(&self, key: impl Into<Key>, value: impl IntoJs) -> Result<()> {
-        let (key, value, id) = (key.into(), value.into_arg(), self.handle.id);
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))),
-            Backend::Remote(remote) => remote.run(self.set_op(remote, &key, &value)),
-        }
+        self.isolate().call(Set { reference: self.handle.id, key: key.into(), value: value.into_arg() })
     }
 
     /// Async form of [`set`](Reference::set).
     pub fn set_async(&self, key: impl Into<Key>, value: impl IntoJs) -> Operation<()> {
-        let (key, id) = (key.into(), self.handle.id);
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_async_with(value.into_arg().into_owned(), move |s, value| {
-                with_value(s, id, |scope, inner, target| define(scope, inner, target, &key, &value))
-            }),
-            Backend::Remote(remote) => remote.run_async(self.set_op(remote, &key, &value.into_arg())),
-        }
-    }
-
-    fn set_op(&self, remote: &Arc<RemoteIsolate>, key: &Key, value: &Arg<'_>) -> Result<Op> {
-        Ok(Op::Set { reference: self.handle.id, key: key.clone(), value: value.to_remote(remote)? })
+        self.isolate().call_async(Set { reference: self.handle.id, key: key.into(), value: value.into_arg() })
     }
 
     /// Fire-and-forget [`set`](Reference::set): queued like `set_async`; errors are dropped.
@@ -168,22 +147,12 @@ impl Reference {
 
     /// Deletes a property. Fails with `Delete failed` if it cannot be deleted.
     pub fn delete(&self, key: impl Into<Key>) -> Result<()> {
-        let (key, id) = (key.into(), self.handle.id);
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, _, target| remove(scope, target, &key))),
-            Backend::Remote(remote) => remote.run(Ok(Op::Delete { reference: id, key })),
-        }
+        self.isolate().call(Delete { reference: self.handle.id, key: key.into() })
     }
 
     /// Async form of [`delete`](Reference::delete).
     pub fn delete_async(&self, key: impl Into<Key>) -> Operation<()> {
-        let (key, id) = (key.into(), self.handle.id);
-        match &self.isolate().backend {
-            Backend::Local(inner) => {
-                Operation::new(inner.run_async(move |s| with_value(s, id, |scope, _, target| remove(scope, target, &key))))
-            }
-            Backend::Remote(remote) => remote.run_async(Ok(Op::Delete { reference: id, key })),
-        }
+        self.isolate().call_async(Delete { reference: self.handle.id, key: key.into() })
     }
 
     /// Fire-and-forget [`delete`](Reference::delete).
@@ -197,39 +166,16 @@ impl Reference {
     /// [`ExternalCopy`](crate::ExternalCopy), or a [`Transferred`](crate::Transferred).
     /// `options.timeout` bounds the call, `options.promise` waits for a promise result.
     pub fn apply<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: &EvalOptions) -> Result<T> {
-        let (recv, args, id) = (recv.into_arg(), args.into_args(), self.handle.id);
-        let rule = self.rule(options.transfer);
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(call(id, recv, args, options.limits(), rule)),
-            Backend::Remote(remote) => remote.read(self.apply_op::<T>(remote, &recv, &args, options), self.inherit),
-        }
+        self.isolate().call(self.apply_op(recv.into_arg(), args.into_args(), Cow::Borrowed(options)))
     }
 
     /// Async form of [`apply`](Reference::apply).
     pub fn apply_async<T: FromJs>(&self, recv: impl IntoJs, args: impl IntoArgs, options: EvalOptions) -> Operation<T> {
-        let (id, rule) = (self.handle.id, self.rule(options.transfer));
-        match &self.isolate().backend {
-            Backend::Local(inner) => match owned_args(recv, args) {
-                Ok((recv, args)) => Operation::new(inner.run_js_async(call(id, recv, args, options.limits(), rule))),
-                Err(e) => Operation::new(std::future::ready(Err(e))),
-            },
-            Backend::Remote(remote) => {
-                let op = self.apply_op::<T>(remote, &recv.into_arg(), &args.into_args(), &options);
-                remote.read_async(op, self.inherit)
-            }
-        }
+        self.isolate().call_async(self.apply_op(recv.into_arg(), args.into_args(), Cow::Owned(options)))
     }
 
-    fn apply_op<T: FromJs>(&self, remote: &Arc<RemoteIsolate>, recv: &Arg<'_>, args: &[Arg<'_>], options: &EvalOptions) -> Result<Op> {
-        all_converted(Some(recv), args)?;
-        Ok(Op::Apply {
-            reference: self.handle.id,
-            access: self.access(),
-            recv: recv.to_remote(remote)?,
-            args: remote_args(args, remote)?,
-            run: options.clone(),
-            want: T::want(),
-        })
+    fn apply_op<'a, T>(&self, recv: Arg<'a>, args: Vec<Arg<'a>>, options: Cow<'a, EvalOptions>) -> Apply<'a, T> {
+        Apply { reference: self.handle.id, access: self.access(), recv, args, options, result: PhantomData }
     }
 
     /// Fire-and-forget [`apply`](Reference::apply): queued like `apply_async`; the result
@@ -245,38 +191,23 @@ impl Reference {
 
     /// [`copy`](Reference::copy) into any [`FromJs`] type.
     pub(crate) fn copy_as<T: FromJs>(&self) -> Result<T> {
-        let (id, rule) = (self.handle.id, Rule::new(Transfer::Copy, Fallback::Reference));
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule))),
-            Backend::Remote(remote) => remote.read(Ok(Op::Copy { reference: id, want: T::want() }), false),
-        }
+        self.isolate().call(Copy { reference: self.handle.id, result: PhantomData })
     }
 
     /// Async form of [`copy`](Reference::copy).
     pub fn copy_async<T: DeserializeOwned + Send + 'static>(&self) -> Operation<T> {
-        let (id, rule) = (self.handle.id, Rule::new(Transfer::Copy, Fallback::Reference));
-        match &self.isolate().backend {
-            Backend::Local(inner) => {
-                Operation::new(inner.run_async(move |s| with_value(s, id, |scope, inner, v| read_out(scope, inner, v, rule))))
-            }
-            Backend::Remote(remote) => remote.read_async(Ok(Op::Copy { reference: id, want: T::want() }), false),
-        }
+        self.isolate().call_async(Copy { reference: self.handle.id, result: PhantomData })
     }
 
     /// Makes an [`ExternalCopy`] of the value, optionally transferring ArrayBuffers into it
     /// (isolated-vm's `new ExternalCopy(value, { transferList, transferOut })`).
     pub fn external_copy(&self, options: &ExternalCopyOptions) -> Result<ExternalCopy> {
-        let id = self.handle.id;
-        match &self.isolate().backend {
-            Backend::Local(inner) => {
-                inner.run_sync(|s| with_value(s, id, |scope, inner, v| ExternalCopy::from_js(scope, inner, v, options)))
-            }
-            Backend::Remote(remote) => {
-                let transfer = options.transfer_list.iter().map(|r| r.id_in(remote)).collect::<Result<Vec<_>>>()?;
-                let op = Op::ExternalCopy { reference: id, transfer, transfer_out: options.transfer_out };
-                ExternalCopy::import(remote.request(op)?.copy()?, remote.copy_budget)
-            }
-        }
+        self.isolate().call(CopyOut { reference: self.handle.id, options: Cow::Borrowed(options) })
+    }
+
+    /// Async form of [`external_copy`](Reference::external_copy).
+    pub fn external_copy_async(&self, options: ExternalCopyOptions) -> Operation<ExternalCopy> {
+        self.isolate().call_async(CopyOut { reference: self.handle.id, options: Cow::Owned(options) })
     }
 
     /// The value itself, for passing into its own isolate (isolated-vm's `deref()`); passing
@@ -331,35 +262,52 @@ impl Reference {
         Access { inherit: self.inherit, accessors: self.accessors }
     }
 
-    /// The transfer rule for results of `get` and `apply`: isolated-vm's reference fallback.
-    fn rule(&self, transfer: Transfer) -> Rule {
-        Rule { inherit: self.inherit, ..Rule::new(transfer, Fallback::Reference) }
-    }
 }
 
 fn not_here() -> Error {
     Error::js("TypeError", "Cannot dereference this into target isolate")
 }
 
-fn owned_args(recv: impl IntoJs, args: impl IntoArgs) -> Result<(Arg<'static>, Vec<Arg<'static>>)> {
-    let recv = recv.into_arg().into_owned()?;
-    let args = args.into_args().into_iter().map(Arg::into_owned).collect::<Result<_>>()?;
-    Ok((recv, args))
-}
-
 impl Context {
     /// A reference to the context's global object.
     pub fn global(&self) -> Result<Reference> {
-        let id = self.id();
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| {
-                let inner = s.inner.clone();
-                run::run_in_context(s, id, Limits::default(), |scope| Ok(scope.get_current_context().global(scope).into()), |scope, v| {
-                    Ok(Reference::create(scope, &inner, v, false))
-                })
-            }),
-            Backend::Remote(remote) => remote.read(Ok(Op::Global { context: id }), false),
-        }
+        self.isolate().call(Global { context: self.id() })
+    }
+
+    /// Async form of [`global`](Context::global).
+    pub fn global_async(&self) -> Operation<Reference> {
+        self.isolate().call_async(Global { context: self.id() })
+    }
+}
+
+/// A context's global object, as a reference.
+struct Global {
+    context: u64,
+}
+
+impl IsolateOp for Global {
+    type Output = Reference;
+    type Owned = Global;
+
+    fn into_owned(self) -> Result<Global> {
+        Ok(self)
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<Reference> + Send> {
+        JsRun::new(
+            self.context,
+            Limits::default(),
+            |scope: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>| Ok(scope.get_current_context().global(scope).into()),
+            |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, value| Ok(Reference::create(scope, inner, value, false)),
+        )
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Global { context: self.context })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Reference> {
+        read_remote(isolate, reply.out()?, false)
     }
 }
 
@@ -381,19 +329,22 @@ fn type_of(value: v8::Local<v8::Value>) -> &'static str {
     }
 }
 
-/// Runs `body` on a reference's value, in its context.
-fn with_value<R>(
-    session: &mut Session<'_>,
+/// A run on reference `id`'s value, in its context, under the isolate's default timeout.
+fn on_value<R>(
     id: u64,
-    body: impl for<'s, 'i> FnOnce(&mut v8::PinScope<'s, 'i>, &Arc<IsolateInner>, v8::Local<'s, v8::Value>) -> Result<R>,
-) -> Result<R> {
-    let inner = session.inner.clone();
-    check_held(&inner, id)?;
-    run::run_in_context(session, id, Limits::default(), |scope| value_of(scope, &inner, id), |scope, v| body(scope, &inner, v))
-}
-
-fn check_held(inner: &IsolateInner, id: u64) -> Result<()> {
-    if inner.holds(id) { Ok(()) } else { Err(Error::disposed("Reference has been released")) }
+    body: impl for<'s, 'i> FnOnce(&mut v8::PinScope<'s, 'i>, &Arc<IsolateInner>, v8::Local<'s, v8::Value>) -> Result<v8::Local<'s, v8::Value>> + Send,
+    finish: impl Finish<R> + Send,
+) -> JsRun<impl Body + Send, impl Finish<R> + Send> {
+    JsRun::new(
+        id,
+        Limits::default(),
+        move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
+            let target = value_of(scope, inner, id)?;
+            body(scope, inner, target)
+        },
+        finish,
+    )
+    .released("Reference has been released")
 }
 
 fn value_of<'s>(scope: &v8::PinScope<'s, '_>, inner: &IsolateInner, id: u64) -> Result<v8::Local<'s, v8::Value>> {
@@ -488,14 +439,6 @@ fn remove<'s>(scope: &mut v8::PinScope<'s, '_>, target: v8::Local<'s, v8::Value>
     if object.delete(scope, key).ok_or_else(js::threw)? { Ok(()) } else { Err(type_error("Delete failed")) }
 }
 
-fn get<T: FromJs>(session: &mut Session<'_>, id: u64, key: &Key, access: Access) -> Result<T> {
-    let rule = Rule { inherit: access.inherit, ..Rule::new(Transfer::Auto, Fallback::Reference) };
-    with_value(session, id, |scope, inner, target| {
-        let v = property(scope, target, key, access)?;
-        read_out(scope, inner, v, rule)
-    })
-}
-
 /// The function reference `id` called with `recv` and `args`.
 fn call<'a, T: FromJs>(
     id: u64,
@@ -521,4 +464,217 @@ fn call<'a, T: FromJs>(
         move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, v| read_out(scope, inner, v, rule),
     )
     .released("Reference has been released")
+}
+
+/// A property read (reference `get`).
+struct Get<T> {
+    reference: u64,
+    access: Access,
+    key: Key,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<T: FromJs> IsolateOp for Get<T> {
+    type Output = T;
+    type Owned = Get<T>;
+
+    fn into_owned(self) -> Result<Get<T>> {
+        Ok(self)
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+        let Get { reference, access, key, .. } = self;
+        let rule = Rule { inherit: access.inherit, ..Rule::new(Transfer::Auto, Fallback::Reference) };
+        on_value(
+            reference,
+            move |scope: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, target| property(scope, target, &key, access),
+            move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, value| read_out(scope, inner, value, rule),
+        )
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Get { reference: self.reference, access: self.access, key: self.key.clone(), want: T::want() })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<T> {
+        read_remote(isolate, reply.out()?, self.access.inherit)
+    }
+}
+
+/// A data property defined (reference `set`).
+struct Set<'a> {
+    reference: u64,
+    key: Key,
+    value: Arg<'a>,
+}
+
+impl IsolateOp for Set<'_> {
+    type Output = ();
+    type Owned = Set<'static>;
+
+    fn into_owned(self) -> Result<Set<'static>> {
+        Ok(Set { reference: self.reference, key: self.key, value: self.value.into_owned()? })
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<()> + Send> {
+        let Set { reference, key, value } = self;
+        on_value(
+            reference,
+            move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, target| {
+                define(scope, inner, target, &key, &value)?;
+                Ok(v8::undefined(scope).into())
+            },
+            |_: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, _| Ok(()),
+        )
+    }
+
+    fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Set { reference: self.reference, key: self.key.clone(), value: self.value.to_remote(remote)? })
+    }
+
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<()> {
+        reply.done()
+    }
+}
+
+/// A property deleted (reference `delete`).
+struct Delete {
+    reference: u64,
+    key: Key,
+}
+
+impl IsolateOp for Delete {
+    type Output = ();
+    type Owned = Delete;
+
+    fn into_owned(self) -> Result<Delete> {
+        Ok(self)
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<()> + Send> {
+        let Delete { reference, key } = self;
+        on_value(
+            reference,
+            move |scope: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, target| {
+                remove(scope, target, &key)?;
+                Ok(v8::undefined(scope).into())
+            },
+            |_: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, _| Ok(()),
+        )
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Delete { reference: self.reference, key: self.key.clone() })
+    }
+
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<()> {
+        reply.done()
+    }
+}
+
+/// A function called (reference `apply`).
+struct Apply<'a, T> {
+    reference: u64,
+    access: Access,
+    recv: Arg<'a>,
+    args: Vec<Arg<'a>>,
+    options: Cow<'a, EvalOptions>,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<T: FromJs> IsolateOp for Apply<'_, T> {
+    type Output = T;
+    type Owned = Apply<'static, T>;
+
+    fn into_owned(self) -> Result<Apply<'static, T>> {
+        let Apply { reference, access, recv, args, options, result } = self;
+        let args = args.into_iter().map(Arg::into_owned).collect::<Result<_>>()?;
+        Ok(Apply { reference, access, recv: recv.into_owned()?, args, options: Cow::Owned(options.into_owned()), result })
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+        let rule = Rule { inherit: self.access.inherit, ..Rule::new(self.options.transfer, Fallback::Reference) };
+        call(self.reference, self.recv, self.args, self.options.limits(), rule)
+    }
+
+    fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
+        all_converted(Some(&self.recv), &self.args)?;
+        Ok(Op::Apply {
+            reference: self.reference,
+            access: self.access,
+            recv: self.recv.to_remote(remote)?,
+            args: remote_args(&self.args, remote)?,
+            run: self.options.as_ref().clone(),
+            want: T::want(),
+        })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<T> {
+        read_remote(isolate, reply.out()?, self.access.inherit)
+    }
+}
+
+/// The value copied out (reference `copy`).
+struct Copy<T> {
+    reference: u64,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<T: FromJs> IsolateOp for Copy<T> {
+    type Output = T;
+    type Owned = Copy<T>;
+
+    fn into_owned(self) -> Result<Copy<T>> {
+        Ok(self)
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+        let rule = Rule::new(Transfer::Copy, Fallback::Reference);
+        on_value(
+            self.reference,
+            |_: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, value| Ok(value),
+            move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, value| read_out(scope, inner, value, rule),
+        )
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Copy { reference: self.reference, want: T::want() })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<T> {
+        read_remote(isolate, reply.out()?, false)
+    }
+}
+
+/// The value as an [`ExternalCopy`] (reference `external_copy`).
+struct CopyOut<'a> {
+    reference: u64,
+    options: Cow<'a, ExternalCopyOptions>,
+}
+
+impl IsolateOp for CopyOut<'_> {
+    type Output = ExternalCopy;
+    type Owned = CopyOut<'static>;
+
+    fn into_owned(self) -> Result<CopyOut<'static>> {
+        Ok(CopyOut { reference: self.reference, options: Cow::Owned(self.options.into_owned()) })
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<ExternalCopy> + Send> {
+        let options = self.options;
+        on_value(
+            self.reference,
+            |_: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>, value| Ok(value),
+            move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, value| ExternalCopy::from_js(scope, inner, value, &options),
+        )
+    }
+
+    fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
+        let transfer = self.options.transfer_list.iter().map(|r| r.id_in(remote)).collect::<Result<Vec<_>>>()?;
+        Ok(Op::ExternalCopy { reference: self.reference, transfer, transfer_out: self.options.transfer_out })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<ExternalCopy> {
+        ExternalCopy::import(reply.copy()?, isolate.copy_budget())
+    }
 }

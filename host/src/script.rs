@@ -1,5 +1,7 @@
 //! [`Script`]: code compiled once in an isolate, run in any of its contexts.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::code_cache::{CacheKey, CacheOutcome, CacheRequest, CachedData, Kind};
@@ -7,10 +9,12 @@ use crate::context::Context;
 use crate::data::{CompileOptions, EvalOptions, ScriptOrigin};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
-use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
-use crate::process::protocol::Op;
+use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
+use crate::op::IsolateOp;
+use crate::process::RemoteIsolate;
+use crate::process::protocol::{Op, Reply};
 use crate::run::{Body, Finish, JsRun};
-use crate::transfer::{Fallback, FromJs, Rule, read_out};
+use crate::transfer::{Fallback, FromJs, Rule, read_out, read_remote};
 use crate::value::js;
 
 impl CompileOptions {
@@ -63,24 +67,15 @@ impl Script {
     /// completion value into `T`, with the same rules as [`Context::eval`]. `options.origin`
     /// is ignored: the script keeps the origin it was compiled with.
     pub fn run<T: FromJs>(&self, context: &Context, options: &EvalOptions) -> Result<T> {
-        let (script_id, context_id) = self.ids_for(context)?;
-        match &self.handle.isolate.backend {
-            Backend::Local(inner) => inner.run_js_sync(run_script(script_id, context_id, options)),
-            Backend::Remote(remote) => remote.read(Ok(run_op::<T>(script_id, context_id, options)), false),
-        }
+        let (script, context) = self.ids_for(context)?;
+        self.handle.isolate.call(RunScript::new(script, context, Cow::Borrowed(options)))
     }
 
     /// Async form of [`run`](Script::run).
     pub fn run_async<T: FromJs>(&self, context: &Context, options: EvalOptions) -> Operation<T> {
-        match &self.handle.isolate.backend {
-            Backend::Local(inner) => match self.ids_for(context) {
-                Ok((script_id, context_id)) => Operation::new(inner.run_js_async(run_script(script_id, context_id, &options))),
-                Err(e) => Operation::new(std::future::ready(Err(e))),
-            },
-            Backend::Remote(remote) => {
-                let op = self.ids_for(context).map(|(script_id, context_id)| run_op::<T>(script_id, context_id, &options));
-                remote.read_async(op, false)
-            }
+        match self.ids_for(context) {
+            Ok((script, context)) => self.handle.isolate.call_async(RunScript::new(script, context, Cow::Owned(options))),
+            Err(e) => Operation::failed(e),
         }
     }
 
@@ -97,8 +92,39 @@ impl Script {
     }
 }
 
-fn run_op<T: FromJs>(script: u64, context: u64, options: &EvalOptions) -> Op {
-    Op::RunScript { script, context, run: options.clone(), want: T::want() }
+/// A compiled script run in a context.
+struct RunScript<'a, T> {
+    script: u64,
+    context: u64,
+    options: Cow<'a, EvalOptions>,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<'a, T> RunScript<'a, T> {
+    fn new(script: u64, context: u64, options: Cow<'a, EvalOptions>) -> Self {
+        RunScript { script, context, options, result: PhantomData }
+    }
+}
+
+impl<T: FromJs> IsolateOp for RunScript<'_, T> {
+    type Output = T;
+    type Owned = RunScript<'static, T>;
+
+    fn into_owned(self) -> Result<RunScript<'static, T>> {
+        Ok(RunScript::new(self.script, self.context, Cow::Owned(self.options.into_owned())))
+    }
+
+    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+        run_script(self.script, self.context, &self.options)
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::RunScript { script: self.script, context: self.context, run: self.options.as_ref().clone(), want: T::want() })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<T> {
+        read_remote(isolate, reply.out()?, false)
+    }
 }
 
 /// Script `script_id` run in context `context_id`.

@@ -104,3 +104,20 @@ fn a_reference_cannot_enter_another_isolate_and_a_released_one_says_so() {
     let err = global_a.get::<Value>("x").unwrap_err();
     assert!(matches!(&err, Error::Disposed { message } if message == "Reference has been released"), "{err:?}");
 }
+
+#[test]
+fn every_reference_operation_has_an_async_form() {
+    let (_isolate, context) = new_context();
+    let global = crate::block_on(context.global_async()).unwrap();
+    crate::block_on(global.set_async("box", serde_json::json!({ "n": 1 }))).unwrap();
+    let boxed: Reference = crate::block_on(global.get_async("box")).unwrap();
+    let copy = crate::block_on(boxed.external_copy_async(Default::default())).unwrap();
+    assert_eq!(copy.copy::<serde_json::Value>().unwrap()["n"], 1);
+    assert_eq!(crate::block_on(boxed.copy_async::<serde_json::Value>()).unwrap()["n"], 1);
+    crate::block_on(global.delete_async("box")).unwrap();
+    assert!(context.eval::<bool>("typeof box === 'undefined'").unwrap());
+    // A released reference fails the same way in either form.
+    boxed.release();
+    let err = crate::block_on(boxed.external_copy_async(Default::default())).unwrap_err();
+    assert_eq!(err.message(), "Reference has been released");
+}

@@ -678,19 +678,6 @@ impl IsolateInner {
         async move { rx.await.unwrap_or_else(|_| Err(Error::isolate_disposed())) }
     }
 
-    /// [`run_async`](Self::run_async) for an operation whose inputs were prepared first (and
-    /// may have failed to be): queued now either way, so it runs whether or not it is awaited.
-    pub(crate) fn run_async_with<P: Send + 'static, R: Send + 'static>(
-        self: &Arc<Self>,
-        prepared: Result<P>,
-        op: impl FnOnce(&mut Session<'_>, P) -> Result<R> + Send + 'static,
-    ) -> Operation<R> {
-        match prepared {
-            Ok(inputs) => Operation::new(self.run_async(move |s| op(s, inputs))),
-            Err(e) => Operation::new(std::future::ready(Err(e))),
-        }
-    }
-
     /// Queues `job` to run after the operations queued before it; its outcome is dropped.
     pub(crate) fn post(self: &Arc<Self>, job: impl FnOnce(&mut Session<'_>) + Send + 'static) {
         self.enqueue(Box::new(move |session| {

@@ -20,6 +20,14 @@ impl<T> Operation<T> {
     pub(crate) fn new(future: impl Future<Output = Result<T>> + Send + 'static) -> Self {
         Operation { future: Box::pin(future) }
     }
+
+    /// An operation that failed before it could be queued.
+    pub(crate) fn failed(error: crate::Error) -> Self
+    where
+        T: Send + 'static,
+    {
+        Operation::new(std::future::ready(Err(error)))
+    }
 }
 
 impl<T> Future for Operation<T> {

@@ -430,12 +430,6 @@ impl RemoteIsolate {
         read_remote(&self.isolate(), out, inherit)
     }
 
-    /// Async form of [`read`](Self::read).
-    pub(crate) fn read_async<T: FromJs>(self: &Arc<Self>, op: Result<Op>, inherit: bool) -> Operation<T> {
-        let (done, isolate) = (self.request_async_with(op), self.isolate());
-        Operation::new(async move { read_remote(&isolate, done.await?.out()?, inherit) })
-    }
-
     /// Runs `op`, which gives nothing back.
     pub(crate) fn run(&self, op: Result<Op>) -> Result<()> {
         self.request(op?)?.done()
