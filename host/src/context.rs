@@ -9,7 +9,7 @@ use crate::data::{ConsoleLevel, EvalOptions, Key, Transfer};
 use crate::error::Result;
 use crate::handle::HandleRef;
 use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
-use crate::op::IsolateOp;
+use crate::op::{InSession, IsolateOp, LocalWork};
 use crate::process::protocol::{Op, Reply};
 use crate::process::RemoteIsolate;
 use crate::run::{Body, Finish, JsRun, Limits};
@@ -67,6 +67,52 @@ pub(crate) fn create(session: &mut Session<'_>, options: &ContextOptions) -> Res
         Console::install(scope, inner, sink.clone())?;
     }
     Ok(inner.insert(Slot::Context(v8::Global::new(scope, context))))
+}
+
+impl Isolate {
+    /// Creates a context (a global object and its built-ins) in this isolate.
+    pub fn create_context(&self) -> Result<Context> {
+        self.create_context_with(ContextOptions::default())
+    }
+
+    /// Creates a context with options (e.g. a `console`).
+    pub fn create_context_with(&self, options: ContextOptions) -> Result<Context> {
+        self.call(CreateContext { options })
+    }
+
+    /// Async form of [`create_context_with`](Isolate::create_context_with).
+    pub fn create_context_async(&self, options: ContextOptions) -> Operation<Context> {
+        self.call_async(CreateContext { options })
+    }
+}
+
+/// A new context (isolate `create_context`).
+struct CreateContext {
+    options: ContextOptions,
+}
+
+impl IsolateOp for CreateContext {
+    type Output = Context;
+    type Owned = CreateContext;
+
+    fn into_owned(self) -> Result<CreateContext> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<Context> {
+        InSession(move |s: &mut Session<'_>| {
+            let id = create(s, &self.options)?;
+            Ok(Context::from_id(Isolate::local(s.inner.clone()), id))
+        })
+    }
+
+    fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(remote.create_context(&self.options))
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Context> {
+        Ok(Context::from_id(isolate.clone(), reply.id()?))
+    }
 }
 
 impl Context {
@@ -187,7 +233,7 @@ impl<T: FromJs> IsolateOp for Eval<'_, T> {
         Ok(Eval::new(self.context, Cow::Owned(self.code.into_owned()), Cow::Owned(self.options.into_owned())))
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+    fn local(self) -> impl LocalWork<T> {
         eval(self.context, self.code, self.options)
     }
 
@@ -224,7 +270,7 @@ impl<T: FromJs> IsolateOp for EvalClosure<'_, T> {
         Ok(EvalClosure::new(self.context, Cow::Owned(self.code.into_owned()), args, Cow::Owned(self.options.into_owned())))
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+    fn local(self) -> impl LocalWork<T> {
         eval_closure(self.context, self.code, self.args, self.options)
     }
 
@@ -259,7 +305,7 @@ impl<T: FromJs> IsolateOp for GlobalGet<'_, T> {
         Ok(GlobalGet::new(self.context, Cow::Owned(self.name.into_owned())))
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+    fn local(self) -> impl LocalWork<T> {
         let name = self.name;
         JsRun::new(
             self.context,
@@ -299,7 +345,7 @@ impl IsolateOp for GlobalSet<'_> {
         Ok(GlobalSet { context: self.context, name: Cow::Owned(self.name.into_owned()), value: self.value.into_owned()? })
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<()> + Send> {
+    fn local(self) -> impl LocalWork<()> {
         let GlobalSet { context, name, value } = self;
         JsRun::new(
             context,

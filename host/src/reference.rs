@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::external_copy::{ExternalCopy, ExternalCopyOptions};
 use crate::handle::HandleRef;
 use crate::isolate::{Isolate, IsolateInner, Operation, Slot};
-use crate::op::IsolateOp;
+use crate::op::{IsolateOp, LocalWork};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{Access, Op, Reply};
 use crate::run::{Body, Finish, JsRun, Limits};
@@ -293,7 +293,7 @@ impl IsolateOp for Global {
         Ok(self)
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<Reference> + Send> {
+    fn local(self) -> impl LocalWork<Reference> {
         JsRun::new(
             self.context,
             Limits::default(),
@@ -482,7 +482,7 @@ impl<T: FromJs> IsolateOp for Get<T> {
         Ok(self)
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+    fn local(self) -> impl LocalWork<T> {
         let Get { reference, access, key, .. } = self;
         let rule = Rule { inherit: access.inherit, ..Rule::new(Transfer::Auto, Fallback::Reference) };
         on_value(
@@ -516,7 +516,7 @@ impl IsolateOp for Set<'_> {
         Ok(Set { reference: self.reference, key: self.key, value: self.value.into_owned()? })
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<()> + Send> {
+    fn local(self) -> impl LocalWork<()> {
         let Set { reference, key, value } = self;
         on_value(
             reference,
@@ -551,7 +551,7 @@ impl IsolateOp for Delete {
         Ok(self)
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<()> + Send> {
+    fn local(self) -> impl LocalWork<()> {
         let Delete { reference, key } = self;
         on_value(
             reference,
@@ -592,7 +592,7 @@ impl<T: FromJs> IsolateOp for Apply<'_, T> {
         Ok(Apply { reference, access, recv: recv.into_owned()?, args, options: Cow::Owned(options.into_owned()), result })
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+    fn local(self) -> impl LocalWork<T> {
         let rule = Rule { inherit: self.access.inherit, ..Rule::new(self.options.transfer, Fallback::Reference) };
         call(self.reference, self.recv, self.args, self.options.limits(), rule)
     }
@@ -628,7 +628,7 @@ impl<T: FromJs> IsolateOp for Copy<T> {
         Ok(self)
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+    fn local(self) -> impl LocalWork<T> {
         let rule = Rule::new(Transfer::Copy, Fallback::Reference);
         on_value(
             self.reference,
@@ -660,7 +660,7 @@ impl IsolateOp for CopyOut<'_> {
         Ok(CopyOut { reference: self.reference, options: Cow::Owned(self.options.into_owned()) })
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<ExternalCopy> + Send> {
+    fn local(self) -> impl LocalWork<ExternalCopy> {
         let options = self.options;
         on_value(
             self.reference,

@@ -10,7 +10,7 @@ use crate::data::{CompileOptions, EvalOptions, ScriptOrigin};
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
 use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
-use crate::op::IsolateOp;
+use crate::op::{InSession, IsolateOp, LocalWork};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{Op, Reply};
 use crate::run::{Body, Finish, JsRun};
@@ -92,6 +92,48 @@ impl Script {
     }
 }
 
+impl Isolate {
+    /// Compiles a script, to run later in any context of this isolate.
+    pub fn compile_script(&self, code: &str, options: &CompileOptions) -> Result<Script> {
+        self.call(CompileScript { code: Cow::Borrowed(code), options: Cow::Borrowed(options) })
+    }
+
+    /// Async form of [`compile_script`](Isolate::compile_script).
+    pub fn compile_script_async(&self, code: impl Into<String>, options: CompileOptions) -> Operation<Script> {
+        self.call_async(CompileScript { code: Cow::Owned(code.into()), options: Cow::Owned(options) })
+    }
+}
+
+/// Code compiled as a script (isolate `compile_script`).
+struct CompileScript<'a> {
+    code: Cow<'a, str>,
+    options: Cow<'a, CompileOptions>,
+}
+
+impl IsolateOp for CompileScript<'_> {
+    type Output = Script;
+    type Owned = CompileScript<'static>;
+
+    fn into_owned(self) -> Result<CompileScript<'static>> {
+        Ok(CompileScript { code: Cow::Owned(self.code.into_owned()), options: Cow::Owned(self.options.into_owned()) })
+    }
+
+    fn local(self) -> impl LocalWork<Script> {
+        InSession(move |s: &mut Session<'_>| {
+            let compiled = compile(s, &self.code, &self.options)?;
+            Ok(Script::from_id(Isolate::local(s.inner.clone()), compiled))
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::CompileScript { code: self.code.to_string(), compile: self.options.as_ref().clone() })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Script> {
+        Ok(Script::from_id(isolate.clone(), reply.compiled()?.into()))
+    }
+}
+
 /// A compiled script run in a context.
 struct RunScript<'a, T> {
     script: u64,
@@ -114,7 +156,7 @@ impl<T: FromJs> IsolateOp for RunScript<'_, T> {
         Ok(RunScript::new(self.script, self.context, Cow::Owned(self.options.into_owned())))
     }
 
-    fn local(self) -> JsRun<impl Body + Send, impl Finish<T> + Send> {
+    fn local(self) -> impl LocalWork<T> {
         run_script(self.script, self.context, &self.options)
     }
 

@@ -20,17 +20,16 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::code_cache::CacheKey;
-use crate::data::{CompileOptions, HeapStatistics};
+use crate::data::HeapStatistics;
 use crate::engine::{self, executor};
 use crate::error::{Error, Result};
 use crate::callback::{BlockingWaits, Completions};
 use crate::run::{self, Progress};
 use jobs::Job;
+use crate::op::{InSession, IsolateOp, LocalWork};
 use crate::process::protocol::{Op, Reply};
 use crate::process::{Isolation, RemoteIsolate, WorkerPool};
-use crate::script::Script;
 use crate::sync::Mutex;
-use crate::{Context, ContextOptions};
 
 use clock::Clock;
 use memory::MemoryGuard;
@@ -206,7 +205,7 @@ impl IsolateOptions {
     }
 }
 
-/// A V8 isolate: its own heap, its own memory limit, any number of [`Context`]s.
+/// A V8 isolate: its own heap, its own memory limit, any number of [`Context`](crate::Context)s.
 ///
 /// `Isolate` is a cheap handle (`Clone + Send + Sync`). The isolate lives until it is
 /// disposed — by [`dispose`](Isolate::dispose), by going over its memory limit, or when the
@@ -435,77 +434,14 @@ impl Isolate {
         }
     }
 
-    /// Creates a context (a global object and its built-ins) in this isolate.
-    pub fn create_context(&self) -> Result<Context> {
-        self.create_context_with(ContextOptions::default())
-    }
-
-    /// Creates a context with options (e.g. a `console`).
-    pub fn create_context_with(&self, options: ContextOptions) -> Result<Context> {
-        let id = match &self.backend {
-            Backend::Local(inner) => inner.run_sync(|s| crate::context::create(s, &options))?,
-            Backend::Remote(remote) => remote.request(remote.create_context(&options)).and_then(Reply::id)?,
-        };
-        Ok(Context::from_id(self.clone(), id))
-    }
-
-    /// Async form of [`create_context_with`](Isolate::create_context_with).
-    pub fn create_context_async(&self, options: ContextOptions) -> Operation<Context> {
-        let isolate = self.clone();
-        match &self.backend {
-            Backend::Local(inner) => {
-                let done = inner.run_async(move |s| crate::context::create(s, &options));
-                Operation::new(async move { Ok(Context::from_id(isolate, done.await?)) })
-            }
-            Backend::Remote(remote) => {
-                let done = remote.request_async(remote.create_context(&options));
-                Operation::new(async move { Ok(Context::from_id(isolate, done.await?.id()?)) })
-            }
-        }
-    }
-
-    /// Compiles a script, to run later in any context of this isolate.
-    pub fn compile_script(&self, code: &str, options: &CompileOptions) -> Result<Script> {
-        let compiled = match &self.backend {
-            Backend::Local(inner) => inner.run_sync(|s| crate::script::compile(s, code, options))?,
-            Backend::Remote(remote) => remote.request(Op::CompileScript { code: code.to_owned(), compile: options.clone() }).and_then(Reply::compiled)?.into(),
-        };
-        Ok(Script::from_id(self.clone(), compiled))
-    }
-
-    /// Async form of [`compile_script`](Isolate::compile_script).
-    pub fn compile_script_async(&self, code: impl Into<String>, options: CompileOptions) -> Operation<Script> {
-        let isolate = self.clone();
-        let code = code.into();
-        match &self.backend {
-            Backend::Local(inner) => {
-                let done = inner.run_async(move |s| crate::script::compile(s, &code, &options));
-                Operation::new(async move { Ok(Script::from_id(isolate, done.await?)) })
-            }
-            Backend::Remote(remote) => {
-                let done = remote.request_async(Op::CompileScript { code, compile: options });
-                Operation::new(async move { Ok(Script::from_id(isolate, done.await?.compiled()?.into())) })
-            }
-        }
-    }
-
     /// V8's heap statistics for this isolate.
     pub fn heap_statistics(&self) -> Result<HeapStatistics> {
-        match &self.backend {
-            Backend::Local(inner) => inner.run_sync(heap_statistics),
-            Backend::Remote(remote) => remote.request(Op::HeapStatistics).and_then(Reply::heap),
-        }
+        self.call(HeapStatisticsOf)
     }
 
     /// Async form of [`heap_statistics`](Isolate::heap_statistics).
     pub fn heap_statistics_async(&self) -> Operation<HeapStatistics> {
-        match &self.backend {
-            Backend::Local(inner) => Operation::new(inner.run_async(heap_statistics)),
-            Backend::Remote(remote) => {
-                let done = remote.request_async(Op::HeapStatistics);
-                Operation::new(async move { done.await?.heap() })
-            }
-        }
+        self.call_async(HeapStatisticsOf)
     }
 
     /// CPU time this isolate has used: the CPU clock of the threads that held it, while they
@@ -577,6 +513,30 @@ impl std::fmt::Debug for Isolate {
             .field("disposed", &self.is_disposed())
             .field("process_isolated", &self.is_process_isolated())
             .finish_non_exhaustive()
+    }
+}
+
+/// V8's heap statistics (isolate `heap_statistics`).
+struct HeapStatisticsOf;
+
+impl IsolateOp for HeapStatisticsOf {
+    type Output = HeapStatistics;
+    type Owned = HeapStatisticsOf;
+
+    fn into_owned(self) -> Result<HeapStatisticsOf> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<HeapStatistics> {
+        InSession(heap_statistics)
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::HeapStatistics)
+    }
+
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<HeapStatistics> {
+        reply.heap()
     }
 }
 
