@@ -43,6 +43,9 @@ fn modules_link_evaluate_and_expose_live_bindings() {
     assert_eq!(namespace.get::<u32>("count").unwrap(), 1);
     namespace.get::<ivm::Reference>("bump").unwrap().apply::<()>((), (), &Default::default()).unwrap();
     assert_eq!(namespace.get::<u32>("count").unwrap(), 2);
+    // The async form is as live.
+    let later = crate::block_on(counter.namespace_async()).unwrap();
+    assert_eq!(crate::block_on(later.get_async::<u32>("count")).unwrap(), 2);
     // Linking again is a no-op that asks the resolver nothing.
     main.instantiate(&context, |_, _| panic!("the resolver must not be asked")).unwrap();
 }

@@ -12,6 +12,7 @@ pub mod loader;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
+use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 
 use serde::Serialize;
@@ -23,12 +24,14 @@ use crate::engine::tasks;
 use crate::error::{Error, Result};
 use crate::handle::HandleRef;
 use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
-use crate::process::protocol::{Op, Wire};
+use crate::op::{InSession, IsolateOp, LocalWork};
+use crate::process::protocol::{Op, Reply, Wire};
 use crate::process::RemoteIsolate;
 use crate::reference::Reference;
 use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::script::{origin, source_string};
 use crate::sync::Mutex;
+use crate::transfer::read_remote;
 use crate::value::{js, wire};
 
 impl ImportRequest {
@@ -90,27 +93,12 @@ impl Isolate {
     /// Compiles an ES module (isolated-vm's `compileModule`). `options.origin.filename`
     /// names it in stack traces, for resolvers and in `import.meta`.
     pub fn compile_module(&self, code: &str, options: &CompileOptions) -> Result<Module> {
-        let compiled = match &self.backend {
-            Backend::Local(inner) => inner.run_sync(|s| compile(s, code, options))?,
-            Backend::Remote(remote) => remote.request(Op::CompileModule { code: code.to_owned(), compile: options.clone() })?.compiled()?.into(),
-        };
-        Ok(Module::new(self.clone(), compiled, options.origin.filename.clone(), None))
+        self.call(CompileModule { code: Cow::Borrowed(code), options: Cow::Borrowed(options) })
     }
 
     /// Async form of [`compile_module`](Isolate::compile_module).
     pub fn compile_module_async(&self, code: impl Into<String>, options: CompileOptions) -> Operation<Module> {
-        let (isolate, code) = (self.clone(), code.into());
-        let filename = options.origin.filename.clone();
-        match &self.backend {
-            Backend::Local(inner) => {
-                let done = inner.run_async(move |s| compile(s, &code, &options));
-                Operation::new(async move { Ok(Module::new(isolate, done.await?, filename, None)) })
-            }
-            Backend::Remote(remote) => {
-                let done = remote.request_async(Op::CompileModule { code, compile: options });
-                Operation::new(async move { Ok(Module::new(isolate, done.await?.compiled()?.into(), filename, None)) })
-            }
-        }
+        self.call_async(CompileModule { code: Cow::Owned(code.into()), options: Cow::Owned(options) })
     }
 
     /// A module whose exports are Rust data: `exports` must serialize to a map from export
@@ -252,12 +240,7 @@ impl Module {
                 plan.push(Link { referrer: module.clone(), request: request.clone(), target });
             }
         }
-        let context_id = context.id();
-        let root = self.handle.id;
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| instantiate(s, root, context_id, &plan)),
-            Backend::Remote(remote) => remote.run(Ok(instantiate_op(root, context_id, &plan))),
-        }
+        self.isolate().call(Instantiate { root: self.handle.id, context: context.id(), plan })
     }
 
     /// Async form of [`instantiate`](Module::instantiate), with an async resolver (which may
@@ -288,11 +271,7 @@ impl Module {
                         plan.push(Link { referrer: next.clone(), request: request.clone(), target });
                     }
                 }
-                let (root, context_id) = (module.handle.id, context.id());
-                match &module.isolate().backend {
-                    Backend::Local(inner) => inner.run_async(move |s| instantiate(s, root, context_id, &plan)).await,
-                    Backend::Remote(remote) => remote.run_async(Ok(instantiate_op(root, context_id, &plan))).await,
-                }
+                module.isolate().call_async(Instantiate { root: module.handle.id, context: context.id(), plan }).await
             };
             let _ = tx.send(linked.await);
         });
@@ -303,40 +282,24 @@ impl Module {
     /// top-level `await` included, within `options.timeout`. A module that threw throws the
     /// same error again if evaluated again.
     pub fn evaluate(&self, options: &EvalOptions) -> Result<()> {
-        let id = self.handle.id;
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_js_sync(evaluate(id, options)),
-            Backend::Remote(remote) => remote.run(Ok(Op::Evaluate { module: id, run: options.clone() })),
-        }
+        self.isolate().call(Evaluate { module: self.handle.id, options: Cow::Borrowed(options) })
     }
 
     /// Async form of [`evaluate`](Module::evaluate).
     pub fn evaluate_async(&self, options: EvalOptions) -> Operation<()> {
-        let id = self.handle.id;
-        match &self.isolate().backend {
-            Backend::Local(inner) => Operation::new(inner.run_js_async(evaluate(id, &options))),
-            Backend::Remote(remote) => remote.run_async(Ok(Op::Evaluate { module: id, run: options })),
-        }
+        self.isolate().call_async(Evaluate { module: self.handle.id, options: Cow::Owned(options) })
     }
 
     /// A reference to the module's namespace object. Its bindings are live: reading through
     /// it sees what the module has assigned since (it is made with
     /// [`accessors`](Reference::accessors), as in isolated-vm).
     pub fn namespace(&self) -> Result<Reference> {
-        let id = self.handle.id;
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| {
-                let inner = s.inner.clone();
-                run::run_in_context(
-                    s,
-                    id,
-                    Limits::default(),
-                    |scope| Ok(module_of(scope, &inner, id)?.get_module_namespace()),
-                    |scope, namespace| Ok(Reference::create(scope, &inner, namespace, false).accessors()),
-                )
-            }),
-            Backend::Remote(remote) => remote.read::<Reference>(Ok(Op::Namespace { module: id }), false).map(Reference::accessors),
-        }
+        self.isolate().call(Namespace { module: self.handle.id })
+    }
+
+    /// Async form of [`namespace`](Module::namespace).
+    pub fn namespace_async(&self) -> Operation<Reference> {
+        self.isolate().call_async(Namespace { module: self.handle.id })
     }
 
     /// Releases the handle. Returns whether it was still held.
@@ -369,25 +332,156 @@ impl Module {
 
     /// Whether V8 has linked the module (its imports are resolved).
     pub(crate) fn is_linked(&self) -> Result<bool> {
-        let id = self.handle.id;
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_sync(|s| linked(s, id)),
-            Backend::Remote(remote) => remote.request(Op::Linked { module: id })?.linked(),
-        }
+        self.isolate().call(Linked { module: self.handle.id })
     }
 
     async fn is_linked_async(&self) -> Result<bool> {
-        let id = self.handle.id;
-        match &self.isolate().backend {
-            Backend::Local(inner) => inner.run_async(move |s| linked(s, id)).await,
-            Backend::Remote(remote) => remote.request_async(Op::Linked { module: id }).await?.linked(),
-        }
+        self.isolate().call_async(Linked { module: self.handle.id }).await
     }
 }
 
-fn instantiate_op(root: u64, context: u64, plan: &[Link]) -> Op {
-    let links = plan.iter().map(|l| (l.referrer.handle.id, l.request.clone(), l.target.handle.id)).collect();
-    Op::Instantiate { module: root, context, links }
+/// Code compiled as an ES module (isolate `compile_module`).
+struct CompileModule<'a> {
+    code: Cow<'a, str>,
+    options: Cow<'a, CompileOptions>,
+}
+
+impl IsolateOp for CompileModule<'_> {
+    type Output = Module;
+    type Owned = CompileModule<'static>;
+
+    fn into_owned(self) -> Result<CompileModule<'static>> {
+        Ok(CompileModule { code: Cow::Owned(self.code.into_owned()), options: Cow::Owned(self.options.into_owned()) })
+    }
+
+    fn local(self) -> impl LocalWork<Module> {
+        InSession(move |s: &mut Session<'_>| {
+            let compiled = compile(s, &self.code, &self.options)?;
+            Ok(Module::new(Isolate::local(s.inner.clone()), compiled, self.options.origin.filename.clone(), None))
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::CompileModule { code: self.code.to_string(), compile: self.options.as_ref().clone() })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Module> {
+        Ok(Module::new(isolate.clone(), reply.compiled()?.into(), self.options.origin.filename.clone(), None))
+    }
+}
+
+/// A module graph linked in a context by a resolved plan (module `instantiate`).
+struct Instantiate {
+    root: u64,
+    context: u64,
+    plan: Vec<Link>,
+}
+
+impl IsolateOp for Instantiate {
+    type Output = ();
+    type Owned = Instantiate;
+
+    fn into_owned(self) -> Result<Instantiate> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<()> {
+        InSession(move |s: &mut Session<'_>| instantiate(s, self.root, self.context, &self.plan))
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        let links = self.plan.iter().map(|l| (l.referrer.handle.id, l.request.clone(), l.target.handle.id)).collect();
+        Ok(Op::Instantiate { module: self.root, context: self.context, links })
+    }
+
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<()> {
+        reply.done()
+    }
+}
+
+/// A module graph run to its end (module `evaluate`).
+struct Evaluate<'a> {
+    module: u64,
+    options: Cow<'a, EvalOptions>,
+}
+
+impl IsolateOp for Evaluate<'_> {
+    type Output = ();
+    type Owned = Evaluate<'static>;
+
+    fn into_owned(self) -> Result<Evaluate<'static>> {
+        Ok(Evaluate { module: self.module, options: Cow::Owned(self.options.into_owned()) })
+    }
+
+    fn local(self) -> impl LocalWork<()> {
+        evaluate(self.module, &self.options)
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Evaluate { module: self.module, run: self.options.as_ref().clone() })
+    }
+
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<()> {
+        reply.done()
+    }
+}
+
+/// A module's namespace object, as a reference with live bindings (module `namespace`).
+struct Namespace {
+    module: u64,
+}
+
+impl IsolateOp for Namespace {
+    type Output = Reference;
+    type Owned = Namespace;
+
+    fn into_owned(self) -> Result<Namespace> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<Reference> {
+        let module = self.module;
+        JsRun::new(
+            module,
+            Limits::default(),
+            move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| Ok(module_of(scope, inner, module)?.get_module_namespace()),
+            |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, namespace| Ok(Reference::create(scope, inner, namespace, false).accessors()),
+        )
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Namespace { module: self.module })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Reference> {
+        read_remote::<Reference>(isolate, reply.out()?, false).map(Reference::accessors)
+    }
+}
+
+/// Whether V8 has linked a module.
+struct Linked {
+    module: u64,
+}
+
+impl IsolateOp for Linked {
+    type Output = bool;
+    type Owned = Linked;
+
+    fn into_owned(self) -> Result<Linked> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<bool> {
+        InSession(move |s: &mut Session<'_>| linked(s, self.module))
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Linked { module: self.module })
+    }
+
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<bool> {
+        reply.linked()
+    }
 }
 
 /// One resolved import.

@@ -19,10 +19,9 @@ use crate::context::ContextOptions;
 use crate::data::ConsoleLevel;
 use crate::engine::tasks;
 use crate::error::{Error, Result};
-use crate::isolate::{Backend, CatastrophicHandler, Isolate, Operation, rejections};
-use crate::sync::Mutex;
-use crate::transfer::{FromJs, read_remote};
+use crate::isolate::{Backend, CatastrophicHandler, Isolate, rejections};
 use crate::module::{ImportHook, MetaHook};
+use crate::sync::Mutex;
 use crate::value::{Value, wire};
 
 type Sink = Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>;
@@ -424,20 +423,8 @@ impl Drop for RemoteIsolate {
 pub(crate) type RemoteRef = Weak<RemoteIsolate>;
 
 impl RemoteIsolate {
-    /// Runs `op` and reads its result as `T`.
-    pub(crate) fn read<T: FromJs>(self: &Arc<Self>, op: Result<Op>, inherit: bool) -> Result<T> {
-        let out = self.request(op?)?.out()?;
-        read_remote(&self.isolate(), out, inherit)
-    }
-
     /// Runs `op`, which gives nothing back.
     pub(crate) fn run(&self, op: Result<Op>) -> Result<()> {
         self.request(op?)?.done()
-    }
-
-    /// Async form of [`run`](Self::run).
-    pub(crate) fn run_async(self: &Arc<Self>, op: Result<Op>) -> Operation<()> {
-        let done = self.request_async_with(op);
-        Operation::new(async move { done.await?.done() })
     }
 }
