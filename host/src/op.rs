@@ -83,23 +83,22 @@ impl Isolate {
 
     /// Queues `op`; the future of its result.
     pub(crate) fn call_async<O: IsolateOp>(&self, op: O) -> Operation<O::Output> {
+        // Owned either way: it runs (or waits for its reply) after the caller's data is gone.
+        let op = match op.into_owned() {
+            Ok(op) => op,
+            Err(e) => return Operation::failed(e),
+        };
         match &self.backend {
-            Backend::Local(inner) => match op.into_owned() {
-                Ok(op) => Operation::new(op.local().run_async(inner)),
-                Err(e) => Operation::new(std::future::ready(Err(e))),
-            },
-            Backend::Remote(remote) => match op.into_owned() {
-                Ok(op) => {
-                    let sent = remote.request_async_with(op.request(remote));
-                    let isolate = self.clone();
-                    // The operation (and the handles it holds) lives until its reply is read.
-                    Operation::new(async move {
-                        let reply = sent.await?;
-                        op.reply(reply, &isolate)
-                    })
-                }
-                Err(e) => Operation::failed(e),
-            },
+            Backend::Local(inner) => Operation::new(op.local().run_async(inner)),
+            Backend::Remote(remote) => {
+                let sent = remote.request_async_with(op.request(remote));
+                let isolate = self.clone();
+                // The operation (and the handles it holds) lives until its reply is read.
+                Operation::new(async move {
+                    let reply = sent.await?;
+                    op.reply(reply, &isolate)
+                })
+            }
         }
     }
 }
