@@ -32,7 +32,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
 cargo clippy --locked --workspace --all-targets -- -D warnings
-cargo test --locked --lib
+# Unit tests of the V8-free crate (its test binary does not link V8), and proof that it
+# builds without V8: nothing in its dependency tree is the v8 crate.
+cargo test --locked -p ivm-client
+if cargo tree --locked -p ivm-client -e normal,build --prefix none | grep -q '^v8 '; then
+  echo "ci/test.sh: ivm-client depends on V8" >&2
+  exit 1
+fi
 cargo test --locked --test acceptance
 # The same suite again with every isolate in a worker process (IsolateOptions::isolation's
 # default comes from IVM_ISOLATION), so both modes keep one behaviour.

@@ -36,8 +36,9 @@ use crate::run::{self, RunState};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{CallKind, Input};
 use crate::sync::Mutex;
-use crate::value::js::{from_v8_args, to_v8};
-use crate::value::{self, Value, js};
+use crate::js::{from_v8_args, to_v8};
+use crate::js;
+use crate::value::{self, Value};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
 type JsArgs<'s> = [v8::Local<'s, v8::Value>];
@@ -120,34 +121,11 @@ impl std::fmt::Debug for Callback {
     }
 }
 
-/// A value an operation lends to the host functions its JavaScript calls: the component host
-/// tags a guest's task with it, so that a guest function's call finds the task it belongs to.
-///
-/// An operation carries the tag that was current on the thread that submitted it (queued
-/// in process, or sent to a worker process), and the synchronous part of its sync and
-/// blocking host functions sees it through [`caller_tag`], on either kind of isolate.
-pub(crate) type CallerTag = Arc<dyn std::any::Any + Send + Sync>;
-
-thread_local! {
-    static CALLER_TAG: std::cell::RefCell<Option<CallerTag>> = const { std::cell::RefCell::new(None) };
-}
-
-/// The tag of the operation this thread runs a host function for (or is submitting).
-pub(crate) fn caller_tag() -> Option<CallerTag> {
-    CALLER_TAG.with_borrow(Clone::clone)
-}
-
-/// Runs `f` with `tag` as this thread's caller tag.
-pub(crate) fn with_caller_tag<R>(tag: Option<CallerTag>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<CallerTag>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CALLER_TAG.set(self.0.take());
-        }
-    }
-    let _restore = Restore(CALLER_TAG.replace(tag));
-    f()
-}
+// The caller tag: a value an operation lends the host functions its JavaScript calls (see
+// `ivm_client::tls`). An operation carries the tag that was current on the thread that
+// submitted it (queued in process, or sent to a worker process), and the synchronous part of
+// its sync and blocking host functions sees it, on either kind of isolate.
+pub(crate) use ivm_client::tls::{CallerTag, caller_tag, with_caller_tag};
 
 /// Reads the arguments for a closure taking `A`; a mismatch is a TypeError in JavaScript.
 fn args_of<'s, A: DeserializeOwned + 'static>(scope: &mut v8::PinScope<'s, '_>, args: &JsArgs<'s>) -> Result<A> {

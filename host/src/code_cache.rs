@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use ring::{digest, hmac, rand::SecureRandom};
 
+use crate::data::{CacheOutcome, CachedData, CompileOptions};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"IVMCACHE";
@@ -77,30 +78,6 @@ impl CacheKey {
     }
 }
 
-/// Cached data for a script or module, sealed (isolated-vm's `cachedData`). Store it anywhere:
-/// it is only ever used if it verifies under the isolate's key for the same source and V8.
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct CachedData(#[serde(with = "serde_bytes")] Vec<u8>);
-
-impl std::fmt::Debug for CachedData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CachedData({} bytes)", self.0.len())
-    }
-}
-
-impl CachedData {
-    /// Sealed bytes, e.g. read back from a file. They are checked when used, not here.
-    pub fn from_bytes(bytes: Vec<u8>) -> CachedData {
-        CachedData(bytes)
-    }
-
-    /// The sealed bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 /// What V8's cached data depends on besides the source: its version, its flags and its own
 /// cache version tag (which hashes the flags that change code generation).
 fn environment() -> &'static [u8; 32] {
@@ -131,7 +108,7 @@ pub(crate) fn seal(key: &CacheKey, kind: Kind, source: &str, payload: &[u8]) -> 
     out.extend_from_slice(payload);
     let tag = hmac::sign(&key.key, &out);
     out.extend_from_slice(tag.as_ref());
-    CachedData(out)
+    CachedData::from_bytes(out)
 }
 
 /// V8's cached data from a sealed blob, if it is genuine and made for this source, kind and
@@ -146,14 +123,6 @@ pub(crate) fn open<'b>(key: &CacheKey, kind: Kind, source: &str, blob: &'b Cache
     (u64::from_le_bytes(len.try_into().ok()?) == payload.len() as u64).then_some(payload)
 }
 
-/// What compiling with cache options gave: a fresh sealed cache when one was asked for, and
-/// whether a supplied one was rejected (isolated-vm's `cachedData` and `cachedDataRejected`).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CacheOutcome {
-    pub(crate) produced: Option<CachedData>,
-    pub(crate) rejected: Option<bool>,
-}
-
 /// The cache side of one compile.
 pub(crate) struct CacheRequest<'a> {
     pub(crate) key: &'a CacheKey,
@@ -164,6 +133,11 @@ pub(crate) struct CacheRequest<'a> {
 }
 
 impl CacheRequest<'_> {
+    /// The cache side of compiling `code` with `options`.
+    pub(crate) fn new<'a>(options: &'a CompileOptions, key: &'a CacheKey, kind: Kind, code: &'a str) -> CacheRequest<'a> {
+        CacheRequest { key, kind, code, supplied: options.cached_data.as_ref(), produce: options.produce_cached_data }
+    }
+
     /// The source to compile, with V8's cached data when the supplied blob opens, and the
     /// matching compile option.
     pub(crate) fn source(

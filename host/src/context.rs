@@ -15,13 +15,7 @@ use crate::process::RemoteIsolate;
 use crate::run::{Body, Finish, JsRun, Limits};
 use crate::script;
 use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, all_converted, read_out, read_remote, remote_args};
-use crate::value::js;
-
-impl EvalOptions {
-    pub(crate) fn limits(&self) -> Limits {
-        Limits { timeout: self.timeout, await_promise: self.promise }
-    }
-}
+use crate::js;
 
 /// Options for [`Isolate::create_context_with`].
 #[derive(Clone, Default)]
@@ -376,7 +370,7 @@ fn eval<T: FromJs, C: AsRef<str>, O: Borrow<EvalOptions>>(
     code: C,
     options: O,
 ) -> JsRun<impl Body + use<T, C, O>, impl Finish<T> + use<T, C, O>> {
-    let (limits, rule) = (options.borrow().limits(), Rule::new(options.borrow().transfer, Fallback::Undefined));
+    let (limits, rule) = (Limits::of(options.borrow()), Rule::new(options.borrow().transfer, Fallback::Undefined));
     JsRun::new(
         id,
         limits,
@@ -395,7 +389,7 @@ fn eval_closure<'a, T: FromJs, C: AsRef<str>, O: Borrow<EvalOptions>>(
     args: Vec<Arg<'a>>,
     options: O,
 ) -> JsRun<impl Body + use<'a, T, C, O>, impl Finish<T> + use<'a, T, C, O>> {
-    let (limits, rule) = (options.borrow().limits(), Rule::new(options.borrow().transfer, Fallback::Throw));
+    let (limits, rule) = (Limits::of(options.borrow()), Rule::new(options.borrow().transfer, Fallback::Throw));
     JsRun::new(
         id,
         limits,

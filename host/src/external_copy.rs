@@ -13,7 +13,8 @@ use crate::process::protocol;
 use crate::reference::Reference;
 use crate::sync::Mutex;
 use crate::transfer::{Once, Transferable};
-use crate::value::{self, Value, js, wire};
+use crate::js;
+use crate::value::{self, Value, wire};
 
 /// Bytes held by all live ExternalCopies of the process.
 static TOTAL: AtomicUsize = AtomicUsize::new(0);

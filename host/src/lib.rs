@@ -40,13 +40,12 @@ mod code_cache;
 pub mod component;
 mod console;
 mod context;
-mod data;
 mod engine;
-mod error;
 mod exception;
 mod external_copy;
 mod handle;
 mod isolate;
+mod js;
 mod module;
 mod op;
 pub mod process;
@@ -54,15 +53,19 @@ mod reference;
 mod run;
 mod script;
 mod spawn;
-mod sync;
 mod transfer;
-pub mod value;
+
+// The V8-free layer (`host/client`): plain data, errors, values and their codecs, the worker
+// client. Its modules are used here under the names they have there.
+pub(crate) use ivm_client::{data, error, sync, watchdog};
+#[doc(inline)]
+pub use ivm_client::value;
 
 pub use alloc::BoundedAllocator;
 pub use callback::Callback;
-pub use code_cache::{CacheKey, CachedData};
+pub use code_cache::CacheKey;
 pub use context::{Context, ContextOptions};
-pub use data::{CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key, ScriptOrigin, Transfer};
+pub use data::{CachedData, CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key, ScriptOrigin, Transfer};
 pub use engine::executor::{max_threads, set_max_threads};
 pub use engine::v8_version;
 pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};

@@ -17,7 +17,7 @@ use crate::process::RemoteIsolate;
 use crate::process::protocol::{Access, Op, Reply};
 use crate::run::{Body, Finish, JsRun, Limits};
 use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Once, Rule, Transferable, all_converted, read_out, read_remote, remote_args};
-use crate::value::js;
+use crate::js;
 
 /// A handle to a value inside an isolate (an object, a function, or a primitive), usable from
 /// any thread. The value is not copied: operations run in its isolate, under isolated-vm's
@@ -594,7 +594,7 @@ impl<T: FromJs> IsolateOp for Apply<'_, T> {
 
     fn local(self) -> impl LocalWork<T> {
         let rule = Rule { inherit: self.access.inherit, ..Rule::new(self.options.transfer, Fallback::Reference) };
-        call(self.reference, self.recv, self.args, self.options.limits(), rule)
+        call(self.reference, self.recv, self.args, Limits::of(&self.options), rule)
     }
 
     fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::code_cache::{CacheKey, CacheOutcome, CacheRequest, CachedData, Kind};
+use crate::code_cache::{CacheRequest, Kind};
+use crate::data::{CacheOutcome, CachedData};
 use crate::context::Context;
 use crate::data::{CompileOptions, EvalOptions, ScriptOrigin};
 use crate::error::{Error, Result};
@@ -13,15 +14,9 @@ use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
 use crate::op::{InSession, IsolateOp, LocalWork};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{Op, Reply};
-use crate::run::{Body, Finish, JsRun};
+use crate::run::{Body, Finish, JsRun, Limits};
 use crate::transfer::{Fallback, FromJs, Rule, read_out, read_remote};
-use crate::value::js;
-
-impl CompileOptions {
-    pub(crate) fn cache<'a>(&'a self, key: &'a CacheKey, kind: Kind, code: &'a str) -> CacheRequest<'a> {
-        CacheRequest { key, kind, code, supplied: self.cached_data.as_ref(), produce: self.produce_cached_data }
-    }
-}
+use crate::js;
 
 /// A compiled script, runnable in any context of the isolate that compiled it.
 ///
@@ -174,7 +169,7 @@ fn run_script<T: FromJs>(script_id: u64, context_id: u64, options: &EvalOptions)
     let rule = Rule::new(options.transfer, Fallback::Undefined);
     JsRun::new(
         context_id,
-        options.limits(),
+        Limits::of(options),
         move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>| {
             let unbound = inner
                 .local(scope, script_id, |slot| match slot {
@@ -248,7 +243,7 @@ pub(crate) fn compile(session: &mut Session<'_>, code: &str, options: &CompileOp
     let scope = &mut v8::ContextScope::new(scope, context);
     let text = source_string(scope, code)?;
     let origin = origin(scope, &options.origin, false)?;
-    let cache = options.cache(&inner.cache_key, Kind::Script, code);
+    let cache = CacheRequest::new(options, &inner.cache_key, Kind::Script, code);
     let (mut source, compile_options) = cache.source(text, &origin);
     v8::tc_scope!(let tc, scope);
     let unbound = v8::script_compiler::compile_unbound_script(tc, &mut source, compile_options, v8::script_compiler::NoCacheReason::NoReason)

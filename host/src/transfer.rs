@@ -27,7 +27,8 @@ use crate::process::RemoteIsolate;
 use crate::process::protocol::{self, Input, Want, Wire};
 use crate::reference::Reference;
 use crate::sync::Mutex;
-use crate::value::{self, Value, js, wire};
+use crate::js;
+use crate::value::{self, Value, wire};
 
 /// A result as the transfer rule made it, for callers that take whatever comes
 /// (`eval::<Transferred>(...)`).
@@ -257,15 +258,6 @@ impl FromJs for Raw {
     }
 }
 
-impl wire::Stores for Wire {
-    fn transferred(&self, _: u32) -> Option<Vec<u8>> {
-        None
-    }
-    fn shared(&self, id: u32) -> Option<Vec<u8>> {
-        self.shared.get(id as usize).map(|bytes| bytes.to_vec())
-    }
-}
-
 /// A result asked for as a [`Value`].
 fn dynamic_value(out: Out<'_, '_, '_>) -> Result<Value> {
     if let Some(p) = js::primitive(out.scope, out.value) {
@@ -348,7 +340,8 @@ impl FromJs for Transferred {
             (Transfer::ExternalCopy, _) => <ExternalCopy as FromJs>::from_js(out).map(Transferred::ExternalCopy),
             (Transfer::Reference, _) | (Transfer::Auto, Fallback::Reference) => as_reference(out),
             (Transfer::Auto, Fallback::Undefined) => Ok(Transferred::Value(Value::Undefined)),
-            (Transfer::Auto, Fallback::Throw) => Err(Error::InvalidArgument(NON_TRANSFERABLE.into())),
+            // `Auto` with `Throw`, and any rule this crate does not know.
+            _ => Err(Error::InvalidArgument(NON_TRANSFERABLE.into())),
         }
     }
 

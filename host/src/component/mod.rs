@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::code_cache::CachedData;
+use crate::data::CachedData;
 use crate::context::Context;
 use crate::data::{CompileOptions, ImportRequest, ScriptOrigin, Transfer};
 use crate::external_copy::ExternalCopy;
@@ -216,6 +216,8 @@ impl From<crate::Error> for wit::Error {
             E::Conversion(m) => wit::Error::Conversion(m),
             // The isolate's worker process died (the guest's isolates may live in workers): it is gone.
             E::WorkerCrashed { reason } => wit::Error::Disposed(reason),
+            // A kind added to ivm after this interface version: its message, as a host error.
+            other => wit::Error::InvalidArgument(other.to_string()),
         }
     }
 }

@@ -6,7 +6,6 @@ pub(crate) mod executor;
 pub(crate) mod platform;
 pub(crate) mod reaper;
 pub(crate) mod tasks;
-pub(crate) mod watchdog;
 
 use std::sync::OnceLock;
 

@@ -68,7 +68,7 @@ impl v8::PlatformImpl for Platform {
         let target = target(isolate as usize);
         let delay = Duration::try_from_secs_f64(delay_in_seconds).unwrap_or(Duration::ZERO);
         match Instant::now().checked_add(delay) {
-            Some(at) => super::watchdog::after(at, move || deliver(target, task)),
+            Some(at) => crate::watchdog::after(at, move || deliver(target, task)),
             // Too far away to happen.
             None => drop(task),
         }

@@ -146,6 +146,18 @@ impl IsolateOptions {
     }
 
     /// Puts the isolate in a worker process of `pool`.
+    ///
+    /// ```no_run
+    /// // no_run: a worker is the `ivm` binary, which documentation tests do not build.
+    /// use ivm::{Isolate, IsolateOptions, PoolOptions, WorkerPool};
+    /// let pool = WorkerPool::new(PoolOptions::default().isolates_per_worker(8).worker_program("/usr/bin/ivm"));
+    /// let a = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
+    /// let b = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
+    /// assert_eq!(a.worker_pid(), b.worker_pid());
+    /// let c = Isolate::new(IsolateOptions::default().pool(&pool).tenant("globex"))?;
+    /// assert_ne!(a.worker_pid(), c.worker_pid());
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
     pub fn pool(mut self, pool: &WorkerPool) -> Self {
         self.isolation = Some(Isolation::Process);
         self.pool = Some(pool.clone());
@@ -331,7 +343,7 @@ impl Isolate {
             Isolation::InProcess => Isolate::new_local(options),
             Isolation::Process => {
                 let pool = options.pool.clone().unwrap_or_else(WorkerPool::global);
-                Ok(Isolate { backend: Backend::Remote(pool.create_isolate(options)?) })
+                Ok(Isolate { backend: Backend::Remote(RemoteIsolate::create(&pool, &options)?) })
             }
         }
     }
@@ -542,20 +554,20 @@ impl IsolateOp for HeapStatisticsOf {
 
 fn heap_statistics(session: &mut Session<'_>) -> Result<HeapStatistics> {
     let s = session.isolate.get_heap_statistics();
-    Ok(HeapStatistics {
-        total_heap_size: s.total_heap_size(),
-        total_heap_size_executable: s.total_heap_size_executable(),
-        total_physical_size: s.total_physical_size(),
-        total_available_size: s.total_available_size(),
-        used_heap_size: s.used_heap_size(),
-        heap_size_limit: s.heap_size_limit(),
-        malloced_memory: s.malloced_memory(),
-        peak_malloced_memory: s.peak_malloced_memory(),
-        does_zap_garbage: s.does_zap_garbage(),
-        number_of_native_contexts: s.number_of_native_contexts(),
-        number_of_detached_contexts: s.number_of_detached_contexts(),
-        externally_allocated_size: memory::external_bytes(session.isolate, &session.inner.memory),
-    })
+    let mut stats = HeapStatistics::default();
+    stats.total_heap_size = s.total_heap_size();
+    stats.total_heap_size_executable = s.total_heap_size_executable();
+    stats.total_physical_size = s.total_physical_size();
+    stats.total_available_size = s.total_available_size();
+    stats.used_heap_size = s.used_heap_size();
+    stats.heap_size_limit = s.heap_size_limit();
+    stats.malloced_memory = s.malloced_memory();
+    stats.peak_malloced_memory = s.peak_malloced_memory();
+    stats.does_zap_garbage = s.does_zap_garbage();
+    stats.number_of_native_contexts = s.number_of_native_contexts();
+    stats.number_of_detached_contexts = s.number_of_detached_contexts();
+    stats.externally_allocated_size = memory::external_bytes(session.isolate, &session.inner.memory);
+    Ok(stats)
 }
 
 impl Drop for IsolateInner {

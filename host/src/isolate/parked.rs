@@ -105,7 +105,7 @@ impl IsolateInner {
         }
         let me = self.me.clone();
         let at = Instant::now() + RECHECK;
-        crate::engine::watchdog::after(at, move || {
+        crate::watchdog::after(at, move || {
             if let Some(inner) = me.upgrade() {
                 inner.parked.recheck.store(false, Ordering::SeqCst);
                 // An empty job: letting go of the isolate after it makes the check.

@@ -17,7 +17,8 @@ use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 
-use crate::code_cache::{CacheOutcome, CachedData, Kind};
+use crate::code_cache::{CacheRequest, Kind};
+use crate::data::{CacheOutcome, CachedData};
 use crate::context::Context;
 use crate::data::{CompileOptions, EvalOptions, ImportRequest};
 use crate::engine::tasks;
@@ -32,20 +33,20 @@ use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::script::{origin, source_string};
 use crate::sync::Mutex;
 use crate::transfer::read_remote;
-use crate::value::{js, wire};
+use crate::js;
+use crate::value::wire;
 
-impl ImportRequest {
-    /// Reads the `(key, value[, position])` entries V8 lists attributes as.
-    fn read(scope: &v8::PinScope<'_, '_>, specifier: v8::Local<v8::String>, list: v8::Local<v8::FixedArray>, stride: usize) -> ImportRequest {
-        let text = |i: usize| {
-            list.get(scope, i)
-                .and_then(|d| v8::Local::<v8::String>::try_from(d).ok())
-                .map(|s| s.to_rust_string_lossy(scope))
-                .unwrap_or_default()
-        };
-        let attributes = (0..list.length()).step_by(stride).map(|i| (text(i), text(i + 1))).collect();
-        ImportRequest { specifier: specifier.to_rust_string_lossy(scope), attributes }
-    }
+/// An import request from V8: the specifier and the `(key, value[, position])` entries V8
+/// lists attributes as.
+fn import_request(scope: &v8::PinScope<'_, '_>, specifier: v8::Local<v8::String>, list: v8::Local<v8::FixedArray>, stride: usize) -> ImportRequest {
+    let text = |i: usize| {
+        list.get(scope, i)
+            .and_then(|d| v8::Local::<v8::String>::try_from(d).ok())
+            .map(|s| s.to_rust_string_lossy(scope))
+            .unwrap_or_default()
+    };
+    let attributes = (0..list.length()).step_by(stride).map(|i| (text(i), text(i + 1))).collect();
+    ImportRequest { specifier: specifier.to_rust_string_lossy(scope), attributes }
 }
 
 /// An ES module of an isolate (isolated-vm's `Module`).
@@ -514,7 +515,7 @@ fn compile(session: &mut Session<'_>, code: &str, options: &CompileOptions) -> R
     let scope = &mut v8::ContextScope::new(scope, context);
     let text = source_string(scope, code)?;
     let origin = origin(scope, &options.origin, true)?;
-    let cache = options.cache(&inner.cache_key, Kind::Module, code);
+    let cache = CacheRequest::new(options, &inner.cache_key, Kind::Module, code);
     let (mut source, compile_options) = cache.source(text, &origin);
     v8::tc_scope!(let tc, scope);
     let module = v8::script_compiler::compile_module2(tc, &mut source, compile_options, v8::script_compiler::NoCacheReason::NoReason)
@@ -524,7 +525,7 @@ fn compile(session: &mut Session<'_>, code: &str, options: &CompileOptions) -> R
     let mut requests = Vec::with_capacity(list.length());
     for i in 0..list.length() {
         let Some(request) = list.get(tc, i).and_then(|d| v8::Local::<v8::ModuleRequest>::try_from(d).ok()) else { continue };
-        requests.push(ImportRequest::read(tc, request.get_specifier(), request.get_import_attributes(), 3));
+        requests.push(import_request(tc, request.get_specifier(), request.get_import_attributes(), 3));
     }
     if let Some(script_id) = module.script_id() {
         inner.module_hooks.filenames.lock().insert(script_id, options.origin.filename.clone());
@@ -588,7 +589,7 @@ fn resolve_callback<'s>(
 ) -> Option<v8::Local<'s, v8::Module>> {
     // SAFETY: V8 calls this during `instantiate_module`, with the context entered.
     v8::callback_scope!(unsafe scope, context);
-    let request = ImportRequest::read(scope, specifier, attributes, 3);
+    let request = import_request(scope, specifier, attributes, 3);
     let found = LINKING.with_borrow(|links| {
         links
             .iter()
@@ -605,7 +606,7 @@ fn resolve_callback<'s>(
 
 /// A linked module graph run and waited for (top-level await included).
 fn evaluate(id: u64, options: &EvalOptions) -> JsRun<impl Body + use<>, impl Finish<()> + use<>> {
-    let limits = Limits { await_promise: true, ..options.limits() };
+    let limits = Limits { await_promise: true, ..Limits::of(options) };
     JsRun::new(
         id,
         limits,
@@ -729,7 +730,7 @@ fn dynamic_import<'s>(
 ) -> Option<v8::Local<'s, v8::Promise>> {
     let resolver = v8::PromiseResolver::new(scope)?;
     let promise = resolver.get_promise(scope);
-    let request = ImportRequest::read(scope, specifier, attributes, 2);
+    let request = import_request(scope, specifier, attributes, 2);
     let referrer = resource_name.to_rust_string_lossy(scope);
     match crate::alloc::unlimited(|| import(scope, &request, &referrer)) {
         // The namespace, once the module (and its top-level await) has run.

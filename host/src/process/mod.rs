@@ -10,7 +10,10 @@
 //! isolates work at once.
 //!
 //! Workers are the `ivm` binary itself, started as `ivm --ivm-worker`, talking a versioned
-//! MessagePack protocol over pipes (`protocol.rs`). A [`WorkerPool`] starts them lazily and
+//! MessagePack protocol over pipes. The client side of that (the protocol, the links to workers,
+//! the pool) is the V8-free crate `ivm-client` (`host/client`); this module adds what needs V8
+//! or the public handles: the worker's own loop (`worker/`) and the host state the worker's
+//! calls reach (`remote.rs`). A [`WorkerPool`] starts them lazily and
 //! reuses them: one isolate per worker (the default), N isolates per worker, or workers per
 //! tenant ([`IsolateOptions::tenant`]). Each worker has an OS memory ceiling (`RLIMIT_DATA`)
 //! on top of its isolates' heap limits.
@@ -22,26 +25,15 @@
 //! [`IsolateOptions::on_catastrophic_error`]: crate::IsolateOptions::on_catastrophic_error
 //! [`IsolateOptions::tenant`]: crate::IsolateOptions::tenant
 
-mod ceiling;
-mod link;
-mod pool;
-pub(crate) mod protocol;
 mod remote;
-mod spin;
 mod worker;
 
-use std::path::PathBuf;
-
-pub use pool::{PoolOptions, WorkerPool};
+pub(crate) use ivm_client::protocol;
+pub use ivm_client::{PoolOptions, WORKER_ARG, WorkerPool};
 pub(crate) use remote::RemoteIsolate;
 pub use worker::serve_worker;
 
 use crate::error::{Error, Result};
-use protocol::Reply;
-
-/// The argument that starts an `ivm` binary (or an embedder's binary that calls
-/// [`serve_worker`]) as a worker.
-pub const WORKER_ARG: &str = "--ivm-worker";
 
 /// Where an isolate lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,106 +69,3 @@ impl std::str::FromStr for Isolation {
     }
 }
 
-/// The worker program: the configured one, `IVM_WORKER`, this executable if it is `ivm`, or
-/// an `ivm` beside this executable (or one directory up, where cargo puts binaries next to
-/// its test executables).
-fn worker_program(configured: Option<&PathBuf>) -> Result<PathBuf> {
-    if let Some(path) = configured {
-        return Ok(path.clone());
-    }
-    if let Some(path) = std::env::var_os("IVM_WORKER") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(|e| Error::InvalidArgument(format!("cannot find this executable: {e}")))?;
-    if exe.file_stem().is_some_and(|name| name == "ivm") {
-        return Ok(exe);
-    }
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("ivm"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            Error::InvalidArgument(
-                "no worker program for process isolation: set PoolOptions::worker_program or IVM_WORKER to an `ivm` binary".into(),
-            )
-        })
-}
-
-/// A compiled script or module, as the worker reports it.
-pub(crate) struct Compiled {
-    pub(crate) id: u64,
-    pub(crate) requests: Vec<crate::ImportRequest>,
-    pub(crate) cache: crate::code_cache::CacheOutcome,
-}
-
-impl From<Compiled> for (u64, crate::code_cache::CacheOutcome) {
-    fn from(compiled: Compiled) -> Self {
-        (compiled.id, compiled.cache)
-    }
-}
-
-impl From<Compiled> for (u64, Vec<crate::ImportRequest>, crate::code_cache::CacheOutcome) {
-    fn from(compiled: Compiled) -> Self {
-        (compiled.id, compiled.requests, compiled.cache)
-    }
-}
-
-fn mismatch() -> Error {
-    Error::Conversion("the worker's reply does not match the request".into())
-}
-
-impl Reply {
-    pub(crate) fn id(self) -> Result<u64> {
-        match self {
-            Reply::Id(id) => Ok(id),
-            _ => Err(mismatch()),
-        }
-    }
-
-    pub(crate) fn done(self) -> Result<()> {
-        match self {
-            Reply::Done => Ok(()),
-            _ => Err(mismatch()),
-        }
-    }
-
-    pub(crate) fn heap(self) -> Result<crate::HeapStatistics> {
-        match self {
-            Reply::Heap(heap) => Ok(heap),
-            _ => Err(mismatch()),
-        }
-    }
-
-    pub(crate) fn linked(self) -> Result<bool> {
-        match self {
-            Reply::Linked(linked) => Ok(linked),
-            _ => Err(mismatch()),
-        }
-    }
-
-    pub(crate) fn out(self) -> Result<protocol::Out> {
-        match self {
-            Reply::Out(out) => Ok(out),
-            _ => Err(mismatch()),
-        }
-    }
-
-    pub(crate) fn copy(self) -> Result<protocol::Copy> {
-        match self {
-            Reply::Copy(copy) => Ok(copy),
-            _ => Err(mismatch()),
-        }
-    }
-
-    pub(crate) fn compiled(self) -> Result<Compiled> {
-        match self {
-            Reply::Compiled { id, requests, produced, rejected } => Ok(Compiled {
-                id,
-                requests,
-                cache: crate::code_cache::CacheOutcome { produced, rejected },
-            }),
-            _ => Err(mismatch()),
-        }
-    }
-}

@@ -29,10 +29,11 @@ pub(crate) use state::{RunContext, RunState, Wake, current, fired_on_this_thread
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use crate::data::EvalOptions;
 use crate::error::{Error, Result};
 use crate::exception::{caught, exception};
 use crate::isolate::{IsolateInner, Session, Slot, rejections};
-use crate::value::js::{is_threw, threw};
+use crate::js::{is_threw, threw};
 use state::{OnStack, fired_here, outer_fired};
 
 /// isolated-vm's report for a script that did not stop within the grace period after its
@@ -49,6 +50,13 @@ pub(crate) struct Limits {
     pub(crate) timeout: Option<Duration>,
     /// Wait for a promise result to settle and use its value (or its rejection).
     pub(crate) await_promise: bool,
+}
+
+impl Limits {
+    /// The limits `options` ask for.
+    pub(crate) fn of(options: &EvalOptions) -> Limits {
+        Limits { timeout: options.timeout, await_promise: options.promise }
+    }
 }
 
 /// What a run has come to after a stretch.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Deadlines;
-use crate::engine::watchdog::Timer;
+use crate::watchdog::Timer;
 use crate::error::Error;
 use crate::isolate::IsolateInner;
 use crate::sync::Mutex;

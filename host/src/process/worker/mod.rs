@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::spin::PollingPipe;
+use ivm_client::spin::PollingPipe;
 use super::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker};
 use crate::code_cache::CacheKey;
 use crate::context::Context;

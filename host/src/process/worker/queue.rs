@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::task::Waker;
 
 use crate::process::protocol::Op;
-use crate::process::spin;
+use ivm_client::spin;
 use crate::sync::Mutex;
 
 /// An isolate's requests, in order. Its thread takes them one by one; while JavaScript on

@@ -7,17 +7,17 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::WORKER_ARG;
-use super::ceiling::{self, Cgroup};
-use super::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker};
-use super::remote::{Origin, RemoteRef};
-use super::spin::PollingPipe;
-use crate::engine::watchdog::Timer;
+use crate::ceiling::{self, Cgroup};
 use crate::error::{Error, Result};
-use crate::sync::Mutex;
+use crate::isolate::IsolateEvents;
+use crate::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker, WORKER_ARG};
+use crate::spin::PollingPipe;
+use crate::sync::{Condvar, Mutex};
+use crate::tls::{self, Origin};
+use crate::watchdog::Timer;
 
 /// How long a new worker has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -33,22 +33,23 @@ const EVENT_BYTES: usize = 8 << 20;
 
 type ReplySender = oneshot::Sender<Result<Reply>>;
 
-/// One worker process.
-pub(crate) struct Link {
-    pub(crate) pid: u32,
+/// One worker process: the pipes to it, the requests waiting for its replies, and the
+/// isolates it hosts (whose events it routes).
+pub struct Link {
+    pub pid: u32,
     /// `None` once retired (closing it makes the worker exit).
     input: Mutex<Option<ChildStdin>>,
     kill: Arc<KillSwitch>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
-    isolates: Mutex<HashMap<Id, RemoteRef>>,
+    isolates: Mutex<HashMap<Id, Weak<dyn IsolateEvents>>>,
     /// Why the worker is gone, once it is.
     crashed: OnceLock<String>,
     retired: AtomicBool,
     /// The tenant whose isolates it hosts.
-    pub(crate) tenant: Option<String>,
+    pub tenant: Option<String>,
     /// Isolates leased to it (changed under the pool's lock).
-    pub(crate) hosted: AtomicUsize,
+    pub hosted: AtomicUsize,
     /// The OS memory ceiling set on it, in bytes, and the memory limits of its isolates, in MB.
     ceiling: Mutex<Ceiling>,
     /// Its cgroup, where the host may make one (see `ceiling.rs`).
@@ -62,17 +63,12 @@ pub(crate) struct Link {
     /// Events queued and not yet handled.
     events_behind: Arc<AtomicUsize>,
     /// Bytes of the events queued and not yet handled (see [`EVENT_BYTES`]).
-    event_bytes: Arc<(Mutex<usize>, crate::sync::Condvar)>,
+    event_bytes: Arc<(Mutex<usize>, Condvar)>,
     /// Requests sent by event handlers and not yet answered.
     handler_requests: AtomicUsize,
 }
 
 type Event = Box<dyn FnOnce() + Send>;
-
-thread_local! {
-    /// The link whose events this thread handles (its address).
-    static HANDLING_EVENTS_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
 
 #[derive(Default)]
 struct Ceiling {
@@ -86,7 +82,7 @@ struct Ceiling {
 
 struct Pending {
     reply: ReplySender,
-    /// What calls this request makes back into the host continue (see `remote::within`).
+    /// What calls this request makes back into the host continue (see [`tls`]).
     origin: Origin,
     /// Sent by an event handler of this link: its reply cannot wait behind that handler.
     from_handler: bool,
@@ -126,7 +122,7 @@ fn automatic_ceiling(limits_mb: u64, isolates: u64) -> u64 {
 
 impl Link {
     /// Starts a worker and waits for its hello.
-    pub(crate) fn spawn(program: &Path, fixed_ceiling_mb: Option<u64>, tenant: Option<String>) -> Result<Arc<Link>> {
+    pub fn spawn(program: &Path, fixed_ceiling_mb: Option<u64>, tenant: Option<String>) -> Result<Arc<Link>> {
         let ceiling = fixed_ceiling_mb.map_or_else(|| automatic_ceiling(0, 0), |mb| mb << 20);
         let cgroup_bytes = fixed_ceiling_mb.map_or_else(|| ceiling::for_isolates(0, 0), |mb| mb << 20);
         let cgroup = Cgroup::create(cgroup_bytes);
@@ -201,7 +197,7 @@ impl Link {
 
     /// Sends a request; the receiver gets its reply (or the crash that prevented one).
     /// `escalate_after`: kill the worker if no reply came by then.
-    pub(crate) fn send(
+    pub fn send(
         &self,
         isolate: Option<Id>,
         within: Option<u64>,
@@ -210,7 +206,7 @@ impl Link {
     ) -> Result<oneshot::Receiver<Result<Reply>>> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, receiver) = oneshot::channel();
-        let origin = Origin { ancestry: super::remote::ancestry(), tag: crate::callback::caller_tag() };
+        let origin = Origin::current();
         let escalated = Arc::new(AtomicBool::new(false));
         {
             let mut pending = self.pending.lock();
@@ -219,7 +215,7 @@ impl Link {
             if self.crashed.get().is_some() {
                 return Err(self.crash_error());
             }
-            let from_handler = HANDLING_EVENTS_OF.get() == self as *const Link as usize;
+            let from_handler = tls::handling_events_of(self.key());
             if from_handler {
                 self.handler_requests.fetch_add(1, Ordering::SeqCst);
             }
@@ -233,13 +229,13 @@ impl Link {
     }
 
     /// Sends a request whose reply nobody waits for.
-    pub(crate) fn post(&self, isolate: Option<Id>, op: Op) {
+    pub fn post(&self, isolate: Option<Id>, op: Op) {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let _ = self.write(&ToWorker::Request { id, within: None, isolate, op });
     }
 
     /// Answers a call of the worker.
-    pub(crate) fn reply(&self, call: u64, result: Result<Answer>) {
+    pub fn reply(&self, call: u64, result: Result<Answer>) {
         if let Err(e @ Error::InvalidArgument(_)) = self.write(&ToWorker::Reply { call, result }) {
             // The answer could not be sent (it is too large): the call fails instead of
             // waiting forever.
@@ -285,9 +281,9 @@ impl Link {
     fn event(&self, handler: Event) {
         let events = self.events.get_or_init(|| {
             let (sender, receiver) = std::sync::mpsc::channel::<Event>();
-            let (link, behind) = (self as *const Link as usize, self.events_behind.clone());
+            let (link, behind) = (self.key(), self.events_behind.clone());
             let spawned = std::thread::Builder::new().name(format!("ivm-worker-{}-events", self.pid)).spawn(move || {
-                HANDLING_EVENTS_OF.set(link);
+                tls::handle_events_of(link);
                 for handler in receiver {
                     handler();
                     behind.fetch_sub(1, Ordering::SeqCst);
@@ -334,31 +330,37 @@ impl Link {
     }
 
     /// Why the worker is gone, once it is.
-    pub(crate) fn crash(&self) -> Option<&str> {
+    pub fn crash(&self) -> Option<&str> {
         self.crashed.get().map(String::as_str)
     }
 
-    pub(crate) fn crash_error(&self) -> Error {
+    pub fn crash_error(&self) -> Error {
         Error::WorkerCrashed { reason: self.crash().unwrap_or("the worker process is gone").to_owned() }
     }
 
-    pub(crate) fn adopt(&self, id: Id, isolate: RemoteRef) {
+    /// This link's address, which names it in [`tls`].
+    pub fn key(&self) -> usize {
+        self as *const Link as usize
+    }
+
+    /// Routes the events of isolate `id` to `isolate`.
+    pub fn adopt(&self, id: Id, isolate: Weak<dyn IsolateEvents>) {
         self.isolates.lock().insert(id, isolate);
     }
 
-    pub(crate) fn forget(&self, id: Id) {
+    pub fn forget(&self, id: Id) {
         self.isolates.lock().remove(&id);
     }
 
     /// Lets the worker go: it exits once its input closes.
-    pub(crate) fn retire(&self) {
+    pub fn retire(&self) {
         self.retired.store(true, Ordering::SeqCst);
         self.input.lock().take();
     }
 
     /// Counts an isolate with this memory limit in the worker's ceiling, raising it if it is
     /// automatic. (It is never lowered: memory a worker has touched may not be returned.)
-    pub(crate) fn reserve(&self, memory_limit_mb: u64, isolates: usize) {
+    pub fn reserve(&self, memory_limit_mb: u64, isolates: usize) {
         let mut ceiling = self.ceiling.lock();
         ceiling.limits_mb += memory_limit_mb;
         if ceiling.fixed || *self.kill.reaped.lock() {
@@ -380,7 +382,7 @@ impl Link {
         }
     }
 
-    pub(crate) fn unreserve(&self, memory_limit_mb: u64) {
+    pub fn unreserve(&self, memory_limit_mb: u64) {
         let mut ceiling = self.ceiling.lock();
         ceiling.limits_mb = ceiling.limits_mb.saturating_sub(memory_limit_mb);
     }

@@ -24,7 +24,7 @@ const MAX_SAFE: i128 = 9_007_199_254_740_992;
 const MAX_DEPTH: usize = 1000;
 
 /// Writes `value` (with the header).
-pub(crate) fn to_wire<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+pub fn to_wire<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let mut writer = Writer { out: Vec::with_capacity(64), depth: 0, json: false };
     writer.out.extend_from_slice(&[0xFF, WRITTEN_VERSION]);
     value.serialize(&mut writer)?;
@@ -32,7 +32,7 @@ pub(crate) fn to_wire<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error
 }
 
 /// Writes `value` as JSON text, if JSON represents it exactly; `Ok(None)` if not.
-pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Option<Vec<u8>>, Error> {
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Option<Vec<u8>>, Error> {
     let mut writer = Writer { out: Vec::with_capacity(64), depth: 0, json: true };
     match value.serialize(&mut writer) {
         Ok(()) => Ok(Some(writer.out)),

@@ -8,7 +8,7 @@ use crate::error::{Error, JsError};
 use crate::value::Value;
 
 /// Decodes `bytes` (with their header) into a [`Value`], making no more than `budget`.
-pub(crate) fn read_value(bytes: &[u8], stores: &dyn Stores, budget: Budget) -> Result<Value, Error> {
+pub fn read_value(bytes: &[u8], stores: &dyn Stores, budget: Budget) -> Result<Value, Error> {
     let mut cursor = Cursor::new(bytes, stores, budget)?;
     value(&mut cursor)
 }

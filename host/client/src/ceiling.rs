@@ -24,12 +24,12 @@ const PER_ISOLATE: u64 = 32 << 20;
 /// The cgroup ceiling for isolates whose memory limits add up to `limits_mb`: the limits three
 /// times over (the heap, ArrayBuffers, and the serializer's buffer when a result is copied
 /// out, which ivm holds to twice the limit), plus fixed needs.
-pub(crate) fn for_isolates(limits_mb: u64, isolates: u64) -> u64 {
+pub fn for_isolates(limits_mb: u64, isolates: u64) -> u64 {
     BASE + 3 * (limits_mb << 20) + PER_ISOLATE * isolates
 }
 
 /// A worker's cgroup.
-pub(crate) struct Cgroup {
+pub struct Cgroup {
     dir: PathBuf,
     version: Version,
     /// The `cgroup.procs` file, for the worker to join between fork and exec.
@@ -45,7 +45,7 @@ enum Version {
 impl Cgroup {
     /// A new cgroup for a worker under the host's own, limited to `bytes`; `None` where the
     /// host may not make one (no memory controller, no write access).
-    pub(crate) fn create(bytes: u64) -> Option<Cgroup> {
+    pub fn create(bytes: u64) -> Option<Cgroup> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let (parent, version) = own_memory_cgroup()?;
         if NEXT.load(Ordering::Relaxed) == 0 {
@@ -71,17 +71,17 @@ impl Cgroup {
     }
 
     /// Sets the ceiling.
-    pub(crate) fn set_limit(&self, bytes: u64) -> std::io::Result<()> {
+    pub fn set_limit(&self, bytes: u64) -> std::io::Result<()> {
         std::fs::OpenOptions::new().write(true).open(self.limit_file())?.write_all(bytes.to_string().as_bytes())
     }
 
     /// What moves the calling process into the cgroup, for between fork and exec.
-    pub(crate) fn joiner(&self) -> Joiner {
+    pub fn joiner(&self) -> Joiner {
         Joiner(self.procs.clone())
     }
 
     /// Whether the kernel killed a process of the cgroup for going over the ceiling.
-    pub(crate) fn oom_killed(&self) -> bool {
+    pub fn oom_killed(&self) -> bool {
         let file = match self.version {
             Version::V1 => "memory.oom_control",
             Version::V2 => "memory.events",
@@ -93,7 +93,7 @@ impl Cgroup {
 
 impl Cgroup {
     /// Removes the cgroup once its worker has been reaped (it must be empty).
-    pub(crate) fn remove(&self) {
+    pub fn remove(&self) {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -119,12 +119,12 @@ fn remove_abandoned(parent: &Path) {
 }
 
 /// Moves the calling process into a cgroup: its `cgroup.procs` path.
-pub(crate) struct Joiner(CString);
+pub struct Joiner(CString);
 
 impl Joiner {
     /// Async-signal-safe (between fork and exec): raw system calls on a path prepared
     /// beforehand. A failure leaves the process where it is.
-    pub(crate) fn join(&self) {
+    pub fn join(&self) {
         let mut digits = [0u8; 20];
         // SAFETY: plain system calls on a NUL-terminated path and a stack buffer.
         unsafe {

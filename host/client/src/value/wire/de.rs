@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::value::de::{visit_bigint, visit_integral};
 
 /// Decodes `bytes` (with their header) into a `T`, making no more than `budget`.
-pub(crate) fn from_wire<T: DeserializeOwned>(bytes: &[u8], stores: &dyn Stores, budget: Budget) -> Result<T, Error> {
+pub fn from_wire<T: DeserializeOwned>(bytes: &[u8], stores: &dyn Stores, budget: Budget) -> Result<T, Error> {
     let mut cursor = Cursor::new(bytes, stores, budget)?;
     T::deserialize(Wire(&mut cursor))
 }

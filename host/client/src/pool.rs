@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use super::link::Link;
-use super::protocol::Op;
-use super::remote::RemoteIsolate;
 use crate::error::{Error, Result};
-use crate::isolate::IsolateOptions;
+use crate::link::Link;
+use crate::protocol::{Id, Op};
 use crate::sync::Mutex;
 
 /// Options for a [`WorkerPool`].
@@ -62,25 +60,13 @@ impl PoolOptions {
     }
 }
 
-/// Worker processes for process-isolated isolates ([`Isolation::Process`](super::Isolation)).
+/// Worker processes for process-isolated isolates (`ivm::Isolation::Process`).
 ///
 /// Workers start when an isolate needs one and are reused: an isolate goes to a worker of its
-/// tenant ([`IsolateOptions::tenant`]) that hosts fewer than
+/// tenant (`ivm::IsolateOptions::tenant`) that hosts fewer than
 /// [`isolates_per_worker`](PoolOptions::isolates_per_worker) isolates, else to a new worker.
 /// `WorkerPool` is a cheap handle; workers end when their pool and isolates are gone, and
 /// always with the host process.
-///
-/// ```no_run
-/// // no_run: a worker is the `ivm` binary, which documentation tests do not build.
-/// use ivm::{Isolate, IsolateOptions, PoolOptions, WorkerPool};
-/// let pool = WorkerPool::new(PoolOptions::default().isolates_per_worker(8).worker_program("/usr/bin/ivm"));
-/// let a = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
-/// let b = Isolate::new(IsolateOptions::default().pool(&pool).tenant("acme"))?;
-/// assert_eq!(a.worker_pid(), b.worker_pid());
-/// let c = Isolate::new(IsolateOptions::default().pool(&pool).tenant("globex"))?;
-/// assert_ne!(a.worker_pid(), c.worker_pid());
-/// # Ok::<(), ivm::Error>(())
-/// ```
 #[derive(Clone)]
 pub struct WorkerPool {
     inner: Arc<Pool>,
@@ -98,12 +84,19 @@ struct Pool {
 }
 
 /// An isolate's place in a worker; given back on drop.
-pub(crate) struct Lease {
+pub struct Lease {
     pool: Arc<Pool>,
     link: Arc<Link>,
     memory_limit: u64,
     /// The worker was started for this lease.
     fresh: bool,
+}
+
+impl Lease {
+    /// The worker.
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
 }
 
 impl Drop for Lease {
@@ -157,22 +150,17 @@ impl WorkerPool {
         self.inner.workers.lock().iter().filter(|w| w.crash().is_none()).count()
     }
 
-    /// Creates an isolate in a worker. A worker found dead on the way is replaced: new
-    /// isolates work even right after a crash.
-    pub(crate) fn create_isolate(&self, options: IsolateOptions) -> Result<Arc<RemoteIsolate>> {
+    /// Creates an isolate in a worker of `tenant` with `create` (an [`Op::CreateIsolate`] with
+    /// this memory limit, in MB): its place there and its id. A worker found dead on the way
+    /// is replaced: new isolates work even right after a crash.
+    pub fn create_isolate(&self, tenant: Option<&str>, memory_limit: u64, create: impl Fn() -> Op) -> Result<(Lease, Id)> {
         let mut attempts = 0;
         loop {
-            let lease = self.lease(options.tenant.clone(), options.memory_limit)?;
-            let op = Op::CreateIsolate {
-                memory_limit: options.memory_limit,
-                rejections: options.on_unhandled_rejection.is_some(),
-                cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
-                default_timeout: options.default_timeout,
-            };
+            let lease = self.lease(tenant.map(str::to_owned), memory_limit)?;
             let link = lease.link.clone();
-            let created = link.send(None, None, op, None).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
+            let created = link.send(None, None, create(), None).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
             match created {
-                Ok(reply) => return Ok(RemoteIsolate::new(link, reply.id()?, &options, lease)),
+                Ok(reply) => return Ok((lease, reply.id()?)),
                 // A worker that was already running may have died since; a new one failing is
                 // the answer.
                 Err(Error::WorkerCrashed { .. }) if !lease.fresh && attempts < 2 => attempts += 1,
@@ -201,10 +189,36 @@ impl WorkerPool {
 
 impl Pool {
     fn spawn(&self, tenant: Option<String>) -> Result<Arc<Link>> {
-        let program = super::worker_program(self.options.worker_program.as_ref())?;
+        let program = worker_program(self.options.worker_program.as_ref())?;
         Link::spawn(&program, self.options.memory_ceiling, tenant).map_err(|e| match e {
             Error::WorkerCrashed { reason } => Error::WorkerCrashed { reason: format!("no worker: {reason}") },
             other => other,
         })
     }
+}
+
+/// The worker program: the configured one, `IVM_WORKER`, this executable if it is `ivm`, or
+/// an `ivm` beside this executable (or one directory up, where cargo puts binaries next to
+/// its test executables).
+pub fn worker_program(configured: Option<&PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = configured {
+        return Ok(path.clone());
+    }
+    if let Some(path) = std::env::var_os("IVM_WORKER") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::InvalidArgument(format!("cannot find this executable: {e}")))?;
+    if exe.file_stem().is_some_and(|name| name == "ivm") {
+        return Ok(exe);
+    }
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("ivm"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            Error::InvalidArgument(
+                "no worker program for process isolation: set PoolOptions::worker_program or IVM_WORKER to an `ivm` binary".into(),
+            )
+        })
 }

@@ -124,18 +124,18 @@ fn insert(deadline: Instant, entry: Entry) -> Key {
 }
 
 /// Runs `action` on the watchdog thread at `deadline`; it cannot be disarmed.
-pub(crate) fn after(deadline: Instant, action: impl FnOnce() + Send + 'static) {
+pub fn after(deadline: Instant, action: impl FnOnce() + Send + 'static) {
     insert(deadline, Entry { action: Box::new(action) });
 }
 
 /// An armed deadline. Dropping it disarms it.
-pub(crate) struct Timer {
+pub struct Timer {
     key: Key,
 }
 
 impl Timer {
     /// Runs `action` on the watchdog thread at `deadline`, unless the timer is dropped first.
-    pub(crate) fn arm(deadline: Instant, action: impl FnOnce() + Send + 'static) -> Timer {
+    pub fn arm(deadline: Instant, action: impl FnOnce() + Send + 'static) -> Timer {
         Timer { key: insert(deadline, Entry { action: Box::new(action) }) }
     }
 }

@@ -193,11 +193,11 @@ impl Error {
         Error::Exception(Box::new(JsError { name: name.into(), message: message.into(), ..Default::default() }))
     }
 
-    pub(crate) fn disposed(message: impl Into<String>) -> Self {
+    pub fn disposed(message: impl Into<String>) -> Self {
         Error::Disposed { message: message.into() }
     }
 
-    pub(crate) fn isolate_disposed() -> Self {
+    pub fn isolate_disposed() -> Self {
         Error::disposed("Isolate is disposed")
     }
 }

@@ -1,11 +1,10 @@
 //! The API's plain data: options, origins, property keys, the transfer rule, import requests,
 //! heap statistics. Nothing here touches V8 or a handle, and all of it is serde: the worker
-//! protocol (`process/protocol.rs`) carries these types as they are, with no twins to keep in
+//! protocol ([`protocol`](crate::protocol)) carries these types as they are, with no twins to keep in
 //! step.
 
 use std::time::Duration;
 
-use crate::code_cache::CachedData;
 
 /// Where code comes from: shown in stack traces and syntax errors.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,7 +43,7 @@ impl ScriptOrigin {
 ///
 /// ```
 /// use std::time::Duration;
-/// let options = ivm::EvalOptions::default()
+/// let options = ivm_client::EvalOptions::default()
 ///     .timeout(Duration::from_millis(50))
 ///     .filename("file:///job.js")
 ///     .copy();
@@ -98,7 +97,7 @@ impl EvalOptions {
     }
 }
 
-/// Options for [`Isolate::compile_script`](crate::Isolate::compile_script) and [`Isolate::compile_module`](crate::Isolate::compile_module).
+/// Options for `ivm::Isolate::compile_script` and `ivm::Isolate::compile_module`.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -132,7 +131,7 @@ impl CompileOptions {
 }
 
 /// How a non-primitive result leaves the isolate when it is asked for as a dynamic [`Value`](crate::Value)
-/// or [`Transferred`](crate::Transferred) (isolated-vm's `copy`/`externalCopy`/`reference` options). Results
+/// or `ivm::Transferred` (isolated-vm's `copy`/`externalCopy`/`reference` options). Results
 /// asked for as a concrete type are always that type: a `DeserializeOwned` type is a copy.
 ///
 /// Waiting for a promise result is the separate [`EvalOptions::promise`](crate::EvalOptions::promise)
@@ -141,17 +140,17 @@ impl CompileOptions {
 #[non_exhaustive]
 pub enum Transfer {
     /// isolated-vm's default rule for the operation: primitives are copied, functions become
-    /// [`Reference`](crate::Reference)s, and other objects are `undefined` (`eval`, `Script::run`), an error
-    /// `A non-transferable value was passed` (`eval_closure`), or a [`Reference`](crate::Reference)
+    /// `ivm::Reference`s, and other objects are `undefined` (`eval`, `Script::run`), an error
+    /// `A non-transferable value was passed` (`eval_closure`), or a `ivm::Reference`
     /// (`Reference::get`, `Reference::apply`). A [`Value`](crate::Value) cannot hold a reference, so where
     /// the rule says reference and a `Value` is asked for, the object is copied.
     #[default]
     Auto,
     /// A deep copy (see the mapping in [`crate::value`]).
     Copy,
-    /// An [`ExternalCopy`](crate::ExternalCopy) (structured clone, held outside every isolate).
+    /// An `ivm::ExternalCopy` (structured clone, held outside every isolate).
     ExternalCopy,
-    /// A [`Reference`](crate::Reference) to the value, left where it is.
+    /// A `ivm::Reference` to the value, left where it is.
     Reference,
 }
 
@@ -226,4 +225,36 @@ pub struct HeapStatistics {
     /// Bytes held by ArrayBuffer backing stores (exactly 1024 after `new Uint8Array(1024)`) and
     /// WebAssembly memories.
     pub externally_allocated_size: usize,
+}
+
+/// Cached data for a script or module, sealed (isolated-vm's `cachedData`). Store it anywhere:
+/// it is only ever used if it verifies under the isolate's key for the same source and V8.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct CachedData(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl std::fmt::Debug for CachedData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CachedData({} bytes)", self.0.len())
+    }
+}
+
+impl CachedData {
+    /// Sealed bytes, e.g. read back from a file. They are checked when used, not here.
+    pub fn from_bytes(bytes: Vec<u8>) -> CachedData {
+        CachedData(bytes)
+    }
+
+    /// The sealed bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What compiling with cache options gave: a fresh sealed cache when one was asked for, and
+/// whether a supplied one was rejected (isolated-vm's `cachedData` and `cachedDataRejected`).
+#[derive(Debug, Clone, Default)]
+pub struct CacheOutcome {
+    pub produced: Option<CachedData>,
+    pub rejected: Option<bool>,
 }

@@ -12,30 +12,43 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::code_cache::CachedData;
-use crate::data::{CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key};
-use crate::error::{Error, JsError};
+use crate::data::{CacheOutcome, CachedData, CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key};
+use crate::error::{Error, JsError, Result};
+
+/// The argument that starts an `ivm` binary (or an embedder's binary that calls
+/// `ivm::process::serve_worker`) as a worker.
+pub const WORKER_ARG: &str = "--ivm-worker";
 
 /// The protocol version both sides must speak.
-pub(crate) const VERSION: u32 = 3;
+pub const VERSION: u32 = 3;
 /// The largest frame either side accepts.
-pub(crate) const MAX_FRAME: usize = 256 << 20;
+pub const MAX_FRAME: usize = 256 << 20;
 
 /// A value in V8's structured-clone format, with the contents of the SharedArrayBuffers it
 /// refers to (which cannot be shared across processes, so they are copied).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct Wire {
+pub struct Wire {
     #[serde(with = "serde_bytes")]
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) shared: Vec<serde_bytes::ByteBuf>,
+    pub bytes: Vec<u8>,
+    pub shared: Vec<serde_bytes::ByteBuf>,
+}
+
+/// A value that came over the pipe reads its SharedArrayBuffers from the copies sent with it.
+impl crate::value::wire::Stores for Wire {
+    fn transferred(&self, _: u32) -> Option<Vec<u8>> {
+        None
+    }
+    fn shared(&self, id: u32) -> Option<Vec<u8>> {
+        self.shared.get(id as usize).map(|bytes| bytes.to_vec())
+    }
 }
 
 /// Worker-side ids: of isolates, and of handles (contexts, scripts, references, modules).
-pub(crate) type Id = u64;
+pub type Id = u64;
 
 /// Host → worker.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ToWorker {
+pub enum ToWorker {
     /// An operation. `within` is the worker's call this request is made from (a host
     /// function running for it), which the worker runs it in, inline.
     Request { id: u64, within: Option<u64>, isolate: Option<Id>, op: Op },
@@ -45,7 +58,7 @@ pub(crate) enum ToWorker {
 
 /// Worker → host.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum FromWorker {
+pub enum FromWorker {
     Hello { version: u32, pid: u32 },
     Response { id: u64, result: Result<Reply, Error> },
     /// Request `id`, which has a timeout, has started running (its escalation counts from
@@ -62,7 +75,7 @@ pub(crate) enum FromWorker {
 
 /// What a worker's call asks of the host.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Target {
+pub enum Target {
     /// Host function `callback` with the arguments (an array).
     Callback { callback: u64, args: Wire },
     /// The dynamic-import hook.
@@ -73,21 +86,21 @@ pub(crate) enum Target {
 
 /// The host's answer to a call.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Answer {
+pub enum Answer {
     Value(Wire),
     Module(Id),
 }
 
-/// How a host function behaves (see [`Callback`](crate::Callback)'s constructors).
+/// How a host function behaves (see `ivm::Callback`'s constructors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum CallKind {
+pub enum CallKind {
     Sync,
     Async,
     Blocking,
     Ignored,
 }
 
-/// What a result should become: the caller's [`FromJs`](crate::FromJs) type.
+/// What a result should become: the caller's `ivm::FromJs` type.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Want {
@@ -95,7 +108,7 @@ pub enum Want {
     Data,
     /// A [`Value`](crate::Value), by the transfer rule.
     Value,
-    /// A [`Transferred`](crate::Transferred), by the transfer rule.
+    /// A `ivm::Transferred`, by the transfer rule.
     Transferred,
     Reference,
     ExternalCopy,
@@ -105,7 +118,7 @@ pub enum Want {
 
 /// A result, as [`Want`] asked.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Out {
+pub enum Out {
     Data(Wire),
     Reference { id: Id, type_of: String },
     ExternalCopy(Copy),
@@ -114,15 +127,15 @@ pub(crate) enum Out {
 
 /// An external copy's bytes and the ArrayBuffers transferred with it.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Copy {
+pub struct Copy {
     #[serde(with = "serde_bytes")]
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) buffers: Vec<serde_bytes::ByteBuf>,
+    pub bytes: Vec<u8>,
+    pub buffers: Vec<serde_bytes::ByteBuf>,
 }
 
 /// A value going into a worker's isolate.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Input {
+pub enum Input {
     Data(Wire),
     /// A host function, by its id on the host.
     Callback { callback: u64, kind: CallKind, name: String },
@@ -132,17 +145,17 @@ pub(crate) enum Input {
     Copy { copy: Copy, transfer_in: bool },
 }
 
-/// How a reference reads properties: [`Reference::inherit`](crate::Reference::inherit) and
-/// [`accessors`](crate::Reference::accessors).
+/// How a reference reads properties: `ivm::Reference::inherit` and
+/// `accessors`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) struct Access {
-    pub(crate) inherit: bool,
-    pub(crate) accessors: bool,
+pub struct Access {
+    pub inherit: bool,
+    pub accessors: bool,
 }
 
 /// An operation for the worker. Handle ids are of the request's isolate.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Op {
+pub enum Op {
     CreateIsolate { memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>>, default_timeout: Option<Duration> },
     Dispose,
     HeapStatistics,
@@ -175,7 +188,7 @@ pub(crate) enum Op {
 impl Op {
     /// The timeout of the JavaScript the operation may run (scripts, getters, proxy traps),
     /// in an isolate whose default timeout is `default`; `None` for operations that run none.
-    pub(crate) fn timeout(&self, default: Option<Duration>) -> Option<Duration> {
+    pub fn timeout(&self, default: Option<Duration>) -> Option<Duration> {
         match self {
             Op::Eval { run, .. } | Op::EvalClosure { run, .. } | Op::RunScript { run, .. } | Op::Apply { run, .. } | Op::Evaluate { run, .. } => {
                 run.timeout.or(default)
@@ -190,7 +203,7 @@ impl Op {
 
 /// The worker's reply to an operation.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Reply {
+pub enum Reply {
     Done,
     Id(Id),
     Out(Out),
@@ -206,8 +219,86 @@ pub(crate) enum Reply {
     },
 }
 
+/// A compiled script or module, as the worker reports it.
+pub struct Compiled {
+    pub id: u64,
+    pub requests: Vec<ImportRequest>,
+    pub cache: CacheOutcome,
+}
+
+impl From<Compiled> for (u64, CacheOutcome) {
+    fn from(compiled: Compiled) -> Self {
+        (compiled.id, compiled.cache)
+    }
+}
+
+impl From<Compiled> for (u64, Vec<ImportRequest>, CacheOutcome) {
+    fn from(compiled: Compiled) -> Self {
+        (compiled.id, compiled.requests, compiled.cache)
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Conversion("the worker's reply does not match the request".into())
+}
+
+impl Reply {
+    pub fn id(self) -> Result<u64> {
+        match self {
+            Reply::Id(id) => Ok(id),
+            _ => Err(mismatch()),
+        }
+    }
+
+    pub fn done(self) -> Result<()> {
+        match self {
+            Reply::Done => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    pub fn heap(self) -> Result<HeapStatistics> {
+        match self {
+            Reply::Heap(heap) => Ok(heap),
+            _ => Err(mismatch()),
+        }
+    }
+
+    pub fn linked(self) -> Result<bool> {
+        match self {
+            Reply::Linked(linked) => Ok(linked),
+            _ => Err(mismatch()),
+        }
+    }
+
+    pub fn out(self) -> Result<Out> {
+        match self {
+            Reply::Out(out) => Ok(out),
+            _ => Err(mismatch()),
+        }
+    }
+
+    pub fn copy(self) -> Result<Copy> {
+        match self {
+            Reply::Copy(copy) => Ok(copy),
+            _ => Err(mismatch()),
+        }
+    }
+
+    pub fn compiled(self) -> Result<Compiled> {
+        match self {
+            Reply::Compiled { id, requests, produced, rejected } => Ok(Compiled {
+                id,
+                requests,
+                cache: CacheOutcome { produced, rejected },
+            }),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
 /// Writes one frame.
-pub(crate) fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
+pub fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io::Result<()> {
     let mut frame = vec![0u8; 4];
     rmp_serde::encode::write(&mut frame, message).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let length = frame.len() - 4;
@@ -220,7 +311,7 @@ pub(crate) fn write_frame(out: &mut impl Write, message: &impl Serialize) -> io:
 }
 
 /// Reads one frame: `Ok(None)` at a clean end of input.
-pub(crate) fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<Option<T>> {
+pub fn read_frame<T: for<'de> Deserialize<'de>>(input: &mut impl Read) -> io::Result<Option<T>> {
     let mut length = [0u8; 4];
     match input.read_exact(&mut length) {
         Ok(()) => {}

@@ -2,7 +2,7 @@
 //! timeout (getters met while copying run JavaScript).
 //!
 //! Primitives are made and read through the embedder API directly. Anything else goes through
-//! V8's own structured-clone serializer and the [wire](super::wire) codec: Rust data is
+//! V8's own structured-clone serializer and the [wire](crate::value::wire) codec: Rust data is
 //! written as wire bytes and V8 builds the objects; V8 serializes objects and Rust reads the
 //! bytes into the type asked for.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{BigInt, Value, wire};
+use crate::value::{BigInt, Value, wire};
 use crate::Error;
 use crate::isolate::memory::MemoryGuard;
 
@@ -85,7 +85,7 @@ pub(crate) fn from_v8<'s, T: DeserializeOwned + 'static>(
     value: v8::Local<'s, v8::Value>,
 ) -> Result<T, Error> {
     if let Some(p) = primitive(scope, value) {
-        return super::from_value(p);
+        return crate::value::from_value(p);
     }
     let clone = serialize(scope, value, &[])?;
     wire::from_wire(&clone.bytes, &clone, copy_budget(scope))
@@ -124,7 +124,7 @@ fn wire_primitive<'s>(scope: &v8::PinScope<'s, '_>, bytes: &[u8]) -> Result<Opti
 
 /// Builds a value that came from another process in the wire format; the SharedArrayBuffers
 /// it refers to arrive as copies of their contents.
-pub(crate) fn from_wire<'s>(scope: &mut v8::PinScope<'s, '_>, data: &crate::process::protocol::Wire) -> Result<v8::Local<'s, v8::Value>, Error> {
+pub(crate) fn from_wire<'s>(scope: &mut v8::PinScope<'s, '_>, data: &ivm_client::protocol::Wire) -> Result<v8::Local<'s, v8::Value>, Error> {
     if let Some(p) = wire_primitive(scope, &data.bytes)? {
         return Ok(p);
     }
@@ -297,7 +297,7 @@ pub(crate) fn from_v8_args<'s, A: DeserializeOwned + 'static>(
 /// [`from_v8_args`] for arguments already copied out (a call from a worker process).
 pub(crate) fn args_from_list<A: DeserializeOwned + 'static>(list: Vec<Value>) -> Result<A, Error> {
     if std::any::TypeId::of::<A>() == std::any::TypeId::of::<Value>() {
-        return super::from_value(Value::Array(list));
+        return crate::value::from_value(Value::Array(list));
     }
     A::deserialize(ArgList(list))
 }

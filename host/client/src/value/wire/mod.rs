@@ -4,9 +4,9 @@
 //! Every copy of data between Rust and an isolate goes through it: Rust data is written in
 //! this format straight from serde ([`to_wire`]) and V8 builds the objects natively; values
 //! leave an isolate through V8's serializer and are read straight into serde types
-//! ([`from_wire`]) or a [`Value`] ([`read_value`]). V8's native (de)serializer is several
+//! ([`from_wire`]) or a [`Value`](crate::Value) ([`read_value`]). V8's native (de)serializer is several
 //! times faster than building or walking objects through the embedder API, and it is also
-//! what an [`ExternalCopy`](crate::ExternalCopy) holds.
+//! what an `ivm::ExternalCopy` holds.
 //!
 //! Format versions up to 16 are read (V8 15.2 writes 16: buffer sizes as 64-bit varints,
 //! immutable ArrayBuffers); version 15 is written. The input may come from any isolate of
@@ -20,9 +20,9 @@ mod de;
 mod read;
 mod ser;
 
-pub(crate) use de::from_wire;
-pub(crate) use read::read_value;
-pub(crate) use ser::{to_json, to_wire};
+pub use de::from_wire;
+pub use read::read_value;
+pub use ser::{to_json, to_wire};
 
 use crate::error::Error;
 
@@ -35,19 +35,19 @@ const MAX_DEPTH: usize = 1000;
 
 /// Whether wire bytes hold a primitive (the tag after the two header bytes): undefined,
 /// null, a boolean, a number, a BigInt or a string.
-pub(crate) fn is_primitive(bytes: &[u8]) -> bool {
+pub fn is_primitive(bytes: &[u8]) -> bool {
     matches!(bytes.get(2), Some(b'_' | b'0' | b'T' | b'F' | b'I' | b'U' | b'N' | b'Z' | b'"' | b'c' | b'S'))
 }
 
 /// Byte stores that travel beside the bytes: transferred ArrayBuffers and SharedArrayBuffers,
 /// by the ids the serializer gave them.
-pub(crate) trait Stores {
+pub trait Stores {
     fn transferred(&self, id: u32) -> Option<Vec<u8>>;
     fn shared(&self, id: u32) -> Option<Vec<u8>>;
 }
 
 /// For bytes that carry no stores.
-pub(crate) struct NoStores;
+pub struct NoStores;
 
 impl Stores for NoStores {
     fn transferred(&self, _: u32) -> Option<Vec<u8>> {
@@ -61,27 +61,27 @@ impl Stores for NoStores {
 /// What one value costs a [`Budget`], besides the bytes of its string or buffer.
 const VALUE_COST: usize = 16;
 
-/// How much Rust data a read may make, in bytes: [`VALUE_COST`] a value, plus the bytes of
+/// How much Rust data a read may make, in bytes: `VALUE_COST` (16 bytes) a value, plus the bytes of
 /// each string and buffer, each time it is met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Budget(usize);
+pub struct Budget(usize);
 
 impl Budget {
     /// For bytes the host wrote itself: no limit.
-    pub(crate) const HOST: Budget = Budget(usize::MAX);
+    pub const HOST: Budget = Budget(usize::MAX);
 
     /// For what a script made in an isolate with this memory limit (in bytes): twice the
     /// limit, room for anything the isolate can hold.
-    pub(crate) fn of_isolate(memory_limit: usize) -> Budget {
+    pub fn of_isolate(memory_limit: usize) -> Budget {
         Budget(memory_limit.saturating_mul(2))
     }
 
-    pub(crate) fn bytes(self) -> usize {
+    pub fn bytes(self) -> usize {
         self.0
     }
 
     /// The error for a copy that would make more.
-    pub(crate) fn exceeded(self) -> Error {
+    pub fn exceeded(self) -> Error {
         Error::Conversion(format!(
             "the value is too large to copy out of its isolate: it would take more than {} MB here (twice the isolate's memory limit)",
             self.0 >> 20

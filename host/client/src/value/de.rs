@@ -13,8 +13,8 @@ use crate::Error;
 /// ```
 /// #[derive(serde::Deserialize, Debug, PartialEq)]
 /// struct Point { x: u32, y: u32 }
-/// let v = ivm::to_value(&serde_json::json!({ "x": 1, "y": 2 })).unwrap();
-/// assert_eq!(ivm::from_value::<Point>(v).unwrap(), Point { x: 1, y: 2 });
+/// let v = ivm_client::to_value(&serde_json::json!({ "x": 1, "y": 2 })).unwrap();
+/// assert_eq!(ivm_client::from_value::<Point>(v).unwrap(), Point { x: 1, y: 2 });
 /// ```
 pub fn from_value<T: DeserializeOwned + 'static>(value: Value) -> Result<T, Error> {
     // A `Value` asked for as a `Value` is returned as it is (serde would lose the difference
@@ -31,7 +31,7 @@ impl de::Error for Error {
     }
 }
 
-pub(crate) fn visit_integral<'de, V: Visitor<'de>>(n: f64, visitor: V) -> Result<V::Value, Error> {
+pub fn visit_integral<'de, V: Visitor<'de>>(n: f64, visitor: V) -> Result<V::Value, Error> {
     // Integral numbers go to the integer visitors so that `u32`, `i64`... fields accept them;
     // -0 stays a float, or its sign would be lost.
     if n == 0.0 && n.is_sign_negative() {
@@ -45,7 +45,7 @@ pub(crate) fn visit_integral<'de, V: Visitor<'de>>(n: f64, visitor: V) -> Result
     }
 }
 
-pub(crate) fn visit_bigint<'de, V: Visitor<'de>>(b: BigInt, visitor: V) -> Result<V::Value, Error> {
+pub fn visit_bigint<'de, V: Visitor<'de>>(b: BigInt, visitor: V) -> Result<V::Value, Error> {
     if let Some(v) = b.to_i128() {
         if let Ok(small) = i64::try_from(v) {
             return visitor.visit_i64(small);

@@ -14,7 +14,7 @@ const MAX_SAFE: i128 = 9_007_199_254_740_992;
 /// ```
 /// #[derive(serde::Serialize)]
 /// struct Config { name: String, retries: u32 }
-/// let v = ivm::to_value(&Config { name: "a".into(), retries: 3 }).unwrap();
+/// let v = ivm_client::to_value(&Config { name: "a".into(), retries: 3 }).unwrap();
 /// assert_eq!(v.to_json().to_string(), r#"{"name":"a","retries":3}"#);
 /// ```
 pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, Error> {
@@ -27,7 +27,7 @@ impl ser::Error for Error {
     }
 }
 
-pub(crate) fn integer_value(v: i128) -> Value {
+pub fn integer_value(v: i128) -> Value {
     if (-MAX_SAFE..=MAX_SAFE).contains(&v) { Value::Number(v as f64) } else { Value::BigInt(BigInt::from(v)) }
 }
 
@@ -157,7 +157,7 @@ impl ser::Serializer for ValueSerializer {
     }
 }
 
-pub(crate) struct SeqBuilder(Vec<Value>);
+pub struct SeqBuilder(Vec<Value>);
 
 impl ser::SerializeSeq for SeqBuilder {
     type Ok = Value;
@@ -193,7 +193,7 @@ impl ser::SerializeTupleStruct for SeqBuilder {
     }
 }
 
-pub(crate) struct MapBuilder {
+pub struct MapBuilder {
     map: IndexMap<String, Value>,
     key: Option<String>,
 }
@@ -228,7 +228,7 @@ impl ser::SerializeStruct for MapBuilder {
 }
 
 /// An enum variant with content, externally tagged: `{ "Variant": content }`.
-pub(crate) struct VariantBuilder<B> {
+pub struct VariantBuilder<B> {
     variant: &'static str,
     inner: B,
 }
@@ -305,7 +305,7 @@ impl Value {
 
 /// An error's fields as a [`Value::Object`]: `name`, `message`, and `stack`, `cause`,
 /// `errors` and `omitted` when present.
-pub(crate) fn error_fields(e: &JsError) -> Value {
+pub fn error_fields(e: &JsError) -> Value {
     let mut map = IndexMap::new();
     map.insert("name".to_owned(), Value::String(e.name.clone()));
     map.insert("message".to_owned(), Value::String(e.message.clone()));
@@ -325,7 +325,7 @@ pub(crate) fn error_fields(e: &JsError) -> Value {
 }
 
 /// The inverse of [`error_fields`]; anything missing is left empty.
-pub(crate) fn error_from_fields(fields: Value) -> JsError {
+pub fn error_from_fields(fields: Value) -> JsError {
     let Value::Object(mut map) = fields else { return JsError::default() };
     let mut text = |key: &str| match map.shift_remove(key) {
         Some(Value::String(s)) => Some(s),
@@ -354,7 +354,7 @@ pub(crate) fn error_from_fields(fields: Value) -> JsError {
 }
 
 /// A Map from its plain form, `[[key, value], ...]`; `None` if an entry is not a pair.
-pub(crate) fn map_from_pairs(pairs: Vec<Value>) -> Option<Value> {
+pub fn map_from_pairs(pairs: Vec<Value>) -> Option<Value> {
     let entries = pairs.into_iter().map(|pair| match pair {
         Value::Array(kv) => <[Value; 2]>::try_from(kv).ok().map(|[key, value]| (key, value)),
         _ => None,
@@ -363,7 +363,7 @@ pub(crate) fn map_from_pairs(pairs: Vec<Value>) -> Option<Value> {
 }
 
 /// A RegExp from its plain form, `[source, flags]`; `None` if it is not two strings.
-pub(crate) fn regexp_from_parts(parts: Vec<Value>) -> Option<Value> {
+pub fn regexp_from_parts(parts: Vec<Value>) -> Option<Value> {
     match <[Value; 2]>::try_from(parts) {
         Ok([Value::String(source), Value::String(flags)]) => Some(Value::RegExp { source, flags }),
         _ => None,
@@ -386,7 +386,7 @@ fn from_magic(name: &str, inner: Value) -> Result<Value, Error> {
 
 /// Map keys as object property names: strings as they are, numbers, booleans and chars as
 /// JavaScript would stringify them.
-pub(crate) struct KeyText;
+pub struct KeyText;
 
 impl ser::Serializer for KeyText {
     type Ok = String;

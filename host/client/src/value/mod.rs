@@ -33,14 +33,12 @@
 //! serializes objects and a `T: DeserializeOwned` is read from the bytes (see `value::wire`).
 //! A [`Value`] itself keeps every distinction above (undefined vs null, BigInt, Date, Map,
 //! Set, RegExp, Error) both ways; through other serde formats it appears as the serde column
-//! says. A graph with cycles cannot be copied into Rust (use a [`Reference`](crate::Reference)
-//! or an [`ExternalCopy`](crate::ExternalCopy)); objects it shares are copied each time.
+//! says. A graph with cycles cannot be copied into Rust (use a `ivm::Reference`
+//! or an `ivm::ExternalCopy`); objects it shares are copied each time.
 
 mod bigint;
 mod de;
-pub(crate) mod js;
-#[cfg(feature = "component")]
-pub(crate) mod msgpack;
+pub mod msgpack;
 
 /// Runs `f`, which reads or writes one value, first moving to a stack of its own (on the heap)
 /// if this thread's is running low and the value `nests` others. Every recursion over nested
@@ -49,11 +47,11 @@ pub(crate) mod msgpack;
 /// script or guest nested could otherwise overflow it. A leaf (most values) skips the check,
 /// which would cost a copy out of many small values ~4%.
 #[inline(always)]
-pub(crate) fn deep<R>(nests: bool, f: impl FnOnce() -> R) -> R {
+pub fn deep<R>(nests: bool, f: impl FnOnce() -> R) -> R {
     if nests { stacker::maybe_grow(256 << 10, 4 << 20, f) } else { f() }
 }
 mod ser;
-pub(crate) mod wire;
+pub mod wire;
 
 pub use bigint::BigInt;
 pub use de::from_value;
@@ -66,7 +64,7 @@ use crate::error::JsError;
 /// The serde names under which [`Value`] writes the JavaScript types serde has no word for.
 /// ivm's own serializers recognize them and rebuild the exact value; other formats see a
 /// newtype (or unit) struct around the plain form given in the module table.
-pub(crate) mod magic {
+pub mod magic {
     /// A unit struct: `undefined`.
     pub const UNDEFINED: &str = "$ivm::Undefined";
     /// A newtype around the decimal string.
@@ -155,7 +153,7 @@ impl Value {
 
     /// Whether the value holds other values (reading or writing it recurses).
     #[inline(always)]
-    pub(crate) fn nests(&self) -> bool {
+    pub fn nests(&self) -> bool {
         matches!(self, Value::Array(_) | Value::Object(_) | Value::Map(_) | Value::Set(_) | Value::Error(_))
     }
 
@@ -201,7 +199,7 @@ fn number_to_json(n: f64) -> serde_json::Value {
 }
 
 /// Formats a number the way JavaScript's `String(number)` does.
-pub(crate) fn format_number(n: f64) -> String {
+pub fn format_number(n: f64) -> String {
     if n.is_nan() {
         return "NaN".into();
     }

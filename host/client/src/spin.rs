@@ -20,7 +20,7 @@ fn budget() -> Duration {
 }
 
 /// Polls `ready` for a while; whether it became true. The caller blocks if not.
-pub(crate) fn poll_for(mut ready: impl FnMut() -> bool) -> bool {
+pub fn poll_for(mut ready: impl FnMut() -> bool) -> bool {
     let budget = budget();
     if budget.is_zero() {
         return ready();
@@ -40,12 +40,12 @@ pub(crate) fn poll_for(mut ready: impl FnMut() -> bool) -> bool {
 }
 
 /// A pipe's read end that polls for data for a while before it blocks.
-pub(crate) struct PollingPipe<F> {
+pub struct PollingPipe<F> {
     pipe: F,
 }
 
 impl<F: AsRawFd> PollingPipe<F> {
-    pub(crate) fn new(pipe: F) -> io::Result<Self> {
+    pub fn new(pipe: F) -> io::Result<Self> {
         let fd = pipe.as_raw_fd();
         // SAFETY: fcntl on a descriptor this value owns.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
