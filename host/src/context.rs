@@ -13,6 +13,7 @@ use crate::op::{InSession, IsolateOp, LocalWork};
 use crate::process::protocol::{Op, Reply};
 use crate::process::RemoteIsolate;
 use crate::run::{Body, Finish, JsRun, Limits};
+use crate::reference::Reference;
 use crate::script;
 use crate::transfer::{Arg, Fallback, FromJs, IntoArgs, IntoJs, Rule, all_converted, read_out, read_remote, remote_args};
 use crate::js;
@@ -101,7 +102,7 @@ impl IsolateOp for CreateContext {
     }
 
     fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
-        Ok(remote.create_context(&self.options))
+        Ok(remote.create_context(self.options.console.clone()))
     }
 
     fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Context> {
@@ -405,4 +406,47 @@ fn eval_closure<'a, T: FromJs, C: AsRef<str>, O: Borrow<EvalOptions>>(
         },
         move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, result| read_out(scope, inner, result, rule),
     )
+}
+
+impl Context {
+    /// A reference to the context's global object.
+    pub fn global(&self) -> Result<Reference> {
+        self.isolate().call(Global { context: self.id() })
+    }
+
+    /// Async form of [`global`](Context::global).
+    pub fn global_async(&self) -> Operation<Reference> {
+        self.isolate().call_async(Global { context: self.id() })
+    }
+}
+
+/// A context's global object, as a reference.
+struct Global {
+    context: u64,
+}
+
+impl IsolateOp for Global {
+    type Output = Reference;
+    type Owned = Global;
+
+    fn into_owned(self) -> Result<Global> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<Reference> {
+        JsRun::new(
+            self.context,
+            Limits::default(),
+            |scope: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>| Ok(scope.get_current_context().global(scope).into()),
+            |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, value| Ok(Reference::create(scope, inner, value, false)),
+        )
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::Global { context: self.context })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Reference> {
+        read_remote(isolate, reply.out()?, false)
+    }
 }

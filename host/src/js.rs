@@ -124,7 +124,7 @@ fn wire_primitive<'s>(scope: &v8::PinScope<'s, '_>, bytes: &[u8]) -> Result<Opti
 
 /// Builds a value that came from another process in the wire format; the SharedArrayBuffers
 /// it refers to arrive as copies of their contents.
-pub(crate) fn from_wire<'s>(scope: &mut v8::PinScope<'s, '_>, data: &ivm_client::protocol::Wire) -> Result<v8::Local<'s, v8::Value>, Error> {
+pub(crate) fn from_wire<'s>(scope: &mut v8::PinScope<'s, '_>, data: &wire::Wire) -> Result<v8::Local<'s, v8::Value>, Error> {
     if let Some(p) = wire_primitive(scope, &data.bytes)? {
         return Ok(p);
     }

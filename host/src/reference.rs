@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::context::Context;
 use crate::data::{EvalOptions, Key, Transfer};
 use crate::error::{Error, Result};
 use crate::external_copy::{ExternalCopy, ExternalCopyOptions};
@@ -244,7 +243,7 @@ impl Reference {
 
     /// The value's id in `remote`, which must be its isolate.
     pub(crate) fn id_in(&self, remote: &Arc<RemoteIsolate>) -> Result<u64> {
-        if !remote.is(self.isolate()) {
+        if !self.isolate().is_remote(remote) {
             return Err(not_here());
         }
         if self.handle.is_released() {
@@ -261,54 +260,10 @@ impl Reference {
     fn access(&self) -> Access {
         Access { inherit: self.inherit, accessors: self.accessors }
     }
-
 }
 
 fn not_here() -> Error {
     Error::js("TypeError", "Cannot dereference this into target isolate")
-}
-
-impl Context {
-    /// A reference to the context's global object.
-    pub fn global(&self) -> Result<Reference> {
-        self.isolate().call(Global { context: self.id() })
-    }
-
-    /// Async form of [`global`](Context::global).
-    pub fn global_async(&self) -> Operation<Reference> {
-        self.isolate().call_async(Global { context: self.id() })
-    }
-}
-
-/// A context's global object, as a reference.
-struct Global {
-    context: u64,
-}
-
-impl IsolateOp for Global {
-    type Output = Reference;
-    type Owned = Global;
-
-    fn into_owned(self) -> Result<Global> {
-        Ok(self)
-    }
-
-    fn local(self) -> impl LocalWork<Reference> {
-        JsRun::new(
-            self.context,
-            Limits::default(),
-            |scope: &mut v8::PinScope<'_, '_>, _: &Arc<IsolateInner>| Ok(scope.get_current_context().global(scope).into()),
-            |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, value| Ok(Reference::create(scope, inner, value, false)),
-        )
-    }
-
-    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
-        Ok(Op::Global { context: self.context })
-    }
-
-    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Reference> {
-        read_remote(isolate, reply.out()?, false)
-    }
 }
 
 fn type_of(value: v8::Local<v8::Value>) -> &'static str {

@@ -24,24 +24,7 @@ pub const VERSION: u32 = 3;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 << 20;
 
-/// A value in V8's structured-clone format, with the contents of the SharedArrayBuffers it
-/// refers to (which cannot be shared across processes, so they are copied).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Wire {
-    #[serde(with = "serde_bytes")]
-    pub bytes: Vec<u8>,
-    pub shared: Vec<serde_bytes::ByteBuf>,
-}
-
-/// A value that came over the pipe reads its SharedArrayBuffers from the copies sent with it.
-impl crate::value::wire::Stores for Wire {
-    fn transferred(&self, _: u32) -> Option<Vec<u8>> {
-        None
-    }
-    fn shared(&self, id: u32) -> Option<Vec<u8>> {
-        self.shared.get(id as usize).map(|bytes| bytes.to_vec())
-    }
-}
+pub use crate::value::wire::Wire;
 
 /// Worker-side ids: of isolates, and of handles (contexts, scripts, references, modules).
 pub type Id = u64;

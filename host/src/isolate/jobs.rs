@@ -13,11 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 
-use super::Session;
-use crate::error::Result;
 use crate::sync::{Condvar, Mutex, MutexGuard};
-
-pub(crate) type Job = Box<dyn FnOnce(Result<&mut Session<'_>>) + Send>;
 
 /// Some thread holds the isolate.
 const HELD: u8 = 1;
@@ -28,19 +24,25 @@ const BUSY: u8 = 2;
 /// The isolate's holder and queue. A synchronous caller alone with the isolate (the common
 /// case: a loop of calls) holds and lets go of it with one atomic operation each; everything
 /// else goes through the lock, and keeps [`BUSY`] set while there is anything to see to.
-#[derive(Default)]
-pub(crate) struct Jobs {
+/// `J`: a job (the engine's is a closure over its session).
+pub(crate) struct Jobs<J> {
     /// [`HELD`] and [`BUSY`]. Without the lock it only changes from nothing to `HELD` and back;
     /// under the lock, `BUSY` is made to say whether [`State`] has anything to see to.
     word: AtomicU8,
-    state: Mutex<State>,
+    state: Mutex<State<J>>,
     /// Synchronous callers wait here for the isolate.
     freed: Condvar,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Job>,
+impl<J> Default for Jobs<J> {
+    fn default() -> Self {
+        let state = State { queue: VecDeque::new(), scheduled: false, waiting: 0, jobs_turn: false };
+        Jobs { word: AtomicU8::new(0), state: Mutex::new(state), freed: Condvar::default() }
+    }
+}
+
+struct State<J> {
+    queue: VecDeque<J>,
     /// On the pool's run queue (cleared when a worker takes it up).
     scheduled: bool,
     /// Synchronous callers waiting to hold it.
@@ -53,13 +55,13 @@ struct State {
 #[must_use]
 pub(crate) struct Schedule(pub(crate) bool);
 
-impl Jobs {
-    fn state(&self) -> MutexGuard<'_, State> {
+impl<J> Jobs<J> {
+    fn state(&self) -> MutexGuard<'_, State<J>> {
         self.state.lock()
     }
 
     /// Sets [`BUSY`] to what `state` says (called with the lock held, after a change).
-    fn mark(&self, state: &State) {
+    fn mark(&self, state: &State<J>) {
         if !state.queue.is_empty() || state.scheduled || state.waiting > 0 || state.jobs_turn {
             self.word.fetch_or(BUSY, SeqCst);
         } else {
@@ -74,7 +76,7 @@ impl Jobs {
     }
 
     /// Queues `job`.
-    pub(crate) fn push(&self, job: Job) -> Schedule {
+    pub(crate) fn push(&self, job: J) -> Schedule {
         let mut state = self.state();
         state.queue.push_back(job);
         // Marked busy first: a holder letting go from now on takes the lock, and sees the job.
@@ -85,7 +87,7 @@ impl Jobs {
     }
 
     /// The next queued job.
-    pub(crate) fn pop(&self) -> Option<Job> {
+    pub(crate) fn pop(&self) -> Option<J> {
         let mut state = self.state();
         let job = state.queue.pop_front();
         self.mark(&state);
@@ -93,7 +95,7 @@ impl Jobs {
     }
 
     /// Takes every queued job (the isolate is being disposed).
-    pub(crate) fn take_all(&self) -> VecDeque<Job> {
+    pub(crate) fn take_all(&self) -> VecDeque<J> {
         let mut state = self.state();
         let jobs = std::mem::take(&mut state.queue);
         self.mark(&state);
@@ -173,7 +175,7 @@ impl Jobs {
     }
 }
 
-impl State {
+impl<J> State<J> {
     /// Marks the isolate scheduled if it has jobs, is not `held` (its holder will do it when it
     /// lets go) and is not on the run queue already.
     fn schedule(&mut self, held: bool) -> bool {

@@ -8,12 +8,13 @@
 //! linking a linked module is a no-op that asks the resolver nothing.
 
 pub mod loader;
+pub(crate) mod state;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
 use std::borrow::Cow;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -31,10 +32,10 @@ use crate::process::RemoteIsolate;
 use crate::reference::Reference;
 use crate::run::{self, Body, Finish, JsRun, Limits};
 use crate::script::{origin, source_string};
-use crate::sync::Mutex;
 use crate::transfer::read_remote;
 use crate::js;
 use crate::value::wire;
+use state::{Export, Exports, ImportFn, RemoteImportFn};
 
 /// An import request from V8: the specifier and the `(key, value[, position])` entries V8
 /// lists attributes as.
@@ -150,10 +151,21 @@ impl Isolate {
     /// The hook is kept as long as the isolate; one that holds a handle to the isolate keeps
     /// it alive until it is disposed.
     pub fn set_dynamic_import(&self, hook: impl Fn(&Isolate, &ImportRequest, &str) -> Result<Module> + Send + Sync + 'static) {
+        let hook = Arc::new(hook);
         match &self.backend {
-            Backend::Local(inner) => *inner.module_hooks.import.lock() = Some(Arc::new(hook)),
+            Backend::Local(inner) => {
+                let import: ImportFn = Arc::new(move |scope, request, referrer| import(scope, &*hook, request, referrer));
+                *inner.module_hooks.import.lock() = Some(import);
+            }
             Backend::Remote(remote) => {
-                *remote.import.lock() = Some(Arc::new(hook));
+                // The hook is given this isolate: a handle that does not keep it alive.
+                let isolate = Arc::downgrade(remote);
+                let import: RemoteImportFn = Arc::new(move |request, referrer| {
+                    let remote = isolate.upgrade().ok_or_else(Error::isolate_disposed)?;
+                    let module = hook(&Isolate { backend: Backend::Remote(remote.clone()) }, request, referrer)?;
+                    Ok((module.remote_id(&remote)?, Box::new(module)))
+                });
+                *remote.import.lock() = Some(import);
                 // A disposed isolate needs no hook.
                 let _ = remote.run(Ok(Op::Hooks { import: true, meta: false }));
             }
@@ -310,7 +322,7 @@ impl Module {
 
     /// The module's id in `remote`, which must be its isolate.
     pub(crate) fn remote_id(&self, remote: &Arc<RemoteIsolate>) -> Result<u64> {
-        if remote.is(self.isolate()) {
+        if self.isolate().is_remote(remote) {
             Ok(self.handle.id)
         } else {
             Err(Error::InvalidArgument("Resolved dependency was not `Module`: the module belongs to another isolate".into()))
@@ -616,22 +628,6 @@ fn evaluate(id: u64, options: &EvalOptions) -> JsRun<impl Body + use<>, impl Fin
     .released("Module has been released")
 }
 
-/// An export of a host-made module.
-enum Export {
-    /// A value, in V8's wire format.
-    Wire(Vec<u8>),
-    /// JSON text, parsed at evaluation.
-    Json(String),
-}
-
-/// The exports of a host-made module, by name.
-pub(crate) struct Exports(Vec<(String, Export)>);
-
-/// Host-made modules of an isolate, for V8's evaluation-steps callback (which cannot capture
-/// anything). Entries go once their module's handles are gone.
-#[derive(Default)]
-pub(crate) struct Synthetic(Mutex<Vec<(v8::Global<v8::Module>, Weak<Exports>)>>);
-
 fn create_synthetic(session: &mut Session<'_>, name: &str, exports: Arc<Exports>) -> Result<u64> {
     let inner = session.inner;
     v8::scope!(let scope, &mut *session.isolate);
@@ -672,19 +668,6 @@ fn synthetic_steps<'s>(context: v8::Local<'s, v8::Context>, module: v8::Local<'s
         module.set_synthetic_module_export(scope, name, value)?;
     }
     Some(v8::undefined(scope).into())
-}
-
-pub(crate) type ImportHook = Arc<dyn Fn(&Isolate, &ImportRequest, &str) -> Result<Module> + Send + Sync>;
-pub(crate) type MetaHook = Arc<dyn Fn(&str) -> Result<crate::Value> + Send + Sync>;
-
-/// An isolate's module hooks and bookkeeping, reachable from V8's callbacks.
-#[derive(Default)]
-pub(crate) struct Hooks {
-    import: Mutex<Option<ImportHook>>,
-    meta: Mutex<Option<MetaHook>>,
-    /// Module filenames by script id, for `import.meta`.
-    filenames: Mutex<std::collections::HashMap<i32, String>>,
-    synthetic: Synthetic,
 }
 
 /// Installs V8's module callbacks on a new isolate.
@@ -732,7 +715,12 @@ fn dynamic_import<'s>(
     let promise = resolver.get_promise(scope);
     let request = import_request(scope, specifier, attributes, 2);
     let referrer = resource_name.to_rust_string_lossy(scope);
-    match crate::alloc::unlimited(|| import(scope, &request, &referrer)) {
+    let hook = IsolateInner::of(scope).and_then(|inner| inner.module_hooks.import.lock().clone());
+    let imported = match hook {
+        Some(import) => crate::alloc::unlimited(|| import(scope, &request, &referrer)),
+        None => Err(Error::js("TypeError", format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier))),
+    };
+    match imported {
         // The namespace, once the module (and its top-level await) has run.
         Ok(evaluated) => return Some(evaluated),
         Err(e) => {
@@ -743,13 +731,15 @@ fn dynamic_import<'s>(
     Some(promise)
 }
 
-/// `import(request)` from `referrer`: loads, links and starts evaluating the module; the
-/// promise of its namespace.
-fn import<'s>(scope: &mut v8::PinScope<'s, '_>, request: &ImportRequest, referrer: &str) -> Result<v8::Local<'s, v8::Promise>> {
+/// `import(request)` from `referrer`, with the embedder's `hook`: loads, links and starts
+/// evaluating the module; the promise of its namespace.
+fn import<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    hook: &(dyn Fn(&Isolate, &ImportRequest, &str) -> Result<Module> + Send + Sync),
+    request: &ImportRequest,
+    referrer: &str,
+) -> Result<v8::Local<'s, v8::Promise>> {
     let inner = IsolateInner::of(scope).ok_or_else(Error::isolate_disposed)?;
-    let hook = inner.module_hooks.import.lock().clone().ok_or_else(|| {
-        Error::js("TypeError", format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier))
-    })?;
     let isolate = Isolate::local(inner.clone());
     let module = hook(&isolate, request, referrer)?;
     // Link in the context that asked, with the hook resolving the module's own imports.

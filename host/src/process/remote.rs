@@ -6,21 +6,20 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Weak};
 
-use ivm_client::protocol::{Answer, FromWorker, Op, Target, Wire};
+use ivm_client::protocol::{Answer, FromWorker, Id, Op, Target, Wire};
 use ivm_client::tls::{Ancestry, Answering, CallerTag, Origin, Within, within};
-use ivm_client::{IsolateEvents, Link, WorkerIsolate, WorkerPool, WorkerSettings};
+use ivm_client::{IsolateEvents, Lease, Link, WorkerIsolate, WorkerSettings};
 
 use crate::callback::{Callback, Invoked};
-use crate::context::ContextOptions;
 use crate::data::ConsoleLevel;
 use crate::engine::tasks;
 use crate::error::{Error, Result};
-use crate::isolate::{Backend, CatastrophicHandler, Isolate, IsolateOptions, rejections};
-use crate::module::{ImportHook, MetaHook};
+use crate::isolate::{CatastrophicHandler, rejections};
+use crate::module::state::{MetaHook, RemoteImportFn};
 use crate::sync::Mutex;
 use crate::value::{Value, wire};
 
-type Sink = Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>;
+pub(crate) type Sink = Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>;
 
 /// An isolate in a worker process: the client's [`WorkerIsolate`] (which it derefs to), and
 /// the host state the worker's calls and reports reach.
@@ -30,7 +29,7 @@ pub(crate) struct RemoteIsolate {
     on_unhandled_rejection: Option<rejections::Handler>,
     /// Host state the worker's JavaScript points at, by id.
     exported: Mutex<Exported>,
-    pub(crate) import: Mutex<Option<ImportHook>>,
+    pub(crate) import: Mutex<Option<RemoteImportFn>>,
     pub(crate) meta: Mutex<Option<MetaHook>>,
 }
 
@@ -52,28 +51,21 @@ struct Exported {
 }
 
 impl RemoteIsolate {
-    /// Creates an isolate with `options` in a worker of `pool`.
-    pub(crate) fn create(pool: &WorkerPool, options: &IsolateOptions) -> Result<Arc<RemoteIsolate>> {
-        let (lease, id) = pool.create_isolate(options.tenant.as_deref(), options.memory_limit, || Op::CreateIsolate {
-            memory_limit: options.memory_limit,
-            rejections: options.on_unhandled_rejection.is_some(),
-            cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
-            default_timeout: options.default_timeout,
-        })?;
-        let settings =
-            WorkerSettings { grace: options.terminate_grace, default_timeout: options.default_timeout, memory_limit: options.memory_limit };
-        Ok(Arc::new_cyclic(|this: &Weak<RemoteIsolate>| RemoteIsolate {
+    /// Isolate `id`, which the worker of `lease` created, with the embedder's handlers.
+    pub(crate) fn new(
+        (lease, id): (Lease, Id),
+        settings: WorkerSettings,
+        on_catastrophic_error: Option<CatastrophicHandler>,
+        on_unhandled_rejection: Option<rejections::Handler>,
+    ) -> Arc<RemoteIsolate> {
+        Arc::new_cyclic(|this: &Weak<RemoteIsolate>| RemoteIsolate {
             worker: WorkerIsolate::new(lease, id, settings, this.clone()),
-            on_catastrophic_error: options.on_catastrophic_error.clone(),
-            on_unhandled_rejection: options.on_unhandled_rejection.clone(),
+            on_catastrophic_error,
+            on_unhandled_rejection,
             exported: Mutex::default(),
             import: Mutex::default(),
             meta: Mutex::default(),
-        }))
-    }
-
-    fn isolate(self: &Arc<Self>) -> Isolate {
-        Isolate { backend: Backend::Remote(self.clone()) }
+        })
     }
 
     /// [`request_async`](WorkerIsolate::request_async) with the op's inputs prepared first.
@@ -83,8 +75,8 @@ impl RemoteIsolate {
     }
 
     /// The op that creates a context, with its console sink exported.
-    pub(crate) fn create_context(&self, options: &ContextOptions) -> Op {
-        let console = options.console.clone().map(|sink| {
+    pub(crate) fn create_context(&self, console: Option<Sink>) -> Op {
+        let console = console.map(|sink| {
             let mut exported = self.exported.lock();
             exported.next += 1;
             let id = exported.next;
@@ -184,7 +176,7 @@ impl RemoteIsolate {
             Target::Import { request, referrer } => tasks::spawn_waiting(move || {
                 let hook = this.import.lock().clone();
                 let result = within(&chain, tag, || match hook {
-                    Some(hook) => guarded(|| hook(&this.isolate(), &request, &referrer)).and_then(|module| Ok((module.remote_id(&this)?, module))),
+                    Some(hook) => guarded(|| hook(&request, &referrer)),
                     None => Err(Error::js(
                         "TypeError",
                         format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier),
@@ -209,11 +201,6 @@ impl RemoteIsolate {
                 answer.send(result.and_then(value_answer))
             }),
         }
-    }
-
-    /// Whether `other` is this isolate.
-    pub(crate) fn is(self: &Arc<Self>, other: &Isolate) -> bool {
-        matches!(&other.backend, Backend::Remote(r) if Arc::ptr_eq(r, self))
     }
 }
 

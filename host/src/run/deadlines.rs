@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::state::{RunContext, RunState, Wake};
 use super::{FAILED_TO_TERMINATE, TIMEOUT_FRAMES};
-use crate::callback::BlockingWaits;
+use super::BlockingWaits;
 use crate::watchdog::Timer;
 use crate::isolate::{CatastrophicHandler, IsolateInner};
 use crate::sync::Mutex;

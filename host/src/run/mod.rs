@@ -21,9 +21,11 @@
 //! host function's completion) runs on that run's stack, under its deadline.
 
 mod deadlines;
+mod host_calls;
 mod state;
 
 pub(crate) use deadlines::{Deadlines, Run};
+pub(crate) use host_calls::{BlockingWaits, Completions, DROPPED, PendingCall};
 pub(crate) use state::{RunContext, RunState, Wake, current, fired_on_this_thread, on_this_thread};
 
 use std::sync::{Arc, Weak};

@@ -58,6 +58,25 @@ impl Stores for NoStores {
     }
 }
 
+/// A value in V8's structured-clone format, with the contents of the SharedArrayBuffers it
+/// refers to (which cannot be shared across processes, so they are copied).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Wire {
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    pub shared: Vec<serde_bytes::ByteBuf>,
+}
+
+/// A value that came over the pipe reads its SharedArrayBuffers from the copies sent with it.
+impl Stores for Wire {
+    fn transferred(&self, _: u32) -> Option<Vec<u8>> {
+        None
+    }
+    fn shared(&self, id: u32) -> Option<Vec<u8>> {
+        self.shared.get(id as usize).map(|bytes| bytes.to_vec())
+    }
+}
+
 /// What one value costs a [`Budget`], besides the bytes of its string or buffer.
 const VALUE_COST: usize = 16;
 

@@ -1,0 +1,81 @@
+//! Making an isolate: in this process (a V8 isolate with ivm's limits, callbacks and hooks
+//! installed) or in a worker process. Above every feature that installs something on a new
+//! isolate.
+
+use super::memory::MemoryGuard;
+use super::{Backend, Isolate, IsolateInner, IsolateOptions, rejections};
+use crate::code_cache::CacheKey;
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::process::protocol::Op;
+use crate::process::{Isolation, RemoteIsolate, WorkerPool};
+use ivm_client::WorkerSettings;
+
+impl Isolate {
+    /// Creates an isolate, in this process or in a worker process (see
+    /// [`IsolateOptions::isolation`]).
+    ///
+    /// Fails with [`Error::InvalidArgument`] if `memory_limit` is below 8 MB, and for a
+    /// process-isolated isolate with [`Error::WorkerCrashed`] if no worker could be started.
+    pub fn new(options: IsolateOptions) -> Result<Isolate> {
+        if options.memory_limit < 8 {
+            return Err(Error::InvalidArgument("`memory_limit` must be at least 8".into()));
+        }
+        let isolation = match options.isolation {
+            Some(isolation) => isolation,
+            None => Isolation::from_env()?,
+        };
+        match isolation {
+            Isolation::InProcess => Isolate::new_local(options),
+            Isolation::Process => {
+                let pool = options.pool.clone().unwrap_or_else(WorkerPool::global);
+                let created = pool.create_isolate(options.tenant.as_deref(), options.memory_limit, || Op::CreateIsolate {
+                    memory_limit: options.memory_limit,
+                    rejections: options.on_unhandled_rejection.is_some(),
+                    cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
+                    default_timeout: options.default_timeout,
+                })?;
+                let settings = WorkerSettings {
+                    grace: options.terminate_grace,
+                    default_timeout: options.default_timeout,
+                    memory_limit: options.memory_limit,
+                };
+                let remote = RemoteIsolate::new(created, settings, options.on_catastrophic_error, options.on_unhandled_rejection);
+                Ok(Isolate { backend: Backend::Remote(remote) })
+            }
+        }
+    }
+
+    fn new_local(options: IsolateOptions) -> Result<Isolate> {
+        let cache_key = match options.code_cache_key.clone() {
+            Some(key) => key,
+            None => CacheKey::for_this_process()?,
+        };
+        engine::platform();
+        let limit = usize::try_from(options.memory_limit.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        // isolated-vm's sizing: a young generation of 1-16 MB, growing with the limit.
+        let young = (1usize << (options.memory_limit / 128).min(4)) << 20;
+        let memory = MemoryGuard::new(limit);
+        let params = v8::CreateParams::default()
+            .set_max_old_generation_size_in_bytes(limit)
+            .set_max_young_generation_size_in_bytes(young)
+            .array_buffer_allocator(memory.allocator());
+        let mut isolate = v8::Isolate::new(params);
+        memory.install(&mut isolate);
+        if let Some(handler) = options.on_unhandled_rejection {
+            rejections::install(&mut isolate, handler);
+        }
+        isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);
+        isolate.set_capture_stack_trace_for_uncaught_exceptions(true, 10);
+        crate::module::install(&mut isolate);
+        let inner = IsolateInner::create(
+            isolate,
+            memory,
+            cache_key,
+            options.default_timeout,
+            options.terminate_grace,
+            options.on_catastrophic_error,
+        )?;
+        Ok(Isolate::local(inner))
+    }
+}
