@@ -142,6 +142,18 @@ fn json_and_data_modules_are_made_by_the_host() {
     assert_eq!(main.namespace().unwrap().get::<String>("summary").unwrap(), "3 2 2 64");
     let err = isolate.data_module("bad", 5).unwrap_err();
     assert_eq!(err.kind(), ivm::ErrorKind::InvalidArgument);
+
+    // The async forms make the same modules, queued after the isolate's earlier operations.
+    let json = crate::block_on(isolate.json_module_async("later.json", "[1, 2, 3]")).unwrap();
+    let data = crate::block_on(isolate.data_module_async("later", serde_json::json!({ "total": 6 }))).unwrap();
+    let later = isolate
+        .compile_module("import list from 'later.json'; import { total } from 'later'; export const ok = list.length * 2 === total;", &named("later-main"))
+        .unwrap();
+    later.instantiate(&context, |request, _| Ok(if request.specifier == "later.json" { json.clone() } else { data.clone() })).unwrap();
+    later.evaluate(&Default::default()).unwrap();
+    assert!(later.namespace().unwrap().get::<bool>("ok").unwrap());
+    let err = crate::block_on(isolate.data_module_async("bad", "not a map")).unwrap_err();
+    assert_eq!(err.kind(), ivm::ErrorKind::InvalidArgument);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::error::{Error, JsError, Result};
 pub const WORKER_ARG: &str = "--ivm-worker";
 
 /// The protocol version both sides must speak.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 << 20;
 
@@ -108,6 +108,15 @@ pub enum Out {
     Nothing,
 }
 
+/// An export of a module the host made (`data_module`, `json_module`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Export {
+    /// A value, in V8's wire format.
+    Wire(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// JSON text, parsed when the module is evaluated.
+    Json(String),
+}
+
 /// An external copy's bytes and the ArrayBuffers transferred with it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Copy {
@@ -159,8 +168,7 @@ pub enum Op {
     Copy { reference: Id, want: Want },
     ExternalCopy { reference: Id, transfer: Vec<Id>, transfer_out: bool },
     CompileModule { code: String, compile: CompileOptions },
-    DataModule { name: String, exports: Wire },
-    JsonModule { name: String, json: String },
+    SyntheticModule { name: String, exports: Vec<(String, Export)> },
     Linked { module: Id },
     Instantiate { module: Id, context: Id, links: Vec<(Id, ImportRequest, Id)> },
     Evaluate { module: Id, run: EvalOptions },

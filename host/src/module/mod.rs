@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::handle::HandleRef;
 use crate::isolate::{Backend, Isolate, IsolateInner, Operation, Session, Slot};
 use crate::op::{InSession, IsolateOp, LocalWork};
-use crate::process::protocol::{Op, Reply, Wire};
+use crate::process::protocol::{Op, Reply};
 use crate::process::RemoteIsolate;
 use crate::reference::Reference;
 use crate::run::{self, Body, Finish, JsRun, Limits};
@@ -107,40 +107,31 @@ impl Isolate {
     /// names to values (e.g. a struct, or `serde_json::json!({ "default": ..., "limit": 3 })`).
     /// Every importer gets its own copy of the values.
     pub fn data_module(&self, name: &str, exports: impl Serialize) -> Result<Module> {
-        let exports = crate::value::to_value(&exports)?;
-        if let Backend::Remote(remote) = &self.backend {
-            if !matches!(exports, crate::Value::Object(_)) {
-                return Err(not_a_map());
-            }
-            let exports = Wire { bytes: wire::to_wire(&exports)?, shared: Vec::new() };
-            let id = remote.request(Op::DataModule { name: name.to_owned(), exports })?.id()?;
-            return Ok(Module::new(self.clone(), (id, Vec::new(), CacheOutcome::default()), name.to_owned(), None));
+        self.call(SyntheticModule::data(name, exports)?)
+    }
+
+    /// Async form of [`data_module`](Isolate::data_module).
+    pub fn data_module_async(&self, name: impl Into<String>, exports: impl Serialize) -> Operation<Module> {
+        match SyntheticModule::data(name, exports) {
+            Ok(op) => self.call_async(op),
+            Err(e) => Operation::failed(e),
         }
-        let exports = match exports {
-            crate::Value::Object(map) => {
-                map.into_iter().map(|(k, v)| Ok((k, Export::Wire(wire::to_wire(&v)?)))).collect::<Result<Vec<_>>>()?
-            }
-            _ => return Err(not_a_map()),
-        };
-        self.synthetic_module(name, exports)
     }
 
     /// A JSON module: its default export is `JSON.parse(json)` (what
     /// `import data from './x.json' with { type: 'json' }` imports).
     pub fn json_module(&self, name: &str, json: &str) -> Result<Module> {
-        if let Backend::Remote(remote) = &self.backend {
-            let id = remote.request(Op::JsonModule { name: name.to_owned(), json: json.to_owned() })?.id()?;
-            return Ok(Module::new(self.clone(), (id, Vec::new(), CacheOutcome::default()), name.to_owned(), None));
-        }
-        self.synthetic_module(name, vec![("default".to_owned(), Export::Json(json.to_owned()))])
+        self.call(SyntheticModule::json(name, json))
     }
 
-    fn synthetic_module(&self, name: &str, exports: Vec<(String, Export)>) -> Result<Module> {
-        let Some(inner) = self.as_local() else { unreachable!("remote isolates make synthetic modules in their worker") };
-        let exports = Arc::new(Exports(exports));
-        let made = exports.clone();
-        let id = inner.run_sync(|s| create_synthetic(s, name, made))?;
-        Ok(Module::new(self.clone(), (id, Vec::new(), CacheOutcome::default()), name.to_owned(), Some(exports)))
+    /// Async form of [`json_module`](Isolate::json_module).
+    pub fn json_module_async(&self, name: impl Into<String>, json: impl Into<String>) -> Operation<Module> {
+        self.call_async(SyntheticModule::json(name, json))
+    }
+
+    /// A module with these exports, as a worker is asked to make it.
+    pub(crate) fn synthetic_module(&self, name: String, exports: Vec<(String, Export)>) -> Result<Module> {
+        self.call(SyntheticModule { name, exports: Arc::new(Exports(exports)) })
     }
 
     /// Lets `import()` load modules: `hook(isolate, request, referrer_filename)` returns the
@@ -380,6 +371,51 @@ impl IsolateOp for CompileModule<'_> {
 
     fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Module> {
         Ok(Module::new(isolate.clone(), reply.compiled()?.into(), self.options.origin.filename.clone(), None))
+    }
+}
+
+/// A module whose exports the host made (isolate `data_module`, `json_module`).
+struct SyntheticModule {
+    name: String,
+    exports: Arc<Exports>,
+}
+
+impl SyntheticModule {
+    fn data(name: impl Into<String>, exports: impl Serialize) -> Result<SyntheticModule> {
+        let exports = match crate::value::to_value(&exports)? {
+            crate::Value::Object(map) => map.into_iter().map(|(k, v)| Ok((k, Export::Wire(wire::to_wire(&v)?)))).collect::<Result<Vec<_>>>()?,
+            _ => return Err(not_a_map()),
+        };
+        Ok(SyntheticModule { name: name.into(), exports: Arc::new(Exports(exports)) })
+    }
+
+    fn json(name: impl Into<String>, json: impl Into<String>) -> SyntheticModule {
+        SyntheticModule { name: name.into(), exports: Arc::new(Exports(vec![("default".to_owned(), Export::Json(json.into()))])) }
+    }
+}
+
+impl IsolateOp for SyntheticModule {
+    type Output = Module;
+    type Owned = SyntheticModule;
+
+    fn into_owned(self) -> Result<SyntheticModule> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<Module> {
+        InSession(move |s: &mut Session<'_>| {
+            let id = create_synthetic(s, &self.name, self.exports.clone())?;
+            // The module keeps its exports: V8 reads them when it is evaluated.
+            Ok(Module::new(Isolate::local(s.inner.clone()), (id, Vec::new(), CacheOutcome::default()), self.name, Some(self.exports)))
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Ok(Op::SyntheticModule { name: self.name.clone(), exports: self.exports.0.clone() })
+    }
+
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Module> {
+        Ok(Module::new(isolate.clone(), (reply.id()?, Vec::new(), CacheOutcome::default()), self.name.clone(), None))
     }
 }
 

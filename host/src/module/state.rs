@@ -11,6 +11,7 @@ use crate::data::ImportRequest;
 use crate::error::Result;
 use crate::sync::Mutex;
 use crate::value::Value;
+pub(crate) use ivm_client::protocol::Export;
 
 /// `import()` in an in-process isolate: loads, links and starts evaluating the module asked
 /// for; the promise of its namespace. Made by [`Isolate::set_dynamic_import`](crate::Isolate::set_dynamic_import)
@@ -33,14 +34,6 @@ pub(crate) struct Hooks {
     /// Module filenames by script id, for `import.meta`.
     pub(crate) filenames: Mutex<HashMap<i32, String>>,
     pub(crate) synthetic: Synthetic,
-}
-
-/// An export of a host-made module.
-pub(crate) enum Export {
-    /// A value, in V8's wire format.
-    Wire(Vec<u8>),
-    /// JSON text, parsed at evaluation.
-    Json(String),
 }
 
 /// The exports of a host-made module, by name.

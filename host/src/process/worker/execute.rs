@@ -101,11 +101,7 @@ impl Worker {
                 let id = self.insert(hosted, Handle::Module(module));
                 Reply::Compiled { id, requests, produced, rejected }
             }
-            Op::DataModule { name, exports } => {
-                let exports = wire::read_value(&exports.bytes, &exports, wire::Budget::HOST)?;
-                Reply::Id(self.insert(hosted, Handle::Module(isolate.data_module(&name, exports)?)))
-            }
-            Op::JsonModule { name, json } => Reply::Id(self.insert(hosted, Handle::Module(isolate.json_module(&name, &json)?))),
+            Op::SyntheticModule { name, exports } => Reply::Id(self.insert(hosted, Handle::Module(isolate.synthetic_module(name, exports)?))),
             Op::Linked { module } => Reply::Linked(hosted.module(module)?.is_linked()?),
             Op::Instantiate { module, context, links } => {
                 let (module, context) = (hosted.module(module)?, hosted.context(context)?);
