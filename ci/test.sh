@@ -8,9 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: a C compiler for a few crates' build scripts (rust-lld, bundled with Rust,
-# links), and clang-22 with wasi-libc to build the C guest components the tests run.
+# links), python3 for ci/import-cycles.py, and clang-22 with wasi-libc to build the C guest
+# components the tests run.
 need_packages=()
 command -v cc >/dev/null 2>&1 || need_packages+=(gcc)
+command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
 [ -x /usr/lib/llvm-22/bin/clang ] || need_packages+=(clang-22)
 [ -x /usr/lib/llvm-22/bin/wasm-ld ] || need_packages+=(lld-22)
 [ -e /usr/lib/wasm32-wasi/crt1-reactor.o ] || need_packages+=(wasi-libc)
@@ -32,6 +34,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The layers stay layered: no import cycle over 3 files, but the engine core's (ARCHITECTURE.md).
+python3 ci/import-cycles.py host/src 6
+python3 ci/import-cycles.py host/client/src 3
 # Unit tests of the V8-free crate (its test binary does not link V8), and proof that it
 # builds without V8: nothing in its dependency tree is the v8 crate.
 cargo test --locked -p ivm-client
