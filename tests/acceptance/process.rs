@@ -104,9 +104,9 @@ fn a_v8_abort_at_the_workers_memory_ceiling_ends_only_that_worker() {
     assert_eq!(Isolate::new(IsolateOptions::default().pool(&pool)).unwrap().create_context().unwrap().eval::<u32>("1").unwrap(), 1);
 }
 
-/// What a fake worker writes to say hello properly: `Hello { version: 3, pid: 7 }` as
-/// rmp-serde writes it (`{"Hello": [3, 7]}`), in a frame.
-const HELLO: &str = r"printf '\012\000\000\000\201\245Hello\222\003\007'";
+/// What a fake worker writes to say hello properly: `Hello { version: 4, pid: 7 }` as
+/// rmp-serde writes it (`{"Hello": [4, 7]}`), in a frame (4: `ivm_client::protocol::VERSION`).
+const HELLO: &str = r"printf '\012\000\000\000\201\245Hello\222\004\007'";
 
 /// A fake worker program: a shell script.
 fn fake_worker(name: &str, script: &str) -> std::path::PathBuf {
