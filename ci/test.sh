@@ -35,12 +35,14 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # The layers stay layered: no import cycle over 3 files, but the engine core's (ARCHITECTURE.md).
-python3 ci/import-cycles.py host/src 6
+python3 ci/import-cycles.py host/src 3 --allow isolate/inner.rs isolate/nesting.rs run/mod.rs run/state.rs \
+  run/deadlines.rs run/host_calls.rs
 python3 ci/import-cycles.py host/client/src 3
 # Unit tests of the V8-free crate (its test binary does not link V8), and proof that it
 # builds without V8: nothing in its dependency tree is the v8 crate.
 cargo test --locked -p ivm-client
-if cargo tree --locked -p ivm-client -e normal,build --prefix none | grep -q '^v8 '; then
+client_tree=$(cargo tree --locked -p ivm-client -e normal,build --prefix none)
+if grep -q '^v8 ' <<<"$client_tree"; then
   echo "ci/test.sh: ivm-client depends on V8" >&2
   exit 1
 fi

@@ -751,10 +751,10 @@ fn dynamic_import<'s>(
     let promise = resolver.get_promise(scope);
     let request = import_request(scope, specifier, attributes, 2);
     let referrer = resource_name.to_rust_string_lossy(scope);
-    let hook = IsolateInner::of(scope).and_then(|inner| inner.module_hooks.import.lock().clone());
-    let imported = match hook {
-        Some(import) => crate::alloc::unlimited(|| import(scope, &request, &referrer)),
-        None => Err(Error::js("TypeError", format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier))),
+    let imported = match IsolateInner::of(scope).map(|inner| inner.module_hooks.import.lock().clone()) {
+        Some(Some(import)) => crate::alloc::unlimited(|| import(scope, &request, &referrer)),
+        Some(None) => Err(Error::js("TypeError", format!("Cannot import '{}': dynamic import() is not enabled for this isolate", request.specifier))),
+        None => Err(Error::isolate_disposed()),
     };
     match imported {
         // The namespace, once the module (and its top-level await) has run.

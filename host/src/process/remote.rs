@@ -24,13 +24,14 @@ pub(crate) type Sink = Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>;
 /// An isolate in a worker process: the client's [`WorkerIsolate`] (which it derefs to), and
 /// the host state the worker's calls and reports reach.
 pub(crate) struct RemoteIsolate {
-    worker: WorkerIsolate,
     on_catastrophic_error: Option<CatastrophicHandler>,
     on_unhandled_rejection: Option<rejections::Handler>,
     /// Host state the worker's JavaScript points at, by id.
     exported: Mutex<Exported>,
     pub(crate) import: Mutex<Option<RemoteImportFn>>,
     pub(crate) meta: Mutex<Option<MetaHook>>,
+    /// Last: dropped after the host state above, as its lease gives the worker back.
+    worker: WorkerIsolate,
 }
 
 impl Deref for RemoteIsolate {
@@ -59,12 +60,12 @@ impl RemoteIsolate {
         on_unhandled_rejection: Option<rejections::Handler>,
     ) -> Arc<RemoteIsolate> {
         Arc::new_cyclic(|this: &Weak<RemoteIsolate>| RemoteIsolate {
-            worker: WorkerIsolate::new(lease, id, settings, this.clone()),
             on_catastrophic_error,
             on_unhandled_rejection,
             exported: Mutex::default(),
             import: Mutex::default(),
             meta: Mutex::default(),
+            worker: WorkerIsolate::new(lease, id, settings, this.clone()),
         })
     }
 

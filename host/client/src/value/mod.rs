@@ -38,6 +38,9 @@
 
 mod bigint;
 mod de;
+// The codecs, public for the `ivm` crate (and front ends that speak them); not part of ivm's
+// documented API.
+#[doc(hidden)]
 pub mod msgpack;
 
 /// Runs `f`, which reads or writes one value, first moving to a stack of its own (on the heap)
@@ -46,11 +49,13 @@ pub mod msgpack;
 /// debug build and the thread may have a small stack (2 MB for a Rust thread), so data a
 /// script or guest nested could otherwise overflow it. A leaf (most values) skips the check,
 /// which would cost a copy out of many small values ~4%.
+#[doc(hidden)]
 #[inline(always)]
 pub fn deep<R>(nests: bool, f: impl FnOnce() -> R) -> R {
     if nests { stacker::maybe_grow(256 << 10, 4 << 20, f) } else { f() }
 }
 mod ser;
+#[doc(hidden)]
 pub mod wire;
 
 pub use bigint::BigInt;
@@ -64,6 +69,7 @@ use crate::error::JsError;
 /// The serde names under which [`Value`] writes the JavaScript types serde has no word for.
 /// ivm's own serializers recognize them and rebuild the exact value; other formats see a
 /// newtype (or unit) struct around the plain form given in the module table.
+#[doc(hidden)]
 pub mod magic {
     /// A unit struct: `undefined`.
     pub const UNDEFINED: &str = "$ivm::Undefined";
@@ -199,6 +205,7 @@ fn number_to_json(n: f64) -> serde_json::Value {
 }
 
 /// Formats a number the way JavaScript's `String(number)` does.
+#[doc(hidden)]
 pub fn format_number(n: f64) -> String {
     if n.is_nan() {
         return "NaN".into();
