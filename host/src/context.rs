@@ -8,6 +8,7 @@ use crate::console::Console;
 use crate::data::{ConsoleLevel, EvalOptions, Key, Transfer};
 use crate::error::Result;
 use crate::handle::HandleRef;
+use crate::isolate::inspector::Agent;
 use crate::isolate::{Isolate, IsolateInner, Operation, Session, Slot};
 use crate::op::{InSession, IsolateOp, LocalWork};
 use crate::process::protocol::{Op, Reply};
@@ -26,9 +27,18 @@ pub struct ContextOptions {
     /// whose output goes to this sink. Without it the context has no `console`.
     #[allow(clippy::type_complexity)] // spelled out: what the closure given to `console` becomes
     pub console: Option<Arc<dyn Fn(ConsoleLevel, &str) + Send + Sync>>,
+    /// The context's name in the inspector (default `context N`, N its number in the
+    /// isolate).
+    pub name: Option<String>,
 }
 
 impl ContextOptions {
+    /// Names the context in the inspector.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Sends `console.*` output to `sink`.
     pub fn console(mut self, sink: impl Fn(ConsoleLevel, &str) + Send + Sync + 'static) -> Self {
         self.console = Some(Arc::new(sink));
@@ -61,7 +71,11 @@ pub(crate) fn create(session: &mut Session<'_>, options: &ContextOptions) -> Res
     if let Some(sink) = &options.console {
         Console::install(scope, inner, sink.clone())?;
     }
-    Ok(inner.insert(Slot::Context(v8::Global::new(scope, context))))
+    let id = inner.insert(Slot::Context(v8::Global::new(scope, context)));
+    if let Some(agent) = Agent::of(scope) {
+        agent.context_created(context, options.name.as_deref().unwrap_or(&format!("context {id}")));
+    }
+    Ok(id)
 }
 
 impl Isolate {

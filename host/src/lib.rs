@@ -44,6 +44,7 @@ mod engine;
 mod exception;
 mod external_copy;
 mod handle;
+mod inspector;
 mod isolate;
 mod js;
 mod module;
@@ -69,6 +70,7 @@ pub use data::{CachedData, CompileOptions, ConsoleLevel, EvalOptions, HeapStatis
 pub use engine::executor::{max_threads, set_max_threads};
 pub use engine::v8_version;
 pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
+pub use inspector::{CallFrame, CpuProfile, InspectorSession, PositionTick, ProfileNode, ThreadCpuProfile};
 pub use isolate::{CatastrophicHandler, DEFAULT_TIMEOUT, Isolate, IsolateOptions, Operation};
 pub use process::{Isolation, PoolOptions, WorkerPool};
 pub use module::loader::DirLoader;

@@ -8,6 +8,7 @@ mod component;
 mod context;
 mod external_copy;
 mod hostile;
+mod inspector;
 mod isolate;
 mod limits;
 mod load;

@@ -161,6 +161,16 @@ fn after(disposed: &AtomicBool, reply: Result<Reply>) -> Result<Reply> {
     reply
 }
 
+impl WorkerIsolate {
+    /// The isolate's live handles, answered by the worker at once.
+    pub fn reference_count(&self) -> Result<usize> {
+        match self.request(Op::ReferenceCount)? {
+            Reply::Count(count) => Ok(usize::try_from(count).unwrap_or(usize::MAX)),
+            _ => Err(Error::Conversion("the worker's reply does not match the request".into())),
+        }
+    }
+}
+
 impl Drop for WorkerIsolate {
     /// The last handle is gone: the worker disposes the isolate.
     fn drop(&mut self) {

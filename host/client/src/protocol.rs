@@ -152,6 +152,8 @@ pub enum Op {
     Dispose,
     HeapStatistics,
     Times,
+    /// The isolate's live handles (answered at once, like `Times`).
+    ReferenceCount,
     CreateContext { console: Option<u64> },
     Release { handle: Id },
     Eval { context: Id, code: String, run: EvalOptions, want: Want },
@@ -202,6 +204,7 @@ pub enum Reply {
     Linked(bool),
     Heap(HeapStatistics),
     Times { cpu: Duration, wall: Duration },
+    Count(u64),
     Compiled {
         id: Id,
         requests: Vec<ImportRequest>,

@@ -2,6 +2,7 @@
 //! installed) or in a worker process. Above every feature that installs something on a new
 //! isolate.
 
+use super::inspector::Agent;
 use super::memory::MemoryGuard;
 use super::{Backend, Isolate, IsolateInner, IsolateOptions, rejections};
 use crate::code_cache::CacheKey;
@@ -76,6 +77,12 @@ impl Isolate {
             options.terminate_grace,
             options.on_catastrophic_error,
         )?;
+        if options.inspector {
+            inner.run_sync(|s| {
+                Agent::install(s.isolate, s.inner, true);
+                Ok(())
+            })?;
+        }
         Ok(Isolate::local(inner))
     }
 }

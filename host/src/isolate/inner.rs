@@ -366,6 +366,11 @@ impl IsolateInner {
         self.kept.lock().push(state);
     }
 
+    /// Handles alive (slots in the table).
+    pub(crate) fn handle_count(&self) -> usize {
+        self.handles.lock().slots.len()
+    }
+
     pub(crate) fn insert(&self, slot: Slot) -> u64 {
         let mut table = self.handles.lock();
         table.next += 1;
@@ -398,6 +403,17 @@ impl IsolateInner {
         let table = self.handles.lock();
         match table.slots.get(&id)? {
             Slot::Context(g) | Slot::Reference { context: g, .. } | Slot::Module { context: Some(g), .. } => Some(g.clone()),
+            _ => None,
+        }
+    }
+
+    /// The oldest context alive (the inspector's default, where a debugger's evaluations run
+    /// when it names none).
+    pub(crate) fn first_context(&self) -> Option<v8::Global<v8::Context>> {
+        let table = self.handles.lock();
+        let first = table.slots.iter().filter(|(_, slot)| matches!(slot, Slot::Context(_))).map(|(id, _)| *id).min()?;
+        match table.slots.get(&first)? {
+            Slot::Context(context) => Some(context.clone()),
             _ => None,
         }
     }

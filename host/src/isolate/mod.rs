@@ -6,6 +6,7 @@
 mod clock;
 mod create;
 mod inner;
+pub(crate) mod inspector;
 mod jobs;
 pub(crate) mod memory;
 pub(crate) mod nesting;
@@ -73,6 +74,10 @@ pub struct IsolateOptions {
     /// completion runs after the operation that called it has ended, V8 tasks such as
     /// `FinalizationRegistry` callbacks. Default 30 s; `None`: no limit.
     pub default_timeout: Option<Duration>,
+    /// Gives the isolate V8's inspector (isolated-vm's `inspector: true`): its contexts are
+    /// reported by name, and [`inspector_session`](Isolate::inspector_session)s connect to it.
+    /// Default `false`. The CPU profiler and heap snapshots do not need it.
+    pub inspector: bool,
 }
 
 /// The default of [`IsolateOptions::default_timeout`].
@@ -90,6 +95,7 @@ impl Default for IsolateOptions {
             terminate_grace: Duration::from_secs(5),
             on_catastrophic_error: None,
             default_timeout: Some(DEFAULT_TIMEOUT),
+            inspector: false,
         }
     }
 }
@@ -104,11 +110,18 @@ impl std::fmt::Debug for IsolateOptions {
             .field("tenant", &self.tenant)
             .field("terminate_grace", &self.terminate_grace)
             .field("default_timeout", &self.default_timeout)
+            .field("inspector", &self.inspector)
             .finish_non_exhaustive()
     }
 }
 
 impl IsolateOptions {
+    /// Enables the inspector (see [`inspector`](Self::inspector)).
+    pub fn inspector(mut self) -> Self {
+        self.inspector = true;
+        self
+    }
+
     /// Sets the memory limit in MB.
     pub fn memory_limit(mut self, mb: u64) -> Self {
         self.memory_limit = mb;
@@ -318,6 +331,18 @@ impl Isolate {
             Backend::Remote(remote) => remote.dispose(),
         };
         if disposed { Ok(()) } else { Err(Error::disposed("Isolate is already disposed")) }
+    }
+
+    /// Handles into this isolate that are alive: contexts, scripts, modules and references
+    /// (isolated-vm's `referenceCount`). Fails once disposed.
+    pub fn reference_count(&self) -> Result<usize> {
+        match &self.backend {
+            Backend::Local(inner) => {
+                inner.check_alive()?;
+                Ok(inner.handle_count())
+            }
+            Backend::Remote(remote) => remote.reference_count(),
+        }
     }
 
     /// Whether the isolate is disposed (or being disposed). A process-isolated isolate is

@@ -43,6 +43,8 @@ struct State {
     armed: Option<(Instant, u64)>,
     timer: Option<Timer>,
     arming: u64,
+    /// A debugger has the isolate paused: no deadline fires.
+    paused: bool,
 }
 
 // SAFETY: the run pointers are only used under the lock (see `State::runs`).
@@ -63,6 +65,7 @@ impl Deadlines {
             let mut state = self.state();
             state.runs.push((deadline, Arc::as_ptr(run)));
             match state.armed {
+                _ if state.paused => None,
                 Some((at, _)) if at <= deadline => None,
                 _ => {
                     state.arming += 1;
@@ -83,6 +86,43 @@ impl Deadlines {
                 drop(state);
                 drop(timer);
             }
+        }
+    }
+
+    /// A debugger paused the isolate: no deadline fires until [`resume`](Self::resume).
+    pub(crate) fn pause(&self) {
+        let timer = {
+            let mut state = self.state();
+            state.paused = true;
+            state.arming += 1;
+            state.armed = None;
+            state.timer.take()
+        };
+        // Outside the lock (see the module comment).
+        drop(timer);
+    }
+
+    /// The debugger let the isolate go after `paused`: every deadline moves that much later
+    /// (time at a breakpoint is no part of a timeout), and the earliest is armed again.
+    pub(crate) fn resume(&self, paused: Duration) {
+        let (at, arming) = {
+            let mut state = self.state();
+            state.paused = false;
+            for (deadline, _) in &mut state.runs {
+                *deadline = deadline.checked_add(paused).unwrap_or(*deadline);
+            }
+            let Some(at) = state.runs.iter().map(|(deadline, _)| *deadline).min() else { return };
+            state.arming += 1;
+            state.armed = Some((at, state.arming));
+            (at, state.arming)
+        };
+        let timer = Timer::arm(at, self.fire(arming));
+        let mut state = self.state();
+        if state.arming == arming {
+            state.timer = Some(timer);
+        } else {
+            drop(state);
+            drop(timer);
         }
     }
 

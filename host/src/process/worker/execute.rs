@@ -130,7 +130,7 @@ impl Worker {
                 self.install_hooks(hosted, import, meta);
                 Reply::Done
             }
-            Op::CreateIsolate { .. } | Op::Dispose | Op::Times => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
+            Op::CreateIsolate { .. } | Op::Dispose | Op::Times | Op::ReferenceCount => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
         })
     }
 

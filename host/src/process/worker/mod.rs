@@ -220,6 +220,10 @@ impl Worker {
                 let times = self.hosted(isolate).and_then(|h| Ok(Reply::Times { cpu: h.isolate.cpu_time()?, wall: h.isolate.wall_time()? }));
                 self.respond(id, times);
             }
+            Op::ReferenceCount => {
+                let count = self.hosted(isolate).map(|h| Reply::Count(h.handles.lock().len() as u64));
+                self.respond(id, count);
+            }
             op => match self.hosted(isolate) {
                 Ok(hosted) => {
                     if !hosted.queue.push(id, op) {
@@ -307,7 +311,7 @@ impl Worker {
     /// Runs a request that came inside a call, on the thread waiting for that call.
     fn run_nested(self: &Arc<Self>, id: u64, isolate: Id, op: Op) {
         match (op, self.hosted(isolate)) {
-            (op @ (Op::Times | Op::Dispose), _) => self.queue(id, isolate, op),
+            (op @ (Op::Times | Op::ReferenceCount | Op::Dispose), _) => self.queue(id, isolate, op),
             (op, Ok(hosted)) => self.run_request(&hosted, id, op),
             (_, Err(e)) => self.respond(id, Err(e)),
         }

@@ -1,0 +1,410 @@
+//! Debugging and profiling what runs in an isolate: inspector sessions (the Chrome DevTools
+//! protocol), the CPU profiler (isolated-vm's `startCpuProfiler`/`stopCpuProfiler`), heap
+//! snapshots and the reference count.
+//!
+//! ```
+//! use ivm::{Isolate, IsolateOptions};
+//! let isolate = Isolate::new(IsolateOptions::default().inspector())?;
+//! let context = isolate.create_context()?;
+//! let session = isolate.inspector_session()?;
+//! session.dispatch(r#"{"id":1,"method":"Runtime.evaluate","params":{"expression":"6 * 7"}}"#)?;
+//! let reply = session.recv().expect("a response");
+//! assert!(reply.contains(r#""value":42"#), "{reply}");
+//! # drop(context);
+//! # Ok::<(), ivm::Error>(())
+//! ```
+
+use std::io::Write;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::isolate::inspector::{Agent, Messages};
+use crate::isolate::{Isolate, Operation, Session};
+use crate::op::{InSession, IsolateOp, LocalWork};
+use crate::process::RemoteIsolate;
+use crate::process::protocol::{Op, Reply};
+
+/// A session of an isolate's inspector: Chrome DevTools protocol messages in
+/// ([`dispatch`](Self::dispatch)), responses and notifications out ([`recv`](Self::recv),
+/// [`next`](Self::next)). Several may be connected at once; dropping one disconnects it (a run
+/// it had paused goes on) and leaves the isolate usable.
+///
+/// While a session has a run paused (a breakpoint, `debugger;`, `Debugger.pause`), the run's
+/// thread serves the sessions until `Debugger.resume`; the paused time counts neither as the
+/// isolate's CPU time nor against any run's timeout. Messages are dispatched even while
+/// JavaScript runs (`Debugger.pause` stops a busy loop). Unread output is bounded (64 MB): a
+/// session that falls that far behind is closed.
+pub struct InspectorSession {
+    id: u64,
+    agent: Weak<Agent>,
+    messages: Arc<Messages>,
+}
+
+impl std::fmt::Debug for InspectorSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InspectorSession").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl InspectorSession {
+    /// Sends a protocol message (a JSON request such as
+    /// `{"id":1,"method":"Debugger.enable"}`). It is dispatched soon, on the thread holding
+    /// the isolate; its response comes through [`recv`](Self::recv).
+    pub fn dispatch(&self, message: impl Into<String>) -> Result<()> {
+        let agent = self.agent.upgrade().ok_or_else(Error::isolate_disposed)?;
+        agent.send(self.id, message.into());
+        Ok(())
+    }
+
+    /// The next response or notification, waiting for it; `None` once the session has ended
+    /// (the isolate is gone, or the session fell behind).
+    pub fn recv(&self) -> Option<String> {
+        self.messages.recv(None).unwrap_or(None)
+    }
+
+    /// [`recv`](Self::recv), waiting at most `timeout`: `Err` with [`Error::Timeout`] if none
+    /// came.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<String>> {
+        self.messages.recv(Some(timeout)).map_err(|()| Error::Timeout { stack: String::new() })
+    }
+
+    /// The next message if one is there.
+    pub fn try_recv(&self) -> Option<String> {
+        self.messages.try_recv()
+    }
+
+    /// The next response or notification, awaited (any executor): `None` once the session
+    /// has ended.
+    pub fn next(&self) -> impl Future<Output = Option<String>> + Send + 'static + use<> {
+        self.messages.next()
+    }
+}
+
+impl Drop for InspectorSession {
+    fn drop(&mut self) {
+        if let Some(agent) = self.agent.upgrade() {
+            agent.close(self.id);
+        }
+    }
+}
+
+impl Isolate {
+    /// Connects an inspector session (isolated-vm's `createInspectorSession`). The isolate must
+    /// have been created with [`IsolateOptions::inspector`](crate::IsolateOptions::inspector),
+    /// else `Inspector is not enabled for this isolate`.
+    pub fn inspector_session(&self) -> Result<InspectorSession> {
+        self.call(Connect)
+    }
+
+    /// Waits until a session says it is ready (`Runtime.runIfWaitingForDebugger`, which
+    /// DevTools and `node inspect` send once attached), and has that session pause before the
+    /// next statement the isolate runs: what `node --inspect-brk` does.
+    pub fn wait_for_debugger(&self) -> Result<()> {
+        let agent = self.call(AgentOf)?.ok_or_else(not_enabled)?;
+        if agent.wait_for_debugger() { Ok(()) } else { Err(Error::isolate_disposed()) }
+    }
+
+    /// Starts a CPU profile under `title` (isolated-vm's `startCpuProfiler`); starting a title
+    /// already started does nothing. Works without [`inspector`](crate::IsolateOptions::inspector).
+    pub fn start_cpu_profiler(&self, title: &str) -> Result<()> {
+        self.call(StartProfiler { title: title.to_owned() })
+    }
+
+    /// Stops the profile `title` and returns it (isolated-vm's `stopCpuProfiler`): one profile
+    /// for the whole isolate, whichever threads ran it (V8 follows the isolate), in an array
+    /// for isolated-vm's shape. An unknown title gives an empty array.
+    ///
+    /// ```
+    /// let isolate = ivm::Isolate::new(Default::default())?;
+    /// let context = isolate.create_context()?;
+    /// isolate.start_cpu_profiler("work")?;
+    /// context.eval::<()>("function spin() { let x = 0; for (let i = 0; i < 1e6; i++) x += i; return x } spin()")?;
+    /// let profiles = isolate.stop_cpu_profiler("work")?;
+    /// let profile = &profiles[0].profile;
+    /// assert!(profile.nodes.iter().any(|n| n.call_frame.function_name == "spin"));
+    /// let file = serde_json::to_string(profile).unwrap(); // a .cpuprofile DevTools opens
+    /// # drop(file);
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn stop_cpu_profiler(&self, title: &str) -> Result<Vec<ThreadCpuProfile>> {
+        self.call(StopProfiler { title: title.to_owned() })
+    }
+
+    /// Async form of [`stop_cpu_profiler`](Isolate::stop_cpu_profiler).
+    pub fn stop_cpu_profiler_async(&self, title: impl Into<String>) -> Operation<Vec<ThreadCpuProfile>> {
+        self.call_async(StopProfiler { title: title.into() })
+    }
+
+    /// Writes a heap snapshot (a `.heapsnapshot` DevTools opens) to `out` as V8 makes it, in
+    /// chunks, and gives `out` back. V8 needs memory in proportion to the heap to take one,
+    /// beyond the isolate's limit; JavaScript does not run meanwhile.
+    pub fn heap_snapshot<W: Write + Send + 'static>(&self, out: W) -> Result<W> {
+        self.call(HeapSnapshot { out })
+    }
+
+    /// Async form of [`heap_snapshot`](Isolate::heap_snapshot).
+    pub fn heap_snapshot_async<W: Write + Send + 'static>(&self, out: W) -> Operation<W> {
+        self.call_async(HeapSnapshot { out })
+    }
+}
+
+fn not_enabled() -> Error {
+    Error::InvalidArgument("Inspector is not enabled for this isolate".into())
+}
+
+fn not_in_workers(what: &str) -> Error {
+    Error::InvalidArgument(format!("{what} is not available for process-isolated isolates yet"))
+}
+
+/// A profile of the threads that ran an isolate (isolated-vm's `ThreadCpuProfile`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ThreadCpuProfile {
+    /// The operating system's id of the thread that started the profiler.
+    pub thread_id: u64,
+    pub profile: CpuProfile,
+}
+
+/// A CPU profile in Chrome's `.cpuprofile` format: `serde_json::to_writer(file, &profile)`
+/// writes a file DevTools opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CpuProfile {
+    pub nodes: Vec<ProfileNode>,
+    /// Microseconds, on V8's monotonic clock.
+    pub start_time: f64,
+    pub end_time: f64,
+    /// The node each sample hit, by id.
+    #[serde(default)]
+    pub samples: Vec<u64>,
+    /// Microseconds between samples (the first from `start_time`).
+    #[serde(default)]
+    pub time_deltas: Vec<i64>,
+}
+
+/// A node of a [`CpuProfile`]'s call tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ProfileNode {
+    pub id: u64,
+    pub call_frame: CallFrame,
+    #[serde(default)]
+    pub hit_count: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deopt_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub position_ticks: Vec<PositionTick>,
+}
+
+/// A function in a [`CpuProfile`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CallFrame {
+    pub function_name: String,
+    pub script_id: String,
+    pub url: String,
+    /// 0-based.
+    pub line_number: i64,
+    /// 0-based.
+    pub column_number: i64,
+}
+
+/// Samples on one line of a [`ProfileNode`]'s function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PositionTick {
+    pub line: i64,
+    pub ticks: u64,
+}
+
+/// Connects a session (isolate `inspector_session`).
+struct Connect;
+
+impl IsolateOp for Connect {
+    type Output = InspectorSession;
+    type Owned = Connect;
+
+    fn into_owned(self) -> Result<Connect> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<InspectorSession> {
+        InSession(|s: &mut Session<'_>| {
+            let agent = Agent::of(s.isolate).filter(|agent| agent.enabled).ok_or_else(not_enabled)?;
+            let (id, messages) = agent.connect();
+            Ok(InspectorSession { id, agent: Arc::downgrade(&agent), messages })
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Err(not_in_workers("The inspector"))
+    }
+
+    fn reply(&self, _: Reply, _: &Isolate) -> Result<InspectorSession> {
+        Err(not_in_workers("The inspector"))
+    }
+}
+
+/// The isolate's agent, if the inspector is enabled.
+struct AgentOf;
+
+impl IsolateOp for AgentOf {
+    type Output = Option<Arc<Agent>>;
+    type Owned = AgentOf;
+
+    fn into_owned(self) -> Result<AgentOf> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<Option<Arc<Agent>>> {
+        InSession(|s: &mut Session<'_>| Ok(Agent::of(s.isolate).filter(|agent| agent.enabled)))
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Err(not_in_workers("The inspector"))
+    }
+
+    fn reply(&self, _: Reply, _: &Isolate) -> Result<Option<Arc<Agent>>> {
+        Err(not_in_workers("The inspector"))
+    }
+}
+
+/// Starts profile `title` (isolate `start_cpu_profiler`): an internal session of the
+/// inspector's `Profiler` domain.
+struct StartProfiler {
+    title: String,
+}
+
+impl IsolateOp for StartProfiler {
+    type Output = ();
+    type Owned = StartProfiler;
+
+    fn into_owned(self) -> Result<StartProfiler> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<()> {
+        InSession(move |s: &mut Session<'_>| {
+            let agent = Agent::install(s.isolate, s.inner, false);
+            agent.start_profile(&self.title, thread_id(), |session| {
+                ask(&agent, session, r#"{"id":1,"method":"Profiler.enable"}"#, 1)?;
+                ask(&agent, session, r#"{"id":2,"method":"Profiler.start"}"#, 2).map(drop)
+            })
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Err(not_in_workers("The CPU profiler"))
+    }
+
+    fn reply(&self, _: Reply, _: &Isolate) -> Result<()> {
+        Err(not_in_workers("The CPU profiler"))
+    }
+}
+
+/// Stops profile `title` (isolate `stop_cpu_profiler`).
+struct StopProfiler {
+    title: String,
+}
+
+impl IsolateOp for StopProfiler {
+    type Output = Vec<ThreadCpuProfile>;
+    type Owned = StopProfiler;
+
+    fn into_owned(self) -> Result<StopProfiler> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<Vec<ThreadCpuProfile>> {
+        InSession(move |s: &mut Session<'_>| {
+            let Some(agent) = Agent::of(s.isolate) else { return Ok(Vec::new()) };
+            let Some((session, thread_id)) = agent.take_profile(&self.title) else { return Ok(Vec::new()) };
+            let stopped = ask(&agent, &session, r#"{"id":3,"method":"Profiler.stop"}"#, 3);
+            agent.close(session.0);
+            agent.drain();
+            let profile = stopped?.get("profile").cloned().ok_or_else(|| Error::Conversion("the profiler gave no profile".into()))?;
+            let profile = serde_json::from_value(profile).map_err(|e| Error::Conversion(format!("the profiler's profile: {e}")))?;
+            Ok(vec![ThreadCpuProfile { thread_id, profile }])
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Err(not_in_workers("The CPU profiler"))
+    }
+
+    fn reply(&self, _: Reply, _: &Isolate) -> Result<Vec<ThreadCpuProfile>> {
+        Err(not_in_workers("The CPU profiler"))
+    }
+}
+
+/// Dispatches `message` to an internal session now and reads the result of response `id`.
+fn ask(agent: &Agent, (session, messages): &(u64, Arc<Messages>), message: &str, id: u64) -> Result<serde_json::Value> {
+    agent.dispatch_now(*session, message);
+    while let Some(reply) = messages.try_recv() {
+        let mut reply: serde_json::Value = serde_json::from_str(&reply).map_err(|e| Error::Conversion(format!("the inspector's reply: {e}")))?;
+        if reply.get("id").and_then(serde_json::Value::as_u64) != Some(id) {
+            continue;
+        }
+        if let Some(error) = reply.get("error") {
+            let message = error.get("message").and_then(serde_json::Value::as_str).unwrap_or("the inspector refused");
+            return Err(Error::InvalidArgument(message.to_owned()));
+        }
+        return Ok(reply.get_mut("result").map(serde_json::Value::take).unwrap_or_default());
+    }
+    Err(Error::Conversion("the inspector did not answer".into()))
+}
+
+/// The operating system's id of this thread.
+fn thread_id() -> u64 {
+    // SAFETY: a plain system call.
+    u64::try_from(unsafe { libc::gettid() }).unwrap_or_default()
+}
+
+/// A heap snapshot into `out` (isolate `heap_snapshot`).
+struct HeapSnapshot<W> {
+    out: W,
+}
+
+impl<W: Write + Send + 'static> IsolateOp for HeapSnapshot<W> {
+    type Output = W;
+    type Owned = HeapSnapshot<W>;
+
+    fn into_owned(self) -> Result<HeapSnapshot<W>> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<W> {
+        InSession(move |s: &mut Session<'_>| {
+            let mut out = self.out;
+            let mut failed = None;
+            s.isolate.take_heap_snapshot(|chunk| match out.write_all(chunk) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            });
+            match failed.map_or_else(|| out.flush(), Err) {
+                Ok(()) => Ok(out),
+                Err(e) => Err(Error::InvalidArgument(format!("cannot write the heap snapshot: {e}"))),
+            }
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Err(not_in_workers("A heap snapshot"))
+    }
+
+    fn reply(&self, _: Reply, _: &Isolate) -> Result<W> {
+        Err(not_in_workers("A heap snapshot"))
+    }
+}
