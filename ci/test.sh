@@ -8,11 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: a C compiler for a few crates' build scripts (rust-lld, bundled with Rust,
-# links), python3 for ci/import-cycles.py, and clang-22 with wasi-libc to build the C guest
-# components the tests run.
+# links), python3 for ci/import-cycles.py, Node (`node inspect` drives the inspector tests),
+# and clang-22 with wasi-libc to build the C guest components the tests run.
 need_packages=()
 command -v cc >/dev/null 2>&1 || need_packages+=(gcc)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
+command -v node >/dev/null 2>&1 || need_packages+=(nodejs)
 [ -x /usr/lib/llvm-22/bin/clang ] || need_packages+=(clang-22)
 [ -x /usr/lib/llvm-22/bin/wasm-ld ] || need_packages+=(lld-22)
 [ -e /usr/lib/wasm32-wasi/crt1-reactor.o ] || need_packages+=(wasi-libc)

@@ -101,10 +101,11 @@ impl Isolate {
 
     /// Waits until a session says it is ready (`Runtime.runIfWaitingForDebugger`, which
     /// DevTools and `node inspect` send once attached), and has that session pause before the
-    /// next statement the isolate runs: what `node --inspect-brk` does.
+    /// first statement of the isolate's next run: what `node --inspect-brk` does.
     pub fn wait_for_debugger(&self) -> Result<()> {
         let agent = self.call(AgentOf)?.ok_or_else(not_enabled)?;
-        if agent.wait_for_debugger() { Ok(()) } else { Err(Error::isolate_disposed()) }
+        let session = agent.wait_for_debugger().ok_or_else(Error::isolate_disposed)?;
+        self.call(PauseOnNextStatement { agent, session })
     }
 
     /// Starts a CPU profile under `title` (isolated-vm's `startCpuProfiler`); starting a title
@@ -274,6 +275,37 @@ impl IsolateOp for AgentOf {
     }
 
     fn reply(&self, _: Reply, _: &Isolate) -> Result<Option<Arc<Agent>>> {
+        Err(not_in_workers("The inspector"))
+    }
+}
+
+/// Has a session pause before the next statement (isolate `wait_for_debugger`).
+struct PauseOnNextStatement {
+    agent: Arc<Agent>,
+    session: u64,
+}
+
+impl IsolateOp for PauseOnNextStatement {
+    type Output = ();
+    type Owned = PauseOnNextStatement;
+
+    fn into_owned(self) -> Result<PauseOnNextStatement> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<()> {
+        InSession(move |s: &mut Session<'_>| {
+            let (agent, session) = (self.agent, self.session);
+            s.inner.before_next_run(move || agent.pause_on_next_statement(session));
+            Ok(())
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Err(not_in_workers("The inspector"))
+    }
+
+    fn reply(&self, _: Reply, _: &Isolate) -> Result<()> {
         Err(not_in_workers("The inspector"))
     }
 }

@@ -1,6 +1,6 @@
 //! The `ivm` command line: `run` and `eval`, limits, `--json`, exit codes.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 
 fn ivm(args: &[&str]) -> Output {
@@ -207,4 +207,160 @@ fn run_keeps_sealed_code_caches_across_runs() {
     let refused = run();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("readable by others"));
+}
+
+/// Output of a child process, read as it comes.
+struct Transcript {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    seen: usize,
+}
+
+impl Transcript {
+    fn of(output: impl std::io::Read + Send + 'static) -> Transcript {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut output = output;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = output.read(&mut chunk) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Transcript { text, seen: 0 }
+    }
+
+    /// Waits for `needle` after what was seen so far; returns the text up to and with it.
+    fn expect(&mut self, needle: &str) -> String {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            {
+                let text = self.text.lock().unwrap();
+                if let Some(at) = text[self.seen..].find(needle) {
+                    let end = self.seen + at + needle.len();
+                    let found = text[self.seen..end].to_owned();
+                    self.seen = end;
+                    return found;
+                }
+                assert!(std::time::Instant::now() < until, "no {needle:?} in:\n{}", &text[self.seen..]);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// Node's own command-line debugger against `ivm run --inspect-brk`: break on start, a
+/// breakpoint, a local read at it, and on to the end.
+#[test]
+fn node_inspect_debugs_a_script_under_inspect_brk() {
+    let dir = std::env::temp_dir().join(format!("ivm-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("loop.js");
+    std::fs::write(&script, "const items = [1, 2, 3];\nlet total = 0;\nfor (const item of items) {\n  total += item * 10;\n}\nconsole.log('total is', total);\n").unwrap();
+    let mut ivm = Command::new(env!("CARGO_BIN_EXE_ivm"))
+        // In process: the inspector does not reach worker processes yet.
+        .args(["run", "--isolation", "in-process", "--inspect-brk=127.0.0.1:0", script.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ivm_err = Transcript::of(ivm.stderr.take().unwrap());
+    let mut ivm_out = Transcript::of(ivm.stdout.take().unwrap());
+    let listening = ivm_err.expect("\n");
+    let address = listening.trim().strip_prefix("Debugger listening on ws://").and_then(|rest| rest.split('/').next()).unwrap().to_owned();
+    let mut node = Command::new("node").args(["inspect", &address]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("node is installed (ci/test.sh installs it)");
+    let mut debugger = Transcript::of(node.stdout.take().unwrap());
+    let mut input = node.stdin.take().unwrap();
+    let mut say = |command: &str| writeln!(input, "{command}").unwrap();
+    debugger.expect("Break on start");
+    debugger.expect("debug> ");
+    say("sb(4)");
+    debugger.expect("debug> ");
+    say("c");
+    debugger.expect("break in");
+    debugger.expect("debug> ");
+    say("exec 'seen ' + total + ' at ' + item");
+    debugger.expect("seen 0 at 1");
+    say("c");
+    debugger.expect("break in");
+    say("c");
+    debugger.expect("break in");
+    say("exec 'seen ' + total + ' at ' + item");
+    debugger.expect("seen 30 at 3");
+    say("c");
+    ivm_out.expect("total is 60");
+    let status = ivm.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cpu_prof_and_heap_snapshot_write_files_devtools_opens() {
+    let dir = std::env::temp_dir().join(format!("ivm-prof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (profile, snapshot) = (dir.join("run.cpuprofile"), dir.join("run.heapsnapshot"));
+    let out = ivm(&[
+        "eval",
+        "--isolation",
+        "in-process",
+        "--cpu-prof",
+        profile.to_str().unwrap(),
+        "--heap-snapshot",
+        snapshot.to_str().unwrap(),
+        "function busyWork() { let x = 0; for (let i = 0; i < 2e7; i++) x = (x + i) % 10007; return x } globalThis.kept = 'marker-' + busyWork(); 'done'",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out).trim(), "done");
+    let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+    let nodes = profile["nodes"].as_array().unwrap();
+    assert!(nodes.iter().any(|n| n["callFrame"]["functionName"] == "busyWork"), "busyWork not in the profile");
+    assert!(!profile["samples"].as_array().unwrap().is_empty());
+    let snapshot: serde_json::Value = serde_json::from_slice(&std::fs::read(&snapshot).unwrap()).unwrap();
+    let strings = snapshot["strings"].as_array().unwrap();
+    assert!(strings.iter().any(|s| s.as_str().is_some_and(|s| s.starts_with("marker-"))), "the script's string is not in the snapshot");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_inspector_server_answers_devtools_requests_and_refuses_other_hosts() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ivm"))
+        .args(["eval", "--isolation", "in-process", "--inspect-brk=127.0.0.1:0", "1"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = Transcript::of(child.stderr.take().unwrap());
+    let listening = err.expect("\n");
+    let url = listening.trim().strip_prefix("Debugger listening on ").unwrap().to_owned();
+    let address = url.strip_prefix("ws://").and_then(|rest| rest.split('/').next()).unwrap().to_owned();
+    let get = |path: &str, host: &str| {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let list = get("/json/list", &address);
+    assert!(list.starts_with("HTTP/1.1 200"), "{list}");
+    let body: serde_json::Value = serde_json::from_str(list.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body[0]["webSocketDebuggerUrl"], url.as_str());
+    assert!(body[0]["devtoolsFrontendUrl"].as_str().unwrap().contains(&address));
+    assert!(get("/json", "localhost:9229").starts_with("HTTP/1.1 200"));
+    let version = get("/json/version", "[::1]:9229");
+    assert!(version.contains("Protocol-Version"), "{version}");
+    // A name that is not this machine's address: DNS rebinding, refused as Node refuses it.
+    let rebound = get("/json/list", "attacker.example:9229");
+    assert!(rebound.starts_with("HTTP/1.1 400") && rebound.contains("not an IP address or localhost"), "{rebound}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn debugging_flags_say_what_they_do_not_work_with_yet() {
+    let out = ivm(&["eval", "--isolation", "process", "--inspect", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("process isolation"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ivm(&["eval", "--inspect=", "1"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -187,3 +187,27 @@ fn reference_count_counts_live_handles() {
     isolate.dispose().unwrap();
     assert!(isolate.reference_count().is_err());
 }
+
+#[test]
+fn waiting_for_a_debugger_pauses_before_the_first_statement() {
+    let isolate = inspected();
+    let context = isolate.create_context().unwrap();
+    let session = isolate.inspector_session().unwrap();
+    // The debugger, on a thread of its own: attach, say it is ready, resume at the break.
+    let debugger = std::thread::spawn(move || {
+        session.dispatch(r#"{"id":1,"method":"Debugger.enable"}"#).unwrap();
+        response(&session, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        session.dispatch(r#"{"id":2,"method":"Runtime.runIfWaitingForDebugger"}"#).unwrap();
+        let paused = notification(&session, "Debugger.paused");
+        session.dispatch(r#"{"id":3,"method":"Debugger.resume"}"#).unwrap();
+        response(&session, 3);
+        paused
+    });
+    let waited = Instant::now();
+    isolate.wait_for_debugger().unwrap();
+    assert!(waited.elapsed() >= Duration::from_millis(50), "went on before the debugger was ready");
+    assert_eq!(context.eval::<u32>("let x = 1;\nx + 1").unwrap(), 2);
+    let paused = debugger.join().unwrap();
+    assert_eq!(paused["params"]["reason"], "Break on start", "{paused}");
+}

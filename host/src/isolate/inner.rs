@@ -68,6 +68,11 @@ pub(crate) struct IsolateInner {
     pub(crate) completions: Completions,
     /// Threads blocked in blocking host functions, woken by timeouts and disposal.
     pub(crate) blocking_waits: Arc<BlockingWaits>,
+    /// A step the next run takes first, on its thread with the isolate held (a debugger's
+    /// break on start: V8 keeps such a request with the thread's state of the isolate, so it
+    /// is made where the run runs).
+    before_next_run: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    has_before_next_run: AtomicBool,
 }
 
 /// Engine objects that handles point at, by id. Public handles hold ids, not V8 pointers, so
@@ -152,6 +157,8 @@ impl IsolateInner {
                 module_hooks: Arc::default(),
                 completions: Completions::default(),
                 blocking_waits,
+                before_next_run: Mutex::default(),
+                has_before_next_run: AtomicBool::new(false),
             }
         });
         match failed {
@@ -364,6 +371,21 @@ impl IsolateInner {
     /// Keeps `state` alive as long as the isolate (JavaScript functions point at it).
     pub(crate) fn keep_alive(&self, state: Arc<dyn std::any::Any + Send + Sync>) {
         self.kept.lock().push(state);
+    }
+
+    /// Has the next run of the isolate take `step` first (see `before_next_run`).
+    pub(crate) fn before_next_run(&self, step: impl FnOnce() + Send + 'static) {
+        *self.before_next_run.lock() = Some(Box::new(step));
+        self.has_before_next_run.store(true, Ordering::SeqCst);
+    }
+
+    /// The step the next run takes first, if one is waiting.
+    pub(crate) fn take_before_next_run(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        if !self.has_before_next_run.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.has_before_next_run.store(false, Ordering::SeqCst);
+        self.before_next_run.lock().take()
     }
 
     /// Handles alive (slots in the table).

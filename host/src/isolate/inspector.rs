@@ -199,10 +199,8 @@ struct Inbox {
     quit: bool,
     /// A run waits in the pause loop.
     paused: bool,
-    /// `wait_for_debugger`: pause before the first statement once a debugger says it is ready.
-    break_on_start: bool,
-    /// A session sent `Runtime.runIfWaitingForDebugger`.
-    debugger_ready: bool,
+    /// The session that sent `Runtime.runIfWaitingForDebugger`, if one has.
+    debugger_ready: Option<u64>,
     /// The isolate is gone: waits end.
     closed: bool,
 }
@@ -449,33 +447,31 @@ impl Agent {
     }
 
     fn debugger_ready(&self) {
-        let break_on_start = {
-            let mut inbox = self.inbox.lock();
-            inbox.debugger_ready = true;
-            std::mem::take(&mut inbox.break_on_start)
-        };
+        self.inbox.lock().debugger_ready = Some(self.dispatching.load(Ordering::SeqCst));
         self.arrived.notify_all();
-        if break_on_start {
-            let id = self.dispatching.load(Ordering::SeqCst);
-            let session = self.sessions.lock().get(&id).map(|s| s.v8.clone());
-            if let Some(session) = session {
-                session.0.schedule_pause_on_next_statement(StringView::from(&b"Break on start"[..]), StringView::empty());
-            }
-        }
     }
 
-    /// Waits until a session sends `Runtime.runIfWaitingForDebugger`; that session then pauses
-    /// before the next statement the isolate runs. `false` if the isolate went away first.
-    pub(crate) fn wait_for_debugger(&self) -> bool {
+    /// Waits until a session sends `Runtime.runIfWaitingForDebugger`: that session's id, or
+    /// `None` if the isolate went away first.
+    pub(crate) fn wait_for_debugger(&self) -> Option<u64> {
         let mut inbox = self.inbox.lock();
-        inbox.break_on_start = true;
-        while !inbox.debugger_ready && !inbox.closed {
+        while inbox.debugger_ready.is_none() && !inbox.closed {
             inbox = self.arrived.wait_timeout(inbox, Duration::from_millis(100)).0;
             if self.isolate.strong_count() == 0 {
                 inbox.closed = true;
             }
         }
         inbox.debugger_ready
+    }
+
+    /// Has session `id` pause before the next statement this thread runs in the isolate (with
+    /// the isolate held, right before running it: V8 keeps the request with the thread's
+    /// state of the isolate).
+    pub(crate) fn pause_on_next_statement(&self, id: u64) {
+        let session = self.sessions.lock().get(&id).map(|s| s.v8.clone());
+        if let Some(session) = session {
+            session.0.schedule_pause_on_next_statement(StringView::from(&b"Break on start"[..]), StringView::empty());
+        }
     }
 
     /// The isolate is gone: every session ends, and a waiting debugger is not waited for.

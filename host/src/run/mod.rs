@@ -170,6 +170,9 @@ pub(crate) fn start<R, F: Finish<R>>(session: &mut Session<'_>, js: JsRun<impl B
     v8::tc_scope!(let tc, scope);
     let on_stack = run.state().enter();
     let mut finish = Some(finish);
+    if let Some(step) = inner.take_before_next_run() {
+        step();
+    }
     let outcome = (|| {
         let value = body(tc, inner)?;
         tc.perform_microtask_checkpoint();

@@ -55,6 +55,9 @@ fn main() -> Result<(), ivm::Error> {
     );
     // 3. sync eval round trip
     put("eval_sync_us", 1000.0 * time_ms(20_000, |_| drop(context.eval::<Value>("1+1").expect("eval"))));
+    // ... and in an isolate with the inspector enabled, no session attached
+    let inspected = Isolate::new(IsolateOptions::default().inspector().isolation(ivm::Isolation::InProcess))?.create_context()?;
+    put("eval_sync_inspector_us", 1000.0 * time_ms(20_000, |_| drop(inspected.eval::<Value>("1+1").expect("eval"))));
 
     // 4. host -> isolate function call via Reference
     context.eval::<Value>("globalThis.add = (a, b) => a + b")?;

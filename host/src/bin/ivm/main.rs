@@ -1,6 +1,7 @@
 //! `ivm`: run JavaScript in an isolate with a memory limit and a timeout.
 
 mod code_cache;
+mod inspect;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use ivm::{
 };
 
 use code_cache::DiskCache;
+use inspect::Debugging;
 
 /// Bounds V8's serializer when a script's result is copied out (see `ivm::alloc`), here and in
 /// worker processes.
@@ -47,6 +49,19 @@ OPTIONS:
                         or 'process' (a worker process: a V8 crash or abort, or a
                         script that ignores its timeout, ends only the worker); for
                         'component run', where the guest's isolates live
+    --inspect[=HOST:PORT]
+                        Serve the isolate's inspector to DevTools clients (Chrome's
+                        DevTools, `node inspect HOST:PORT`) on HOST:PORT (default
+                        127.0.0.1:9229): /json, /json/list, /json/version and the
+                        WebSocket; with 'run' and 'eval'
+    --inspect-brk[=HOST:PORT]
+                        The same, and wait for a debugger, then pause before the first
+                        statement
+    --cpu-prof FILE     Write a CPU profile of the run to FILE (.cpuprofile, as DevTools
+                        reads it)
+    --heap-snapshot FILE
+                        Write a heap snapshot to FILE when the script ends (.heapsnapshot;
+                        V8 needs memory in proportion to the heap to take it)
     -v, --verbose       Report on stderr what the code cache did
     --max-isolates N    component: isolates the guest may hold at once (default 16)
     --memory-budget MB  component: sum of its isolates' memory limits (default 2048)
@@ -78,6 +93,7 @@ struct Args {
     max_isolates: Option<u64>,
     memory_budget: Option<u64>,
     isolation: Option<Isolation>,
+    debugging: Debugging,
 }
 
 enum Command {
@@ -87,7 +103,7 @@ enum Command {
 }
 
 enum Parsed {
-    Go(Args),
+    Go(Box<Args>),
     Exit(ExitCode),
 }
 
@@ -103,6 +119,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let (mut allow_read, mut code_cache, mut code_cache_key) = (None, None, None);
     let (mut max_isolates, mut memory_budget) = (None, None);
     let mut isolation = None;
+    let mut debugging = Debugging::default();
     let mut words = Vec::new();
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -115,6 +132,17 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
                 return Parsed::Exit(ExitCode::SUCCESS);
             }
             "--json" => json = true,
+            flag if flag == "--inspect" || flag == "--inspect-brk" || flag.starts_with("--inspect=") || flag.starts_with("--inspect-brk=") => {
+                let (name, address) = flag.split_once('=').unwrap_or((flag, inspect::DEFAULT_ADDRESS));
+                if address.is_empty() {
+                    return usage(&format!("{name} needs HOST:PORT after '='"));
+                }
+                debugging.inspect = Some((address.to_owned(), name == "--inspect-brk"));
+            }
+            "--cpu-prof" | "--heap-snapshot" => {
+                let Some(value) = argv.next() else { return usage(&format!("{arg} needs a value")) };
+                *(if arg == "--cpu-prof" { &mut debugging.cpu_prof } else { &mut debugging.heap_snapshot }) = Some(PathBuf::from(value));
+            }
             "--module" => module = true,
             "-v" | "--verbose" => verbose = true,
             "--allow-read" | "--code-cache" | "--code-cache-key" => {
@@ -185,13 +213,22 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     if (max_isolates.is_some() || memory_budget.is_some()) && !matches!(command, Command::Component { .. }) {
         return usage("--max-isolates and --memory-budget go with 'component run'");
     }
-    if isolation.is_none() {
+    let effective = match isolation {
+        Some(mode) => mode,
         // The default comes from IVM_ISOLATION: a bad value there is a usage error too.
-        if let Err(e) = Isolation::from_env() {
-            return usage(e.message());
-        }
+        None => match Isolation::from_env() {
+            Ok(mode) => mode,
+            Err(e) => return usage(e.message()),
+        },
+    };
+    let debugs = debugging.inspect.is_some() || debugging.cpu_prof.is_some() || debugging.heap_snapshot.is_some();
+    if debugs && !matches!(command, Command::Run(_) | Command::Eval(_)) {
+        return usage("--inspect, --cpu-prof and --heap-snapshot go with 'run' and 'eval'");
     }
-    Parsed::Go(Args {
+    if debugs && effective == Isolation::Process {
+        return usage("--inspect, --cpu-prof and --heap-snapshot do not work with process isolation yet");
+    }
+    Parsed::Go(Box::new(Args {
         command,
         memory_limit,
         timeout,
@@ -204,7 +241,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
         max_isolates,
         memory_budget,
         isolation,
-    })
+        debugging,
+    }))
 }
 
 fn main() -> ExitCode {
@@ -308,6 +346,9 @@ fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
     if let Some(cache) = cache {
         options = options.code_cache_key(cache.key());
     }
+    if args.debugging.wants_inspector() {
+        options = options.inspector();
+    }
     let isolate = Isolate::new(options)?;
     let json = args.json;
     isolate.create_context_with(ContextOptions::default().console(move |level, text| {
@@ -327,14 +368,27 @@ fn eval_options(args: &Args) -> EvalOptions {
 
 fn run_script(args: &Args, code: &str, filename: &str, cache: Option<&DiskCache>) -> Result<Value, Error> {
     let context = context(args, cache)?;
+    args.debugging.start(context.isolate(), filename)?;
     let options = eval_options(args);
-    let Some(cache) = cache else {
-        return context.eval_with::<Value>(code, &options.origin(ScriptOrigin::new(filename)));
+    let result = match cache {
+        None => context.eval_with::<Value>(code, &options.origin(ScriptOrigin::new(filename))),
+        Some(cache) => {
+            let compile = cache.compile_options(filename, CompileOptions::origin(ScriptOrigin::new(filename)));
+            context.isolate().compile_script(code, &compile).and_then(|script| {
+                cache.store(filename, script.cached_data_rejected(), script.cached_data(), args.verbose);
+                script.run::<Value>(&context, &options)
+            })
+        }
     };
-    let compile = cache.compile_options(filename, CompileOptions::origin(ScriptOrigin::new(filename)));
-    let script = context.isolate().compile_script(code, &compile)?;
-    cache.store(filename, script.cached_data_rejected(), script.cached_data(), args.verbose);
-    script.run::<Value>(&context, &options)
+    finish(args, context.isolate(), result)
+}
+
+/// The script's result, after the profile and snapshot asked for are written (the script's
+/// error comes first).
+fn finish(args: &Args, isolate: &Isolate, result: Result<Value, Error>) -> Result<Value, Error> {
+    let written = args.debugging.finish(isolate);
+    let value = result?;
+    written.map(|()| value)
 }
 
 fn run_module(args: &Args, path: &Path, cache: Option<&DiskCache>) -> Result<Value, Error> {
@@ -348,22 +402,31 @@ fn run_module(args: &Args, path: &Path, cache: Option<&DiskCache>) -> Result<Val
     let inside = inside.to_string_lossy().into_owned();
     let context = context(args, cache)?;
     let isolate = context.isolate().clone();
-    let loader = std::sync::Arc::new(DirLoader::open(&root)?);
+    args.debugging.start(&isolate, &format!("file:///{inside}"))?;
+    let result = run_main(args, &context, &root, &file, &inside, cache);
+    finish(args, &isolate, result)
+}
+
+/// The module `inside` of `root` (the file `file`), loaded, linked and evaluated in `context`.
+fn run_main(args: &Args, context: &Context, root: &Path, file: &Path, inside: &str, cache: Option<&DiskCache>) -> Result<Value, Error> {
+    let invalid = |message: String| Error::InvalidArgument(message);
+    let isolate = context.isolate().clone();
+    let loader = std::sync::Arc::new(DirLoader::open(root)?);
     let main = match cache {
         Some(cache) => {
-            let source = std::fs::read_to_string(&file).map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
+            let source = std::fs::read_to_string(file).map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
             let filename = format!("file:///{inside}");
             let compile = cache.compile_options(&filename, CompileOptions::origin(ScriptOrigin::new(filename.clone())));
             let main = isolate.compile_module(&source, &compile)?;
             cache.store(&filename, main.cached_data_rejected(), main.cached_data(), args.verbose);
-            loader.preload(&inside, main.clone());
+            loader.preload(inside, main.clone());
             main
         }
-        None => loader.load(&isolate, &inside)?,
+        None => loader.load(&isolate, inside)?,
     };
     let dynamic = loader.clone();
     isolate.set_dynamic_import(move |isolate, request, referrer| dynamic.resolve(isolate, request, referrer));
-    main.instantiate(&context, |request, referrer| loader.resolve(&isolate, request, referrer.filename()))?;
+    main.instantiate(context, |request, referrer| loader.resolve(&isolate, request, referrer.filename()))?;
     main.evaluate(&eval_options(args)).map(|()| Value::Undefined)
 }
 
