@@ -116,7 +116,7 @@ impl IsolateOp for CreateContext {
     }
 
     fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
-        Ok(remote.create_context(self.options.console.clone()))
+        Ok(remote.create_context(self.options.console.clone(), self.options.name.clone()))
     }
 
     fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<Context> {

@@ -18,14 +18,14 @@ use std::io::Write;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+use crate::data::ThreadCpuProfile;
 use crate::error::{Error, Result};
-use crate::isolate::inspector::{Agent, Messages};
+use crate::isolate::inspector::{Agent, Messages, SessionSink};
 use crate::isolate::{Isolate, Operation, Session};
 use crate::op::{InSession, IsolateOp, LocalWork};
 use crate::process::RemoteIsolate;
 use crate::process::protocol::{Op, Reply};
+use crate::sync::Mutex;
 
 /// A session of an isolate's inspector: Chrome DevTools protocol messages in
 /// ([`dispatch`](Self::dispatch)), responses and notifications out ([`recv`](Self::recv),
@@ -39,8 +39,15 @@ use crate::process::protocol::{Op, Reply};
 /// session that falls that far behind is closed.
 pub struct InspectorSession {
     id: u64,
-    agent: Weak<Agent>,
+    inspector: Inspector,
     messages: Arc<Messages>,
+}
+
+/// The inspector a session belongs to.
+enum Inspector {
+    Local(Weak<Agent>),
+    /// A worker's: messages cross the worker protocol.
+    Remote(Weak<RemoteIsolate>),
 }
 
 impl std::fmt::Debug for InspectorSession {
@@ -54,9 +61,13 @@ impl InspectorSession {
     /// `{"id":1,"method":"Debugger.enable"}`). It is dispatched soon, on the thread holding
     /// the isolate; its response comes through [`recv`](Self::recv).
     pub fn dispatch(&self, message: impl Into<String>) -> Result<()> {
-        let agent = self.agent.upgrade().ok_or_else(Error::isolate_disposed)?;
-        agent.send(self.id, message.into());
-        Ok(())
+        match &self.inspector {
+            Inspector::Local(agent) => {
+                agent.upgrade().ok_or_else(Error::isolate_disposed)?.send(self.id, message.into());
+                Ok(())
+            }
+            Inspector::Remote(remote) => remote.upgrade().ok_or_else(Error::isolate_disposed)?.inspector_dispatch(self.id, message.into()),
+        }
     }
 
     /// The next response or notification, waiting for it; `None` once the session has ended
@@ -85,8 +96,17 @@ impl InspectorSession {
 
 impl Drop for InspectorSession {
     fn drop(&mut self) {
-        if let Some(agent) = self.agent.upgrade() {
-            agent.close(self.id);
+        match &self.inspector {
+            Inspector::Local(agent) => {
+                if let Some(agent) = agent.upgrade() {
+                    agent.close(self.id);
+                }
+            }
+            Inspector::Remote(remote) => {
+                if let Some(remote) = remote.upgrade() {
+                    remote.inspector_close(self.id);
+                }
+            }
         }
     }
 }
@@ -103,6 +123,10 @@ impl Isolate {
     /// DevTools and `node inspect` send once attached), and has that session pause before the
     /// first statement of the isolate's next run: what `node --inspect-brk` does.
     pub fn wait_for_debugger(&self) -> Result<()> {
+        if let Some(remote) = self.as_remote() {
+            // The worker waits, and has its isolate's next run break.
+            return remote.request(Op::WaitForDebugger)?.done();
+        }
         let agent = self.call(AgentOf)?.ok_or_else(not_enabled)?;
         let session = agent.wait_for_debugger().ok_or_else(Error::isolate_disposed)?;
         self.call(PauseOnNextStatement { agent, session })
@@ -143,12 +167,18 @@ impl Isolate {
     /// chunks, and gives `out` back. V8 needs memory in proportion to the heap to take one,
     /// beyond the isolate's limit; JavaScript does not run meanwhile.
     pub fn heap_snapshot<W: Write + Send + 'static>(&self, out: W) -> Result<W> {
-        self.call(HeapSnapshot { out })
+        self.call(HeapSnapshot::new(out))
     }
 
     /// Async form of [`heap_snapshot`](Isolate::heap_snapshot).
     pub fn heap_snapshot_async<W: Write + Send + 'static>(&self, out: W) -> Operation<W> {
-        self.call_async(HeapSnapshot { out })
+        self.call_async(HeapSnapshot::new(out))
+    }
+
+    /// Connects a session of the in-process isolate's inspector whose messages go to `sink`
+    /// (a worker's, for its host): its id, and the inspector.
+    pub(crate) fn connect_inspector(&self, sink: Arc<dyn SessionSink>) -> Result<(u64, Weak<Agent>)> {
+        self.call(ConnectSink(sink))
     }
 }
 
@@ -156,75 +186,9 @@ fn not_enabled() -> Error {
     Error::InvalidArgument("Inspector is not enabled for this isolate".into())
 }
 
-fn not_in_workers(what: &str) -> Error {
-    Error::InvalidArgument(format!("{what} is not available for process-isolated isolates yet"))
-}
-
-/// A profile of the threads that ran an isolate (isolated-vm's `ThreadCpuProfile`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct ThreadCpuProfile {
-    /// The operating system's id of the thread that started the profiler.
-    pub thread_id: u64,
-    pub profile: CpuProfile,
-}
-
-/// A CPU profile in Chrome's `.cpuprofile` format: `serde_json::to_writer(file, &profile)`
-/// writes a file DevTools opens.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct CpuProfile {
-    pub nodes: Vec<ProfileNode>,
-    /// Microseconds, on V8's monotonic clock.
-    pub start_time: f64,
-    pub end_time: f64,
-    /// The node each sample hit, by id.
-    #[serde(default)]
-    pub samples: Vec<u64>,
-    /// Microseconds between samples (the first from `start_time`).
-    #[serde(default)]
-    pub time_deltas: Vec<i64>,
-}
-
-/// A node of a [`CpuProfile`]'s call tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct ProfileNode {
-    pub id: u64,
-    pub call_frame: CallFrame,
-    #[serde(default)]
-    pub hit_count: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deopt_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub position_ticks: Vec<PositionTick>,
-}
-
-/// A function in a [`CpuProfile`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct CallFrame {
-    pub function_name: String,
-    pub script_id: String,
-    pub url: String,
-    /// 0-based.
-    pub line_number: i64,
-    /// 0-based.
-    pub column_number: i64,
-}
-
-/// Samples on one line of a [`ProfileNode`]'s function.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct PositionTick {
-    pub line: i64,
-    pub ticks: u64,
+/// For the steps a worker takes itself (a worker's isolates are in its own process).
+fn in_the_worker() -> Error {
+    Error::InvalidArgument("this step of the inspector runs in the isolate's worker".into())
 }
 
 /// Connects a session (isolate `inspector_session`).
@@ -242,16 +206,46 @@ impl IsolateOp for Connect {
         InSession(|s: &mut Session<'_>| {
             let agent = Agent::of(s.isolate).filter(|agent| agent.enabled).ok_or_else(not_enabled)?;
             let (id, messages) = agent.connect();
-            Ok(InspectorSession { id, agent: Arc::downgrade(&agent), messages })
+            Ok(InspectorSession { id, inspector: Inspector::Local(Arc::downgrade(&agent)), messages })
         })
     }
 
     fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
-        Err(not_in_workers("The inspector"))
+        Ok(Op::InspectorConnect)
     }
 
-    fn reply(&self, _: Reply, _: &Isolate) -> Result<InspectorSession> {
-        Err(not_in_workers("The inspector"))
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<InspectorSession> {
+        let id = reply.id()?;
+        let remote = isolate.as_remote().ok_or_else(|| Error::Conversion("a worker's reply for an isolate of this process".into()))?;
+        let messages = remote.inspector_session(id);
+        Ok(InspectorSession { id, inspector: Inspector::Remote(Arc::downgrade(remote)), messages })
+    }
+}
+
+/// Connects a session whose messages go to a sink (a worker's, for its host).
+struct ConnectSink(Arc<dyn SessionSink>);
+
+impl IsolateOp for ConnectSink {
+    type Output = (u64, Weak<Agent>);
+    type Owned = ConnectSink;
+
+    fn into_owned(self) -> Result<ConnectSink> {
+        Ok(self)
+    }
+
+    fn local(self) -> impl LocalWork<(u64, Weak<Agent>)> {
+        InSession(move |s: &mut Session<'_>| {
+            let agent = Agent::of(s.isolate).filter(|agent| agent.enabled).ok_or_else(not_enabled)?;
+            Ok((agent.connect_to(self.0), Arc::downgrade(&agent)))
+        })
+    }
+
+    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
+        Err(Error::InvalidArgument("a worker's own isolates are in its process".into()))
+    }
+
+    fn reply(&self, _: Reply, _: &Isolate) -> Result<(u64, Weak<Agent>)> {
+        Err(Error::InvalidArgument("a worker's own isolates are in its process".into()))
     }
 }
 
@@ -271,11 +265,11 @@ impl IsolateOp for AgentOf {
     }
 
     fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
-        Err(not_in_workers("The inspector"))
+        Err(in_the_worker())
     }
 
     fn reply(&self, _: Reply, _: &Isolate) -> Result<Option<Arc<Agent>>> {
-        Err(not_in_workers("The inspector"))
+        Err(in_the_worker())
     }
 }
 
@@ -302,11 +296,11 @@ impl IsolateOp for PauseOnNextStatement {
     }
 
     fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
-        Err(not_in_workers("The inspector"))
+        Err(in_the_worker())
     }
 
     fn reply(&self, _: Reply, _: &Isolate) -> Result<()> {
-        Err(not_in_workers("The inspector"))
+        Err(in_the_worker())
     }
 }
 
@@ -335,11 +329,11 @@ impl IsolateOp for StartProfiler {
     }
 
     fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
-        Err(not_in_workers("The CPU profiler"))
+        Ok(Op::StartProfiler { title: self.title.clone() })
     }
 
-    fn reply(&self, _: Reply, _: &Isolate) -> Result<()> {
-        Err(not_in_workers("The CPU profiler"))
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<()> {
+        reply.done()
     }
 }
 
@@ -365,16 +359,16 @@ impl IsolateOp for StopProfiler {
             agent.drain();
             let profile = stopped?.get("profile").cloned().ok_or_else(|| Error::Conversion("the profiler gave no profile".into()))?;
             let profile = serde_json::from_value(profile).map_err(|e| Error::Conversion(format!("the profiler's profile: {e}")))?;
-            Ok(vec![ThreadCpuProfile { thread_id, profile }])
+            Ok(vec![ThreadCpuProfile::new(thread_id, profile)])
         })
     }
 
     fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
-        Err(not_in_workers("The CPU profiler"))
+        Ok(Op::StopProfiler { title: self.title.clone() })
     }
 
-    fn reply(&self, _: Reply, _: &Isolate) -> Result<Vec<ThreadCpuProfile>> {
-        Err(not_in_workers("The CPU profiler"))
+    fn reply(&self, reply: Reply, _: &Isolate) -> Result<Vec<ThreadCpuProfile>> {
+        reply.profiles()
     }
 }
 
@@ -401,9 +395,21 @@ fn thread_id() -> u64 {
     u64::try_from(unsafe { libc::gettid() }).unwrap_or_default()
 }
 
-/// A heap snapshot into `out` (isolate `heap_snapshot`).
+/// A heap snapshot into `out` (isolate `heap_snapshot`). A worker's comes in chunks, written
+/// to `out` as they arrive (its id in `snapshot`).
 struct HeapSnapshot<W> {
-    out: W,
+    out: Mutex<Option<W>>,
+    snapshot: Mutex<Option<u64>>,
+}
+
+impl<W> HeapSnapshot<W> {
+    fn new(out: W) -> HeapSnapshot<W> {
+        HeapSnapshot { out: Mutex::new(Some(out)), snapshot: Mutex::default() }
+    }
+}
+
+fn cannot_write(e: &std::io::Error) -> Error {
+    Error::InvalidArgument(format!("cannot write the heap snapshot: {e}"))
 }
 
 impl<W: Write + Send + 'static> IsolateOp for HeapSnapshot<W> {
@@ -416,7 +422,7 @@ impl<W: Write + Send + 'static> IsolateOp for HeapSnapshot<W> {
 
     fn local(self) -> impl LocalWork<W> {
         InSession(move |s: &mut Session<'_>| {
-            let mut out = self.out;
+            let mut out = self.out.lock().take().ok_or_else(|| Error::InvalidArgument("the heap snapshot's writer is gone".into()))?;
             let mut failed = None;
             s.isolate.take_heap_snapshot(|chunk| match out.write_all(chunk) {
                 Ok(()) => true,
@@ -427,16 +433,28 @@ impl<W: Write + Send + 'static> IsolateOp for HeapSnapshot<W> {
             });
             match failed.map_or_else(|| out.flush(), Err) {
                 Ok(()) => Ok(out),
-                Err(e) => Err(Error::InvalidArgument(format!("cannot write the heap snapshot: {e}"))),
+                Err(e) => Err(cannot_write(&e)),
             }
         })
     }
 
-    fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
-        Err(not_in_workers("A heap snapshot"))
+    fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
+        let out = self.out.lock().take().ok_or_else(|| Error::InvalidArgument("the heap snapshot's writer is gone".into()))?;
+        let snapshot = remote.snapshot_into(Box::new(out));
+        *self.snapshot.lock() = Some(snapshot);
+        Ok(Op::HeapSnapshot { snapshot })
     }
 
-    fn reply(&self, _: Reply, _: &Isolate) -> Result<W> {
-        Err(not_in_workers("A heap snapshot"))
+    fn reply(&self, reply: Reply, isolate: &Isolate) -> Result<W> {
+        // Taken back first, so that a failed snapshot does not leave it behind.
+        let taken = self.snapshot.lock().and_then(|id| isolate.as_remote()?.snapshot_done(id));
+        reply.done()?;
+        let (out, failed) = taken.ok_or_else(|| Error::InvalidArgument("the heap snapshot's writer is gone".into()))?;
+        if let Some(e) = failed {
+            return Err(cannot_write(&e));
+        }
+        let mut out = *out.into_any().downcast::<W>().map_err(|_| Error::Conversion("the heap snapshot's writer".into()))?;
+        out.flush().map_err(|e| cannot_write(&e))?;
+        Ok(out)
     }
 }

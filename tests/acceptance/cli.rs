@@ -257,8 +257,7 @@ fn node_inspect_debugs_a_script_under_inspect_brk() {
     let script = dir.join("loop.js");
     std::fs::write(&script, "const items = [1, 2, 3];\nlet total = 0;\nfor (const item of items) {\n  total += item * 10;\n}\nconsole.log('total is', total);\n").unwrap();
     let mut ivm = Command::new(env!("CARGO_BIN_EXE_ivm"))
-        // In process: the inspector does not reach worker processes yet.
-        .args(["run", "--isolation", "in-process", "--inspect-brk=127.0.0.1:0", script.to_str().unwrap()])
+        .args(["run", "--inspect-brk=127.0.0.1:0", script.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -302,8 +301,6 @@ fn cpu_prof_and_heap_snapshot_write_files_devtools_opens() {
     let (profile, snapshot) = (dir.join("run.cpuprofile"), dir.join("run.heapsnapshot"));
     let out = ivm(&[
         "eval",
-        "--isolation",
-        "in-process",
         "--cpu-prof",
         profile.to_str().unwrap(),
         "--heap-snapshot",
@@ -325,7 +322,7 @@ fn cpu_prof_and_heap_snapshot_write_files_devtools_opens() {
 #[test]
 fn the_inspector_server_answers_devtools_requests_and_refuses_other_hosts() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ivm"))
-        .args(["eval", "--isolation", "in-process", "--inspect-brk=127.0.0.1:0", "1"])
+        .args(["eval", "--inspect-brk=127.0.0.1:0", "1"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -357,10 +354,9 @@ fn the_inspector_server_answers_devtools_requests_and_refuses_other_hosts() {
 }
 
 #[test]
-fn debugging_flags_say_what_they_do_not_work_with_yet() {
-    let out = ivm(&["eval", "--isolation", "process", "--inspect", "1"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("process isolation"), "{}", String::from_utf8_lossy(&out.stderr));
+fn debugging_flags_need_an_address_and_a_script() {
     let out = ivm(&["eval", "--inspect=", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ivm(&["--cpu-prof", "x", "component", "run", "guest.wasm"]);
     assert_eq!(out.status.code(), Some(2));
 }

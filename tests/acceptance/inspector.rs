@@ -1,13 +1,13 @@
 //! Debugging and profiling: inspector sessions speaking the DevTools protocol, pausing, the CPU
-//! profiler, heap snapshots and the reference count. (The inspector, profiler and snapshots
-//! run in process for now: these isolates say so.)
+//! profiler, heap snapshots and the reference count (in both isolation modes: with process
+//! isolation the protocol messages, profiles and snapshot chunks cross the worker protocol).
 
 use std::time::{Duration, Instant};
 
-use ivm::{ContextOptions, Error, EvalOptions, InspectorSession, Isolate, IsolateOptions, Isolation};
+use ivm::{ContextOptions, Error, EvalOptions, InspectorSession, Isolate, IsolateOptions};
 
 fn inspected() -> Isolate {
-    Isolate::new(IsolateOptions::default().inspector().isolation(Isolation::InProcess)).unwrap()
+    Isolate::new(IsolateOptions::default().inspector()).unwrap()
 }
 
 /// Reads messages until one satisfies `wanted` (within 10 s); returns it.
@@ -118,14 +118,14 @@ fn closing_the_session_that_paused_a_run_lets_it_go_on() {
 
 #[test]
 fn sessions_need_the_inspector_enabled() {
-    let isolate = Isolate::new(IsolateOptions::default().isolation(Isolation::InProcess)).unwrap();
+    let isolate = Isolate::new(IsolateOptions::default()).unwrap();
     let err = isolate.inspector_session().unwrap_err();
     assert_eq!(err.to_string(), "Inspector is not enabled for this isolate");
 }
 
 #[test]
 fn the_cpu_profiler_names_the_hot_function() {
-    let isolate = Isolate::new(IsolateOptions::default().isolation(Isolation::InProcess)).unwrap();
+    let isolate = Isolate::new(IsolateOptions::default()).unwrap();
     let context = isolate.create_context().unwrap();
     assert!(isolate.stop_cpu_profiler("never started").unwrap().is_empty());
     isolate.start_cpu_profiler("hot").unwrap();
@@ -149,7 +149,7 @@ fn the_cpu_profiler_names_the_hot_function() {
 
 #[test]
 fn a_heap_snapshot_streams_json_holding_what_the_script_made() {
-    let isolate = Isolate::new(IsolateOptions::default().isolation(Isolation::InProcess)).unwrap();
+    let isolate = Isolate::new(IsolateOptions::default()).unwrap();
     let context = isolate.create_context().unwrap();
     context.eval::<()>("globalThis.kept = ['needle-' + 'in-the-heap-4711']").unwrap();
     let snapshot = isolate.heap_snapshot(Vec::new()).unwrap();

@@ -258,3 +258,77 @@ pub struct CacheOutcome {
     pub produced: Option<CachedData>,
     pub rejected: Option<bool>,
 }
+
+/// A profile of the threads that ran an isolate (isolated-vm's `ThreadCpuProfile`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ThreadCpuProfile {
+    /// The operating system's id of the thread that started the profiler.
+    pub thread_id: u64,
+    pub profile: CpuProfile,
+}
+
+impl ThreadCpuProfile {
+    pub fn new(thread_id: u64, profile: CpuProfile) -> ThreadCpuProfile {
+        ThreadCpuProfile { thread_id, profile }
+    }
+}
+
+/// A CPU profile in Chrome's `.cpuprofile` format: `serde_json::to_writer(file, &profile)`
+/// writes a file DevTools opens. (Every field is written, empty or not: the worker protocol
+/// carries these as they are, by position.)
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CpuProfile {
+    pub nodes: Vec<ProfileNode>,
+    /// Microseconds, on V8's monotonic clock.
+    pub start_time: f64,
+    pub end_time: f64,
+    /// The node each sample hit, by id.
+    #[serde(default)]
+    pub samples: Vec<u64>,
+    /// Microseconds between samples (the first from `start_time`).
+    #[serde(default)]
+    pub time_deltas: Vec<i64>,
+}
+
+/// A node of a [`CpuProfile`]'s call tree.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ProfileNode {
+    pub id: u64,
+    pub call_frame: CallFrame,
+    #[serde(default)]
+    pub hit_count: u64,
+    #[serde(default)]
+    pub children: Vec<u64>,
+    #[serde(default)]
+    pub deopt_reason: Option<String>,
+    #[serde(default)]
+    pub position_ticks: Vec<PositionTick>,
+}
+
+/// A function in a [`CpuProfile`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CallFrame {
+    pub function_name: String,
+    pub script_id: String,
+    pub url: String,
+    /// 0-based.
+    pub line_number: i64,
+    /// 0-based.
+    pub column_number: i64,
+}
+
+/// Samples on one line of a [`ProfileNode`]'s function.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PositionTick {
+    pub line: i64,
+    pub ticks: u64,
+}

@@ -26,7 +26,7 @@ mod link;
 mod pool;
 pub mod spin;
 
-pub use data::{CacheOutcome, CachedData, CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key, ScriptOrigin, Transfer};
+pub use data::{CacheOutcome, CachedData, CallFrame, CompileOptions, CpuProfile, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key, PositionTick, ProfileNode, ScriptOrigin, ThreadCpuProfile, Transfer};
 pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
 pub use isolate::{IsolateEvents, WorkerIsolate, WorkerSettings};
 pub use link::Link;

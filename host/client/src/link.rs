@@ -445,7 +445,11 @@ impl Link {
 
     fn route(&self, event: FromWorker) {
         let isolate = match &event {
-            FromWorker::Call { isolate, .. } | FromWorker::Console { isolate, .. } | FromWorker::Rejection { isolate, .. } => *isolate,
+            FromWorker::Call { isolate, .. }
+            | FromWorker::Console { isolate, .. }
+            | FromWorker::Rejection { isolate, .. }
+            | FromWorker::Inspector { isolate, .. }
+            | FromWorker::SnapshotChunk { isolate, .. } => *isolate,
             FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } => return,
         };
         let origin = match &event {
@@ -462,6 +466,8 @@ impl Link {
                 let bytes = match &event {
                     FromWorker::Console { text, .. } => text.len(),
                     FromWorker::Rejection { error, .. } => error.message.len() + error.stack.as_ref().map_or(0, String::len),
+                    FromWorker::Inspector { message, .. } => message.as_ref().map_or(0, String::len),
+                    FromWorker::SnapshotChunk { bytes, .. } => bytes.len(),
                     _ => 0,
                 };
                 self.event_sized(bytes, Box::new(move || remote.on_event(event, origin)))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{CacheOutcome, CachedData, CompileOptions, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key};
+use crate::data::{CacheOutcome, CachedData, CompileOptions, ThreadCpuProfile, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key};
 use crate::error::{Error, JsError, Result};
 
 /// The argument that starts an `ivm` binary (or an embedder's binary that calls
@@ -54,6 +54,15 @@ pub enum FromWorker {
     Console { isolate: Id, sink: u64, level: ConsoleLevel, text: String },
     /// An unhandled promise rejection.
     Rejection { isolate: Id, error: JsError },
+    /// A message of inspector session `session`; `None`: the session has ended.
+    Inspector { isolate: Id, session: u64, message: Option<String> },
+    /// Bytes of heap snapshot `snapshot`, in order.
+    SnapshotChunk {
+        isolate: Id,
+        snapshot: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 /// What a worker's call asks of the host.
@@ -148,13 +157,13 @@ pub struct Access {
 /// An operation for the worker. Handle ids are of the request's isolate.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Op {
-    CreateIsolate { memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>>, default_timeout: Option<Duration> },
+    CreateIsolate { memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>>, default_timeout: Option<Duration>, inspector: bool },
     Dispose,
     HeapStatistics,
     Times,
     /// The isolate's live handles (answered at once, like `Times`).
     ReferenceCount,
-    CreateContext { console: Option<u64> },
+    CreateContext { console: Option<u64>, name: Option<String> },
     Release { handle: Id },
     Eval { context: Id, code: String, run: EvalOptions, want: Want },
     EvalClosure { context: Id, code: String, args: Vec<Input>, run: EvalOptions, want: Want },
@@ -176,6 +185,21 @@ pub enum Op {
     Evaluate { module: Id, run: EvalOptions },
     Namespace { module: Id },
     Hooks { import: bool, meta: bool },
+    /// Connects an inspector session; its messages come as `FromWorker::Inspector`.
+    InspectorConnect,
+    /// A protocol message for session `session` (answered by none: its response is one of
+    /// the session's messages). The worker hands it over at once, even while the isolate is
+    /// paused or busy.
+    InspectorDispatch { session: u64, message: String },
+    /// Disconnects session `session` (answered by none).
+    InspectorClose { session: u64 },
+    /// Waits until a session says it is ready, then has it pause before the next run's first
+    /// statement.
+    WaitForDebugger,
+    StartProfiler { title: String },
+    StopProfiler { title: String },
+    /// A heap snapshot, sent as `FromWorker::SnapshotChunk`s for `snapshot` before the reply.
+    HeapSnapshot { snapshot: u64 },
 }
 
 impl Op {
@@ -205,6 +229,7 @@ pub enum Reply {
     Heap(HeapStatistics),
     Times { cpu: Duration, wall: Duration },
     Count(u64),
+    Profiles(Vec<ThreadCpuProfile>),
     Compiled {
         id: Id,
         requests: Vec<ImportRequest>,
@@ -275,6 +300,13 @@ impl Reply {
     pub fn copy(self) -> Result<Copy> {
         match self {
             Reply::Copy(copy) => Ok(copy),
+            _ => Err(mismatch()),
+        }
+    }
+
+    pub fn profiles(self) -> Result<Vec<ThreadCpuProfile>> {
+        match self {
+            Reply::Profiles(profiles) => Ok(profiles),
             _ => Err(mismatch()),
         }
     }

@@ -35,6 +35,7 @@ impl Isolate {
                     rejections: options.on_unhandled_rejection.is_some(),
                     cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
                     default_timeout: options.default_timeout,
+                    inspector: options.inspector,
                 })?;
                 let settings = WorkerSettings {
                     grace: options.terminate_grace,

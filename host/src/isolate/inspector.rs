@@ -60,7 +60,7 @@ struct MessagesState {
 }
 
 impl Messages {
-    fn push(&self, message: String) {
+    pub(crate) fn push(&self, message: String) {
         let mut state = self.state.lock();
         if state.closed {
             return;
@@ -141,16 +141,35 @@ impl Messages {
     }
 }
 
-/// A session's channel: V8's responses and notifications, into its [`Messages`].
-struct SessionChannel(Arc<Messages>);
+/// Where a session's responses and notifications go: its [`Messages`] in this process, the
+/// host's side of it for a worker's session.
+pub(crate) trait SessionSink: Send + Sync {
+    /// A message from V8 (on the thread holding the isolate: it must not block).
+    fn message(&self, text: String);
+    /// The session has ended.
+    fn closed(&self);
+}
+
+impl SessionSink for Messages {
+    fn message(&self, text: String) {
+        self.push(text);
+    }
+
+    fn closed(&self) {
+        self.close();
+    }
+}
+
+/// A session's channel: V8's responses and notifications, to its sink.
+struct SessionChannel(Arc<dyn SessionSink>);
 
 impl ChannelImpl for SessionChannel {
     fn send_response(&self, _call_id: i32, message: v8::UniquePtr<StringBuffer>) {
-        self.0.push(text(message));
+        self.0.message(text(message));
     }
 
     fn send_notification(&self, message: v8::UniquePtr<StringBuffer>) {
-        self.0.push(text(message));
+        self.0.message(text(message));
     }
 
     fn flush_protocol_notifications(&self) {}
@@ -189,7 +208,7 @@ pub(crate) type Internal = (u64, Arc<Messages>);
 
 struct Session {
     v8: Arc<OnIsolate<V8InspectorSession>>,
-    messages: Arc<Messages>,
+    sink: Arc<dyn SessionSink>,
 }
 
 #[derive(Default)]
@@ -292,12 +311,17 @@ impl Agent {
 
     /// Connects a session (with the isolate held); its id, and where its messages go.
     pub(crate) fn connect(&self) -> (u64, Arc<Messages>) {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let messages = Arc::<Messages>::default();
-        let channel = Channel::new(Box::new(SessionChannel(messages.clone())));
+        (self.connect_to(messages.clone()), messages)
+    }
+
+    /// Connects a session whose messages go to `sink` (with the isolate held); its id.
+    pub(crate) fn connect_to(&self, sink: Arc<dyn SessionSink>) -> u64 {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let channel = Channel::new(Box::new(SessionChannel(sink.clone())));
         let session = self.v8.0.connect(GROUP, channel, StringView::empty(), V8InspectorClientTrustLevel::FullyTrusted);
-        self.sessions.lock().insert(id, Session { v8: Arc::new(OnIsolate(session)), messages: messages.clone() });
-        (id, messages)
+        self.sessions.lock().insert(id, Session { v8: Arc::new(OnIsolate(session)), sink });
+        id
     }
 
     /// Starts profile `title` (unless it is running) in an internal session, with `start`
@@ -391,7 +415,7 @@ impl Agent {
                 Incoming::Close => {
                     let session = self.sessions.lock().remove(&id);
                     if let Some(session) = session {
-                        session.messages.close();
+                        session.sink.closed();
                         // Disconnecting resumes a run this session had paused.
                         drop(session);
                         if self.sessions.lock().is_empty() {
@@ -479,7 +503,7 @@ impl Agent {
         self.inbox.lock().closed = true;
         self.arrived.notify_all();
         for (_, session) in self.sessions.lock().iter() {
-            session.messages.close();
+            session.sink.closed();
         }
     }
 }

@@ -266,6 +266,14 @@ impl Isolate {
         }
     }
 
+    /// The worker's isolate, for the machinery that speaks to it directly.
+    pub(crate) fn as_remote(&self) -> Option<&Arc<RemoteIsolate>> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            Backend::Remote(remote) => Some(remote),
+        }
+    }
+
     /// What may be made in the host of data this isolate's scripts made.
     pub(crate) fn copy_budget(&self) -> crate::value::wire::Budget {
         match &self.backend {

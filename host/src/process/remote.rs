@@ -2,7 +2,9 @@
 //! the public handles hold instead of an in-process isolate — and the host functions, console
 //! sinks and hooks the worker calls back into.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::io::Write;
 use std::ops::Deref;
 use std::sync::{Arc, Weak};
 
@@ -14,6 +16,7 @@ use crate::callback::{Callback, Invoked};
 use crate::data::ConsoleLevel;
 use crate::engine::tasks;
 use crate::error::{Error, Result};
+use crate::isolate::inspector::Messages;
 use crate::isolate::{CatastrophicHandler, rejections};
 use crate::module::state::{MetaHook, RemoteImportFn};
 use crate::sync::Mutex;
@@ -30,6 +33,10 @@ pub(crate) struct RemoteIsolate {
     exported: Mutex<Exported>,
     pub(crate) import: Mutex<Option<RemoteImportFn>>,
     pub(crate) meta: Mutex<Option<MetaHook>>,
+    /// The messages of its inspector sessions, by id.
+    inspector_sessions: Mutex<HashMap<u64, Arc<Messages>>>,
+    /// Heap snapshots on their way in, by id.
+    snapshots: Mutex<Snapshots>,
     /// Last: dropped after the host state above, as its lease gives the worker back.
     worker: WorkerIsolate,
 }
@@ -40,6 +47,24 @@ impl Deref for RemoteIsolate {
     fn deref(&self) -> &WorkerIsolate {
         &self.worker
     }
+}
+
+/// Where a heap snapshot of a worker's isolate goes: any writer, given back when it is done.
+pub(crate) trait SnapshotOut: Write + Send {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<W: Write + Send + 'static> SnapshotOut for W {
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+#[derive(Default)]
+struct Snapshots {
+    next: u64,
+    /// Each writer, and the error that stopped writing to it, if one did.
+    writing: HashMap<u64, (Box<dyn SnapshotOut>, Option<std::io::Error>)>,
 }
 
 #[derive(Default)]
@@ -65,6 +90,8 @@ impl RemoteIsolate {
             exported: Mutex::default(),
             import: Mutex::default(),
             meta: Mutex::default(),
+            inspector_sessions: Mutex::default(),
+            snapshots: Mutex::default(),
             worker: WorkerIsolate::new(lease, id, settings, this.clone()),
         })
     }
@@ -75,8 +102,8 @@ impl RemoteIsolate {
         async move { sent?.await }
     }
 
-    /// The op that creates a context, with its console sink exported.
-    pub(crate) fn create_context(&self, console: Option<Sink>) -> Op {
+    /// The op that creates a context named `name`, with its console sink exported.
+    pub(crate) fn create_context(&self, console: Option<Sink>, name: Option<String>) -> Op {
         let console = console.map(|sink| {
             let mut exported = self.exported.lock();
             exported.next += 1;
@@ -84,7 +111,7 @@ impl RemoteIsolate {
             exported.sinks.insert(id, sink);
             id
         });
-        Op::CreateContext { console }
+        Op::CreateContext { console, name }
     }
 
     /// Exports a host function to the worker; the same callback is exported once.
@@ -98,6 +125,45 @@ impl RemoteIsolate {
         exported.callback_ids.insert(callback.key(), id);
         exported.callbacks.insert(id, callback.clone());
         id
+    }
+
+    /// Registers a new inspector session of the worker's isolate: its messages.
+    pub(crate) fn inspector_session(&self, session: u64) -> Arc<Messages> {
+        let messages = Arc::<Messages>::default();
+        self.inspector_sessions.lock().insert(session, messages.clone());
+        messages
+    }
+
+    /// Hands a protocol message to the worker's inspector at once.
+    pub(crate) fn inspector_dispatch(&self, session: u64, message: String) -> Result<()> {
+        if self.is_disposed() {
+            return Err(Error::isolate_disposed());
+        }
+        self.link.post(Some(self.id), Op::InspectorDispatch { session, message });
+        Ok(())
+    }
+
+    pub(crate) fn inspector_close(&self, session: u64) {
+        if let Some(messages) = self.inspector_sessions.lock().remove(&session) {
+            messages.close();
+        }
+        if !self.is_disposed() {
+            self.link.post(Some(self.id), Op::InspectorClose { session });
+        }
+    }
+
+    /// Where the chunks of a new heap snapshot go; its id.
+    pub(crate) fn snapshot_into(&self, out: Box<dyn SnapshotOut>) -> u64 {
+        let mut snapshots = self.snapshots.lock();
+        snapshots.next += 1;
+        let id = snapshots.next;
+        snapshots.writing.insert(id, (out, None));
+        id
+    }
+
+    /// The writer of heap snapshot `id`, and the error that stopped it if one did.
+    pub(crate) fn snapshot_done(&self, id: u64) -> Option<(Box<dyn SnapshotOut>, Option<std::io::Error>)> {
+        self.snapshots.lock().writing.remove(&id)
     }
 
     /// Runs `op`, which gives nothing back.
@@ -125,6 +191,22 @@ impl IsolateEvents for RemoteIsolate {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(error)));
                 }
             }
+            FromWorker::Inspector { session, message, .. } => {
+                let messages = self.inspector_sessions.lock().get(&session).cloned();
+                match (messages, message) {
+                    (Some(messages), Some(message)) => messages.push(message),
+                    (Some(messages), None) => messages.close(),
+                    (None, _) => {}
+                }
+            }
+            FromWorker::SnapshotChunk { snapshot, bytes, .. } => {
+                let mut snapshots = self.snapshots.lock();
+                if let Some((out, failed @ None)) = snapshots.writing.get_mut(&snapshot)
+                    && let Err(e) = out.write_all(&bytes)
+                {
+                    *failed = Some(e);
+                }
+            }
             FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } => {}
         }
     }
@@ -132,6 +214,9 @@ impl IsolateEvents for RemoteIsolate {
     /// The worker died: the isolate is gone; tell the embedder.
     fn on_crash(&self, reason: &str) {
         self.set_disposed();
+        for (_, messages) in self.inspector_sessions.lock().drain() {
+            messages.close();
+        }
         if let Some(handler) = &self.on_catastrophic_error {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(reason)));
         }

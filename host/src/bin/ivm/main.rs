@@ -213,20 +213,15 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     if (max_isolates.is_some() || memory_budget.is_some()) && !matches!(command, Command::Component { .. }) {
         return usage("--max-isolates and --memory-budget go with 'component run'");
     }
-    let effective = match isolation {
-        Some(mode) => mode,
+    if isolation.is_none() {
         // The default comes from IVM_ISOLATION: a bad value there is a usage error too.
-        None => match Isolation::from_env() {
-            Ok(mode) => mode,
-            Err(e) => return usage(e.message()),
-        },
-    };
+        if let Err(e) = Isolation::from_env() {
+            return usage(e.message());
+        }
+    }
     let debugs = debugging.inspect.is_some() || debugging.cpu_prof.is_some() || debugging.heap_snapshot.is_some();
     if debugs && !matches!(command, Command::Run(_) | Command::Eval(_)) {
         return usage("--inspect, --cpu-prof and --heap-snapshot go with 'run' and 'eval'");
-    }
-    if debugs && effective == Isolation::Process {
-        return usage("--inspect, --cpu-prof and --heap-snapshot do not work with process isolation yet");
     }
     Parsed::Go(Box::new(Args {
         command,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::inspect::Chunks;
 use super::{Handle, Hosted, Worker};
 use crate::context::{Context, ContextOptions};
 use crate::error::{Error, Result};
@@ -18,8 +19,8 @@ impl Worker {
     pub(super) fn execute(self: &Arc<Self>, hosted: &Arc<Hosted>, op: Op) -> Result<Reply> {
         let isolate = &hosted.isolate;
         Ok(match op {
-            Op::CreateContext { console } => {
-                let mut options = ContextOptions::default();
+            Op::CreateContext { console, name } => {
+                let mut options = ContextOptions { name, ..Default::default() };
                 if let Some(sink) = console {
                     let (worker, isolate) = (Arc::downgrade(self), hosted.id);
                     options = options.console(move |level, text| {
@@ -130,7 +131,27 @@ impl Worker {
                 self.install_hooks(hosted, import, meta);
                 Reply::Done
             }
-            Op::CreateIsolate { .. } | Op::Dispose | Op::Times | Op::ReferenceCount => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
+            Op::InspectorConnect => self.connect_inspector(hosted)?,
+            Op::InspectorDispatch { session, message } => {
+                hosted.inspector.dispatch(session, message);
+                Reply::Done
+            }
+            Op::InspectorClose { session } => {
+                hosted.inspector.close(session);
+                Reply::Done
+            }
+            Op::StartProfiler { title } => {
+                isolate.start_cpu_profiler(&title)?;
+                Reply::Done
+            }
+            Op::StopProfiler { title } => Reply::Profiles(isolate.stop_cpu_profiler(&title)?),
+            Op::HeapSnapshot { snapshot } => {
+                let chunks = Chunks { worker: self.clone(), isolate: hosted.id, snapshot };
+                // Chunks of 1 MB: V8 hands over a few KB at a time.
+                isolate.heap_snapshot(std::io::BufWriter::with_capacity(1 << 20, chunks))?;
+                Reply::Done
+            }
+            Op::CreateIsolate { .. } | Op::Dispose | Op::Times | Op::ReferenceCount | Op::WaitForDebugger => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
         })
     }
 

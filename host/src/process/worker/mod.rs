@@ -13,6 +13,7 @@
 
 mod execute;
 mod host_call;
+mod inspect;
 mod queue;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use crate::script::Script;
 use crate::sync::Mutex;
 use crate::Isolation;
 use host_call::{Answered, Mail, Mailbox};
+use inspect::Inspected;
 use queue::Queue;
 
 /// Serves the host on standard input and output until the host goes away. The `ivm` binary
@@ -126,6 +128,8 @@ struct Hosted {
     default_timeout: Option<Duration>,
     handles: Mutex<HashMap<Id, Handle>>,
     queue: Queue,
+    /// Its inspector, once a session has connected.
+    inspector: Inspected,
 }
 
 thread_local! {
@@ -193,8 +197,8 @@ impl Worker {
                     _ => self.respond(id, Err(Error::InvalidArgument("the host function call this request was made in has returned".into()))),
                 }
             }
-            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate { memory_limit, rejections, cache_secret, default_timeout } } => {
-                self.create_isolate(id, memory_limit, rejections, cache_secret, default_timeout)
+            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate { memory_limit, rejections, cache_secret, default_timeout, inspector } } => {
+                self.create_isolate(id, memory_limit, rejections, cache_secret, default_timeout, inspector)
             }
             ToWorker::Request { id, within: None, isolate: Some(isolate), op } => self.queue(id, isolate, op),
             ToWorker::Request { id, .. } => self.respond(id, Err(Error::InvalidArgument("a request without an isolate".into()))),
@@ -224,6 +228,31 @@ impl Worker {
                 let count = self.hosted(isolate).map(|h| Reply::Count(h.handles.lock().len() as u64));
                 self.respond(id, count);
             }
+            // Handed to the inspector at once: the isolate's thread may be paused in it.
+            Op::InspectorDispatch { session, message } => {
+                if let Ok(hosted) = self.hosted(isolate) {
+                    hosted.inspector.dispatch(session, message);
+                }
+            }
+            Op::InspectorClose { session } => {
+                if let Ok(hosted) = self.hosted(isolate) {
+                    hosted.inspector.close(session);
+                }
+            }
+            // Waited for on a thread of its own: the isolate's thread must stay free to connect
+            // the debugger's session.
+            Op::WaitForDebugger => match self.hosted(isolate) {
+                Ok(hosted) => {
+                    let worker = self.clone();
+                    let waiting = std::thread::Builder::new().name("ivm-wait-debugger".into()).spawn(move || {
+                        worker.respond(id, hosted.isolate.wait_for_debugger().map(|()| Reply::Done));
+                    });
+                    if let Err(e) = waiting {
+                        self.respond(id, Err(Error::InvalidArgument(format!("the worker cannot start a thread: {e}"))));
+                    }
+                }
+                Err(e) => self.respond(id, Err(e)),
+            },
             op => match self.hosted(isolate) {
                 Ok(hosted) => {
                     if !hosted.queue.push(id, op) {
@@ -247,12 +276,20 @@ impl Worker {
         rejections: bool,
         cache_secret: Option<Vec<u8>>,
         default_timeout: Option<Duration>,
+        inspector: bool,
     ) {
         let worker = self.clone();
         let started = std::thread::Builder::new().name("ivm-isolate".into()).spawn(move || {
             let id = worker.next_id();
-            let hosted = match worker.make_isolate(id, memory_limit, rejections, cache_secret, default_timeout) {
-                Ok(isolate) => Arc::new(Hosted { id, isolate, default_timeout, handles: Mutex::default(), queue: Queue::default() }),
+            let hosted = match worker.make_isolate(id, memory_limit, rejections, cache_secret, default_timeout, inspector) {
+                Ok(isolate) => Arc::new(Hosted {
+                    id,
+                    isolate,
+                    default_timeout,
+                    handles: Mutex::default(),
+                    queue: Queue::default(),
+                    inspector: Inspected::default(),
+                }),
                 Err(e) => return worker.respond(request, Err(e)),
             };
             worker.isolates.lock().insert(id, hosted.clone());
@@ -274,9 +311,11 @@ impl Worker {
         rejections: bool,
         cache_secret: Option<Vec<u8>>,
         default_timeout: Option<Duration>,
+        inspector: bool,
     ) -> Result<Isolate> {
         let mut options =
             IsolateOptions::default().isolation(Isolation::InProcess).memory_limit(memory_limit).default_timeout(default_timeout);
+        options.inspector = inspector;
         if let Some(secret) = cache_secret {
             options = options.code_cache_key(CacheKey::new(&secret)?);
         }
@@ -311,7 +350,7 @@ impl Worker {
     /// Runs a request that came inside a call, on the thread waiting for that call.
     fn run_nested(self: &Arc<Self>, id: u64, isolate: Id, op: Op) {
         match (op, self.hosted(isolate)) {
-            (op @ (Op::Times | Op::ReferenceCount | Op::Dispose), _) => self.queue(id, isolate, op),
+            (op @ (Op::Times | Op::ReferenceCount | Op::Dispose | Op::WaitForDebugger), _) => self.queue(id, isolate, op),
             (op, Ok(hosted)) => self.run_request(&hosted, id, op),
             (_, Err(e)) => self.respond(id, Err(e)),
         }
