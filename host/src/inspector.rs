@@ -127,8 +127,9 @@ impl Isolate {
             // The worker waits, and has its isolate's next run break.
             return remote.request(Op::WaitForDebugger)?.done();
         }
-        let agent = self.call(AgentOf)?.ok_or_else(not_enabled)?;
-        let session = agent.wait_for_debugger().ok_or_else(Error::isolate_disposed)?;
+        // Only a weak handle off the isolate's thread: V8's inspector goes with the isolate.
+        let agent = Arc::downgrade(&self.call(AgentOf)?.ok_or_else(not_enabled)?);
+        let session = agent.upgrade().and_then(|agent| agent.wait_for_debugger()).ok_or_else(Error::isolate_disposed)?;
         self.call(PauseOnNextStatement { agent, session })
     }
 
@@ -205,7 +206,7 @@ impl IsolateOp for Connect {
     fn local(self) -> impl LocalWork<InspectorSession> {
         InSession(|s: &mut Session<'_>| {
             let agent = Agent::of(s.isolate).filter(|agent| agent.enabled).ok_or_else(not_enabled)?;
-            let (id, messages) = agent.connect();
+            let (id, messages) = agent.connect()?;
             Ok(InspectorSession { id, inspector: Inspector::Local(Arc::downgrade(&agent)), messages })
         })
     }
@@ -236,7 +237,7 @@ impl IsolateOp for ConnectSink {
     fn local(self) -> impl LocalWork<(u64, Weak<Agent>)> {
         InSession(move |s: &mut Session<'_>| {
             let agent = Agent::of(s.isolate).filter(|agent| agent.enabled).ok_or_else(not_enabled)?;
-            Ok((agent.connect_to(self.0), Arc::downgrade(&agent)))
+            Ok((agent.connect_to(self.0)?, Arc::downgrade(&agent)))
         })
     }
 
@@ -275,7 +276,7 @@ impl IsolateOp for AgentOf {
 
 /// Has a session pause before the next statement (isolate `wait_for_debugger`).
 struct PauseOnNextStatement {
-    agent: Arc<Agent>,
+    agent: Weak<Agent>,
     session: u64,
 }
 
@@ -290,7 +291,11 @@ impl IsolateOp for PauseOnNextStatement {
     fn local(self) -> impl LocalWork<()> {
         InSession(move |s: &mut Session<'_>| {
             let (agent, session) = (self.agent, self.session);
-            s.inner.before_next_run(move || agent.pause_on_next_statement(session));
+            s.inner.before_next_run(move || {
+                if let Some(agent) = agent.upgrade() {
+                    agent.pause_on_next_statement(session);
+                }
+            });
             Ok(())
         })
     }

@@ -59,7 +59,8 @@ fn a_session_speaks_the_devtools_protocol_and_sees_named_contexts() {
 
 #[test]
 fn a_run_paused_at_debugger_waits_without_spending_its_timeout_or_cpu_time() {
-    let isolate = inspected();
+    // A short grace too: a worker whose run is paused is not killed past timeout and grace.
+    let isolate = Isolate::new(IsolateOptions::default().inspector().terminate_grace(Duration::from_millis(100))).unwrap();
     let context = isolate.create_context().unwrap();
     let session = isolate.inspector_session().unwrap();
     session.dispatch(r#"{"id":1,"method":"Debugger.enable"}"#).unwrap();
@@ -96,7 +97,8 @@ fn debugger_pause_stops_a_busy_loop_and_the_timeout_still_holds_after() {
     let frame = paused["params"]["callFrames"][0]["callFrameId"].as_str().unwrap().to_owned();
     let ask = format!(r#"{{"id":3,"method":"Debugger.evaluateOnCallFrame","params":{{"callFrameId":"{frame}","expression":"spins > 0"}}}}"#);
     session.dispatch(ask).unwrap();
-    assert_eq!(response(&session, 3)["result"]["result"]["value"], true);
+    let evaluated = response(&session, 3);
+    assert_eq!(evaluated["result"]["result"]["value"], true, "{evaluated}");
     session.dispatch(r#"{"id":4,"method":"Debugger.resume"}"#).unwrap();
     let err = crate::block_on(run).unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
@@ -210,4 +212,29 @@ fn waiting_for_a_debugger_pauses_before_the_first_statement() {
     assert_eq!(context.eval::<u32>("let x = 1;\nx + 1").unwrap(), 2);
     let paused = debugger.join().unwrap();
     assert_eq!(paused["params"]["reason"], "Break on start", "{paused}");
+}
+
+#[test]
+fn disposing_ends_a_pause_and_a_wait_for_a_debugger() {
+    let isolate = inspected();
+    let context = isolate.create_context().unwrap();
+    let session = isolate.inspector_session().unwrap();
+    session.dispatch(r#"{"id":1,"method":"Debugger.enable"}"#).unwrap();
+    response(&session, 1);
+    let run = context.eval_async::<u32>("debugger; 1", EvalOptions::default());
+    notification(&session, "Debugger.paused");
+    isolate.dispose().unwrap();
+    let err = crate::block_on(run).unwrap_err();
+    assert!(matches!(err, Error::Disposed { .. } | Error::WorkerCrashed { .. }), "{err:?}");
+    // The session ends with its isolate.
+    assert_eq!(session.recv_timeout(Duration::from_secs(10)).map(|_| ()).ok(), Some(()));
+
+    let waiting = inspected();
+    let waiter = {
+        let waiting = waiting.clone();
+        std::thread::spawn(move || waiting.wait_for_debugger())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    waiting.dispose().unwrap();
+    assert!(waiter.join().unwrap().is_err());
 }

@@ -91,6 +91,10 @@ struct Pending {
     /// Armed when the worker says the run started.
     escalation: Option<Timer>,
     escalated: Arc<AtomicBool>,
+    /// The isolate it runs on.
+    isolate: Option<Id>,
+    /// Its escalation was taken back while a debugger has the isolate paused.
+    suspended: bool,
 }
 
 /// Kills the worker process, unless it has already been reaped (its pid may be reused).
@@ -219,7 +223,7 @@ impl Link {
             if from_handler {
                 self.handler_requests.fetch_add(1, Ordering::SeqCst);
             }
-            pending.insert(id, Pending { reply, origin, from_handler, escalate_after, escalation: None, escalated });
+            pending.insert(id, Pending { reply, origin, from_handler, escalate_after, escalation: None, escalated, isolate, suspended: false });
         }
         if let Err(e) = self.write(&ToWorker::Request { id, within, isolate, op }) {
             self.pending.lock().remove(&id);
@@ -245,15 +249,33 @@ impl Link {
 
     /// The worker started running request `id`: its escalation timer starts now.
     fn started(&self, id: u64) {
-        let mut pending = self.pending.lock();
-        let Some(waiting) = pending.get_mut(&id) else { return };
-        let Some(at) = waiting.escalate_after.take().and_then(|after| Instant::now().checked_add(after)) else { return };
+        if let Some(waiting) = self.pending.lock().get_mut(&id) {
+            self.escalate(waiting);
+        }
+    }
+
+    /// Arms `waiting`'s escalation from now.
+    fn escalate(&self, waiting: &mut Pending) {
+        let Some(at) = waiting.escalate_after.and_then(|after| Instant::now().checked_add(after)) else { return };
         let (kill, escalated) = (self.kill.clone(), waiting.escalated.clone());
         waiting.escalation = Some(Timer::arm(at, move || {
             escalated.store(true, Ordering::SeqCst);
             kill.by_escalation.store(true, Ordering::SeqCst);
             kill.kill();
         }));
+    }
+
+    /// A debugger paused a run of `isolate` (or let it go on): the escalations of its
+    /// requests are taken back meanwhile, and start over when it goes on.
+    fn paused(&self, isolate: Id, paused: bool) {
+        let mut pending = self.pending.lock();
+        for waiting in pending.values_mut().filter(|waiting| waiting.isolate == Some(isolate)) {
+            if paused {
+                waiting.suspended |= waiting.escalation.take().is_some();
+            } else if std::mem::take(&mut waiting.suspended) {
+                self.escalate(waiting);
+            }
+        }
     }
 
     /// Runs `handler`, which holds `bytes` of the worker's output, on the link's event
@@ -418,6 +440,7 @@ impl Link {
                 }
                 Ok(Some(_)) if hello.is_some() => break Some("it did not start with a hello".to_owned()),
                 Ok(Some(FromWorker::Started { id })) => self.started(id),
+                Ok(Some(FromWorker::Paused { isolate, paused })) => self.paused(isolate, paused),
                 Ok(Some(FromWorker::Response { id, result })) => {
                     let waiting = self.pending.lock().remove(&id);
                     if let Some(waiting) = waiting {
@@ -450,7 +473,7 @@ impl Link {
             | FromWorker::Rejection { isolate, .. }
             | FromWorker::Inspector { isolate, .. }
             | FromWorker::SnapshotChunk { isolate, .. } => *isolate,
-            FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } => return,
+            FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } | FromWorker::Paused { .. } => return,
         };
         let origin = match &event {
             FromWorker::Call { request: Some(request), .. } => {

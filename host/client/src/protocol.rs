@@ -56,6 +56,9 @@ pub enum FromWorker {
     Rejection { isolate: Id, error: JsError },
     /// A message of inspector session `session`; `None`: the session has ended.
     Inspector { isolate: Id, session: u64, message: Option<String> },
+    /// A run of isolate `isolate` paused in its debugger (`true`), or went on: its escalation
+    /// (the kill after timeout and grace) waits meanwhile.
+    Paused { isolate: Id, paused: bool },
     /// Bytes of heap snapshot `snapshot`, in order.
     SnapshotChunk {
         isolate: Id,

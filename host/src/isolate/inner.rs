@@ -73,6 +73,33 @@ pub(crate) struct IsolateInner {
     /// is made where the run runs).
     before_next_run: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     has_before_next_run: AtomicBool,
+    /// What disposing tells at once (a debugger's pause loop, waits for a debugger).
+    on_dispose: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// What must be torn down with the isolate locked before V8 frees it (V8's inspector):
+    /// the reaper runs these.
+    teardown: Mutex<Vec<Teardown>>,
+}
+
+/// A step the reaper takes with a disposed isolate locked, before V8 frees it.
+pub(crate) type Teardown = Box<dyn FnOnce(&mut v8::Isolate) + Send>;
+
+/// What the reaper drops: V8's isolate (after the teardown steps, taken with it locked), and
+/// the state its callbacks point at.
+struct Remains {
+    shared: Option<Arc<v8::SharedIsolate>>,
+    teardown: Vec<Teardown>,
+    _memory: Arc<MemoryGuard>,
+    _kept: Vec<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Drop for Remains {
+    fn drop(&mut self) {
+        let (Some(shared), false) = (&self.shared, self.teardown.is_empty()) else { return };
+        let mut locker = shared.lock();
+        for step in self.teardown.drain(..) {
+            step(&mut locker);
+        }
+    }
 }
 
 /// Engine objects that handles point at, by id. Public handles hold ids, not V8 pointers, so
@@ -159,6 +186,8 @@ impl IsolateInner {
                 blocking_waits,
                 before_next_run: Mutex::default(),
                 has_before_next_run: AtomicBool::new(false),
+                on_dispose: Mutex::default(),
+                teardown: Mutex::default(),
             }
         });
         match failed {
@@ -203,11 +232,25 @@ impl IsolateInner {
         }
         self.drop_tasks();
         self.wake_all_parked();
+        for told in std::mem::take(&mut *self.on_dispose.lock()) {
+            told();
+        }
         // The reaper drops the isolate with the state its callbacks point at, so they outlive
         // it. If an operation still holds the isolate, the last one to finish frees it.
         let kept = std::mem::take(&mut *self.kept.lock());
-        engine::reaper::retire((shared, self.memory.clone(), kept));
+        let teardown = std::mem::take(&mut *self.teardown.lock());
+        engine::reaper::retire(Remains { shared, teardown, _memory: self.memory.clone(), _kept: kept });
         true
+    }
+
+    /// Has disposing tell `told` at once.
+    pub(crate) fn on_dispose(&self, told: impl FnOnce() + Send + 'static) {
+        self.on_dispose.lock().push(Box::new(told));
+    }
+
+    /// Has the reaper take `step` with the disposed isolate locked, before V8 frees it.
+    pub(crate) fn on_teardown(&self, step: impl FnOnce(&mut v8::Isolate) + Send + 'static) {
+        self.teardown.lock().push(Box::new(step));
     }
 
     /// Runs `op` with the isolate locked on the calling thread: inline if this thread is

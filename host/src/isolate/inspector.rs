@@ -44,10 +44,17 @@ unsafe impl<T> Send for OnIsolate<T> {}
 unsafe impl<T> Sync for OnIsolate<T> {}
 
 /// What V8 said to one session, waiting to be read.
-#[derive(Default)]
 pub(crate) struct Messages {
     state: Mutex<MessagesState>,
     arrived: Condvar,
+    /// Held to [`UNREAD_LIMIT`] (a debugger's); the host's own sessions read what they asked.
+    bounded: bool,
+}
+
+impl Default for Messages {
+    fn default() -> Messages {
+        Messages { state: Mutex::default(), arrived: Condvar::default(), bounded: true }
+    }
 }
 
 #[derive(Default)]
@@ -65,7 +72,7 @@ impl Messages {
         if state.closed {
             return;
         }
-        if state.bytes + message.len() > UNREAD_LIMIT {
+        if self.bounded && state.bytes + message.len() > UNREAD_LIMIT {
             // The reader fell behind: it is told by the end of its messages.
             state.closed = true;
         } else {
@@ -135,7 +142,9 @@ impl Messages {
             if state.closed {
                 return Poll::Ready(None);
             }
-            state.wakers.push(cx.waker().clone());
+            if !state.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                state.wakers.push(cx.waker().clone());
+            }
             Poll::Pending
         })
     }
@@ -179,9 +188,13 @@ fn text(message: v8::UniquePtr<StringBuffer>) -> String {
     message.as_ref().map(|buffer| buffer.string().to_string()).unwrap_or_default()
 }
 
+/// Hears when a run pauses in the debugger (`true`) and goes on (`false`).
+pub(crate) type PauseListener = Arc<dyn Fn(bool) + Send + Sync>;
+
 /// The inspector of one isolate.
 pub(crate) struct Agent {
-    v8: OnIsolate<V8Inspector>,
+    /// Taken (and dropped with the isolate locked) when the isolate is torn down.
+    v8: Mutex<Option<OnIsolate<V8Inspector>>>,
     sessions: Mutex<HashMap<u64, Session>>,
     /// The CPU profiles started, by title: their internal session, and the thread that
     /// started them.
@@ -194,8 +207,11 @@ pub(crate) struct Agent {
     pub(crate) enabled: bool,
     /// The session whose message is being dispatched (for `run_if_waiting_for_debugger`).
     dispatching: AtomicU64,
-    /// A drain is queued as a job of the isolate or an interrupt, not yet run.
+    /// A drain is asked for (a job of the isolate and an interrupt; whichever comes first
+    /// drains, and clears this so that later messages ask again).
     drain_queued: AtomicBool,
+    /// Told when a run pauses (`true`) and goes on (`false`): a worker tells its host.
+    on_pause: Mutex<Option<PauseListener>>,
     isolate: Weak<IsolateInner>,
     /// V8's isolate, for the client's callbacks (which run on the thread holding it).
     isolate_ptr: OnIsolate<v8::UnsafeRawIsolatePtr>,
@@ -280,7 +296,7 @@ impl Agent {
         let agent = Arc::new_cyclic(|me: &Weak<Agent>| {
             let client = V8InspectorClient::new(Box::new(Client(me.clone())));
             Agent {
-                v8: OnIsolate(V8Inspector::create(isolate, client)),
+                v8: Mutex::new(Some(OnIsolate(V8Inspector::create(isolate, client)))),
                 sessions: Mutex::default(),
                 profiles: Mutex::default(),
                 inbox: Mutex::default(),
@@ -289,6 +305,7 @@ impl Agent {
                 enabled: enable,
                 dispatching: AtomicU64::new(0),
                 drain_queued: AtomicBool::new(false),
+                on_pause: Mutex::default(),
                 isolate: Arc::downgrade(inner),
                 isolate_ptr,
                 handle,
@@ -296,7 +313,30 @@ impl Agent {
             }
         });
         isolate.set_slot(agent.clone());
+        // Disposing ends a pause and a wait for a debugger; V8's inspector goes with the
+        // isolate locked, before V8 frees the isolate.
+        let told = Arc::downgrade(&agent);
+        inner.on_dispose(move || {
+            if let Some(agent) = told.upgrade() {
+                agent.fail_all();
+            }
+        });
+        inner.on_teardown(|isolate| {
+            if let Some(agent) = isolate.remove_slot::<Arc<Agent>>() {
+                agent.tear_down();
+            }
+        });
         agent
+    }
+
+    /// Drops V8's inspector and sessions (with the isolate locked, before V8 frees it).
+    fn tear_down(&self) {
+        self.fail_all();
+        self.profiles.lock().clear();
+        let sessions = std::mem::take(&mut *self.sessions.lock());
+        drop(sessions);
+        let inspector = self.v8.lock().take();
+        drop(inspector);
     }
 
     /// The agent of `isolate`, if it has one.
@@ -306,22 +346,28 @@ impl Agent {
 
     /// Reports a new context, under `name`, to the sessions (and those to come).
     pub(crate) fn context_created(&self, context: v8::Local<v8::Context>, name: &str) {
-        self.v8.0.context_created(context, GROUP, StringView::from(name.as_bytes()), StringView::empty());
+        if let Some(inspector) = &*self.v8.lock() {
+            inspector.0.context_created(context, GROUP, StringView::from(name.as_bytes()), StringView::empty());
+        }
     }
 
     /// Connects a session (with the isolate held); its id, and where its messages go.
-    pub(crate) fn connect(&self) -> (u64, Arc<Messages>) {
+    pub(crate) fn connect(&self) -> crate::error::Result<(u64, Arc<Messages>)> {
         let messages = Arc::<Messages>::default();
-        (self.connect_to(messages.clone()), messages)
+        Ok((self.connect_to(messages.clone())?, messages))
     }
 
     /// Connects a session whose messages go to `sink` (with the isolate held); its id.
-    pub(crate) fn connect_to(&self, sink: Arc<dyn SessionSink>) -> u64 {
+    pub(crate) fn connect_to(&self, sink: Arc<dyn SessionSink>) -> crate::error::Result<u64> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let channel = Channel::new(Box::new(SessionChannel(sink.clone())));
-        let session = self.v8.0.connect(GROUP, channel, StringView::empty(), V8InspectorClientTrustLevel::FullyTrusted);
+        let session = {
+            let inspector = self.v8.lock();
+            let inspector = inspector.as_ref().ok_or_else(crate::error::Error::isolate_disposed)?;
+            inspector.0.connect(GROUP, channel, StringView::empty(), V8InspectorClientTrustLevel::FullyTrusted)
+        };
         self.sessions.lock().insert(id, Session { v8: Arc::new(OnIsolate(session)), sink });
-        id
+        Ok(id)
     }
 
     /// Starts profile `title` (unless it is running) in an internal session, with `start`
@@ -330,7 +376,8 @@ impl Agent {
         if self.profiles.lock().contains_key(title) {
             return Ok(());
         }
-        let session = self.connect();
+        let messages = Arc::new(Messages { bounded: false, ..Messages::default() });
+        let session = (self.connect_to(messages.clone())?, messages);
         if let Err(e) = start(&session) {
             self.close(session.0);
             self.drain();
@@ -364,13 +411,20 @@ impl Agent {
         };
         if paused {
             self.arrived.notify_all();
-            return;
+        } else {
+            self.schedule_drain();
         }
+    }
+
+    /// Has the inbox drained soon: by an interrupt of the JavaScript running, or by a job of
+    /// the idle isolate (whichever comes first; the other finds it empty).
+    fn schedule_drain(&self) {
+        let Some(inner) = self.isolate.upgrade() else { return self.fail_all() };
         if self.drain_queued.swap(true, Ordering::SeqCst) {
             return;
         }
-        let Some(inner) = self.isolate.upgrade() else { return self.fail_all() };
-        // Whichever comes first drains; the other finds the inbox empty.
+        // Each drain asks for an interrupt of its own: one asked for while the isolate was
+        // idle may run only at its next JavaScript, after later messages were queued.
         let data = Weak::into_raw(self.me.clone()) as *mut c_void;
         if !self.handle.request_interrupt(drain_interrupt, data) {
             // SAFETY: the interrupt was not queued, so `data` is still ours.
@@ -379,6 +433,7 @@ impl Agent {
         let me = self.me.clone();
         inner.post(move |session| {
             if let Some(agent) = me.upgrade() {
+                agent.drain_queued.store(false, Ordering::SeqCst);
                 agent.drain_idle(session.isolate, session.inner);
             }
         });
@@ -401,7 +456,6 @@ impl Agent {
 
     /// Dispatches what is in the inbox (with the isolate held).
     pub(crate) fn drain(&self) {
-        self.drain_queued.store(false, Ordering::SeqCst);
         loop {
             let Some((id, incoming)) = self.inbox.lock().queue.pop_front() else { return };
             match incoming {
@@ -416,15 +470,27 @@ impl Agent {
                     let session = self.sessions.lock().remove(&id);
                     if let Some(session) = session {
                         session.sink.closed();
-                        // Disconnecting resumes a run this session had paused.
+                        // Disconnecting resumes a run this session had paused; without a
+                        // debugger left (the host's own sessions aside), nothing holds it.
                         drop(session);
-                        if self.sessions.lock().is_empty() {
+                        if !self.debuggers_left() {
                             self.inbox.lock().quit = true;
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Whether a session other than the host's own (a CPU profile's) is connected.
+    fn debuggers_left(&self) -> bool {
+        let profiling: Vec<u64> = self.profiles.lock().values().map(|((id, _), _)| *id).collect();
+        self.sessions.lock().keys().any(|id| !profiling.contains(id))
+    }
+
+    /// Has `told` hear when a run pauses (`true`) and goes on (`false`).
+    pub(crate) fn on_pause(&self, told: PauseListener) {
+        *self.on_pause.lock() = Some(told);
     }
 
     /// Dispatches `message` for session `id` now (with the isolate held): its response is in
@@ -452,6 +518,10 @@ impl Agent {
             inbox.paused = true;
             inbox.quit = false;
         }
+        let told = self.on_pause.lock().clone();
+        if let Some(told) = &told {
+            told(true);
+        }
         loop {
             self.drain();
             let mut inbox = self.inbox.lock();
@@ -464,9 +534,16 @@ impl Agent {
                 drop(self.arrived.wait_timeout(inbox, Duration::from_millis(100)));
             }
         }
+        if let Some(told) = &told {
+            told(false);
+        }
         if let Some(inner) = &inner {
             inner.deadlines.resume(since.elapsed());
             inner.clock.start();
+        }
+        // What came after the last drain, before the loop ended, is dispatched as usual.
+        if !self.inbox.lock().queue.is_empty() {
+            self.schedule_drain();
         }
     }
 
@@ -479,13 +556,11 @@ impl Agent {
     /// `None` if the isolate went away first.
     pub(crate) fn wait_for_debugger(&self) -> Option<u64> {
         let mut inbox = self.inbox.lock();
+        // Disposing the isolate closes the inbox (see `install`).
         while inbox.debugger_ready.is_none() && !inbox.closed {
-            inbox = self.arrived.wait_timeout(inbox, Duration::from_millis(100)).0;
-            if self.isolate.strong_count() == 0 {
-                inbox.closed = true;
-            }
+            inbox = self.arrived.wait(inbox);
         }
-        inbox.debugger_ready
+        inbox.debugger_ready.filter(|_| !inbox.closed)
     }
 
     /// Has session `id` pause before the next statement this thread runs in the isolate (with
@@ -509,19 +584,24 @@ impl Agent {
 }
 
 impl Drop for Agent {
+    /// Torn down with its isolate (`tear_down`); if not (the last handle went elsewhere), V8's
+    /// objects are left rather than touched without the isolate's lock.
     fn drop(&mut self) {
         self.fail_all();
-        // The sessions go before the inspector they belong to.
-        self.profiles.get_mut().clear();
-        self.sessions.get_mut().clear();
+        if self.v8.get_mut().is_some() {
+            std::mem::forget(std::mem::take(self.sessions.get_mut()));
+            std::mem::forget(self.v8.get_mut().take());
+        }
     }
 }
 
 /// The interrupt that drains the inbox while JavaScript runs.
 unsafe extern "C" fn drain_interrupt(_isolate: v8::UnsafeRawIsolatePtr, data: *mut c_void) {
-    // SAFETY: `data` is the `Weak` leaked in `Agent::queue`; this is its only consumer.
+    // SAFETY: `data` is the `Weak` leaked in `Agent::schedule_drain`; this is its only consumer.
     let agent = unsafe { Weak::from_raw(data as *const Agent) };
     if let Some(agent) = agent.upgrade() {
+        // Later messages ask again (the job may wait behind the JavaScript running).
+        agent.drain_queued.store(false, Ordering::SeqCst);
         agent.drain();
     }
 }

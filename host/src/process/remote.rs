@@ -200,14 +200,18 @@ impl IsolateEvents for RemoteIsolate {
                 }
             }
             FromWorker::SnapshotChunk { snapshot, bytes, .. } => {
-                let mut snapshots = self.snapshots.lock();
-                if let Some((out, failed @ None)) = snapshots.writing.get_mut(&snapshot)
-                    && let Err(e) = out.write_all(&bytes)
-                {
-                    *failed = Some(e);
+                // Written outside the lock: the embedder's writer may take its time.
+                let writing = self.snapshots.lock().writing.remove(&snapshot);
+                if let Some((mut out, mut failed)) = writing {
+                    if failed.is_none()
+                        && let Err(e) = out.write_all(&bytes)
+                    {
+                        failed = Some(e);
+                    }
+                    self.snapshots.lock().writing.insert(snapshot, (out, failed));
                 }
             }
-            FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } => {}
+            FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } | FromWorker::Paused { .. } => {}
         }
     }
 
@@ -286,6 +290,15 @@ impl RemoteIsolate {
                 });
                 answer.send(result.and_then(value_answer))
             }),
+        }
+    }
+}
+
+impl Drop for RemoteIsolate {
+    /// The isolate is gone: so are its inspector sessions.
+    fn drop(&mut self) {
+        for (_, messages) in self.inspector_sessions.get_mut().drain() {
+            messages.close();
         }
     }
 }

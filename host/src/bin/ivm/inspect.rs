@@ -13,6 +13,8 @@ use tungstenite::Message;
 
 /// The default address, as Node's.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9229";
+/// Connections served at once.
+const MAX_CLIENTS: usize = 16;
 
 /// What the command line asked for.
 #[derive(Default)]
@@ -69,12 +71,22 @@ fn serve(isolate: &Isolate, address: &str, filename: &str) -> std::io::Result<()
     eprintln!("Debugger listening on ws://{local}/{id}\nFor help, see: https://nodejs.org/en/docs/inspector");
     let target = Target { host: local.to_string(), id, filename: filename.to_owned() };
     let isolate = isolate.clone();
+    let clients = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new().name("ivm-inspect".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (isolate, target) = (isolate.clone(), target.clone());
-            let _ = std::thread::Builder::new().name("ivm-inspect-client".into()).spawn(move || {
+            // A few debuggers at a time; more connections are closed at once.
+            if clients.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_CLIENTS {
+                clients.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                continue;
+            }
+            let (isolate, target, served) = (isolate.clone(), target.clone(), clients.clone());
+            let spawned = std::thread::Builder::new().name("ivm-inspect-client".into()).spawn(move || {
                 let _ = client(stream, &isolate, &target);
+                served.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
+            if spawned.is_err() {
+                clients.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     })?;
     Ok(())
@@ -142,8 +154,13 @@ fn client(stream: TcpStream, isolate: &Isolate, target: &Target) -> std::io::Res
 /// The request's head, left in the stream (the WebSocket handshake reads it again).
 fn peek_head(stream: &TcpStream) -> std::io::Result<Vec<u8>> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // `peek` returns at once while part of the request is there: the deadline is ours.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
     let mut buffer = vec![0u8; 16 << 10];
     loop {
+        if std::time::Instant::now() > until {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
         let n = stream.peek(&mut buffer)?;
         if let Some(end) = buffer[..n].windows(4).position(|w| w == b"\r\n\r\n") {
             buffer.truncate(end + 4);
@@ -190,6 +207,8 @@ fn websocket(stream: TcpStream, isolate: &Isolate) -> std::io::Result<()> {
     // Reads wait briefly, so that one thread both reads the client and forwards the session's
     // messages.
     socket.get_ref().set_read_timeout(Some(Duration::from_millis(5)))?;
+    // A client that stops reading is let go rather than let hold its session.
+    socket.get_ref().set_write_timeout(Some(Duration::from_secs(10)))?;
     loop {
         if !forward(&session, &mut socket) {
             break;

@@ -81,6 +81,15 @@ impl Worker {
         let sink = Arc::new(ToHost { worker: Arc::downgrade(self), isolate: hosted.id, session: OnceLock::new() });
         let (session, agent) = hosted.isolate.connect_inspector(sink.clone())?;
         let _ = sink.session.set(session);
+        // The host's kill timer for a run stands still while the run is paused.
+        if let Some(agent) = agent.upgrade() {
+            let (worker, isolate) = (Arc::downgrade(self), hosted.id);
+            agent.on_pause(Arc::new(move |paused| {
+                if let Some(worker) = worker.upgrade() {
+                    worker.send(&FromWorker::Paused { isolate, paused });
+                }
+            }));
+        }
         *hosted.inspector.agent.lock() = agent;
         Ok(Reply::Id(session))
     }
