@@ -205,7 +205,7 @@ impl IsolateOp for Connect {
 
     fn local(self) -> impl LocalWork<InspectorSession> {
         InSession(|s: &mut Session<'_>| {
-            let agent = Agent::of(s.isolate).filter(|agent| agent.enabled).ok_or_else(not_enabled)?;
+            let agent = Agent::enabled(s.isolate).ok_or_else(not_enabled)?;
             let (id, messages) = agent.connect()?;
             Ok(InspectorSession { id, inspector: Inspector::Local(Arc::downgrade(&agent)), messages })
         })
@@ -236,7 +236,7 @@ impl IsolateOp for ConnectSink {
 
     fn local(self) -> impl LocalWork<(u64, Weak<Agent>)> {
         InSession(move |s: &mut Session<'_>| {
-            let agent = Agent::of(s.isolate).filter(|agent| agent.enabled).ok_or_else(not_enabled)?;
+            let agent = Agent::enabled(s.isolate).ok_or_else(not_enabled)?;
             Ok((agent.connect_to(self.0)?, Arc::downgrade(&agent)))
         })
     }
@@ -262,7 +262,7 @@ impl IsolateOp for AgentOf {
     }
 
     fn local(self) -> impl LocalWork<Option<Arc<Agent>>> {
-        InSession(|s: &mut Session<'_>| Ok(Agent::of(s.isolate).filter(|agent| agent.enabled)))
+        InSession(|s: &mut Session<'_>| Ok(Agent::enabled(s.isolate)))
     }
 
     fn request(&self, _: &Arc<RemoteIsolate>) -> Result<Op> {
@@ -413,6 +413,10 @@ impl<W> HeapSnapshot<W> {
     }
 }
 
+fn writer_gone() -> Error {
+    Error::InvalidArgument("the heap snapshot's writer is gone".into())
+}
+
 fn cannot_write(e: &std::io::Error) -> Error {
     Error::InvalidArgument(format!("cannot write the heap snapshot: {e}"))
 }
@@ -427,7 +431,7 @@ impl<W: Write + Send + 'static> IsolateOp for HeapSnapshot<W> {
 
     fn local(self) -> impl LocalWork<W> {
         InSession(move |s: &mut Session<'_>| {
-            let mut out = self.out.lock().take().ok_or_else(|| Error::InvalidArgument("the heap snapshot's writer is gone".into()))?;
+            let mut out = self.out.lock().take().ok_or_else(writer_gone)?;
             let mut failed = None;
             s.isolate.take_heap_snapshot(|chunk| match out.write_all(chunk) {
                 Ok(()) => true,
@@ -444,7 +448,7 @@ impl<W: Write + Send + 'static> IsolateOp for HeapSnapshot<W> {
     }
 
     fn request(&self, remote: &Arc<RemoteIsolate>) -> Result<Op> {
-        let out = self.out.lock().take().ok_or_else(|| Error::InvalidArgument("the heap snapshot's writer is gone".into()))?;
+        let out = self.out.lock().take().ok_or_else(writer_gone)?;
         let snapshot = remote.snapshot_into(Box::new(out));
         *self.snapshot.lock() = Some(snapshot);
         Ok(Op::HeapSnapshot { snapshot })
@@ -454,7 +458,7 @@ impl<W: Write + Send + 'static> IsolateOp for HeapSnapshot<W> {
         // Taken back first, so that a failed snapshot does not leave it behind.
         let taken = self.snapshot.lock().and_then(|id| isolate.as_remote()?.snapshot_done(id));
         reply.done()?;
-        let (out, failed) = taken.ok_or_else(|| Error::InvalidArgument("the heap snapshot's writer is gone".into()))?;
+        let (out, failed) = taken.ok_or_else(writer_gone)?;
         if let Some(e) = failed {
             return Err(cannot_write(&e));
         }

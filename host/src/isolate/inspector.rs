@@ -344,6 +344,11 @@ impl Agent {
         isolate.get_slot::<Arc<Agent>>().cloned()
     }
 
+    /// The agent of `isolate` if sessions may connect (it was created with the inspector).
+    pub(crate) fn enabled(isolate: &v8::Isolate) -> Option<Arc<Agent>> {
+        Agent::of(isolate).filter(|agent| agent.enabled)
+    }
+
     /// Reports a new context, under `name`, to the sessions (and those to come).
     pub(crate) fn context_created(&self, context: v8::Local<v8::Context>, name: &str) {
         if let Some(inspector) = &*self.v8.lock() {
@@ -459,13 +464,7 @@ impl Agent {
         loop {
             let Some((id, incoming)) = self.inbox.lock().queue.pop_front() else { return };
             match incoming {
-                Incoming::Message(message) => {
-                    let session = self.sessions.lock().get(&id).map(|s| s.v8.clone());
-                    if let Some(session) = session {
-                        self.dispatching.store(id, Ordering::SeqCst);
-                        session.0.dispatch_protocol_message(StringView::from(message.as_bytes()));
-                    }
-                }
+                Incoming::Message(message) => self.dispatch(id, &message),
                 Incoming::Close => {
                     let session = self.sessions.lock().remove(&id);
                     if let Some(session) = session {
@@ -497,11 +496,20 @@ impl Agent {
     /// the session's messages when this returns.
     pub(crate) fn dispatch_now(&self, id: u64, message: &str) {
         self.drain();
-        let session = self.sessions.lock().get(&id).map(|s| s.v8.clone());
-        if let Some(session) = session {
+        self.dispatch(id, message);
+    }
+
+    /// Dispatches `message` to session `id`, if it is connected (with the isolate held; the
+    /// sessions are not locked meanwhile: V8 may call back into the agent).
+    fn dispatch(&self, id: u64, message: &str) {
+        if let Some(session) = self.session(id) {
             self.dispatching.store(id, Ordering::SeqCst);
             session.0.dispatch_protocol_message(StringView::from(message.as_bytes()));
         }
+    }
+
+    fn session(&self, id: u64) -> Option<Arc<OnIsolate<V8InspectorSession>>> {
+        self.sessions.lock().get(&id).map(|s| s.v8.clone())
     }
 
     /// Where V8 waits while a debugger has the isolate paused: serves the sessions until V8
@@ -567,8 +575,7 @@ impl Agent {
     /// the isolate held, right before running it: V8 keeps the request with the thread's
     /// state of the isolate).
     pub(crate) fn pause_on_next_statement(&self, id: u64) {
-        let session = self.sessions.lock().get(&id).map(|s| s.v8.clone());
-        if let Some(session) = session {
+        if let Some(session) = self.session(id) {
             session.0.schedule_pause_on_next_statement(StringView::from(&b"Break on start"[..]), StringView::empty());
         }
     }

@@ -134,6 +134,13 @@ impl RemoteIsolate {
         messages
     }
 
+    /// The isolate is gone: so are its inspector sessions.
+    fn end_inspector_sessions(&self) {
+        for (_, messages) in self.inspector_sessions.lock().drain() {
+            messages.close();
+        }
+    }
+
     /// Hands a protocol message to the worker's inspector at once.
     pub(crate) fn inspector_dispatch(&self, session: u64, message: String) -> Result<()> {
         if self.is_disposed() {
@@ -218,9 +225,7 @@ impl IsolateEvents for RemoteIsolate {
     /// The worker died: the isolate is gone; tell the embedder.
     fn on_crash(&self, reason: &str) {
         self.set_disposed();
-        for (_, messages) in self.inspector_sessions.lock().drain() {
-            messages.close();
-        }
+        self.end_inspector_sessions();
         if let Some(handler) = &self.on_catastrophic_error {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(reason)));
         }
@@ -297,9 +302,7 @@ impl RemoteIsolate {
 impl Drop for RemoteIsolate {
     /// The isolate is gone: so are its inspector sessions.
     fn drop(&mut self) {
-        for (_, messages) in self.inspector_sessions.get_mut().drain() {
-            messages.close();
-        }
+        self.end_inspector_sessions();
     }
 }
 

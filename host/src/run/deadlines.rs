@@ -77,15 +77,21 @@ impl Deadlines {
         if let Some((at, arming, replaced)) = rearm {
             // Outside the lock (see the module comment).
             drop(replaced);
-            let timer = Timer::arm(at, self.fire(arming));
-            let mut state = self.state();
-            if state.arming == arming {
-                state.timer = Some(timer);
-            } else {
-                // Re-armed meanwhile: this one is not needed.
-                drop(state);
-                drop(timer);
-            }
+            self.arm(at, arming);
+        }
+    }
+
+    /// Arms the timer for `at` as arming `arming` (taken under the lock), outside the lock;
+    /// unless it was armed again meanwhile.
+    fn arm(&self, at: Instant, arming: u64) {
+        let timer = Timer::arm(at, self.fire(arming));
+        let mut state = self.state();
+        if state.arming == arming {
+            state.timer = Some(timer);
+        } else {
+            // Re-armed meanwhile: this one is not needed.
+            drop(state);
+            drop(timer);
         }
     }
 
@@ -116,14 +122,7 @@ impl Deadlines {
             state.armed = Some((at, state.arming));
             (at, state.arming)
         };
-        let timer = Timer::arm(at, self.fire(arming));
-        let mut state = self.state();
-        if state.arming == arming {
-            state.timer = Some(timer);
-        } else {
-            drop(state);
-            drop(timer);
-        }
+        self.arm(at, arming);
     }
 
     fn remove(&self, run: &Arc<RunState>) {
