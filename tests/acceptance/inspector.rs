@@ -238,3 +238,32 @@ fn disposing_ends_a_pause_and_a_wait_for_a_debugger() {
     waiting.dispose().unwrap();
     assert!(waiter.join().unwrap().is_err());
 }
+
+/// Many inspected isolates at once from a tokio multi-thread runtime: each with a session
+/// awaited on the runtime, a CPU profile and async evals in flight.
+#[test]
+fn many_inspected_isolates_at_once_from_tokio() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let tasks: Vec<_> = (0..24u32)
+        .map(|n| {
+            runtime.spawn(async move {
+                let isolate = Isolate::new(IsolateOptions::default().inspector()).unwrap();
+                let context = isolate.create_context_async(Default::default()).await.unwrap();
+                let session = isolate.inspector_session().unwrap();
+                isolate.start_cpu_profiler("load").unwrap();
+                let evals: Vec<_> = (0..10).map(|i| context.eval_async::<u32>(format!("{n} * 100 + {i}"), EvalOptions::default())).collect();
+                session.dispatch(format!(r#"{{"id":1,"method":"Runtime.evaluate","params":{{"expression":"{n} + 1"}}}}"#)).unwrap();
+                let reply: serde_json::Value = serde_json::from_str(&session.next().await.expect("a response")).unwrap();
+                assert_eq!(reply["result"]["result"]["value"], n + 1);
+                for (i, eval) in evals.into_iter().enumerate() {
+                    assert_eq!(eval.await.unwrap(), n * 100 + i as u32);
+                }
+                let profiles = isolate.stop_cpu_profiler_async("load").await.unwrap();
+                assert_eq!(profiles.len(), 1);
+            })
+        })
+        .collect();
+    for task in tasks {
+        runtime.block_on(task).unwrap();
+    }
+}
