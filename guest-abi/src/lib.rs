@@ -82,12 +82,12 @@ pub struct Isolate(raw::Isolate);
 impl Isolate {
     /// An isolate with a memory limit in MB (0: the host's default, 128).
     pub fn new(memory_limit_mb: u32) -> Result<Isolate, Error> {
-        Ok(Isolate(raw::Isolate::create(raw::IsolateOptions { memory_limit_mb })?))
+        Ok(Isolate(raw::Isolate::create(raw::IsolateOptions { memory_limit_mb, inspector: false })?))
     }
 
     /// A new context.
     pub fn context(&self) -> Result<Context, Error> {
-        Ok(Context(self.0.create_context()?))
+        Ok(Context(self.0.create_context(&raw::ContextOptions { name: None })?))
     }
 
     /// The raw handle.

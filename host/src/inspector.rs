@@ -44,6 +44,7 @@ pub struct InspectorSession {
 }
 
 /// The inspector a session belongs to.
+#[derive(Clone)]
 enum Inspector {
     Local(Weak<Agent>),
     /// A worker's: messages cross the worker protocol.
@@ -92,6 +93,41 @@ impl InspectorSession {
     pub fn next(&self) -> impl Future<Output = Option<String>> + Send + 'static + use<> {
         self.messages.next()
     }
+
+    /// Ends a pause of the session's isolate and keeps any from beginning until the guard
+    /// drops: for a caller about to wait on the isolate that is also the one that would serve
+    /// the pause (a WebAssembly guest inside a call).
+    pub(crate) fn hold_pauses(&self) -> PausesHeld {
+        self.inspector.hold_pauses(true);
+        PausesHeld(self.inspector.clone())
+    }
+}
+
+/// Pauses of a session's isolate held off (see [`InspectorSession::hold_pauses`]) until
+/// this is dropped.
+pub(crate) struct PausesHeld(Inspector);
+
+impl Drop for PausesHeld {
+    fn drop(&mut self) {
+        self.0.hold_pauses(false);
+    }
+}
+
+impl Inspector {
+    fn hold_pauses(&self, hold: bool) {
+        match self {
+            Inspector::Local(agent) => {
+                if let Some(agent) = agent.upgrade() {
+                    agent.hold_pauses(hold);
+                }
+            }
+            Inspector::Remote(remote) => {
+                if let Some(remote) = remote.upgrade() {
+                    remote.hold_pauses(hold);
+                }
+            }
+        }
+    }
 }
 
 impl Drop for InspectorSession {
@@ -135,6 +171,11 @@ impl Isolate {
 
     /// Starts a CPU profile under `title` (isolated-vm's `startCpuProfiler`); starting a title
     /// already started does nothing. Works without [`inspector`](crate::IsolateOptions::inspector).
+    ///
+    /// V8 samples with `SIGPROF`. When ivm initialises V8 it makes `SIGPROF` ignored if it has
+    /// its default action (ending the process), since V8 puts back the disposition it found
+    /// when the last profile stops, and a sample's signal can still be on its way; a handler
+    /// the embedder installed is left alone.
     pub fn start_cpu_profiler(&self, title: &str) -> Result<()> {
         self.call(StartProfiler { title: title.to_owned() })
     }

@@ -46,6 +46,11 @@ impl Script {
         Script { handle: Arc::new(HandleRef::new(isolate, id)), cache: Arc::new(cache) }
     }
 
+    /// The isolate the script was compiled in.
+    pub fn isolate(&self) -> &Isolate {
+        &self.handle.isolate
+    }
+
     /// The code cache made with [`CompileOptions::produce_cached_data`], sealed under the
     /// isolate's key.
     pub fn cached_data(&self) -> Option<&CachedData> {

@@ -150,6 +150,54 @@ fn the_cpu_profiler_names_the_hot_function() {
 }
 
 #[test]
+fn a_profile_stopped_on_another_thread_leaves_the_process_alive() {
+    // V8 samples the thread that started a profile with SIGPROF, and puts back the disposition
+    // it found when the process's last profile stops. A signal sent to a starting thread that
+    // was not running at that moment (busy threads on few cores; stopping from another thread,
+    // as async callers do) arrived after that, and its default action ended the process.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let isolate = Isolate::new(IsolateOptions::default()).unwrap();
+    let context = isolate.create_context().unwrap();
+    for round in 0..100 {
+        let title = format!("round {round}");
+        let (started, stopped) = (std::sync::Arc::new(AtomicBool::new(false)), std::sync::Arc::new(AtomicBool::new(false)));
+        let starter = {
+            let (isolate, title, started, stopped) = (isolate.clone(), title.clone(), started.clone(), stopped.clone());
+            std::thread::spawn(move || {
+                isolate.start_cpu_profiler(&title).unwrap();
+                started.store(true, Ordering::SeqCst);
+                // The thread V8 samples stays alive, and busy, until the profile stopped.
+                while !stopped.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        context.eval::<u32>("{ let x = 0; for (let i = 0; i < 1e5; i++) x = (x + i) % 7; x }").unwrap();
+        assert_eq!(isolate.stop_cpu_profiler(&title).unwrap().len(), 1);
+        stopped.store(true, Ordering::SeqCst);
+        starter.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in busy {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
 fn a_heap_snapshot_streams_json_holding_what_the_script_made() {
     let isolate = Isolate::new(IsolateOptions::default()).unwrap();
     let context = isolate.create_context().unwrap();

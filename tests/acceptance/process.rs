@@ -104,9 +104,13 @@ fn a_v8_abort_at_the_workers_memory_ceiling_ends_only_that_worker() {
     assert_eq!(Isolate::new(IsolateOptions::default().pool(&pool)).unwrap().create_context().unwrap().eval::<u32>("1").unwrap(), 1);
 }
 
-/// What a fake worker writes to say hello properly: `Hello { version: 4, pid: 7 }` as
-/// rmp-serde writes it (`{"Hello": [4, 7]}`), in a frame (4: `ivm_client::protocol::VERSION`).
-const HELLO: &str = r"printf '\012\000\000\000\201\245Hello\222\004\007'";
+/// What a fake worker writes to say hello properly: `Hello { version, pid: 7 }` as rmp-serde
+/// writes it (`{"Hello": [version, 7]}`), in a frame.
+fn hello() -> String {
+    let version = ivm_client::protocol::VERSION;
+    assert!(version < 128, "one byte in MessagePack");
+    format!(r"printf '\012\000\000\000\201\245Hello\222\{version:03o}\007'")
+}
 
 /// A fake worker program: a shell script.
 fn fake_worker(name: &str, script: &str) -> std::path::PathBuf {
@@ -120,9 +124,9 @@ fn fake_worker(name: &str, script: &str) -> std::path::PathBuf {
 fn a_worker_that_writes_garbage_loses_its_link_and_nothing_else() {
     let cases = [
         // After hello, a frame longer than the protocol allows.
-        ("oversized", format!(r"{HELLO}; head -c 4 >/dev/null; printf '\377\377\377\177garbage'; sleep 5"), "over the limit"),
+        ("oversized", format!(r"{}; head -c 4 >/dev/null; printf '\377\377\377\177garbage'; sleep 5", hello()), "over the limit"),
         // After hello, a frame of bytes that are not MessagePack.
-        ("malformed", format!(r"{HELLO}; head -c 4 >/dev/null; printf '\005\000\000\000\301\301\301\301\301'; sleep 5"), "malformed message"),
+        ("malformed", format!(r"{}; head -c 4 >/dev/null; printf '\005\000\000\000\301\301\301\301\301'; sleep 5", hello()), "malformed message"),
         // Not even a hello.
         ("silent", "exit 3".to_owned(), "exited with status 3"),
     ];

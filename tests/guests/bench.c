@@ -17,7 +17,7 @@ bool exports_guest_run(guest_list_string_t *args, guest_string_t *failure) {
     ivm_isolate_types_own_context_t context;
     ivm_isolate_types_error_t error;
     if (!ivm_isolate_types_static_isolate_create(&options, &isolate, &error) ||
-        !ivm_isolate_types_method_isolate_create_context(ivm_isolate_types_borrow_isolate(isolate), &context, &error)) {
+        !ivm_isolate_types_method_isolate_create_context(ivm_isolate_types_borrow_isolate(isolate), &(ivm_isolate_types_context_options_t){0}, &context, &error)) {
         guest_string_dup(failure, "could not make an isolate");
         return false;
     }

@@ -20,7 +20,7 @@ use crate::error::{Error, JsError, Result};
 pub const WORKER_ARG: &str = "--ivm-worker";
 
 /// The protocol version both sides must speak.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 << 20;
 
@@ -196,6 +196,10 @@ pub enum Op {
     InspectorDispatch { session: u64, message: String },
     /// Disconnects session `session` (answered by none).
     InspectorClose { session: u64 },
+    /// A caller that cannot serve a pause waits on the isolate (`true`), or no longer
+    /// (answered by none; handled at once): while any does, a pause ends at once and none
+    /// begins.
+    HoldPauses { hold: bool },
     /// Waits until a session says it is ready, then has it pause before the next run's first
     /// statement.
     WaitForDebugger,

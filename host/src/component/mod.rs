@@ -1,5 +1,6 @@
 //! Isolates for WebAssembly components: the `ivm:isolate` WIT interface
-//! (`guest-abi/wit/isolate.wit`) hosted with wasmtime.
+//! (`guest-abi/wit/isolate.wit`, version 0.2.0) hosted with wasmtime, with its version 0.1.0
+//! (`guest-abi/wit-0.1.0`) beside it for the guests built for that one.
 //!
 //! Any wasmtime embedder offers ivm isolates to its guests in a few lines:
 //!
@@ -34,10 +35,15 @@
 //!
 //! A guest's isolates live in the host process, or in worker processes with
 //! [`GuestLimits::isolation`] (or `IVM_ISOLATION=process`), behind the same interface.
+//!
+//! Debugging and profiling (inspector sessions, the CPU profiler, heap snapshots) are offered
+//! to guests only when [`GuestLimits::debugging`] allows them.
 
+mod debug;
 mod run;
+mod v0_1;
 
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Weak, mpsc};
 use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -46,6 +52,7 @@ use crate::data::CachedData;
 use crate::context::Context;
 use crate::data::{CompileOptions, ImportRequest, ScriptOrigin, Transfer};
 use crate::external_copy::ExternalCopy;
+use crate::inspector::{InspectorSession, PausesHeld};
 use crate::isolate::{Isolate, IsolateOptions};
 use crate::module::Module;
 use crate::reference::Reference;
@@ -70,6 +77,8 @@ pub(crate) mod bindings {
             "ivm:isolate/types.reference": crate::Reference,
             "ivm:isolate/types.external-copy": crate::ExternalCopy,
             "ivm:isolate/types.task": super::Task,
+            "ivm:isolate/types.inspector-session": super::debug::GuestSession,
+            "ivm:isolate/types.heap-snapshot-stream": super::debug::HeapSnapshotStream,
         },
     });
 }
@@ -90,11 +99,17 @@ pub struct GuestLimits {
     /// Where the guest's isolates live. `None`: as [`IsolateOptions::isolation`] decides
     /// when unset (`IVM_ISOLATION`, else in process).
     pub isolation: Option<Isolation>,
+    /// Whether the guest may debug and profile its isolates (inspector sessions, the CPU
+    /// profiler, heap snapshots). Default `false`: they show the guest only its own isolates,
+    /// but cost host memory beyond the isolates' limits (profiles, snapshots and unread
+    /// session output, each bounded by the heap or 64 MB per session). A pause never waits
+    /// for a guest that is inside a call (see `inspector-session` in the WIT).
+    pub debugging: bool,
 }
 
 impl Default for GuestLimits {
     fn default() -> Self {
-        GuestLimits { max_isolates: 16, memory_budget_mb: 2048, default_timeout: Some(Duration::from_secs(30)), isolation: None }
+        GuestLimits { max_isolates: 16, memory_budget_mb: 2048, default_timeout: Some(Duration::from_secs(30)), isolation: None, debugging: false }
     }
 }
 
@@ -120,6 +135,11 @@ impl GuestLimits {
         self.isolation = Some(isolation);
         self
     }
+    /// Lets the guest debug and profile its isolates (see [`debugging`](Self::debugging)).
+    pub fn debugging(mut self, allow: bool) -> Self {
+        self.debugging = allow;
+        self
+    }
 }
 
 /// The isolates of one guest: what the `ivm:isolate` host functions work on. Put one in each
@@ -133,6 +153,8 @@ pub struct GuestIsolates {
     /// Bytes of the external copies the guest holds (each handle counts its copy's size:
     /// they count against its memory budget with its isolates).
     copies: u64,
+    /// The guest's inspector sessions, by isolate (see [`GuestIsolates::waiting_on`]).
+    sessions: Vec<(Isolate, Weak<InspectorSession>)>,
 }
 
 impl std::fmt::Debug for GuestIsolates {
@@ -144,7 +166,7 @@ impl std::fmt::Debug for GuestIsolates {
 impl GuestIsolates {
     /// No isolates yet, under `limits`.
     pub fn new(limits: GuestLimits) -> GuestIsolates {
-        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new(), copies: 0 }
+        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new(), copies: 0, sessions: Vec::new() }
     }
 
     /// The isolates the guest made that are not disposed (e.g. to watch them).
@@ -173,9 +195,10 @@ impl HasData for HasIsolates {
     type Data<'a> = &'a mut GuestIsolates;
 }
 
-/// Adds the `ivm:isolate/types` interface to `linker`.
+/// Adds the `ivm:isolate/types` interface to `linker`, in versions 0.2.0 and 0.1.0.
 pub fn add_to_linker<T: IsolatesView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasIsolates>(linker, |state| state.isolates())
+    wit::add_to_linker::<T, HasIsolates>(linker, |state| state.isolates())?;
+    v0_1::add_to_linker::<T, HasIsolates>(linker, |state| state.isolates())
 }
 
 /// An isolate resource; dropping it disposes the isolate.
@@ -199,6 +222,8 @@ pub struct Task {
     /// The call the guest is answering.
     pending: Option<oneshot::Sender<Result<Value, crate::JsError>>>,
     done: bool,
+    /// The isolate it runs in (none for a task that could not start).
+    isolate: Option<Isolate>,
 }
 
 type Host<T> = wasmtime::Result<Result<T, wit::Error>>;
@@ -308,6 +333,46 @@ impl GuestIsolates {
     }
 }
 
+/// A resource whose calls wait on an isolate.
+pub(super) trait OnIsolate: 'static {
+    fn isolate(&self) -> &Isolate;
+}
+
+impl OnIsolate for GuestIsolate {
+    fn isolate(&self) -> &Isolate {
+        &self.0
+    }
+}
+
+macro_rules! on_isolate {
+    ($($resource:ty),*) => {$(
+        impl OnIsolate for $resource {
+            fn isolate(&self) -> &Isolate {
+                <$resource>::isolate(self)
+            }
+        }
+    )*};
+}
+
+on_isolate!(Context, Script, Module, Reference);
+
+impl GuestIsolates {
+    /// The resource behind `handle`, for a call that waits on its isolate, with the isolate's
+    /// pauses held off meanwhile if the guest has inspector sessions there: the guest serves
+    /// its sessions between its calls, so a run paused while it waits inside one would wait
+    /// for it forever. The pause ends, and none begins, until the call returns.
+    pub(super) fn waiting_on<R: OnIsolate>(&self, handle: &Resource<R>) -> wasmtime::Result<(&R, Option<PausesHeld>)> {
+        let resource = self.table.get(handle)?;
+        let held = self.hold_pauses(resource.isolate());
+        Ok((resource, held))
+    }
+
+    /// Holds off pauses of `isolate` if the guest has inspector sessions there.
+    pub(super) fn hold_pauses(&self, isolate: &Isolate) -> Option<PausesHeld> {
+        self.sessions.iter().filter(|(on, _)| on.same(isolate)).find_map(|(_, session)| Some(session.upgrade()?.hold_pauses()))
+    }
+}
+
 /// The data variants of a guest value.
 fn data_of(value: wit::Value) -> Result<Value, wit::Error> {
     use wit::Value as V;
@@ -385,36 +450,49 @@ impl wit::HostIsolate for GuestIsolates {
                 self.limits.memory_budget_mb
             ))));
         }
-        let mut options = IsolateOptions::default().memory_limit(mb);
+        if options.inspector
+            && let Err(e) = self.may_debug()
+        {
+            return Ok(Err(e));
+        }
+        let mut options = IsolateOptions { inspector: options.inspector, ..IsolateOptions::default().memory_limit(mb) };
         options.isolation = self.limits.isolation;
         let isolate = guest!(Isolate::new(options));
         self.isolates.push((isolate.clone(), mb));
         Ok(Ok(self.table.push(GuestIsolate(isolate))?))
     }
 
-    fn create_context(&mut self, this: Resource<GuestIsolate>) -> Host<Resource<Context>> {
-        let isolate = self.table.get(&this)?.0.clone();
-        let context = guest!(isolate.create_context());
+    fn create_context(&mut self, this: Resource<GuestIsolate>, options: wit::ContextOptions) -> Host<Resource<Context>> {
+        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let mut context_options = crate::ContextOptions::default();
+        if let Some(name) = options.name {
+            context_options = context_options.name(name);
+        }
+        let context = guest!(isolate.create_context_with(context_options));
         Ok(Ok(self.table.push(context)?))
     }
 
     fn compile_script(&mut self, this: Resource<GuestIsolate>, code: String, options: wit::CompileOptions) -> Host<Resource<Script>> {
-        let script = guest!(self.table.get(&this)?.0.compile_script(&code, &compile_options(options)));
+        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let script = guest!(isolate.compile_script(&code, &compile_options(options)));
         Ok(Ok(self.table.push(script)?))
     }
 
     fn compile_module(&mut self, this: Resource<GuestIsolate>, code: String, options: wit::CompileOptions) -> Host<Resource<Module>> {
-        let module = guest!(self.table.get(&this)?.0.compile_module(&code, &compile_options(options)));
+        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let module = guest!(isolate.compile_module(&code, &compile_options(options)));
         Ok(Ok(self.table.push(module)?))
     }
 
     fn json_module(&mut self, this: Resource<GuestIsolate>, name: String, json: String) -> Host<Resource<Module>> {
-        let module = guest!(self.table.get(&this)?.0.json_module(&name, &json));
+        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let module = guest!(isolate.json_module(&name, &json));
         Ok(Ok(self.table.push(module)?))
     }
 
     fn heap_statistics(&mut self, this: Resource<GuestIsolate>) -> Host<wit::HeapStatistics> {
-        let s = guest!(self.table.get(&this)?.0.heap_statistics());
+        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let s = guest!(isolate.heap_statistics());
         Ok(Ok(wit::HeapStatistics {
             total_heap_size: s.total_heap_size as u64,
             total_physical_size: s.total_physical_size as u64,
@@ -442,6 +520,26 @@ impl wit::HostIsolate for GuestIsolates {
         Ok(Ok(()))
     }
 
+    fn reference_count(&mut self, this: Resource<GuestIsolate>) -> Host<u64> {
+        Ok(Ok(guest!(self.table.get(&this)?.0.reference_count()) as u64))
+    }
+
+    fn start_cpu_profiler(&mut self, this: Resource<GuestIsolate>, title: String) -> Host<()> {
+        self.start_profile(this, title)
+    }
+
+    fn stop_cpu_profiler(&mut self, this: Resource<GuestIsolate>, title: String) -> Host<Vec<wit::ThreadCpuProfile>> {
+        self.stop_profile(this, title)
+    }
+
+    fn take_heap_snapshot(&mut self, this: Resource<GuestIsolate>) -> Host<Resource<debug::HeapSnapshotStream>> {
+        self.heap_snapshot(this)
+    }
+
+    fn inspector_session(&mut self, this: Resource<GuestIsolate>) -> Host<Resource<debug::GuestSession>> {
+        self.connect_session(this)
+    }
+
     fn drop(&mut self, this: Resource<GuestIsolate>) -> wasmtime::Result<()> {
         let GuestIsolate(isolate) = self.table.delete(this)?;
         // Already disposed is fine: dropping is how a guest lets go either way.
@@ -452,13 +550,15 @@ impl wit::HostIsolate for GuestIsolates {
 
 impl wit::HostContext for GuestIsolates {
     fn global(&mut self, this: Resource<Context>) -> Host<Resource<Reference>> {
-        let global = guest!(self.table.get(&this)?.global());
+        let (context, _held) = self.waiting_on(&this)?;
+        let global = guest!(context.global());
         Ok(Ok(self.table.push(global)?))
     }
 
     fn eval(&mut self, this: Resource<Context>, code: String, options: wit::RunOptions) -> Host<wit::Value> {
         let options = self.run_options(options);
-        let result = self.table.get(&this)?.eval_with::<Transferred>(&code, &options);
+        let (context, _held) = self.waiting_on(&this)?;
+        let result = context.eval_with::<Transferred>(&code, &options);
         self.give_out(result)
     }
 
@@ -468,14 +568,15 @@ impl wit::HostContext for GuestIsolates {
             Err(e) => return Ok(Err(e)),
         };
         let options = self.run_options(options);
-        let result = self.table.get(&this)?.eval_closure::<Transferred>(&code, args, &options);
+        let (context, _held) = self.waiting_on(&this)?;
+        let result = context.eval_closure::<Transferred>(&code, args, &options);
         self.give_out(result)
     }
 
     fn eval_task(&mut self, this: Resource<Context>, code: String, options: wit::RunOptions) -> wasmtime::Result<Resource<Task>> {
         let options = self.run_options(options);
         let context = self.table.get(&this)?;
-        let task = Task::start(|| context.eval_async::<Transferred>(code, options));
+        let task = Task::start(context.isolate(), || context.eval_async::<Transferred>(code, options));
         Ok(self.table.push(task)?)
     }
 
@@ -487,7 +588,8 @@ impl wit::HostContext for GuestIsolates {
         })
         .name(name);
         // The function, made in the context, as a reference.
-        let made = guest!(self.table.get(&this)?.eval_closure::<Reference>("return $0", (function,), &Default::default()));
+        let (context, _held) = self.waiting_on(&this)?;
+        let made = guest!(context.eval_closure::<Reference>("return $0", (function,), &Default::default()));
         Ok(Ok(self.table.push(made)?))
     }
 
@@ -515,9 +617,9 @@ async fn call_guest(task: Option<Arc<TaskLine>>, id: u32, args: Value) -> crate:
 }
 
 impl Task {
-    /// Starts the async operation `submit` makes, tagged so that the guest-function calls of
-    /// its JavaScript come to the new task.
-    fn start(submit: impl FnOnce() -> Operation<Transferred>) -> Task {
+    /// Starts the async operation `submit` makes in `isolate`, tagged so that the
+    /// guest-function calls of its JavaScript come to the new task.
+    fn start(isolate: &Isolate, submit: impl FnOnce() -> Operation<Transferred>) -> Task {
         let (events, receiver) = mpsc::channel();
         let done = events.clone();
         let tag: crate::callback::CallerTag = Arc::new(TaskLine(events));
@@ -525,7 +627,7 @@ impl Task {
         crate::engine::tasks::spawn(async move {
             let _ = done.send(Event::Done(operation.await));
         });
-        Task { events: receiver, pending: None, done: false }
+        Task { events: receiver, pending: None, done: false, isolate: Some(isolate.clone()) }
     }
 }
 
@@ -542,16 +644,21 @@ impl Task {
     fn failed(error: wit::Error) -> Task {
         let (events, receiver) = mpsc::channel();
         let _ = events.send(Event::Failed(error));
-        Task { events: receiver, pending: None, done: false }
+        Task { events: receiver, pending: None, done: false, isolate: None }
     }
 }
 
 impl wit::HostTask for GuestIsolates {
-    fn resume(&mut self, this: Resource<Task>, reply: Option<Result<wit::Value, wit::JsError>>) -> wasmtime::Result<wit::Step> {
+    fn resume(&mut self, this: Resource<Task>, reply: Option<Result<wit::Value, wit::JsError>>, wait_ms: Option<u32>) -> wasmtime::Result<wit::Step> {
         let mut reply = match reply {
             None => None,
             Some(Ok(value)) => Some(self.data(value)?.map_err(|e| thrown(&e))),
             Some(Err(e)) => Some(Err(crate::JsError { name: e.name, message: e.message, stack: e.stack, ..Default::default() })),
+        };
+        // Waiting without a limit, the guest cannot serve a pause (see `waiting_on`).
+        let _held = match (wait_ms, &self.table.get(&this)?.isolate) {
+            (None, Some(isolate)) => self.hold_pauses(isolate),
+            _ => None,
         };
         loop {
             let task = self.table.get_mut(&this)?;
@@ -561,7 +668,16 @@ impl wit::HostTask for GuestIsolates {
             if let (Some(pending), Some(reply)) = (task.pending.take(), reply.take()) {
                 let _ = pending.send(reply);
             }
-            match task.events.recv().unwrap_or(Event::Done(Err(crate::Error::isolate_disposed()))) {
+            let event = match wait_ms {
+                None => task.events.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(ms) => task.events.recv_timeout(Duration::from_millis(ms.into())),
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(wit::Step::Running),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Event::Done(Err(crate::Error::isolate_disposed())),
+            };
+            match event {
                 Event::Call { id, args, reply: answer } => match args.into_iter().map(guest_value).collect::<Result<Vec<_>, _>>() {
                     Ok(args) => {
                         task.pending = Some(answer);
@@ -605,7 +721,8 @@ impl wit::HostScript for GuestIsolates {
     fn run(&mut self, this: Resource<Script>, context: Resource<Context>, options: wit::RunOptions) -> Host<wit::Value> {
         let options = self.run_options(options);
         let context = self.table.get(&context)?.clone();
-        let result = self.table.get(&this)?.run::<Transferred>(&context, &options);
+        let (script, _held) = self.waiting_on(&this)?;
+        let result = script.run::<Transferred>(&context, &options);
         self.give_out(result)
     }
 
@@ -638,7 +755,7 @@ impl wit::HostModule for GuestIsolates {
         for (specifier, module) in links {
             table.push((specifier, self.table.get(&module)?.clone()));
         }
-        let module = self.table.get(&this)?;
+        let (module, _held) = self.waiting_on(&this)?;
         let resolve = |request: &ImportRequest, referrer: &Module| {
             table.iter().find(|(s, _)| *s == request.specifier).map(|(_, m)| m.clone()).ok_or_else(|| {
                 crate::Error::js("Error", format!("Cannot resolve '{}' imported by {}: the guest linked no module for it", request.specifier, referrer.filename()))
@@ -650,12 +767,14 @@ impl wit::HostModule for GuestIsolates {
 
     fn evaluate(&mut self, this: Resource<Module>, options: wit::RunOptions) -> Host<()> {
         let options = self.run_options(options);
-        guest!(self.table.get(&this)?.evaluate(&options));
+        let (module, _held) = self.waiting_on(&this)?;
+        guest!(module.evaluate(&options));
         Ok(Ok(()))
     }
 
     fn namespace(&mut self, this: Resource<Module>) -> Host<Resource<Reference>> {
-        let namespace = guest!(self.table.get(&this)?.namespace());
+        let (module, _held) = self.waiting_on(&this)?;
+        let namespace = guest!(module.namespace());
         Ok(Ok(self.table.push(namespace)?))
     }
 
@@ -684,7 +803,7 @@ impl wit::HostReference for GuestIsolates {
     }
 
     fn get(&mut self, this: Resource<Reference>, key: String, transfer: wit::Transfer) -> Host<wit::Value> {
-        let reference = self.table.get(&this)?;
+        let (reference, _held) = self.waiting_on(&this)?;
         let result = match transfer {
             wit::Transfer::Auto => reference.get::<Transferred>(key),
             wit::Transfer::Copy => reference.get::<Value>(key).map(Transferred::Value),
@@ -699,12 +818,14 @@ impl wit::HostReference for GuestIsolates {
             Ok(value) => value,
             Err(e) => return Ok(Err(e)),
         };
-        guest!(self.table.get(&this)?.set(key, value));
+        let (reference, _held) = self.waiting_on(&this)?;
+        guest!(reference.set(key, value));
         Ok(Ok(()))
     }
 
     fn delete(&mut self, this: Resource<Reference>, key: String) -> Host<()> {
-        guest!(self.table.get(&this)?.delete(key));
+        let (reference, _held) = self.waiting_on(&this)?;
+        guest!(reference.delete(key));
         Ok(Ok(()))
     }
 
@@ -714,7 +835,8 @@ impl wit::HostReference for GuestIsolates {
             (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
         };
         let options = self.run_options(options);
-        let result = self.table.get(&this)?.apply::<Transferred>(receiver, args, &options);
+        let (reference, _held) = self.waiting_on(&this)?;
+        let result = reference.apply::<Transferred>(receiver, args, &options);
         self.give_out(result)
     }
 
@@ -726,14 +848,15 @@ impl wit::HostReference for GuestIsolates {
         let options = self.run_options(options);
         let reference = self.table.get(&this)?;
         let task = match prepared {
-            Ok((receiver, args)) => Task::start(|| reference.apply_async::<Transferred>(receiver, args, options)),
+            Ok((receiver, args)) => Task::start(reference.isolate(), || reference.apply_async::<Transferred>(receiver, args, options)),
             Err(e) => Task::failed(e),
         };
         Ok(self.table.push(task)?)
     }
 
     fn copy(&mut self, this: Resource<Reference>) -> Host<wit::Value> {
-        let result = self.table.get(&this)?.copy::<Value>().map(Transferred::Value);
+        let (reference, _held) = self.waiting_on(&this)?;
+        let result = reference.copy::<Value>().map(Transferred::Value);
         self.give_out(result)
     }
 

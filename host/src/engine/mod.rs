@@ -29,12 +29,32 @@ static PLATFORM: OnceLock<v8::SharedRef<v8::Platform>> = OnceLock::new();
 /// V8's initialisation, which memory protection keys (PKU) would punish with a segfault.
 pub(crate) fn platform() -> &'static v8::SharedRef<v8::Platform> {
     PLATFORM.get_or_init(|| {
+        ignore_stray_profiler_signals();
         v8::V8::set_flags_from_string(flags());
         let platform = v8::new_custom_platform(0, false, true, self::platform::Platform).make_shared();
         v8::V8::initialize_platform(platform.clone());
         v8::V8::initialize();
         platform
     })
+}
+
+/// Makes `SIGPROF` ignored if it has its default action, which ends the process.
+///
+/// V8's CPU profiler samples a thread by sending it `SIGPROF`, installs its handler when the
+/// process's first profile starts, and puts back the disposition it found when the last one
+/// stops. A signal still on its way then (profiles of several isolates starting and stopping
+/// at once) met the default action and killed the process. Ignored, it is harmless. A handler
+/// the embedder installed is left alone.
+fn ignore_stray_profiler_signals() {
+    // SAFETY: plain sigaction calls on zeroed structs; no handler of ours is installed.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_DFL {
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGPROF, &ignore, std::ptr::null_mut());
+        }
+    }
 }
 
 /// The V8 flags of this process: ivm's, then `IVM_V8_FLAGS`.

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::c_void;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -212,6 +212,8 @@ pub(crate) struct Agent {
     drain_queued: AtomicBool,
     /// Told when a run pauses (`true`) and goes on (`false`): a worker tells its host.
     on_pause: Mutex<Option<PauseListener>>,
+    /// Callers waiting on the isolate that cannot serve a pause (see `hold_pauses`).
+    pauses_held: AtomicUsize,
     isolate: Weak<IsolateInner>,
     /// V8's isolate, for the client's callbacks (which run on the thread holding it).
     isolate_ptr: OnIsolate<v8::UnsafeRawIsolatePtr>,
@@ -306,6 +308,7 @@ impl Agent {
                 dispatching: AtomicU64::new(0),
                 drain_queued: AtomicBool::new(false),
                 on_pause: Mutex::default(),
+                pauses_held: AtomicUsize::new(0),
                 isolate: Arc::downgrade(inner),
                 isolate_ptr,
                 handle,
@@ -487,6 +490,25 @@ impl Agent {
         self.sessions.lock().keys().any(|id| !profiling.contains(id))
     }
 
+    /// A caller that cannot serve a pause (a WebAssembly guest inside a call, which is where
+    /// its sessions are served from) waits on the isolate (`true`), or no longer (`false`).
+    /// While any does, a pause ends at once (the run goes on) and none begins: the run would
+    /// otherwise wait for a debugger that waits for it.
+    pub(crate) fn hold_pauses(&self, hold: bool) {
+        if hold {
+            self.pauses_held.fetch_add(1, Ordering::SeqCst);
+        } else {
+            let _ = self.pauses_held.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+        // Under the inbox's lock, so that a pause loop between its check and its wait hears it.
+        let _inbox = self.inbox.lock();
+        self.arrived.notify_all();
+    }
+
+    fn pauses_held(&self) -> bool {
+        self.pauses_held.load(Ordering::SeqCst) > 0
+    }
+
     /// Has `told` hear when a run pauses (`true`) and goes on (`false`).
     pub(crate) fn on_pause(&self, told: PauseListener) {
         *self.on_pause.lock() = Some(told);
@@ -515,6 +537,9 @@ impl Agent {
     /// Where V8 waits while a debugger has the isolate paused: serves the sessions until V8
     /// says to go on, with the isolate's clock and deadlines stopped.
     fn pause_loop(&self) {
+        if self.pauses_held() {
+            return;
+        }
         let inner = self.isolate.upgrade();
         let since = Instant::now();
         if let Some(inner) = &inner {
@@ -533,7 +558,7 @@ impl Agent {
         loop {
             self.drain();
             let mut inbox = self.inbox.lock();
-            if inbox.quit || inbox.closed {
+            if inbox.quit || inbox.closed || self.pauses_held() {
                 inbox.quit = false;
                 inbox.paused = false;
                 break;

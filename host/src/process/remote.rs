@@ -150,6 +150,13 @@ impl RemoteIsolate {
         Ok(())
     }
 
+    /// See [`Agent::hold_pauses`](crate::isolate::inspector::Agent::hold_pauses).
+    pub(crate) fn hold_pauses(&self, hold: bool) {
+        if !self.is_disposed() {
+            self.link.post(Some(self.id), Op::HoldPauses { hold });
+        }
+    }
+
     pub(crate) fn inspector_close(&self, session: u64) {
         if let Some(messages) = self.inspector_sessions.lock().remove(&session) {
             messages.close();

@@ -67,6 +67,8 @@ OPTIONS:
     --memory-budget MB  component: sum of its isolates' memory limits (default 2048)
                         (--timeout sets the default timeout of the guest's runs, 30 s
                         unless given; 0 lifts it)
+    --allow-debugging   component: let the guest debug and profile its isolates
+                        (inspector sessions, CPU profiles, heap snapshots)
     -h, --help          Print this help
     -V, --version       Print the versions of ivm and V8
 
@@ -92,6 +94,7 @@ struct Args {
     verbose: bool,
     max_isolates: Option<u64>,
     memory_budget: Option<u64>,
+    allow_debugging: bool,
     isolation: Option<Isolation>,
     debugging: Debugging,
 }
@@ -115,7 +118,7 @@ fn usage(message: &str) -> Parsed {
 fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let mut memory_limit = 128;
     let mut timeout = None;
-    let (mut json, mut module, mut verbose) = (false, false, false);
+    let (mut json, mut module, mut verbose, mut allow_debugging) = (false, false, false, false);
     let (mut allow_read, mut code_cache, mut code_cache_key) = (None, None, None);
     let (mut max_isolates, mut memory_budget) = (None, None);
     let mut isolation = None;
@@ -180,6 +183,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
                     timeout = Some((n > 0).then(|| Duration::from_millis(n)));
                 }
             }
+            "--allow-debugging" => allow_debugging = true,
             "--" => words.extend(argv.by_ref()),
             // Everything after a component's path belongs to the guest.
             _ if words.len() == 2 && words[0] == "component" => {
@@ -210,8 +214,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     if code_cache_key.is_some() && code_cache.is_none() {
         return usage("--code-cache-key goes with --code-cache");
     }
-    if (max_isolates.is_some() || memory_budget.is_some()) && !matches!(command, Command::Component { .. }) {
-        return usage("--max-isolates and --memory-budget go with 'component run'");
+    if (max_isolates.is_some() || memory_budget.is_some() || allow_debugging) && !matches!(command, Command::Component { .. }) {
+        return usage("--max-isolates, --memory-budget and --allow-debugging go with 'component run'");
     }
     if isolation.is_none() {
         // The default comes from IVM_ISOLATION: a bad value there is a usage error too.
@@ -235,6 +239,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
         verbose,
         max_isolates,
         memory_budget,
+        allow_debugging,
         isolation,
         debugging,
     }))
@@ -439,6 +444,7 @@ fn run_component(args: &Args, guest: &str, guest_args: &[String]) -> ExitCode {
     if let Some(isolation) = args.isolation {
         limits = limits.isolation(isolation);
     }
+    limits = limits.debugging(args.allow_debugging);
     match ivm::component::run_command(Path::new(guest), guest_args, limits) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {

@@ -140,6 +140,10 @@ impl Worker {
                 hosted.inspector.close(session);
                 Reply::Done
             }
+            Op::HoldPauses { hold } => {
+                hosted.inspector.hold_pauses(hold);
+                Reply::Done
+            }
             Op::StartProfiler { title } => {
                 isolate.start_cpu_profiler(&title)?;
                 Reply::Done

@@ -29,6 +29,12 @@ impl Inspected {
             agent.close(session);
         }
     }
+
+    pub(super) fn hold_pauses(&self, hold: bool) {
+        if let Some(agent) = self.agent.lock().upgrade() {
+            agent.hold_pauses(hold);
+        }
+    }
 }
 
 /// A session's messages, on their way to the host.

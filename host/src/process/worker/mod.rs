@@ -239,6 +239,11 @@ impl Worker {
                     hosted.inspector.close(session);
                 }
             }
+            Op::HoldPauses { hold } => {
+                if let Ok(hosted) = self.hosted(isolate) {
+                    hosted.inspector.hold_pauses(hold);
+                }
+            }
             // Waited for on a thread of its own: the isolate's thread must stay free to connect
             // the debugger's session.
             Op::WaitForDebugger => match self.hosted(isolate) {
