@@ -37,6 +37,13 @@ use crate::sync::Mutex;
 /// isolate's CPU time nor against any run's timeout. Messages are dispatched even while
 /// JavaScript runs (`Debugger.pause` stops a busy loop). Unread output is bounded (64 MB): a
 /// session that falls that far behind is closed.
+///
+/// What a debugger evaluates while a run is paused (`Runtime.evaluate`,
+/// `Debugger.evaluateOnCallFrame`) has no time limit, and V8 holds off interrupts for the
+/// whole pause: neither a timeout, `Runtime.terminateExecution` nor
+/// [`dispose`](Isolate::dispose) stops an evaluation that never ends, which keeps the isolate's
+/// thread (as in Node and Chrome). Give sessions only to those trusted with that thread; with
+/// process isolation, ending the worker ([`Isolate::worker_pid`]) frees it.
 pub struct InspectorSession {
     id: u64,
     inspector: Inspector,

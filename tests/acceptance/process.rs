@@ -273,6 +273,23 @@ fn a_console_handler_may_call_back_into_its_isolate() {
 }
 
 #[test]
+fn a_console_handler_may_take_a_heap_snapshot_of_its_isolate() {
+    // The snapshot's chunks come while the handler waits for it on the thread that would
+    // otherwise handle them: all of them reach its writer before it returns.
+    let pool = pool(PoolOptions::default());
+    let isolate = Isolate::new(IsolateOptions::default().pool(&pool)).unwrap();
+    let (said, heard) = std::sync::mpsc::channel();
+    let target = isolate.clone();
+    let options = ContextOptions::default().console(move |_, _| {
+        let snapshot = target.heap_snapshot(Vec::new()).unwrap();
+        said.send(serde_json::from_slice::<serde_json::Value>(&snapshot).map(|s| s["strings"].to_string().contains("logged-4711"))).unwrap();
+    });
+    let context = isolate.create_context_with(options).unwrap();
+    context.eval::<()>("globalThis.kept = 'logged-' + 4711; console.log(kept)").unwrap();
+    assert!(heard.recv_timeout(Duration::from_secs(30)).unwrap().expect("the whole snapshot, as JSON"));
+}
+
+#[test]
 fn a_slow_console_handler_delays_the_result_but_is_no_timeout() {
     let pool = pool(PoolOptions::default());
     let isolate = Isolate::new(IsolateOptions::default().pool(&pool).terminate_grace(Duration::from_millis(100))).unwrap();

@@ -24,6 +24,14 @@ pub trait IsolateEvents: Send + Sync {
     /// rejections arrive in order on the link's event thread.
     fn on_event(self: Arc<Self>, event: FromWorker, origin: Origin);
 
+    /// Whether `event` is handled on the reader thread rather than queued on the event
+    /// thread: when what waits for it is a handler on the event thread itself (a heap
+    /// snapshot a console handler asked for), behind which it would otherwise queue.
+    fn handles_inline(&self, event: &FromWorker) -> bool {
+        let _ = event;
+        false
+    }
+
     /// The worker process is gone (`reason` says how); the isolate with it.
     fn on_crash(&self, reason: &str);
 }

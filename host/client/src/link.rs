@@ -485,6 +485,7 @@ impl Link {
         let found = self.isolates.lock().get(&isolate).and_then(|r| r.upgrade());
         match (found, event) {
             (Some(remote), event @ FromWorker::Call { .. }) => remote.on_event(event, origin),
+            (Some(remote), event) if remote.handles_inline(&event) => remote.on_event(event, origin),
             (Some(remote), event) => {
                 let bytes = match &event {
                     FromWorker::Console { text, .. } => text.len(),

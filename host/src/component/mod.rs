@@ -103,7 +103,10 @@ pub struct GuestLimits {
     /// profiler, heap snapshots). Default `false`: they show the guest only its own isolates,
     /// but cost host memory beyond the isolates' limits (profiles, snapshots and unread
     /// session output, each bounded by the heap or 64 MB per session). A pause never waits
-    /// for a guest that is inside a call (see `inspector-session` in the WIT).
+    /// for a guest that is inside a call (see `inspector-session` in the WIT), but what a
+    /// debugger evaluates while a run is paused has no time limit and cannot be stopped (see
+    /// [`InspectorSession`]): allow it to guests trusted with the
+    /// host's threads.
     pub debugging: bool,
 }
 

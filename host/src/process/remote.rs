@@ -63,8 +63,17 @@ impl<W: Write + Send + 'static> SnapshotOut for W {
 #[derive(Default)]
 struct Snapshots {
     next: u64,
-    /// Each writer, and the error that stopped writing to it, if one did.
-    writing: HashMap<u64, (Box<dyn SnapshotOut>, Option<std::io::Error>)>,
+    writing: HashMap<u64, Writing>,
+}
+
+/// Where a heap snapshot's chunks go.
+struct Writing {
+    out: Box<dyn SnapshotOut>,
+    /// The error that stopped writing to `out`, if one did.
+    failed: Option<std::io::Error>,
+    /// Asked for on the link's event thread (by a console handler): its chunks are written on
+    /// the reader thread, since the event thread waits for the snapshot.
+    inline: bool,
 }
 
 #[derive(Default)]
@@ -171,13 +180,14 @@ impl RemoteIsolate {
         let mut snapshots = self.snapshots.lock();
         snapshots.next += 1;
         let id = snapshots.next;
-        snapshots.writing.insert(id, (out, None));
+        let inline = ivm_client::tls::handling_events_of(self.link.key());
+        snapshots.writing.insert(id, Writing { out, failed: None, inline });
         id
     }
 
     /// The writer of heap snapshot `id`, and the error that stopped it if one did.
     pub(crate) fn snapshot_done(&self, id: u64) -> Option<(Box<dyn SnapshotOut>, Option<std::io::Error>)> {
-        self.snapshots.lock().writing.remove(&id)
+        self.snapshots.lock().writing.remove(&id).map(|w| (w.out, w.failed))
     }
 
     /// Runs `op`, which gives nothing back.
@@ -216,13 +226,13 @@ impl IsolateEvents for RemoteIsolate {
             FromWorker::SnapshotChunk { snapshot, bytes, .. } => {
                 // Written outside the lock: the embedder's writer may take its time.
                 let writing = self.snapshots.lock().writing.remove(&snapshot);
-                if let Some((mut out, mut failed)) = writing {
-                    if failed.is_none()
-                        && let Err(e) = out.write_all(&bytes)
+                if let Some(mut writing) = writing {
+                    if writing.failed.is_none()
+                        && let Err(e) = writing.out.write_all(&bytes)
                     {
-                        failed = Some(e);
+                        writing.failed = Some(e);
                     }
-                    self.snapshots.lock().writing.insert(snapshot, (out, failed));
+                    self.snapshots.lock().writing.insert(snapshot, writing);
                 }
             }
             FromWorker::Hello { .. } | FromWorker::Response { .. } | FromWorker::Started { .. } | FromWorker::Paused { .. } => {}
@@ -230,6 +240,13 @@ impl IsolateEvents for RemoteIsolate {
     }
 
     /// The worker died: the isolate is gone; tell the embedder.
+    fn handles_inline(&self, event: &FromWorker) -> bool {
+        match event {
+            FromWorker::SnapshotChunk { snapshot, .. } => self.snapshots.lock().writing.get(snapshot).is_some_and(|w| w.inline),
+            _ => false,
+        }
+    }
+
     fn on_crash(&self, reason: &str) {
         self.set_disposed();
         self.end_inspector_sessions();
