@@ -54,6 +54,11 @@ impl CacheKey {
         &self.secret
     }
 
+    /// The HMAC key, for what else is sealed with it (snapshots).
+    pub(crate) fn hmac(&self) -> &hmac::Key {
+        &self.key
+    }
+
     /// 32 fresh random bytes, e.g. to store as a key file.
     pub fn generate_secret() -> Result<[u8; 32]> {
         let mut secret = [0u8; 32];

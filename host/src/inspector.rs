@@ -179,10 +179,10 @@ impl Isolate {
     /// Starts a CPU profile under `title` (isolated-vm's `startCpuProfiler`); starting a title
     /// already started does nothing. Works without [`inspector`](crate::IsolateOptions::inspector).
     ///
-    /// V8 samples with `SIGPROF`. When ivm initialises V8 it makes `SIGPROF` ignored if it has
-    /// its default action (ending the process), since V8 puts back the disposition it found
-    /// when the last profile stops, and a sample's signal can still be on its way; a handler
-    /// the embedder installed is left alone.
+    /// V8 samples with `SIGPROF`. When ivm initialises V8 it gives `SIGPROF` a handler that
+    /// does nothing if it has its default action (ending the process), since V8 puts back the
+    /// disposition it found when the last profile stops, and a sample's signal can still be on
+    /// its way; a handler the embedder installed is left alone.
     pub fn start_cpu_profiler(&self, title: &str) -> Result<()> {
         self.call(StartProfiler { title: title.to_owned() })
     }

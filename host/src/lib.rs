@@ -53,6 +53,7 @@ pub mod process;
 mod reference;
 mod run;
 mod script;
+mod snapshot;
 mod spawn;
 mod transfer;
 
@@ -76,6 +77,7 @@ pub use process::{Isolation, PoolOptions, WorkerPool};
 pub use module::loader::DirLoader;
 pub use module::Module;
 pub use script::Script;
+pub use snapshot::{Snapshot, SnapshotBuilder};
 pub use spawn::{HostFuture, Spawner};
 pub use reference::Reference;
 pub use external_copy::{CopyIntoOptions, ExternalCopy, ExternalCopyOptions};

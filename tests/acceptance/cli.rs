@@ -360,3 +360,57 @@ fn debugging_flags_need_an_address_and_a_script() {
     let out = ivm(&["--cpu-prof", "x", "component", "run", "guest.wasm"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn snapshot_create_then_run_from_it_and_every_refusal_is_a_usage_error() {
+    let dir = std::env::temp_dir().join(format!("ivm-snapshot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    // The user's key is made on first use, under XDG_CONFIG_HOME, owner-only.
+    let with_config = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ivm")).args(args).env("XDG_CONFIG_HOME", dir.join("config")).output().expect("run ivm")
+    };
+    std::fs::write(dir.join("lib.js"), "globalThis.greet = name => `Hello, ${name}!`; var loaded = 1").unwrap();
+    let made = with_config(&["snapshot", "create", "-o", &path("lib.snap"), "--warmup", "greet('warm')", &path("lib.js")]);
+    assert_eq!(made.status.code(), Some(0), "{}", String::from_utf8_lossy(&made.stderr));
+    let key = dir.join("config/ivm/snapshot.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let o = with_config(&["eval", "--snapshot", &path("lib.snap"), "greet('snapshot') + loaded"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "Hello, snapshot!1\n".into()));
+    std::fs::write(dir.join("use.js"), "console.log(greet('run'))").unwrap();
+    let o = with_config(&["run", "--isolation", "process", "--snapshot", &path("lib.snap"), &path("use.js")]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "Hello, run!\n".into()), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Refusals: exit 2, saying why.
+    let refused = |args: &[&str], why: &str| {
+        let o = with_config(args);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    };
+    let mut sealed = std::fs::read(dir.join("lib.snap")).unwrap();
+    let middle = sealed.len() / 2;
+    sealed[middle] ^= 0x40;
+    std::fs::write(dir.join("tampered.snap"), &sealed).unwrap();
+    refused(&["eval", "--snapshot", &path("tampered.snap"), "1"], "seal does not verify");
+    std::fs::write(dir.join("short.snap"), &sealed[..1000]).unwrap();
+    refused(&["eval", "--snapshot", &path("short.snap"), "1"], "truncated");
+    std::fs::write(dir.join("other.key"), [9u8; 32]).unwrap();
+    std::fs::set_permissions(dir.join("other.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused(&["eval", "--snapshot", &path("lib.snap"), "--snapshot-key", &path("other.key"), "1"], "another key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o620)).unwrap();
+    refused(&["eval", "--snapshot", &path("lib.snap"), "1"], "writable by them");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused(&["snapshot", "create", &path("lib.js")], "needs -o FILE");
+
+    // Hostile scripts: a timeout and the memory limit exit as for runs.
+    std::fs::write(dir.join("spin.js"), "for (;;);").unwrap();
+    let o = with_config(&["snapshot", "create", "--timeout", "200", "-o", &path("spin.snap"), &path("spin.js")]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(dir.join("hog.js"), "const all = []; for (;;) all.push(new Array(1e5).fill(1.5))").unwrap();
+    let o = with_config(&["snapshot", "create", "--memory-limit", "16", "-o", &path("hog.snap"), &path("hog.js")]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!dir.join("spin.snap").exists() && !dir.join("hog.snap").exists());
+}

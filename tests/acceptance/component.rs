@@ -147,6 +147,7 @@ fn hostile_guest_data_is_read_once_and_counted() {
 /// What the debug guest prints (tests/guests/debug.c) when the host lets it debug.
 const DEBUG: &str = "\
 profiles: 1, names hot: yes, has samples: yes
+second snapshot after the first's end: ok, a third before that one's: refused
 snapshot: json, has the string: yes
 reference count: 1
 context: guest-main
@@ -172,7 +173,7 @@ fn a_guest_debugs_and_profiles_its_isolates_when_the_host_allows_it() {
         let refused = program.run(&[], limits, Output::Capture).unwrap();
         assert_eq!(
             (refused.status, String::from_utf8_lossy(&refused.stdout).as_ref()),
-            (0, "inspector: refused (limit)\nprofiler: refused (limit)\n"),
+            (0, "inspector: refused (limit)\nprofiler: refused (limit)\nheap snapshot: refused (limit)\n"),
             "{isolation:?}"
         );
     }

@@ -16,6 +16,7 @@ mod modules;
 mod process;
 mod references;
 mod script;
+mod snapshot;
 mod transfer;
 mod values;
 

@@ -77,6 +77,9 @@ bool exports_guest_run(guest_list_string_t *args, guest_string_t *failure) {
         guest_string_t title = text("p");
         if (!ivm_isolate_types_method_isolate_start_cpu_profiler(ivm_isolate_types_borrow_isolate(isolate), &title, &error))
             printf("profiler: refused (%s)\n", error_name(&error));
+        ivm_isolate_types_own_heap_snapshot_stream_t refused;
+        if (!ivm_isolate_types_method_isolate_take_heap_snapshot(ivm_isolate_types_borrow_isolate(isolate), &refused, &error))
+            printf("heap snapshot: refused (%s)\n", error_name(&error));
         ivm_isolate_types_isolate_drop_own(isolate);
         fflush(stdout);
         return true;
@@ -120,6 +123,12 @@ bool exports_guest_run(guest_list_string_t *args, guest_string_t *failure) {
         pieces++;
         guest_list_u8_free(&piece);
     }
+    // One stream per isolate at a time: the host keeps what a guest has not read.
+    ivm_isolate_types_own_heap_snapshot_stream_t second, third;
+    bool took = ivm_isolate_types_method_isolate_take_heap_snapshot(iso, &second, &error);
+    bool refused_third = took && !ivm_isolate_types_method_isolate_take_heap_snapshot(iso, &third, &error) && error.tag == 7;
+    if (took) ivm_isolate_types_heap_snapshot_stream_drop_own(second);
+    printf("second snapshot after the first's end: %s, a third before that one's: %s\n", took ? "ok" : "refused", refused_third ? "refused" : "taken");
     ivm_isolate_types_heap_snapshot_stream_drop_own(stream);
     printf("snapshot: %s, has the string: %s\n", snapshot && strncmp(snapshot, "{\"snapshot\":", 12) == 0 ? "json" : "other",
            snapshot && strstr(snapshot, "guest-made-this") ? "yes" : "no");
@@ -203,7 +212,10 @@ bool exports_guest_run(guest_list_string_t *args, guest_string_t *failure) {
     if (!ivm_isolate_types_method_isolate_dispose(iso, &error)) return false;
     guest_option_string_t message;
     bool open = true;
-    for (int i = 0; i < 100 && open; i++) open = ivm_isolate_types_method_inspector_session_poll(s, 10, &message, &error);
+    for (int i = 0; i < 100 && open; i++) {
+        open = ivm_isolate_types_method_inspector_session_poll(s, 10, &message, &error);
+        if (open && message.is_some) guest_string_free(&message.val);
+    }
     printf("session after dispose: %s\n", open ? "open" : error_name(&error));
     ivm_isolate_types_inspector_session_drop_own(session);
     ivm_isolate_types_context_drop_own(context);

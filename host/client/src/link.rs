@@ -1,7 +1,7 @@
 //! [`Link`]: one worker process and the pipes to it: requests out, replies and calls in, and
 //! what happens when the worker dies (the only way a link ends besides retirement).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -48,6 +48,8 @@ pub struct Link {
     retired: AtomicBool,
     /// The tenant whose isolates it hosts.
     pub tenant: Option<String>,
+    /// What the worker has been sent once and keeps (startup snapshots), by name.
+    delivered: Mutex<HashSet<String>>,
     /// Isolates leased to it (changed under the pool's lock).
     pub hosted: AtomicUsize,
     /// The OS memory ceiling set on it, in bytes, and the memory limits of its isolates, in MB.
@@ -169,6 +171,7 @@ impl Link {
             crashed: OnceLock::new(),
             retired: AtomicBool::new(false),
             tenant,
+            delivered: Mutex::default(),
             hosted: AtomicUsize::new(0),
             ceiling: Mutex::new(Ceiling { bytes: ceiling, cgroup_bytes, fixed: fixed_ceiling_mb.is_some(), limits_mb: 0 }),
             cgroup,
@@ -358,6 +361,12 @@ impl Link {
 
     pub fn crash_error(&self) -> Error {
         Error::WorkerCrashed { reason: self.crash().unwrap_or("the worker process is gone").to_owned() }
+    }
+
+    /// Whether `name` has been delivered to the worker already; it counts as delivered from
+    /// now (the caller is about to send it).
+    pub fn delivered(&self, name: &str) -> bool {
+        !self.delivered.lock().insert(name.to_owned())
     }
 
     /// This link's address, which names it in [`tls`].

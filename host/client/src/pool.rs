@@ -151,14 +151,14 @@ impl WorkerPool {
     }
 
     /// Creates an isolate in a worker of `tenant` with `create` (an [`Op::CreateIsolate`] with
-    /// this memory limit, in MB): its place there and its id. A worker found dead on the way
-    /// is replaced: new isolates work even right after a crash.
-    pub fn create_isolate(&self, tenant: Option<&str>, memory_limit: u64, create: impl Fn() -> Op) -> Result<(Lease, Id)> {
+    /// this memory limit, in MB, for the worker of that link): its place there and its id. A
+    /// worker found dead on the way is replaced: new isolates work even right after a crash.
+    pub fn create_isolate(&self, tenant: Option<&str>, memory_limit: u64, create: impl Fn(&Link) -> Op) -> Result<(Lease, Id)> {
         let mut attempts = 0;
         loop {
             let lease = self.lease(tenant.map(str::to_owned), memory_limit)?;
             let link = lease.link.clone();
-            let created = link.send(None, None, create(), None).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
+            let created = link.send(None, None, create(&link), None).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
             match created {
                 Ok(reply) => return Ok((lease, reply.id()?)),
                 // A worker that was already running may have died since; a new one failing is
@@ -167,6 +167,15 @@ impl WorkerPool {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Starts a worker of this pool's program for one job of its own (a snapshot's creation),
+    /// shared with no isolate and not kept by the pool; its memory ceiling allows for
+    /// `memory_limit` MB. [`Link::retire`] it when done.
+    pub fn dedicated_worker(&self, memory_limit: u64) -> Result<Arc<Link>> {
+        let link = self.inner.spawn(None)?;
+        link.reserve(memory_limit, 1);
+        Ok(link)
     }
 
     fn lease(&self, tenant: Option<String>, memory_limit: u64) -> Result<Lease> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{CacheOutcome, CachedData, CompileOptions, ThreadCpuProfile, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key};
+use crate::data::{CacheOutcome, CachedData, CompileOptions, ThreadCpuProfile, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key, ScriptOrigin};
 use crate::error::{Error, JsError, Result};
 
 /// The argument that starts an `ivm` binary (or an embedder's binary that calls
@@ -28,6 +28,29 @@ pub use crate::value::wire::Wire;
 
 /// Worker-side ids: of isolates, and of handles (contexts, scripts, references, modules).
 pub type Id = u64;
+
+/// What an isolate made in a worker is like.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NewIsolate {
+    pub memory_limit: u64,
+    /// Whether unhandled rejections are reported (`FromWorker::Rejection`).
+    pub rejections: bool,
+    pub cache_secret: Option<Vec<u8>>,
+    pub default_timeout: Option<Duration>,
+    pub inspector: bool,
+    /// The startup snapshot to start from.
+    pub snapshot: Option<StartFrom>,
+}
+
+/// A startup snapshot for a worker's isolate. A worker that hosts a snapshot's isolates hosts
+/// no others, and keeps the blob: it crosses once per worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartFrom {
+    /// The blob's SHA-256.
+    pub id: String,
+    /// V8's blob, which the host has checked; `None` if this worker has it already.
+    pub blob: Option<serde_bytes::ByteBuf>,
+}
 
 /// Host → worker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,7 +183,10 @@ pub struct Access {
 /// An operation for the worker. Handle ids are of the request's isolate.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Op {
-    CreateIsolate { memory_limit: u64, rejections: bool, cache_secret: Option<Vec<u8>>, default_timeout: Option<Duration>, inspector: bool },
+    CreateIsolate(NewIsolate),
+    /// Makes a startup snapshot from `scripts` (and a warm-up script), in a worker that does
+    /// nothing else: V8's raw blob (the host seals it).
+    CreateSnapshot { scripts: Vec<(String, ScriptOrigin)>, warmup: Option<String>, memory_limit: u64, timeout: Option<Duration> },
     Dispose,
     HeapStatistics,
     Times,
@@ -229,6 +255,8 @@ impl Op {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     Done,
+    /// A startup snapshot, as V8 made it.
+    Snapshot(serde_bytes::ByteBuf),
     Id(Id),
     Out(Out),
     Copy(Copy),

@@ -20,6 +20,8 @@ pub struct HeapSnapshotStream {
     isolate: Isolate,
     pieces: mpsc::Receiver<Piece>,
     ended: bool,
+    /// Held while unfinished: one stream per isolate at a time (see `heap_snapshot`).
+    unfinished: Option<Arc<()>>,
 }
 
 enum Piece {
@@ -28,7 +30,8 @@ enum Piece {
     End(Result<(), wit::Error>),
 }
 
-/// At most this much is handed to the guest by one `read` (V8 writes pieces of a few KB).
+/// A `read` stops gathering pieces once it has this much (V8 writes pieces of a few KB, a
+/// worker sends up to 1 MB at once).
 const READ_MAX: usize = 1 << 20;
 
 /// Where V8 writes a snapshot's pieces: to the guest's stream, which holds what the guest has
@@ -82,17 +85,25 @@ impl GuestIsolates {
     }
 
     pub(super) fn heap_snapshot(&mut self, handle: Resource<GuestIsolate>) -> Host<Resource<HeapSnapshotStream>> {
-        // Taken by the isolate's thread while the guest reads: `read` waits on it.
-        let isolate = match self.debuggable(&handle)?.0 {
-            Ok(isolate) => isolate,
-            Err(e) => return Ok(Err(e)),
-        };
+        // Started, not waited for: no need to hold pauses (`read` waits, and holds them).
+        let isolate = self.table.get(&handle)?.0.clone();
+        if let Err(e) = self.may_debug() {
+            return Ok(Err(e));
+        }
+        // What the guest has not read is kept for it: one unfinished stream per isolate bounds
+        // that by the isolates' heaps.
+        self.snapshots.retain(|(_, unfinished)| unfinished.strong_count() > 0);
+        if self.snapshots.iter().any(|(of, _)| of.same(&isolate)) {
+            return Ok(Err(wit::Error::Limit("this isolate's last heap snapshot is not read to its end yet".into())));
+        }
+        let unfinished = Arc::new(());
+        self.snapshots.push((isolate.clone(), Arc::downgrade(&unfinished)));
         let (pieces, stream) = mpsc::channel();
         let snapshot = isolate.heap_snapshot_async(PieceWriter(pieces.clone()));
         crate::engine::tasks::spawn(async move {
             let _ = pieces.send(Piece::End(snapshot.await.map(drop).map_err(wit::Error::from)));
         });
-        Ok(Ok(self.table.push(HeapSnapshotStream { isolate, pieces: stream, ended: false })?))
+        Ok(Ok(self.table.push(HeapSnapshotStream { isolate, pieces: stream, ended: false, unfinished: Some(unfinished) })?))
     }
 
     pub(super) fn connect_session(&mut self, handle: Resource<GuestIsolate>) -> Host<Resource<GuestSession>> {
@@ -126,6 +137,7 @@ impl wit::HostHeapSnapshotStream for GuestIsolates {
                 Piece::Bytes(piece) => bytes.extend_from_slice(&piece),
                 Piece::End(result) => {
                     stream.ended = true;
+                    stream.unfinished = None;
                     if let Err(e) = result {
                         return Ok(Err(e));
                     }

@@ -158,6 +158,8 @@ pub struct GuestIsolates {
     copies: u64,
     /// The guest's inspector sessions, by isolate (see [`GuestIsolates::waiting_on`]).
     sessions: Vec<(Isolate, Weak<InspectorSession>)>,
+    /// The heap snapshot streams not read to their end, by isolate.
+    snapshots: Vec<(Isolate, Weak<()>)>,
 }
 
 impl std::fmt::Debug for GuestIsolates {
@@ -169,7 +171,7 @@ impl std::fmt::Debug for GuestIsolates {
 impl GuestIsolates {
     /// No isolates yet, under `limits`.
     pub fn new(limits: GuestLimits) -> GuestIsolates {
-        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new(), copies: 0, sessions: Vec::new() }
+        GuestIsolates { table: ResourceTable::new(), limits, isolates: Vec::new(), copies: 0, sessions: Vec::new(), snapshots: Vec::new() }
     }
 
     /// The isolates the guest made that are not disposed (e.g. to watch them).
@@ -336,12 +338,16 @@ impl GuestIsolates {
     }
 }
 
+/// The longest `task.resume` wait during which a task's run may pause (see the WIT's
+/// `inspector-session`).
+const MAX_SERVED_WAIT_MS: u32 = 1000;
+
 /// A resource whose calls wait on an isolate.
-pub(super) trait OnIsolate: 'static {
+pub(super) trait IsolateResource: 'static {
     fn isolate(&self) -> &Isolate;
 }
 
-impl OnIsolate for GuestIsolate {
+impl IsolateResource for GuestIsolate {
     fn isolate(&self) -> &Isolate {
         &self.0
     }
@@ -349,7 +355,7 @@ impl OnIsolate for GuestIsolate {
 
 macro_rules! on_isolate {
     ($($resource:ty),*) => {$(
-        impl OnIsolate for $resource {
+        impl IsolateResource for $resource {
             fn isolate(&self) -> &Isolate {
                 <$resource>::isolate(self)
             }
@@ -364,7 +370,7 @@ impl GuestIsolates {
     /// pauses held off meanwhile if the guest has inspector sessions there: the guest serves
     /// its sessions between its calls, so a run paused while it waits inside one would wait
     /// for it forever. The pause ends, and none begins, until the call returns.
-    pub(super) fn waiting_on<R: OnIsolate>(&self, handle: &Resource<R>) -> wasmtime::Result<(&R, Option<PausesHeld>)> {
+    pub(super) fn waiting_on<R: IsolateResource>(&self, handle: &Resource<R>) -> wasmtime::Result<(&R, Option<PausesHeld>)> {
         let resource = self.table.get(handle)?;
         let held = self.hold_pauses(resource.isolate());
         Ok((resource, held))
@@ -658,10 +664,12 @@ impl wit::HostTask for GuestIsolates {
             Some(Ok(value)) => Some(self.data(value)?.map_err(|e| thrown(&e))),
             Some(Err(e)) => Some(Err(crate::JsError { name: e.name, message: e.message, stack: e.stack, ..Default::default() })),
         };
-        // Waiting without a limit, the guest cannot serve a pause (see `waiting_on`).
+        // Waiting without a limit (or a long one), the guest cannot serve a pause (see
+        // `waiting_on`).
         let _held = match (wait_ms, &self.table.get(&this)?.isolate) {
-            (None, Some(isolate)) => self.hold_pauses(isolate),
-            _ => None,
+            (Some(ms), _) if ms <= MAX_SERVED_WAIT_MS => None,
+            (_, Some(isolate)) => self.hold_pauses(isolate),
+            (_, None) => None,
         };
         loop {
             let task = self.table.get_mut(&this)?;

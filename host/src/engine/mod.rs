@@ -38,21 +38,26 @@ pub(crate) fn platform() -> &'static v8::SharedRef<v8::Platform> {
     })
 }
 
-/// Makes `SIGPROF` ignored if it has its default action, which ends the process.
+/// Gives `SIGPROF` a handler that does nothing if it has its default action, which ends the
+/// process.
 ///
 /// V8's CPU profiler samples a thread by sending it `SIGPROF`, installs its handler when the
 /// process's first profile starts, and puts back the disposition it found when the last one
-/// stops. A signal still on its way then (profiles of several isolates starting and stopping
-/// at once) met the default action and killed the process. Ignored, it is harmless. A handler
-/// the embedder installed is left alone.
+/// stops. A signal still on its way then (a profile stopped on another thread than the one it
+/// samples) met the default action and killed the process. A handler, unlike `SIG_IGN`, is
+/// not inherited by the programs this process runs. A handler the embedder installed is left
+/// alone.
 fn ignore_stray_profiler_signals() {
-    // SAFETY: plain sigaction calls on zeroed structs; no handler of ours is installed.
+    extern "C" fn stray(_signal: libc::c_int) {}
+    // SAFETY: plain sigaction calls on zeroed structs; the handler does nothing, so it is
+    // async-signal-safe.
     unsafe {
         let mut current: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_DFL {
-            let mut ignore: libc::sigaction = std::mem::zeroed();
-            ignore.sa_sigaction = libc::SIG_IGN;
-            libc::sigaction(libc::SIGPROF, &ignore, std::ptr::null_mut());
+            let mut quiet: libc::sigaction = std::mem::zeroed();
+            quiet.sa_sigaction = stray as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            quiet.sa_flags = libc::SA_RESTART;
+            libc::sigaction(libc::SIGPROF, &quiet, std::ptr::null_mut());
         }
     }
 }

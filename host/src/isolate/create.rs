@@ -8,7 +8,7 @@ use super::{Backend, Isolate, IsolateInner, IsolateOptions, rejections};
 use crate::code_cache::CacheKey;
 use crate::engine;
 use crate::error::{Error, Result};
-use crate::process::protocol::Op;
+use crate::process::protocol::{NewIsolate, Op, StartFrom};
 use crate::process::{Isolation, RemoteIsolate, WorkerPool};
 use ivm_client::WorkerSettings;
 
@@ -26,16 +26,29 @@ impl Isolate {
             Some(isolation) => isolation,
             None => Isolation::from_env()?,
         };
+        // V8 shares one read-only heap across a process, made from the first isolate's snapshot:
+        // isolates from other snapshots (V8's built-in one included) then abort the process. So
+        // an isolate from a snapshot lives in a worker that hosts only that snapshot's.
+        let tenant = match &options.snapshot {
+            Some(snapshot) => Some(format!("{}\u{0}snapshot {}", options.tenant.as_deref().unwrap_or(""), snapshot.id())),
+            None => options.tenant.clone(),
+        };
         match isolation {
-            Isolation::InProcess => Isolate::new_local(options),
-            Isolation::Process => {
+            Isolation::InProcess if options.snapshot.is_none() => Isolate::new_in_this_process(options),
+            _ => {
                 let pool = options.pool.clone().unwrap_or_else(WorkerPool::global);
-                let created = pool.create_isolate(options.tenant.as_deref(), options.memory_limit, || Op::CreateIsolate {
-                    memory_limit: options.memory_limit,
-                    rejections: options.on_unhandled_rejection.is_some(),
-                    cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
-                    default_timeout: options.default_timeout,
-                    inspector: options.inspector,
+                let created = pool.create_isolate(tenant.as_deref(), options.memory_limit, |link| {
+                    Op::CreateIsolate(NewIsolate {
+                        memory_limit: options.memory_limit,
+                        rejections: options.on_unhandled_rejection.is_some(),
+                        cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
+                        default_timeout: options.default_timeout,
+                        inspector: options.inspector,
+                        snapshot: options.snapshot.as_ref().map(|snapshot| StartFrom {
+                            id: snapshot.id().to_owned(),
+                            blob: (!link.delivered(snapshot.id())).then(|| serde_bytes::ByteBuf::from(snapshot.blob())),
+                        }),
+                    })
                 })?;
                 let settings = WorkerSettings {
                     grace: options.terminate_grace,
@@ -48,7 +61,9 @@ impl Isolate {
         }
     }
 
-    fn new_local(options: IsolateOptions) -> Result<Isolate> {
+    /// An isolate in this process, whatever `options.isolation` says (a worker makes its
+    /// isolates so).
+    pub(crate) fn new_in_this_process(options: IsolateOptions) -> Result<Isolate> {
         let cache_key = match options.code_cache_key.clone() {
             Some(key) => key,
             None => CacheKey::for_this_process()?,
@@ -58,10 +73,14 @@ impl Isolate {
         // isolated-vm's sizing: a young generation of 1-16 MB, growing with the limit.
         let young = (1usize << (options.memory_limit / 128).min(4)) << 20;
         let memory = MemoryGuard::new(limit);
-        let params = v8::CreateParams::default()
+        let mut params = v8::CreateParams::default()
             .set_max_old_generation_size_in_bytes(limit)
             .set_max_young_generation_size_in_bytes(young)
             .array_buffer_allocator(memory.allocator());
+        if let Some(snapshot) = &options.snapshot {
+            // V8 reads the blob while it makes the isolate; each isolate keeps its own copy.
+            params = params.snapshot_blob(v8::StartupData::from(snapshot.blob().to_vec()));
+        }
         let mut isolate = v8::Isolate::new(params);
         memory.install(&mut isolate);
         if let Some(handler) = options.on_unhandled_rejection {

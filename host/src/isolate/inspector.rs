@@ -498,7 +498,8 @@ impl Agent {
         if hold {
             self.pauses_held.fetch_add(1, Ordering::SeqCst);
         } else {
-            let _ = self.pauses_held.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            let let_go = self.pauses_held.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            debug_assert!(let_go.is_ok(), "pauses let go that were not held");
         }
         // Under the inbox's lock, so that a pause loop between its check and its wait hears it.
         let _inbox = self.inbox.lock();

@@ -239,7 +239,7 @@ impl IsolateEvents for RemoteIsolate {
         }
     }
 
-    /// The worker died: the isolate is gone; tell the embedder.
+    /// A heap snapshot's chunks, when a handler on the event thread waits for it.
     fn handles_inline(&self, event: &FromWorker) -> bool {
         match event {
             FromWorker::SnapshotChunk { snapshot, .. } => self.snapshots.lock().writing.get(snapshot).is_some_and(|w| w.inline),
@@ -247,6 +247,7 @@ impl IsolateEvents for RemoteIsolate {
         }
     }
 
+    /// The worker died: the isolate is gone; tell the embedder.
     fn on_crash(&self, reason: &str) {
         self.set_disposed();
         self.end_inspector_sessions();

@@ -1,14 +1,13 @@
 //! `--code-cache DIR`: sealed code caches kept in a directory across runs.
 //!
 //! The key that seals them lives in `DIR/key`, made on first use with owner-only permissions
-//! (or comes from `--code-cache-key FILE`). A key readable by others is refused: whoever can
-//! read it can make caches this machine will run. Each cached file is stored as
+//! (or comes from `--code-cache-key FILE`; see `key_file`). Each cached file is stored as
 //! `DIR/<sha-256 of its name>.ivmcache`; a stale or tampered one is rejected by ivm and
 //! replaced.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ivm::{CacheKey, CachedData, CompileOptions};
@@ -22,28 +21,7 @@ impl DiskCache {
     pub fn open(dir: &Path, key_file: Option<&Path>) -> Result<DiskCache, String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create the code cache directory {}: {e}", dir.display()))?;
         let key_file = key_file.map_or_else(|| dir.join("key"), Path::to_path_buf);
-        let secret = match fs::read(&key_file) {
-            Ok(secret) => {
-                let mode = fs::metadata(&key_file).map_err(|e| e.to_string())?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(format!("the code cache key {} is readable by others (mode {:o}); chmod 600 it", key_file.display(), mode & 0o777));
-                }
-                secret
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let secret = CacheKey::generate_secret().map_err(|e| e.to_string())?;
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&key_file)
-                    .map_err(|e| format!("cannot create the code cache key {}: {e}", key_file.display()))?;
-                file.write_all(&secret).map_err(|e| e.to_string())?;
-                secret.to_vec()
-            }
-            Err(e) => return Err(format!("cannot read the code cache key {}: {e}", key_file.display())),
-        };
-        let key = CacheKey::new(&secret).map_err(|e| format!("the code cache key {}: {e}", key_file.display()))?;
+        let key = crate::key_file::load_or_make(&key_file, "code cache key")?;
         Ok(DiskCache { dir: dir.to_path_buf(), key })
     }
 

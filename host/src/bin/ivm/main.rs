@@ -2,6 +2,8 @@
 
 mod code_cache;
 mod inspect;
+mod key_file;
+mod snapshot;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use ivm::{
     CompileOptions, ConsoleLevel, Context, ContextOptions, DirLoader, Error, ErrorKind, EvalOptions, Isolate, IsolateOptions,
-    Isolation, ScriptOrigin, Value,
+    Isolation, ScriptOrigin, Snapshot, Value,
 };
 
 use code_cache::DiskCache;
@@ -30,6 +32,11 @@ USAGE:
     ivm component run [OPTIONS] GUEST.wasm [ARGS...]
                                 Run a WASI command component that imports the isolate
                                 interface (ivm:isolate); ARGS go to the guest
+    ivm snapshot create -o FILE [--warmup CODE] [OPTIONS] SCRIPT...
+                                Run the SCRIPTs in a fresh isolate (in a worker process of
+                                its own, under --memory-limit and --timeout, default 30 s)
+                                and write a startup snapshot of what they left to FILE,
+                                sealed with the snapshot key
 
 OPTIONS:
     --memory-limit MB   Memory limit of the isolate in MB (default 128, minimum 8)
@@ -69,6 +76,15 @@ OPTIONS:
                         unless given; 0 lifts it)
     --allow-debugging   component: let the guest debug and profile its isolates
                         (inspector sessions, CPU profiles, heap snapshots)
+    --snapshot FILE     run, eval: start the isolate from the snapshot in FILE (made by
+                        'ivm snapshot create'; one altered, truncated, made by another
+                        V8 or sealed with another key is refused, exit status 2)
+    --snapshot-key F    Seal and open snapshots with the key in file F (32 bytes or more,
+                        mode 600); default: $XDG_CONFIG_HOME/ivm/snapshot.key (else
+                        ~/.config/ivm/snapshot.key), made on first use
+    -o, --output FILE   snapshot create: where the snapshot goes
+    --warmup CODE       snapshot create: run CODE after the scripts in a throw-away
+                        context, so that what it calls is compiled into the snapshot
     -h, --help          Print this help
     -V, --version       Print the versions of ivm and V8
 
@@ -97,12 +113,20 @@ struct Args {
     allow_debugging: bool,
     isolation: Option<Isolation>,
     debugging: Debugging,
+    snapshot: Option<PathBuf>,
+    snapshot_key: Option<PathBuf>,
+    output: Option<PathBuf>,
+    warmup: Option<String>,
+    /// The snapshot of `--snapshot`, opened.
+    starting: Option<Snapshot>,
 }
 
 enum Command {
     Run(String),
     Eval(String),
     Component { guest: String, args: Vec<String> },
+    /// `snapshot create`, with its scripts.
+    Snapshot(Vec<String>),
 }
 
 enum Parsed {
@@ -123,6 +147,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let (mut max_isolates, mut memory_budget) = (None, None);
     let mut isolation = None;
     let mut debugging = Debugging::default();
+    let (mut snapshot, mut snapshot_key, mut output, mut warmup) = (None, None, None, None);
     let mut words = Vec::new();
     while let Some(arg) = argv.next() {
         match arg.as_str() {
@@ -184,6 +209,15 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
                 }
             }
             "--allow-debugging" => allow_debugging = true,
+            "--snapshot" | "--snapshot-key" | "-o" | "--output" | "--warmup" => {
+                let Some(value) = argv.next() else { return usage(&format!("{arg} needs a value")) };
+                match arg.as_str() {
+                    "--snapshot" => snapshot = Some(PathBuf::from(value)),
+                    "--snapshot-key" => snapshot_key = Some(PathBuf::from(value)),
+                    "--warmup" => warmup = Some(value),
+                    _ => output = Some(PathBuf::from(value)),
+                }
+            }
             "--" => words.extend(argv.by_ref()),
             // Everything after a component's path belongs to the guest.
             _ if words.len() == 2 && words[0] == "component" => {
@@ -198,6 +232,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let command = match words.as_slice() {
         [cmd, sub, guest, args @ ..] if cmd == "component" && sub == "run" => Command::Component { guest: guest.clone(), args: args.to_vec() },
         [cmd, ..] if cmd == "component" => return usage("usage: ivm component run GUEST.wasm [ARGS...]"),
+        [cmd, sub, scripts @ ..] if cmd == "snapshot" && sub == "create" && !scripts.is_empty() => Command::Snapshot(scripts.to_vec()),
+        [cmd, ..] if cmd == "snapshot" => return usage("usage: ivm snapshot create -o FILE [--warmup CODE] SCRIPT..."),
         [cmd, file] if cmd == "run" => Command::Run(file.clone()),
         [cmd, code] if cmd == "eval" => Command::Eval(code.clone()),
         [] => return usage("missing command"),
@@ -223,6 +259,19 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
             return usage(e.message());
         }
     }
+    let creates = matches!(command, Command::Snapshot(_));
+    if creates && output.is_none() {
+        return usage("'snapshot create' needs -o FILE");
+    }
+    if (output.is_some() || warmup.is_some()) && !creates {
+        return usage("-o and --warmup go with 'snapshot create'");
+    }
+    if snapshot.is_some() && !matches!(command, Command::Run(_) | Command::Eval(_)) {
+        return usage("--snapshot goes with 'run' and 'eval'");
+    }
+    if snapshot_key.is_some() && snapshot.is_none() && !creates {
+        return usage("--snapshot-key goes with --snapshot and 'snapshot create'");
+    }
     let debugs = debugging.inspect.is_some() || debugging.cpu_prof.is_some() || debugging.heap_snapshot.is_some();
     if debugs && !matches!(command, Command::Run(_) | Command::Eval(_)) {
         return usage("--inspect, --cpu-prof and --heap-snapshot go with 'run' and 'eval'");
@@ -242,6 +291,11 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
         allow_debugging,
         isolation,
         debugging,
+        snapshot,
+        snapshot_key,
+        output,
+        warmup,
+        starting: None,
     }))
 }
 
@@ -250,10 +304,16 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(ivm::process::WORKER_ARG) {
         return ivm::process::serve_worker();
     }
-    let args = match parse(std::env::args().skip(1)) {
+    let mut args = match parse(std::env::args().skip(1)) {
         Parsed::Go(args) => args,
         Parsed::Exit(code) => return code,
     };
+    if let Some(path) = &args.snapshot {
+        match snapshot::open(path, args.snapshot_key.as_deref()) {
+            Ok(opened) => args.starting = Some(opened),
+            Err(e) => return exit_usage(&e),
+        }
+    }
     let cache = match &args.code_cache {
         Some(dir) => match DiskCache::open(dir, args.code_cache_key.as_deref()) {
             Ok(cache) => Some(cache),
@@ -269,6 +329,21 @@ fn main() -> ExitCode {
         return run_component(&args, guest, guest_args);
     }
     let result = match &args.command {
+        Command::Snapshot(scripts) => {
+            let request = snapshot::Create {
+                scripts,
+                output: args.output.as_deref().unwrap_or(Path::new("-")),
+                warmup: args.warmup.as_deref(),
+                memory_limit: args.memory_limit,
+                timeout: args.timeout,
+                key_file: args.snapshot_key.as_deref(),
+            };
+            match snapshot::create(&request) {
+                Ok(()) => Ok(Value::Undefined),
+                Err(snapshot::Failed::Usage(message)) => return exit_usage(&message),
+                Err(snapshot::Failed::Run(e)) => Err(e),
+            }
+        }
         Command::Eval(code) => run_script(&args, code, "<eval>", None),
         Command::Run(path) if args.module => run_module(&args, Path::new(path), cache.as_ref()),
         Command::Component { .. } => unreachable!("handled above"),
@@ -283,10 +358,7 @@ fn main() -> ExitCode {
     let exit = match &result {
         Ok(_) => 0,
         Err(Error::InvalidArgument(message)) if message.contains("memory_limit") || message.starts_with("cannot") || message.contains(" is not inside ") => {
-            return match usage(message) {
-                Parsed::Exit(code) => code,
-                Parsed::Go(_) => unreachable!("usage always exits"),
-            };
+            return exit_usage(message);
         }
         Err(e) => match e.kind() {
             ErrorKind::Timeout => 3,
@@ -312,6 +384,14 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::from(exit)
+}
+
+/// Reports a usage error (exit status 2).
+fn exit_usage(message: &str) -> ExitCode {
+    match usage(message) {
+        Parsed::Exit(code) => code,
+        Parsed::Go(_) => unreachable!("usage always exits"),
+    }
 }
 
 /// Prints a line on standard output. A reader that has gone away (`ivm eval ... | head -c1`)
@@ -349,6 +429,7 @@ fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
     if args.debugging.wants_inspector() {
         options = options.inspector();
     }
+    options.snapshot = args.starting.clone();
     let isolate = Isolate::new(options)?;
     let json = args.json;
     isolate.create_context_with(ContextOptions::default().console(move |level, text| {

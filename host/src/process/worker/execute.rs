@@ -132,18 +132,6 @@ impl Worker {
                 Reply::Done
             }
             Op::InspectorConnect => self.connect_inspector(hosted)?,
-            Op::InspectorDispatch { session, message } => {
-                hosted.inspector.dispatch(session, message);
-                Reply::Done
-            }
-            Op::InspectorClose { session } => {
-                hosted.inspector.close(session);
-                Reply::Done
-            }
-            Op::HoldPauses { hold } => {
-                hosted.inspector.hold_pauses(hold);
-                Reply::Done
-            }
             Op::StartProfiler { title } => {
                 isolate.start_cpu_profiler(&title)?;
                 Reply::Done
@@ -155,7 +143,11 @@ impl Worker {
                 isolate.heap_snapshot(std::io::BufWriter::with_capacity(1 << 20, chunks))?;
                 Reply::Done
             }
-            Op::CreateIsolate { .. } | Op::Dispose | Op::Times | Op::ReferenceCount | Op::WaitForDebugger => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
+            // Handled as they arrive (see `Worker::queue`), and never made within a call.
+            Op::InspectorDispatch { .. } | Op::InspectorClose { .. } | Op::HoldPauses { .. } => {
+                return Err(Error::InvalidArgument("not an operation to queue".into()));
+            }
+            Op::CreateIsolate(_) | Op::CreateSnapshot { .. } | Op::Dispose | Op::Times | Op::ReferenceCount | Op::WaitForDebugger => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
         })
     }
 

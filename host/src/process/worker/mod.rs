@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ivm_client::spin::PollingPipe;
-use super::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker};
+use super::protocol::{self, Answer, FromWorker, Id, NewIsolate, Op, Reply, ToWorker};
 use crate::code_cache::CacheKey;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -33,7 +33,6 @@ use crate::module::Module;
 use crate::reference::Reference;
 use crate::script::Script;
 use crate::sync::Mutex;
-use crate::Isolation;
 use host_call::{Answered, Mail, Mailbox};
 use inspect::Inspected;
 use queue::Queue;
@@ -71,6 +70,7 @@ pub fn serve_worker() -> ExitCode {
         isolates: Mutex::default(),
         calls: Mutex::default(),
         next: AtomicU64::new(1),
+        snapshots: Mutex::default(),
     });
     worker.send(&FromWorker::Hello { version: protocol::VERSION, pid: std::process::id() });
     let mut input = match PollingPipe::new(std::io::stdin()) {
@@ -118,6 +118,9 @@ struct Worker {
     calls: Mutex<HashMap<u64, Arc<Mailbox>>>,
     /// Ids of isolates, handles and calls.
     next: AtomicU64,
+    /// The startup snapshot this worker's isolates start from, once sent, by id (the host
+    /// sends a worker one snapshot's isolates at most).
+    snapshots: Mutex<HashMap<String, crate::Snapshot>>,
 }
 
 /// An isolate of this worker, the handles the host holds into it, and its requests.
@@ -197,8 +200,19 @@ impl Worker {
                     _ => self.respond(id, Err(Error::InvalidArgument("the host function call this request was made in has returned".into()))),
                 }
             }
-            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate { memory_limit, rejections, cache_secret, default_timeout, inspector } } => {
-                self.create_isolate(id, memory_limit, rejections, cache_secret, default_timeout, inspector)
+            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate(new) } => self.create_isolate(id, new),
+            ToWorker::Request { id, within: None, isolate: None, op: Op::CreateSnapshot { scripts, warmup, memory_limit, timeout } } => {
+                // On a thread of its own: this worker serves nothing else, but must go on
+                // reading (the host may end it).
+                let worker = self.clone();
+                let started = std::thread::Builder::new().name("ivm-snapshot".into()).spawn(move || {
+                    worker.send(&FromWorker::Started { id });
+                    let made = crate::snapshot::make_blob(&scripts, warmup.as_deref(), memory_limit, timeout);
+                    worker.respond(id, made.map(|blob| Reply::Snapshot(serde_bytes::ByteBuf::from(blob))));
+                });
+                if let Err(e) = started {
+                    self.respond(id, Err(Error::InvalidArgument(format!("the worker cannot start a thread: {e}"))));
+                }
             }
             ToWorker::Request { id, within: None, isolate: Some(isolate), op } => self.queue(id, isolate, op),
             ToWorker::Request { id, .. } => self.respond(id, Err(Error::InvalidArgument("a request without an isolate".into()))),
@@ -274,19 +288,12 @@ impl Worker {
     }
 
     /// Creates an isolate and its thread, which then runs the isolate's requests.
-    fn create_isolate(
-        self: &Arc<Self>,
-        request: u64,
-        memory_limit: u64,
-        rejections: bool,
-        cache_secret: Option<Vec<u8>>,
-        default_timeout: Option<Duration>,
-        inspector: bool,
-    ) {
+    fn create_isolate(self: &Arc<Self>, request: u64, new: NewIsolate) {
         let worker = self.clone();
         let started = std::thread::Builder::new().name("ivm-isolate".into()).spawn(move || {
             let id = worker.next_id();
-            let hosted = match worker.make_isolate(id, memory_limit, rejections, cache_secret, default_timeout, inspector) {
+            let default_timeout = new.default_timeout;
+            let hosted = match worker.make_isolate(id, new) {
                 Ok(isolate) => Arc::new(Hosted {
                     id,
                     isolate,
@@ -309,22 +316,21 @@ impl Worker {
         }
     }
 
-    fn make_isolate(
-        self: &Arc<Self>,
-        id: Id,
-        memory_limit: u64,
-        rejections: bool,
-        cache_secret: Option<Vec<u8>>,
-        default_timeout: Option<Duration>,
-        inspector: bool,
-    ) -> Result<Isolate> {
-        let mut options =
-            IsolateOptions::default().isolation(Isolation::InProcess).memory_limit(memory_limit).default_timeout(default_timeout);
-        options.inspector = inspector;
-        if let Some(secret) = cache_secret {
+    fn make_isolate(self: &Arc<Self>, id: Id, new: NewIsolate) -> Result<Isolate> {
+        let mut options = IsolateOptions::default().memory_limit(new.memory_limit).default_timeout(new.default_timeout);
+        options.inspector = new.inspector;
+        if let Some(from) = new.snapshot {
+            let mut kept = self.snapshots.lock();
+            if let Some(blob) = from.blob {
+                kept.insert(from.id.clone(), crate::Snapshot::checked(blob.into_vec()));
+            }
+            let snapshot = kept.get(&from.id).cloned();
+            options.snapshot = Some(snapshot.ok_or_else(|| Error::InvalidArgument("this worker was not sent the isolate's snapshot".into()))?);
+        }
+        if let Some(secret) = new.cache_secret {
             options = options.code_cache_key(CacheKey::new(&secret)?);
         }
-        if rejections {
+        if new.rejections {
             let worker = Arc::downgrade(self);
             options = options.on_unhandled_rejection(move |error| {
                 if let Some(worker) = worker.upgrade() {
@@ -332,7 +338,7 @@ impl Worker {
                 }
             });
         }
-        Isolate::new(options)
+        Isolate::new_in_this_process(options)
     }
 
     /// Runs a request and sends the response.
