@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::value::{BigInt, Value, wire};
 use crate::Error;
+use crate::data::ScriptOrigin;
 use crate::isolate::memory::MemoryGuard;
 
 /// Copies a primitive; `None` for objects and functions.
@@ -326,4 +327,16 @@ impl<'de> serde::Deserializer<'de> for ArgList {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
         unit_struct newtype_struct seq tuple_struct map struct enum identifier ignored_any
     }
+}
+
+/// Where code comes from, for V8.
+pub(crate) fn origin<'s>(scope: &v8::PinScope<'s, '_>, origin: &ScriptOrigin, is_module: bool) -> Result<v8::ScriptOrigin<'s>, Error> {
+    let name = v8::String::new(scope, &origin.filename)
+        .ok_or_else(|| Error::InvalidArgument("the filename is too long".into()))?;
+    Ok(v8::ScriptOrigin::new(scope, name.into(), origin.line_offset, origin.column_offset, false, -1, None, false, false, is_module, None))
+}
+
+/// Source text for V8.
+pub(crate) fn source_string<'s>(scope: &v8::PinScope<'s, '_>, code: &str) -> Result<v8::Local<'s, v8::String>, Error> {
+    v8::String::new(scope, code).ok_or_else(|| Error::InvalidArgument("the code is longer than V8's maximum string length".into()))
 }

@@ -16,7 +16,7 @@ use crate::process::RemoteIsolate;
 use crate::process::protocol::{Op, Reply};
 use crate::run::{Body, Finish, JsRun, Limits};
 use crate::transfer::{Fallback, FromJs, Rule, read_out, read_remote};
-use crate::js;
+use crate::js::{self, origin, source_string};
 
 /// A compiled script, runnable in any context of the isolate that compiled it.
 ///
@@ -186,16 +186,6 @@ fn run_script<T: FromJs>(script_id: u64, context_id: u64, options: &EvalOptions)
         },
         move |scope: &mut v8::PinScope<'_, '_>, inner: &Arc<IsolateInner>, result| read_out(scope, inner, result, rule),
     )
-}
-
-pub(crate) fn origin<'s>(scope: &v8::PinScope<'s, '_>, origin: &ScriptOrigin, is_module: bool) -> Result<v8::ScriptOrigin<'s>> {
-    let name = v8::String::new(scope, &origin.filename)
-        .ok_or_else(|| Error::InvalidArgument("the filename is too long".into()))?;
-    Ok(v8::ScriptOrigin::new(scope, name.into(), origin.line_offset, origin.column_offset, false, -1, None, false, false, is_module, None))
-}
-
-pub(crate) fn source_string<'s>(scope: &v8::PinScope<'s, '_>, code: &str) -> Result<v8::Local<'s, v8::String>> {
-    v8::String::new(scope, code).ok_or_else(|| Error::InvalidArgument("the code is longer than V8's maximum string length".into()))
 }
 
 /// Compiles code bound to the current context. A syntax error is returned as an exception

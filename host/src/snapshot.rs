@@ -23,6 +23,7 @@
 //! classes, Maps, closures and the state they hold). The scripts see the ECMAScript built-ins
 //! only (no `console`).
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -46,9 +47,10 @@ const GRACE: Duration = Duration::from_secs(5);
 /// A startup snapshot, sealed: make one with [`Snapshot::builder`], keep its
 /// [`sealed`](Self::sealed) bytes, open them again with [`Snapshot::open`], and start isolates
 /// from it with [`IsolateOptions::snapshot`](crate::IsolateOptions::snapshot). Cloning is
-/// cheap.
+/// cheap. Snapshots are made, and their isolates run, in worker processes: the `ivm` binary
+/// (see [`WorkerPool`]).
 ///
-/// ```
+/// ```no_run
 /// use ivm::{Isolate, IsolateOptions, ScriptOrigin, Snapshot};
 /// let library = "globalThis.greet = name => `Hello, ${name}!`";
 /// let snapshot = Snapshot::builder().script(library, ScriptOrigin::new("greet.js")).create()?;
@@ -61,8 +63,9 @@ const GRACE: Duration = Duration::from_secs(5);
 pub struct Snapshot(Arc<Sealed>);
 
 struct Sealed {
-    /// V8's blob, checked.
-    blob: Vec<u8>,
+    /// V8's blob, checked. A worker's is kept for the worker's life (it hosts one snapshot's
+    /// isolates), so its isolates start from it without a copy each.
+    blob: Cow<'static, [u8]>,
     /// The sealed form, to store (empty for a blob a worker's host handed over).
     sealed: Vec<u8>,
     /// The SHA-256 of the blob, in hex: which workers may host its isolates.
@@ -93,10 +96,10 @@ impl Snapshot {
     pub fn open(sealed: impl Into<Vec<u8>>, key: &CacheKey) -> Result<Snapshot> {
         let sealed = sealed.into();
         let blob = unseal(key, &sealed).map_err(|why| Error::InvalidArgument(format!("Snapshot refused: {why}")))?;
-        Ok(Snapshot::new(blob, sealed))
+        Ok(Snapshot::new(blob.into(), sealed))
     }
 
-    fn new(blob: Vec<u8>, sealed: Vec<u8>) -> Snapshot {
+    fn new(blob: Cow<'static, [u8]>, sealed: Vec<u8>) -> Snapshot {
         Snapshot(Arc::new(Sealed { blob, sealed, id: OnceLock::new() }))
     }
 
@@ -110,14 +113,19 @@ impl Snapshot {
         &self.0.blob
     }
 
+    /// V8's blob, for an isolate to start from (a copy unless kept for good).
+    pub(crate) fn startup_data(&self) -> v8::StartupData {
+        v8::StartupData::from(self.0.blob.clone())
+    }
+
     /// Names the snapshot's blob (its SHA-256).
     pub(crate) fn id(&self) -> &str {
         self.0.id.get_or_init(|| digest::digest(&digest::SHA256, &self.0.blob).as_ref().iter().map(|b| format!("{b:02x}")).collect())
     }
 
-    /// A blob the host checked, in a worker process.
+    /// A blob the host checked, in a worker process, kept for the process's life.
     pub(crate) fn checked(blob: Vec<u8>) -> Snapshot {
-        Snapshot::new(blob, Vec::new())
+        Snapshot::new(Cow::Borrowed(Box::leak(blob.into_boxed_slice())), Vec::new())
     }
 }
 
@@ -196,7 +204,7 @@ impl SnapshotBuilder {
         match made {
             Ok(Reply::Snapshot(blob)) => {
                 let sealed = seal(&key, &blob);
-                Ok(Snapshot::new(blob.into_vec(), sealed))
+                Ok(Snapshot::new(blob.into_vec().into(), sealed))
             }
             Ok(_) => Err(Error::Conversion("the worker's reply is not a snapshot".into())),
             // V8 ran out of memory too fast for the limit to stop it.
@@ -342,7 +350,7 @@ fn run_scripts<'a>(
     for (code, origin) in scripts {
         v8::tc_scope!(let tc, scope);
         let source = v8::String::new(tc, code).ok_or_else(|| Threw(Error::InvalidArgument("a script is too long for V8".into())))?;
-        let origin = crate::script::origin(tc, origin, false).map_err(Threw)?;
+        let origin = crate::js::origin(tc, origin, false).map_err(Threw)?;
         let Some(script) = v8::Script::compile(tc, source, Some(&origin)) else {
             return Err(if tc.has_terminated() { Terminated } else { Threw(crate::exception::compile_error(tc)) });
         };

@@ -180,3 +180,22 @@ fn a_guest_debugs_and_profiles_its_isolates_when_the_host_allows_it() {
     let out = Command::new(env!("CARGO_BIN_EXE_ivm")).args(["component", "run", "--allow-debugging"]).arg(guest("debug")).output().unwrap();
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), DEBUG), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_guest_makes_a_startup_snapshot_and_starts_isolates_from_it() {
+    // Version 0.2.0: a snapshot made under the guest's limits, kept as sealed bytes and opened
+    // again; tampering and hostile creation scripts are error values. Both isolation modes.
+    let program = GuestProgram::load(&guest("snapshot")).unwrap();
+    for isolation in [Isolation::InProcess, Isolation::Process] {
+        let run = program.run(&[], GuestLimits::default().isolation(isolation), Output::Capture).unwrap();
+        assert_eq!(
+            (run.status, String::from_utf8_lossy(&run.stdout).as_ref()),
+            (
+                0,
+                "from the snapshot: Hello, guest! 12\nreopened: Hello, again!\ntampered: invalid-argument\n\
+                 spinning: timeout\nhoarding: memory-limit\nthrowing: exception\n"
+            ),
+            "{isolation:?}"
+        );
+    }
+}

@@ -39,8 +39,19 @@
 //! Debugging and profiling (inspector sessions, the CPU profiler, heap snapshots) are offered
 //! to guests only when [`GuestLimits::debugging`] allows them.
 
+/// `?` for the inner, guest-visible result (here and in the submodules).
+macro_rules! guest {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(wit::Error::from(e))),
+        }
+    };
+}
+
 mod debug;
 mod run;
+mod snapshot;
 mod v0_1;
 
 use std::sync::{Arc, Weak, mpsc};
@@ -79,6 +90,7 @@ pub(crate) mod bindings {
             "ivm:isolate/types.task": super::Task,
             "ivm:isolate/types.inspector-session": super::debug::GuestSession,
             "ivm:isolate/types.heap-snapshot-stream": super::debug::HeapSnapshotStream,
+            "ivm:isolate/types.snapshot": crate::Snapshot,
         },
     });
 }
@@ -108,11 +120,22 @@ pub struct GuestLimits {
     /// [`InspectorSession`]): allow it to guests trusted with the
     /// host's threads.
     pub debugging: bool,
+    /// The key the guest's startup snapshots are sealed with. `None`: this process's own
+    /// ([`CacheKey::for_this_process`](crate::CacheKey::for_this_process)), so a sealed
+    /// snapshot the guest keeps opens only in this process.
+    pub snapshot_key: Option<crate::CacheKey>,
 }
 
 impl Default for GuestLimits {
     fn default() -> Self {
-        GuestLimits { max_isolates: 16, memory_budget_mb: 2048, default_timeout: Some(Duration::from_secs(30)), isolation: None, debugging: false }
+        GuestLimits {
+            max_isolates: 16,
+            memory_budget_mb: 2048,
+            default_timeout: Some(Duration::from_secs(30)),
+            isolation: None,
+            debugging: false,
+            snapshot_key: None,
+        }
     }
 }
 
@@ -143,6 +166,11 @@ impl GuestLimits {
         self.debugging = allow;
         self
     }
+    /// Seals the guest's snapshots with `key` (see [`snapshot_key`](Self::snapshot_key)).
+    pub fn snapshot_key(mut self, key: crate::CacheKey) -> Self {
+        self.snapshot_key = Some(key);
+        self
+    }
 }
 
 /// The isolates of one guest: what the `ivm:isolate` host functions work on. Put one in each
@@ -153,8 +181,8 @@ pub struct GuestIsolates {
     limits: GuestLimits,
     /// Every isolate the guest made, with its memory limit, for the limits and for disposal.
     isolates: Vec<(Isolate, u64)>,
-    /// Bytes of the external copies the guest holds (each handle counts its copy's size:
-    /// they count against its memory budget with its isolates).
+    /// Bytes of the external copies and snapshots the guest holds (each handle counts its
+    /// copy's size: they count against its memory budget with its isolates).
     copies: u64,
     /// The guest's inspector sessions, by isolate (see [`GuestIsolates::waiting_on`]).
     sessions: Vec<(Isolate, Weak<InspectorSession>)>,
@@ -316,18 +344,61 @@ impl GuestIsolates {
 
     /// Gives the guest a handle to `copy`, within its memory budget.
     fn hold_copy(&mut self, copy: ExternalCopy) -> Host<Resource<ExternalCopy>> {
+        if let Err(e) = self.charge(copy.size() as u64, "an external copy") {
+            return Ok(Err(e));
+        }
+        Ok(Ok(self.table.push(copy)?))
+    }
+
+    /// Counts `size` bytes more that the guest holds (`what`) against its memory budget.
+    fn charge(&mut self, size: u64, what: &str) -> Result<(), wit::Error> {
         self.isolates.retain(|(isolate, _)| !isolate.is_disposed());
-        let size = copy.size() as u64;
         let used = self.used_bytes();
         if used + size > self.limits.memory_budget_mb << 20 {
-            return Ok(Err(wit::Error::Limit(format!(
-                "an external copy of {size} bytes would take this guest to {} MB, over its budget of {} MB",
+            return Err(wit::Error::Limit(format!(
+                "{what} of {size} bytes would take this guest to {} MB, over its budget of {} MB",
                 (used + size) >> 20,
                 self.limits.memory_budget_mb
-            ))));
+            )));
         }
         self.copies += size;
-        Ok(Ok(self.table.push(copy)?))
+        Ok(())
+    }
+
+    /// Checks that `mb` more of memory limits fit the guest's budget (`what` needs them).
+    fn fits(&mut self, mb: u64, what: &str) -> Result<(), wit::Error> {
+        self.isolates.retain(|(isolate, _)| !isolate.is_disposed());
+        let used = self.used_bytes() >> 20;
+        if used + mb > self.limits.memory_budget_mb {
+            return Err(wit::Error::Limit(format!(
+                "{what} of {mb} MB would take this guest's isolates and copies to {} MB, over its budget of {} MB",
+                used + mb,
+                self.limits.memory_budget_mb
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes an isolate for the guest, within its limits.
+    fn new_isolate(&mut self, options: wit::IsolateOptions, snapshot: Option<crate::Snapshot>) -> Host<Resource<GuestIsolate>> {
+        let mb = if options.memory_limit_mb == 0 { 128 } else { u64::from(options.memory_limit_mb) };
+        self.isolates.retain(|(isolate, _)| !isolate.is_disposed());
+        if self.isolates.len() >= self.limits.max_isolates {
+            return Ok(Err(wit::Error::Limit(format!("this guest may hold at most {} isolates", self.limits.max_isolates))));
+        }
+        if let Err(e) = self.fits(mb, "an isolate") {
+            return Ok(Err(e));
+        }
+        if options.inspector
+            && let Err(e) = self.may_debug()
+        {
+            return Ok(Err(e));
+        }
+        let mut options = IsolateOptions { inspector: options.inspector, snapshot, ..IsolateOptions::default().memory_limit(mb) };
+        options.isolation = self.limits.isolation;
+        let isolate = guest!(Isolate::new(options));
+        self.isolates.push((isolate.clone(), mb));
+        Ok(Ok(self.table.push(GuestIsolate(isolate))?))
     }
 
     /// Takes the guest's handle to an external copy.
@@ -432,43 +503,16 @@ fn compile_options(options: wit::CompileOptions) -> CompileOptions {
     compile
 }
 
-/// `?` for the inner, guest-visible result.
-macro_rules! guest {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(wit::Error::from(e))),
-        }
-    };
-}
-
 impl wit::Host for GuestIsolates {}
 
 impl wit::HostIsolate for GuestIsolates {
     fn create(&mut self, options: wit::IsolateOptions) -> Host<Resource<GuestIsolate>> {
-        let mb = if options.memory_limit_mb == 0 { 128 } else { u64::from(options.memory_limit_mb) };
-        self.isolates.retain(|(isolate, _)| !isolate.is_disposed());
-        if self.isolates.len() >= self.limits.max_isolates {
-            return Ok(Err(wit::Error::Limit(format!("this guest may hold at most {} isolates", self.limits.max_isolates))));
-        }
-        let used = self.used_bytes() >> 20;
-        if used + mb > self.limits.memory_budget_mb {
-            return Ok(Err(wit::Error::Limit(format!(
-                "a {mb} MB isolate would take this guest's isolates and copies to {} MB, over its budget of {} MB",
-                used + mb,
-                self.limits.memory_budget_mb
-            ))));
-        }
-        if options.inspector
-            && let Err(e) = self.may_debug()
-        {
-            return Ok(Err(e));
-        }
-        let mut options = IsolateOptions { inspector: options.inspector, ..IsolateOptions::default().memory_limit(mb) };
-        options.isolation = self.limits.isolation;
-        let isolate = guest!(Isolate::new(options));
-        self.isolates.push((isolate.clone(), mb));
-        Ok(Ok(self.table.push(GuestIsolate(isolate))?))
+        self.new_isolate(options, None)
+    }
+
+    fn create_from_snapshot(&mut self, options: wit::IsolateOptions, snapshot: Resource<crate::Snapshot>) -> Host<Resource<GuestIsolate>> {
+        let snapshot = self.table.get(&snapshot)?.clone();
+        self.new_isolate(options, Some(snapshot))
     }
 
     fn create_context(&mut self, this: Resource<GuestIsolate>, options: wit::ContextOptions) -> Host<Resource<Context>> {

@@ -31,7 +31,7 @@ use crate::process::protocol::{Op, Reply};
 use crate::process::RemoteIsolate;
 use crate::reference::Reference;
 use crate::run::{self, Body, Finish, JsRun, Limits};
-use crate::script::{origin, source_string};
+use crate::js::{origin, source_string};
 use crate::transfer::read_remote;
 use crate::js;
 use crate::value::wire;

@@ -322,7 +322,8 @@ impl Worker {
         if let Some(from) = new.snapshot {
             let mut kept = self.snapshots.lock();
             if let Some(blob) = from.blob {
-                kept.insert(from.id.clone(), crate::Snapshot::checked(blob.into_vec()));
+                // Kept for good (see `Snapshot::checked`): once per snapshot.
+                kept.entry(from.id.clone()).or_insert_with(|| crate::Snapshot::checked(blob.into_vec()));
             }
             let snapshot = kept.get(&from.id).cloned();
             options.snapshot = Some(snapshot.ok_or_else(|| Error::InvalidArgument("this worker was not sent the isolate's snapshot".into()))?);
