@@ -83,11 +83,14 @@ impl CacheKey {
     }
 }
 
-/// What V8's cached data depends on besides the source: its version, its flags and its own
-/// cache version tag (which hashes the flags that change code generation).
-fn environment() -> &'static [u8; 32] {
+/// What V8's cached data (and a startup snapshot) depends on besides the source: its
+/// version, its flags and its own cache version tag (which hashes the flags that change code
+/// generation).
+pub(crate) fn environment() -> &'static [u8; 32] {
     static ENVIRONMENT: OnceLock<[u8; 32]> = OnceLock::new();
     ENVIRONMENT.get_or_init(|| {
+        // The tag hashes V8's flags, which are set when V8 starts.
+        crate::engine::platform();
         let mut context = digest::Context::new(&digest::SHA256);
         context.update(v8::V8::get_version().as_bytes());
         context.update(crate::engine::flags().as_bytes());

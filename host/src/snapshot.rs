@@ -9,7 +9,10 @@
 //!   `IVMSNAPS`, a format byte, the V8 version that made it, a hash of V8's version and flags,
 //!   V8's blob, and an HMAC-SHA-256 of all of that. A tampered, truncated, foreign-key or
 //!   other-version snapshot is refused with an error saying which, before V8 sees it; the seal
-//!   is checked once, when the snapshot is opened, not at every start.
+//!   is checked once, when the snapshot is opened, not at every start. The seal vouches for
+//!   where a blob comes from, not for what its scripts did: scripts that exploited a V8 bug in
+//!   the creation worker could shape the blob, so make snapshots of code you would trust with
+//!   the isolates that start from them (which run in worker processes too).
 //! - **Isolates from a snapshot live in worker processes, one snapshot per worker**, whatever
 //!   [`IsolateOptions::isolation`](crate::IsolateOptions::isolation) says. V8 makes one
 //!   read-only heap per process from the first isolate's snapshot, and an isolate from another
@@ -24,6 +27,7 @@
 //! only (no `console`).
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -63,11 +67,12 @@ const GRACE: Duration = Duration::from_secs(5);
 pub struct Snapshot(Arc<Sealed>);
 
 struct Sealed {
-    /// V8's blob, checked. A worker's is kept for the worker's life (it hosts one snapshot's
-    /// isolates), so its isolates start from it without a copy each.
-    blob: Cow<'static, [u8]>,
-    /// The sealed form, to store (empty for a blob a worker's host handed over).
-    sealed: Vec<u8>,
+    /// The sealed form (V8's blob inside it, checked); in a worker, V8's blob alone, kept for
+    /// the worker's life (it hosts one snapshot's isolates) so that its isolates start from it
+    /// without a copy each.
+    bytes: Cow<'static, [u8]>,
+    /// Where V8's blob is in `bytes`.
+    blob: Range<usize>,
     /// The SHA-256 of the blob, in hex: which workers may host its isolates.
     id: OnceLock<String>,
 }
@@ -96,36 +101,47 @@ impl Snapshot {
     pub fn open(sealed: impl Into<Vec<u8>>, key: &CacheKey) -> Result<Snapshot> {
         let sealed = sealed.into();
         let blob = unseal(key, &sealed).map_err(|why| Error::InvalidArgument(format!("Snapshot refused: {why}")))?;
-        Ok(Snapshot::new(blob.into(), sealed))
+        Ok(Snapshot::new(sealed.into(), blob))
     }
 
-    fn new(blob: Cow<'static, [u8]>, sealed: Vec<u8>) -> Snapshot {
-        Snapshot(Arc::new(Sealed { blob, sealed, id: OnceLock::new() }))
+    fn new(bytes: Cow<'static, [u8]>, blob: Range<usize>) -> Snapshot {
+        Snapshot(Arc::new(Sealed { bytes, blob, id: OnceLock::new() }))
     }
 
     /// The sealed snapshot, to store and [`open`](Self::open) later (with the same key).
     pub fn sealed(&self) -> &[u8] {
-        &self.0.sealed
+        match self.0.bytes {
+            // A worker's holds V8's blob alone.
+            Cow::Borrowed(_) => &[],
+            Cow::Owned(ref sealed) => sealed,
+        }
     }
 
     /// V8's blob.
     pub(crate) fn blob(&self) -> &[u8] {
-        &self.0.blob
+        &self.0.bytes[self.0.blob.clone()]
     }
 
     /// V8's blob, for an isolate to start from (a copy unless kept for good).
     pub(crate) fn startup_data(&self) -> v8::StartupData {
-        v8::StartupData::from(self.0.blob.clone())
+        match self.0.bytes {
+            Cow::Borrowed(kept) => v8::StartupData::from(&kept[self.0.blob.clone()]),
+            Cow::Owned(_) => v8::StartupData::from(self.blob().to_vec()),
+        }
     }
 
     /// Names the snapshot's blob (its SHA-256).
     pub(crate) fn id(&self) -> &str {
-        self.0.id.get_or_init(|| digest::digest(&digest::SHA256, &self.0.blob).as_ref().iter().map(|b| format!("{b:02x}")).collect())
+        self.0.id.get_or_init(|| digest::digest(&digest::SHA256, self.blob()).as_ref().iter().map(|b| format!("{b:02x}")).collect())
     }
 
-    /// A blob the host checked, in a worker process, kept for the process's life.
-    pub(crate) fn checked(blob: Vec<u8>) -> Snapshot {
-        Snapshot::new(Cow::Borrowed(Box::leak(blob.into_boxed_slice())), Vec::new())
+    /// A blob the host checked (`id` names it), in a worker process, kept for the process's
+    /// life: a worker's isolates start from one snapshot at most.
+    pub(crate) fn checked(blob: Vec<u8>, id: String) -> Snapshot {
+        let len = blob.len();
+        let snapshot = Snapshot::new(Cow::Borrowed(Box::leak(blob.into_boxed_slice())), 0..len);
+        let _ = snapshot.0.id.set(id);
+        snapshot
     }
 }
 
@@ -202,49 +218,51 @@ impl SnapshotBuilder {
             .and_then(|reply| reply.recv().unwrap_or_else(|_| Err(worker.crash_error())));
         worker.retire();
         match made {
-            Ok(Reply::Snapshot(blob)) => {
-                let sealed = seal(&key, &blob);
-                Ok(Snapshot::new(blob.into_vec().into(), sealed))
+            // Sealed as what this process's V8 can start from: a worker program with another
+            // V8 or other flags made it for nothing.
+            Ok(Reply::Snapshot { blob, environment }) if environment.as_slice() == crate::code_cache::environment() => {
+                let (sealed, within) = seal(&key, &blob);
+                Ok(Snapshot::new(sealed.into(), within))
             }
+            Ok(Reply::Snapshot { .. }) => Err(Error::InvalidArgument("the worker program runs another V8, or V8 with other flags".into())),
             Ok(_) => Err(Error::Conversion("the worker's reply is not a snapshot".into())),
-            // V8 ran out of memory too fast for the limit to stop it.
-            Err(Error::WorkerCrashed { reason }) if reason.contains("out of memory") => Err(Error::MemoryLimit),
+            // V8 or the allocator ran out of memory too fast for the limit to stop it.
+            Err(Error::WorkerCrashed { reason }) if reason.contains("out of memory") || reason.contains("memory allocation of") => {
+                Err(Error::MemoryLimit)
+            }
             Err(e) => Err(e),
         }
     }
 }
 
-/// The V8 version and flags a snapshot belongs to.
-fn environment() -> [u8; 32] {
-    let mut context = digest::Context::new(&digest::SHA256);
-    context.update(v8::V8::get_version().as_bytes());
-    context.update(&[0]);
-    context.update(crate::engine::flags().as_bytes());
-    context.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
-}
-
+/// The magic, the format, the V8 version that makes and reads the snapshot (for errors), and
+/// a hash of what it depends on (V8's version, flags and code version tag, as code caches).
 fn header() -> Vec<u8> {
     let version = v8::V8::get_version().as_bytes();
+    // V8's versions are short ("15.2.124.1-rusty"); a longer one is cut.
+    let version = &version[..version.len().min(255)];
     let mut out = Vec::with_capacity(8 + 2 + version.len() + 32 + 8);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
     out.push(version.len() as u8);
     out.extend_from_slice(version);
-    out.extend_from_slice(&environment());
+    out.extend_from_slice(crate::code_cache::environment());
     out
 }
 
-fn seal(key: &CacheKey, blob: &[u8]) -> Vec<u8> {
+/// The sealed form of V8's `blob`, and where the blob is in it.
+fn seal(key: &CacheKey, blob: &[u8]) -> (Vec<u8>, Range<usize>) {
     let mut out = header();
     out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+    let within = out.len()..out.len() + blob.len();
     out.extend_from_slice(blob);
     let tag = hmac::sign(key.hmac(), &out);
     out.extend_from_slice(tag.as_ref());
-    out
+    (out, within)
 }
 
-/// V8's blob from a sealed snapshot, or why it is refused.
-fn unseal(key: &CacheKey, sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+/// Where V8's blob is in a sealed snapshot, or why it is refused.
+fn unseal(key: &CacheKey, sealed: &[u8]) -> std::result::Result<Range<usize>, String> {
     let rest = sealed.strip_prefix(MAGIC.as_slice()).ok_or("it is not an ivm snapshot")?;
     let (&format, rest) = rest.split_first().ok_or("it is truncated")?;
     if format != FORMAT {
@@ -271,11 +289,11 @@ fn unseal(key: &CacheKey, sealed: &[u8]) -> std::result::Result<Vec<u8>, String>
             false => format!("it was made by V8 {version}, this is V8 {}", v8::V8::get_version()),
         });
     }
-    let blob = &signed[ours.len() + 8..];
-    if blob.len() as u64 != len {
+    let within = ours.len() + 8..signed.len();
+    if within.len() as u64 != len {
         return Err("its length does not match its blob".into());
     }
-    Ok(blob.to_vec())
+    Ok(within)
 }
 
 /// Makes V8's blob from `scripts` (run in one context, which becomes the snapshot's default)
@@ -319,6 +337,9 @@ pub(crate) fn make_blob(scripts: &[(String, ScriptOrigin)], warmup: Option<&str>
         ran
     };
     drop(timer);
+    // The timer may have gone off after the last script: the termination it asked for is
+    // pending, and the creation is over time all the same.
+    let ran = ran.and_then(|()| if timed_out.load(Ordering::SeqCst) { Err(Terminated) } else { Ok(()) });
     let failed = match ran {
         Ok(()) => return creator.create_blob(v8::FunctionCodeHandling::Keep).map(|blob| blob.to_vec()).ok_or_else(|| {
             Error::InvalidArgument("V8 could not make a snapshot of what the scripts left".into())

@@ -155,3 +155,28 @@ fn hostile_creation_scripts_are_contained() {
     let context = Isolate::new(IsolateOptions::default().snapshot(library())).unwrap().create_context().unwrap();
     assert_eq!(context.eval::<u32>("double(2)").unwrap(), 4);
 }
+
+#[test]
+fn isolates_of_one_snapshot_made_at_once_share_a_worker_that_got_the_blob_once() {
+    // Four to a worker, made on four threads at once: each request either carries the blob or
+    // comes after the worker has it.
+    let pool = ivm::WorkerPool::new(ivm::PoolOptions::default().isolates_per_worker(4));
+    let snapshot = library();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, snapshot) = (pool.clone(), snapshot.clone());
+            std::thread::spawn(move || {
+                let isolate = Isolate::new(IsolateOptions::default().snapshot(snapshot).pool(&pool)).unwrap();
+                assert_eq!(isolate.create_context().unwrap().eval::<u32>("double(4)").unwrap(), 8);
+                isolate
+            })
+        })
+        .collect();
+    let isolates: Vec<Isolate> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // And a tenant cannot pass for the workers of a snapshot.
+    let mut options = IsolateOptions::default();
+    options.tenant = Some("a\0snapshot".into());
+    let err = Isolate::new(options).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    drop(isolates);
+}

@@ -49,7 +49,7 @@ pub struct Link {
     /// The tenant whose isolates it hosts.
     pub tenant: Option<String>,
     /// What the worker has been sent once and keeps (startup snapshots), by name.
-    delivered: Mutex<HashSet<String>>,
+    holds: Mutex<HashSet<String>>,
     /// Isolates leased to it (changed under the pool's lock).
     pub hosted: AtomicUsize,
     /// The OS memory ceiling set on it, in bytes, and the memory limits of its isolates, in MB.
@@ -171,7 +171,7 @@ impl Link {
             crashed: OnceLock::new(),
             retired: AtomicBool::new(false),
             tenant,
-            delivered: Mutex::default(),
+            holds: Mutex::default(),
             hosted: AtomicUsize::new(0),
             ceiling: Mutex::new(Ceiling { bytes: ceiling, cgroup_bytes, fixed: fixed_ceiling_mb.is_some(), limits_mb: 0 }),
             cgroup,
@@ -363,10 +363,15 @@ impl Link {
         Error::WorkerCrashed { reason: self.crash().unwrap_or("the worker process is gone").to_owned() }
     }
 
-    /// Whether `name` has been delivered to the worker already; it counts as delivered from
-    /// now (the caller is about to send it).
-    pub fn delivered(&self, name: &str) -> bool {
-        !self.delivered.lock().insert(name.to_owned())
+    /// Whether the worker holds `name` (see [`now_holds`](Self::now_holds)).
+    pub fn holds(&self, name: &str) -> bool {
+        self.holds.lock().contains(name)
+    }
+
+    /// The worker has taken `name` and keeps it: later requests need not carry it. Said once
+    /// it answered a request that carried it, so that requests sent meanwhile carry it too.
+    pub fn now_holds(&self, name: &str) {
+        self.holds.lock().insert(name.to_owned());
     }
 
     /// This link's address, which names it in [`tls`].

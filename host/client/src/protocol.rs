@@ -20,7 +20,7 @@ use crate::error::{Error, JsError, Result};
 pub const WORKER_ARG: &str = "--ivm-worker";
 
 /// The protocol version both sides must speak.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 << 20;
 
@@ -255,8 +255,9 @@ impl Op {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     Done,
-    /// A startup snapshot, as V8 made it.
-    Snapshot(serde_bytes::ByteBuf),
+    /// A startup snapshot, as V8 made it, and what it depends on in the worker that made it
+    /// (V8's version and flags, hashed).
+    Snapshot { blob: serde_bytes::ByteBuf, environment: serde_bytes::ByteBuf },
     Id(Id),
     Out(Out),
     Copy(Copy),

@@ -22,6 +22,10 @@ impl Isolate {
         if options.memory_limit < 8 {
             return Err(Error::InvalidArgument("`memory_limit` must be at least 8".into()));
         }
+        if options.tenant.as_deref().is_some_and(|tenant| tenant.contains('\0')) {
+            // The character ivm's own tenants of snapshot isolates are marked with (below).
+            return Err(Error::InvalidArgument("a tenant's name cannot hold a NUL character".into()));
+        }
         let isolation = match options.isolation {
             Some(isolation) => isolation,
             None => Isolation::from_env()?,
@@ -46,10 +50,13 @@ impl Isolate {
                         inspector: options.inspector,
                         snapshot: options.snapshot.as_ref().map(|snapshot| StartFrom {
                             id: snapshot.id().to_owned(),
-                            blob: (!link.delivered(snapshot.id())).then(|| serde_bytes::ByteBuf::from(snapshot.blob())),
+                            blob: (!link.holds(snapshot.id())).then(|| serde_bytes::ByteBuf::from(snapshot.blob())),
                         }),
                     })
                 })?;
+                if let Some(snapshot) = &options.snapshot {
+                    created.0.link().now_holds(snapshot.id());
+                }
                 let settings = WorkerSettings {
                     grace: options.terminate_grace,
                     default_timeout: options.default_timeout,

@@ -56,7 +56,8 @@ pub struct IsolateOptions {
     pub isolation: Option<Isolation>,
     /// The worker pool of a process-isolated isolate (default: [`WorkerPool::global`]).
     pub pool: Option<WorkerPool>,
-    /// Process-isolated isolates share workers only with isolates of the same tenant.
+    /// Process-isolated isolates share workers only with isolates of the same tenant (a name
+    /// without NUL characters).
     pub tenant: Option<String>,
     /// How long a script may go on after its timeout asked it to stop before ivm gives up on
     /// it: a process-isolated isolate's worker is then killed (the caller gets the timeout),

@@ -20,8 +20,13 @@ pub struct DiskCache {
 impl DiskCache {
     pub fn open(dir: &Path, key_file: Option<&Path>) -> Result<DiskCache, String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create the code cache directory {}: {e}", dir.display()))?;
-        let key_file = key_file.map_or_else(|| dir.join("key"), Path::to_path_buf);
-        let key = crate::key_file::load_or_make(&key_file, "code cache key")?;
+        let key = match key_file {
+            Some(file) => crate::key_file::load(file, "code cache key")?,
+            None => {
+                crate::key_file::check_dir(dir)?;
+                crate::key_file::load_or_make(&dir.join("key"), "code cache key")?
+            }
+        };
         Ok(DiskCache { dir: dir.to_path_buf(), key })
     }
 

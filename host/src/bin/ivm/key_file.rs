@@ -2,9 +2,13 @@
 //! make blobs this machine will run, and whoever can write one can swap it, so a key file
 //! must be the user's own with no permissions for anyone else; one is made on first use with
 //! mode 0600.
+//!
+//! A key file is opened without following a symbolic link and checked on the open file (not
+//! the path, which may change in between); a new one is written under a random name and
+//! linked into place, so two processes making it at once agree on one.
 
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -12,45 +16,83 @@ use ivm::CacheKey;
 
 /// The key in `path` (`what` names it in errors), made there if there is none yet.
 pub fn load_or_make(path: &Path, what: &str) -> Result<CacheKey, String> {
-    let secret = match fs::read(path) {
-        Ok(secret) => {
-            check(path, what)?;
-            secret
-        }
+    match open(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = CacheKey::generate_secret().map_err(|e| e.to_string())?;
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| format!("cannot create the {what} {}: {e}", path.display()))?;
-            file.write_all(&secret).map_err(|e| e.to_string())?;
-            secret.to_vec()
+            make(path, what)?;
+            load(path, what)
         }
-        Err(e) => return Err(format!("cannot read the {what} {}: {e}", path.display())),
-    };
-    CacheKey::new(&secret).map_err(|e| format!("the {what} {}: {e}", path.display()))
+        Err(e) => Err(format!("cannot read the {what} {}: {e}", path.display())),
+        Ok(file) => read(file, path, what),
+    }
 }
 
 /// The key in `path`, which must exist.
 pub fn load(path: &Path, what: &str) -> Result<CacheKey, String> {
-    let secret = fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
-    check(path, what)?;
-    CacheKey::new(&secret).map_err(|e| format!("the {what} {}: {e}", path.display()))
+    let file = open(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    read(file, path, what)
 }
 
-/// Refuses a key file that is not the user's own, or that others may read or write.
-fn check(path: &Path, what: &str) -> Result<(), String> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+/// Refuses a directory for key files that is not the user's own, or that others may write
+/// to (they could swap the key).
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    let meta = fs::symlink_metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != my_uid() || meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} must be your own and writable by you alone to hold a key (uid {}, mode {:o})",
+            dir.display(),
+            meta.uid(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// Checks the open key file, then reads it.
+fn read(mut file: File, path: &Path, what: &str) -> Result<CacheKey, String> {
+    let meta = file.metadata().map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(format!("the {what} {} is readable by others or writable by them (mode {:o}); chmod 600 it", path.display(), mode & 0o777));
     }
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
+    if meta.uid() != my_uid() {
         return Err(format!("the {what} {} belongs to another user (uid {})", path.display(), meta.uid()));
     }
-    Ok(())
+    let mut secret = Vec::new();
+    file.read_to_end(&mut secret).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    CacheKey::new(&secret).map_err(|e| format!("the {what} {}: {e}", path.display()))
+}
+
+/// Writes a new key to `path`, unless another process just did.
+fn make(path: &Path, what: &str) -> Result<(), String> {
+    let secret = CacheKey::generate_secret().map_err(|e| e.to_string())?;
+    let mut random = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| "no randomness".to_owned())?;
+    let name = format!(".{}.key-new", random.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let temporary = path.with_file_name(name);
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(&secret).and_then(|()| file.sync_all()));
+    let linked = written.and_then(|()| fs::hard_link(&temporary, path));
+    let _ = fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create the {what} {}: {e}", path.display())),
+    }
+}
+
+fn my_uid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
 }

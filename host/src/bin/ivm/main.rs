@@ -115,7 +115,6 @@ struct Args {
     debugging: Debugging,
     snapshot: Option<PathBuf>,
     snapshot_key: Option<PathBuf>,
-    output: Option<PathBuf>,
     warmup: Option<String>,
     /// The snapshot of `--snapshot`, opened.
     starting: Option<Snapshot>,
@@ -125,8 +124,8 @@ enum Command {
     Run(String),
     Eval(String),
     Component { guest: String, args: Vec<String> },
-    /// `snapshot create`, with its scripts.
-    Snapshot(Vec<String>),
+    /// `snapshot create`: its scripts, and where the snapshot goes.
+    Snapshot { scripts: Vec<String>, output: PathBuf },
 }
 
 enum Parsed {
@@ -232,7 +231,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
     let command = match words.as_slice() {
         [cmd, sub, guest, args @ ..] if cmd == "component" && sub == "run" => Command::Component { guest: guest.clone(), args: args.to_vec() },
         [cmd, ..] if cmd == "component" => return usage("usage: ivm component run GUEST.wasm [ARGS...]"),
-        [cmd, sub, scripts @ ..] if cmd == "snapshot" && sub == "create" && !scripts.is_empty() => Command::Snapshot(scripts.to_vec()),
+        [cmd, sub, scripts @ ..] if cmd == "snapshot" && sub == "create" && !scripts.is_empty() => match output.take() {
+            Some(output) => Command::Snapshot { scripts: scripts.to_vec(), output },
+            None => return usage("'snapshot create' needs -o FILE"),
+        },
         [cmd, ..] if cmd == "snapshot" => return usage("usage: ivm snapshot create -o FILE [--warmup CODE] SCRIPT..."),
         [cmd, file] if cmd == "run" => Command::Run(file.clone()),
         [cmd, code] if cmd == "eval" => Command::Eval(code.clone()),
@@ -259,10 +261,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
             return usage(e.message());
         }
     }
-    let creates = matches!(command, Command::Snapshot(_));
-    if creates && output.is_none() {
-        return usage("'snapshot create' needs -o FILE");
-    }
+    let creates = matches!(command, Command::Snapshot { .. });
     if (output.is_some() || warmup.is_some()) && !creates {
         return usage("-o and --warmup go with 'snapshot create'");
     }
@@ -293,7 +292,6 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Parsed {
         debugging,
         snapshot,
         snapshot_key,
-        output,
         warmup,
         starting: None,
     }))
@@ -329,10 +327,10 @@ fn main() -> ExitCode {
         return run_component(&args, guest, guest_args);
     }
     let result = match &args.command {
-        Command::Snapshot(scripts) => {
+        Command::Snapshot { scripts, output } => {
             let request = snapshot::Create {
                 scripts,
-                output: args.output.as_deref().unwrap_or(Path::new("-")),
+                output,
                 warmup: args.warmup.as_deref(),
                 memory_limit: args.memory_limit,
                 timeout: args.timeout,

@@ -24,6 +24,7 @@ pub fn key(key_file: Option<&Path>) -> Result<CacheKey, String> {
         .mode(0o700)
         .create(&dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    crate::key_file::check_dir(&dir)?;
     crate::key_file::load_or_make(&dir.join("snapshot.key"), "snapshot key")
 }
 

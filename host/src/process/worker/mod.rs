@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ivm_client::spin::PollingPipe;
-use super::protocol::{self, Answer, FromWorker, Id, NewIsolate, Op, Reply, ToWorker};
+use super::protocol::{self, Answer, FromWorker, Id, NewIsolate, Op, Reply, StartFrom, ToWorker};
 use crate::code_cache::CacheKey;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -70,7 +70,7 @@ pub fn serve_worker() -> ExitCode {
         isolates: Mutex::default(),
         calls: Mutex::default(),
         next: AtomicU64::new(1),
-        snapshots: Mutex::default(),
+        start: Mutex::default(),
     });
     worker.send(&FromWorker::Hello { version: protocol::VERSION, pid: std::process::id() });
     let mut input = match PollingPipe::new(std::io::stdin()) {
@@ -118,9 +118,10 @@ struct Worker {
     calls: Mutex<HashMap<u64, Arc<Mailbox>>>,
     /// Ids of isolates, handles and calls.
     next: AtomicU64,
-    /// The startup snapshot this worker's isolates start from, once sent, by id (the host
-    /// sends a worker one snapshot's isolates at most).
-    snapshots: Mutex<HashMap<String, crate::Snapshot>>,
+    /// How this worker's isolates start, fixed by its first: from V8's built-in snapshot
+    /// (`Some(None)`) or from one sent by the host, kept for the worker's life. V8 aborts a
+    /// process whose isolates start from different snapshots, so the others are refused.
+    start: Mutex<Option<Option<crate::Snapshot>>>,
 }
 
 /// An isolate of this worker, the handles the host holds into it, and its requests.
@@ -208,7 +209,13 @@ impl Worker {
                 let started = std::thread::Builder::new().name("ivm-snapshot".into()).spawn(move || {
                     worker.send(&FromWorker::Started { id });
                     let made = crate::snapshot::make_blob(&scripts, warmup.as_deref(), memory_limit, timeout);
-                    worker.respond(id, made.map(|blob| Reply::Snapshot(serde_bytes::ByteBuf::from(blob))));
+                    worker.respond(
+                        id,
+                        made.map(|blob| Reply::Snapshot {
+                            blob: serde_bytes::ByteBuf::from(blob),
+                            environment: serde_bytes::ByteBuf::from(crate::code_cache::environment().to_vec()),
+                        }),
+                    );
                 });
                 if let Err(e) = started {
                     self.respond(id, Err(Error::InvalidArgument(format!("the worker cannot start a thread: {e}"))));
@@ -288,12 +295,18 @@ impl Worker {
     }
 
     /// Creates an isolate and its thread, which then runs the isolate's requests.
-    fn create_isolate(self: &Arc<Self>, request: u64, new: NewIsolate) {
+    fn create_isolate(self: &Arc<Self>, request: u64, mut new: NewIsolate) {
+        // The blob is taken in here, in the order requests come: a later request for the same
+        // snapshot need not carry it.
+        let start = match self.start_from(new.snapshot.take()) {
+            Ok(start) => start,
+            Err(e) => return self.respond(request, Err(e)),
+        };
         let worker = self.clone();
         let started = std::thread::Builder::new().name("ivm-isolate".into()).spawn(move || {
             let id = worker.next_id();
             let default_timeout = new.default_timeout;
-            let hosted = match worker.make_isolate(id, new) {
+            let hosted = match worker.make_isolate(id, new, start) {
                 Ok(isolate) => Arc::new(Hosted {
                     id,
                     isolate,
@@ -316,18 +329,30 @@ impl Worker {
         }
     }
 
-    fn make_isolate(self: &Arc<Self>, id: Id, new: NewIsolate) -> Result<Isolate> {
+    /// The snapshot an isolate starts from (`None`: V8's built-in one), if this worker's
+    /// isolates may start so.
+    fn start_from(&self, from: Option<StartFrom>) -> Result<Option<crate::Snapshot>> {
+        let mut start = self.start.lock();
+        let wanted = from.as_ref().map(|from| from.id.as_str());
+        if let Some(kept) = &*start {
+            if kept.as_ref().map(crate::Snapshot::id) != wanted {
+                return Err(Error::InvalidArgument("this worker's isolates start from another snapshot".into()));
+            }
+            return Ok(kept.clone());
+        }
+        let snapshot = match from {
+            None => None,
+            Some(StartFrom { id, blob: Some(blob) }) => Some(crate::Snapshot::checked(blob.into_vec(), id)),
+            Some(StartFrom { blob: None, .. }) => return Err(Error::InvalidArgument("this worker was not sent the isolate's snapshot".into())),
+        };
+        *start = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    fn make_isolate(self: &Arc<Self>, id: Id, new: NewIsolate, snapshot: Option<crate::Snapshot>) -> Result<Isolate> {
         let mut options = IsolateOptions::default().memory_limit(new.memory_limit).default_timeout(new.default_timeout);
         options.inspector = new.inspector;
-        if let Some(from) = new.snapshot {
-            let mut kept = self.snapshots.lock();
-            if let Some(blob) = from.blob {
-                // Kept for good (see `Snapshot::checked`): once per snapshot.
-                kept.entry(from.id.clone()).or_insert_with(|| crate::Snapshot::checked(blob.into_vec()));
-            }
-            let snapshot = kept.get(&from.id).cloned();
-            options.snapshot = Some(snapshot.ok_or_else(|| Error::InvalidArgument("this worker was not sent the isolate's snapshot".into()))?);
-        }
+        options.snapshot = snapshot;
         if let Some(secret) = new.cache_secret {
             options = options.code_cache_key(CacheKey::new(&secret)?);
         }
