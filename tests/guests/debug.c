@@ -6,19 +6,7 @@
 #include <string.h>
 
 #include "guest.h"
-
-typedef ivm_isolate_types_error_t error_t;
-
-static const char *error_name(const error_t *e) {
-    static const char *names[] = {"exception", "timeout", "memory-limit", "disposed", "abandoned", "invalid-argument", "conversion", "limit"};
-    return e->tag < sizeof names / sizeof *names ? names[e->tag] : "?";
-}
-
-static guest_string_t text(const char *s) {
-    guest_string_t out;
-    guest_string_set(&out, s);
-    return out;
-}
+#include "guest_util.h"
 
 static bool eval(ivm_isolate_types_borrow_context_t context, const char *code, ivm_isolate_types_value_t *result) {
     guest_string_t source = text(code);

@@ -6,19 +6,7 @@
 #include <string.h>
 
 #include "guest.h"
-
-typedef ivm_isolate_types_error_t error_t;
-
-static const char *error_name(const error_t *e) {
-    static const char *names[] = {"exception", "timeout", "memory-limit", "disposed", "abandoned", "invalid-argument", "conversion", "limit"};
-    return e->tag < sizeof names / sizeof *names ? names[e->tag] : "?";
-}
-
-static guest_string_t text(const char *s) {
-    guest_string_t out;
-    guest_string_set(&out, s);
-    return out;
-}
+#include "guest_util.h"
 
 // A snapshot of one script, or the error's name.
 static bool make(const char *code, uint32_t memory_limit_mb, uint32_t timeout_ms, ivm_isolate_types_own_snapshot_t *out, error_t *error) {

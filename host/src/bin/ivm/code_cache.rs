@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ivm::{CacheKey, CachedData, CompileOptions};
@@ -65,25 +64,14 @@ impl DiskCache {
         }
     }
 
-    /// Writes `bytes` to `path` through a new file of a random name beside it, renamed into
-    /// place, so a reader never sees half a file. The new file is created exclusively, so
-    /// nothing placed there beforehand (a symlink elsewhere, say) is followed or reused.
+    /// Writes `bytes` to `path` through a new file beside it (see `key_file::write_beside`),
+    /// renamed into place.
     fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let mut random = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| std::io::Error::other("no randomness"))?;
-        let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let temporary = self.dir.join(format!(".{random}.tmp"));
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temporary)
-            .and_then(|mut file| file.write_all(bytes))
-            .and_then(|()| fs::rename(&temporary, path));
-        if written.is_err() {
+        let temporary = crate::key_file::write_beside(path, bytes, false)?;
+        let renamed = fs::rename(&temporary, path);
+        if renamed.is_err() {
             let _ = fs::remove_file(&temporary);
         }
-        written
+        renamed
     }
 }

@@ -10,7 +10,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ivm::CacheKey;
 
@@ -72,23 +72,41 @@ fn read(mut file: File, path: &Path, what: &str) -> Result<CacheKey, String> {
 /// Writes a new key to `path`, unless another process just did.
 fn make(path: &Path, what: &str) -> Result<(), String> {
     let secret = CacheKey::generate_secret().map_err(|e| e.to_string())?;
-    let mut random = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| "no randomness".to_owned())?;
-    let name = format!(".{}.key-new", random.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let temporary = path.with_file_name(name);
+    // Linked, not renamed, into place: a key another process made meanwhile stays.
+    let linked = write_beside(path, &secret, true).and_then(|temporary| {
+        let linked = fs::hard_link(&temporary, path);
+        let _ = fs::remove_file(&temporary);
+        linked
+    });
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create the {what} {}: {e}", path.display())),
+    }
+}
+
+/// Writes `bytes` to a new file of a random name beside `path` (mode 0600; `durable`: synced
+/// to disk), for the caller to move into place, so a reader never sees half a file. The file
+/// is created exclusively, so nothing placed there beforehand (a symlink elsewhere, say) is
+/// followed or reused. Its path, which the caller removes.
+pub fn write_beside(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<PathBuf> {
+    let mut random = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| std::io::Error::other("no randomness"))?;
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let temporary = path.with_file_name(format!(".{random}.tmp"));
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&temporary)
-        .and_then(|mut file| file.write_all(&secret).and_then(|()| file.sync_all()));
-    let linked = written.and_then(|()| fs::hard_link(&temporary, path));
-    let _ = fs::remove_file(&temporary);
-    match linked {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("cannot create the {what} {}: {e}", path.display())),
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| if durable { file.sync_all() } else { Ok(()) }));
+    match written {
+        Ok(()) => Ok(temporary),
+        Err(e) => {
+            let _ = fs::remove_file(&temporary);
+            Err(e)
+        }
     }
 }
 
