@@ -2,6 +2,7 @@
 //! under limits, sealed under the host's key, and mixed freely (each snapshot's isolates in
 //! workers of their own).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ivm::{CacheKey, Error, ErrorKind, Isolate, IsolateOptions, ScriptOrigin, Snapshot};
@@ -179,4 +180,35 @@ fn isolates_of_one_snapshot_made_at_once_share_a_worker_that_got_the_blob_once()
     let err = Isolate::new(options).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     drop(isolates);
+}
+
+#[test]
+fn a_worker_makes_its_next_isolate_ahead_and_only_a_request_like_it_gets_it() {
+    // A snapshot's worker makes an isolate like its last one ahead of the next request (given
+    // time, here a pause): that request gets it, with an id, limit and handler of its own; a
+    // request of another kind gets one made for it.
+    let pool = ivm::WorkerPool::new(ivm::PoolOptions::default().isolates_per_worker(8));
+    let snapshot = library();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let like = |limit: u64| {
+        let sink = seen.clone();
+        IsolateOptions::default()
+            .snapshot(snapshot.clone())
+            .pool(&pool)
+            .memory_limit(limit)
+            .on_unhandled_rejection(move |e| sink.lock().unwrap().push(e.message))
+    };
+    let mut isolates = Vec::new();
+    for (limit, rejection) in [(64, "first"), (64, "ahead"), (16, "other"), (16, "ahead again")] {
+        let isolate = Isolate::new(like(limit)).unwrap();
+        let context = isolate.create_context().unwrap();
+        assert_eq!(context.eval::<u32>("double(2)").unwrap(), 4);
+        context.eval::<()>(&format!("Promise.reject(new Error('{rejection}'))")).unwrap();
+        assert_eq!(seen.lock().unwrap().last().map(String::as_str), Some(rejection), "reported for its own isolate");
+        let heap_limit = isolate.heap_statistics().unwrap().heap_size_limit as u64;
+        assert!((limit << 20..limit << 21).contains(&heap_limit), "a {limit} MB isolate's heap: {heap_limit}");
+        isolates.push(isolate);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(pool.workers(), 1);
 }

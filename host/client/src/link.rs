@@ -395,21 +395,27 @@ impl Link {
     }
 
     /// Counts an isolate with this memory limit in the worker's ceiling, raising it if it is
-    /// automatic. (It is never lowered: memory a worker has touched may not be returned.)
-    pub fn reserve(&self, memory_limit_mb: u64, isolates: usize) {
+    /// automatic; with `ahead`, the ceiling also allows for one more such isolate, made ahead
+    /// of the next request. (It is never lowered: memory a worker has touched may not be
+    /// returned.)
+    pub fn reserve(&self, memory_limit_mb: u64, isolates: usize, ahead: bool) {
         let mut ceiling = self.ceiling.lock();
         ceiling.limits_mb += memory_limit_mb;
         if ceiling.fixed || *self.kill.reaped.lock() {
             return;
         }
+        let (limits_mb, isolates) = match ahead {
+            true => (ceiling.limits_mb + memory_limit_mb, isolates + 1),
+            false => (ceiling.limits_mb, isolates),
+        };
         if let Some(cgroup) = &self.cgroup {
-            let wanted = ceiling::for_isolates(ceiling.limits_mb, isolates as u64);
+            let wanted = ceiling::for_isolates(limits_mb, isolates as u64);
             // A failure leaves the old, lower ceiling.
             if wanted > ceiling.cgroup_bytes && cgroup.set_limit(wanted).is_ok() {
                 ceiling.cgroup_bytes = wanted;
             }
         }
-        let wanted = automatic_ceiling(ceiling.limits_mb, isolates as u64);
+        let wanted = automatic_ceiling(limits_mb, isolates as u64);
         if wanted > ceiling.bytes {
             ceiling.bytes = wanted;
             let limit = libc::rlimit { rlim_cur: wanted, rlim_max: libc::RLIM_INFINITY };

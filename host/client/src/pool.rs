@@ -153,10 +153,12 @@ impl WorkerPool {
     /// Creates an isolate in a worker of `tenant` with `create` (an [`Op::CreateIsolate`] with
     /// this memory limit, in MB, for the worker of that link): its place there and its id. A
     /// worker found dead on the way is replaced: new isolates work even right after a crash.
-    pub fn create_isolate(&self, tenant: Option<&str>, memory_limit: u64, create: impl Fn(&Link) -> Op) -> Result<(Lease, Id)> {
+    /// With `ahead`, the worker's ceiling also allows for an isolate like this one made ahead
+    /// of the next request ([`crate::protocol::StartFrom::ahead`]).
+    pub fn create_isolate(&self, tenant: Option<&str>, memory_limit: u64, ahead: bool, create: impl Fn(&Link) -> Op) -> Result<(Lease, Id)> {
         let mut attempts = 0;
         loop {
-            let lease = self.lease(tenant.map(str::to_owned), memory_limit)?;
+            let lease = self.lease(tenant.map(str::to_owned), memory_limit, ahead)?;
             let link = lease.link.clone();
             let created = link.send(None, None, create(&link), None).and_then(|reply| reply.recv().unwrap_or_else(|_| Err(link.crash_error())));
             match created {
@@ -174,11 +176,17 @@ impl WorkerPool {
     /// `memory_limit` MB. [`Link::retire`] it when done.
     pub fn dedicated_worker(&self, memory_limit: u64) -> Result<Arc<Link>> {
         let link = self.inner.spawn(None)?;
-        link.reserve(memory_limit, 1);
+        link.reserve(memory_limit, 1, false);
         Ok(link)
     }
 
-    fn lease(&self, tenant: Option<String>, memory_limit: u64) -> Result<Lease> {
+    /// Whether its workers' memory ceiling was set ([`PoolOptions::memory_ceiling`]) rather
+    /// than following their isolates' limits.
+    pub fn has_fixed_ceiling(&self) -> bool {
+        self.inner.options.memory_ceiling.is_some()
+    }
+
+    fn lease(&self, tenant: Option<String>, memory_limit: u64, ahead: bool) -> Result<Lease> {
         let mut workers = self.inner.workers.lock();
         workers.retain(|w| w.crash().is_none());
         let per_worker = self.inner.options.isolates_per_worker.max(1);
@@ -191,7 +199,7 @@ impl WorkerPool {
             }
         };
         let hosted = link.hosted.fetch_add(1, Ordering::SeqCst) + 1;
-        link.reserve(memory_limit, hosted);
+        link.reserve(memory_limit, hosted, ahead);
         Ok(Lease { pool: self.inner.clone(), link, memory_limit, fresh })
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, JsError, Result};
 pub const WORKER_ARG: &str = "--ivm-worker";
 
 /// The protocol version both sides must speak.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 << 20;
 
@@ -30,7 +30,7 @@ pub use crate::value::wire::Wire;
 pub type Id = u64;
 
 /// What an isolate made in a worker is like.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewIsolate {
     pub memory_limit: u64,
     /// Whether unhandled rejections are reported (`FromWorker::Rejection`).
@@ -44,12 +44,15 @@ pub struct NewIsolate {
 
 /// A startup snapshot for a worker's isolate. A worker that hosts a snapshot's isolates hosts
 /// no others, and keeps the blob: it crosses once per worker.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartFrom {
     /// The blob's SHA-256.
     pub id: String,
     /// V8's blob, which the host has checked; `None` if this worker has it already.
     pub blob: Option<serde_bytes::ByteBuf>,
+    /// Whether the worker makes an isolate like this one ahead of the next request (the
+    /// host's ceiling for the worker allows for it: [`crate::WorkerPool::create_isolate`]).
+    pub ahead: bool,
 }
 
 /// Host → worker.

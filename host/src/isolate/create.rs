@@ -41,7 +41,11 @@ impl Isolate {
             Isolation::InProcess if options.snapshot.is_none() => Isolate::new_in_this_process(options),
             _ => {
                 let pool = options.pool.clone().unwrap_or_else(WorkerPool::global);
-                let created = pool.create_isolate(tenant.as_deref(), options.memory_limit, |link| {
+                // A snapshot's worker makes its next isolate ahead of the request (it saves the
+                // request the snapshot's deserialization), unless the embedder fixed the
+                // worker's memory ceiling, which does not count an isolate nobody asked for.
+                let ahead = options.snapshot.is_some() && !pool.has_fixed_ceiling();
+                let created = pool.create_isolate(tenant.as_deref(), options.memory_limit, ahead, |link| {
                     Op::CreateIsolate(NewIsolate {
                         memory_limit: options.memory_limit,
                         rejections: options.on_unhandled_rejection.is_some(),
@@ -51,6 +55,7 @@ impl Isolate {
                         snapshot: options.snapshot.as_ref().map(|snapshot| StartFrom {
                             id: snapshot.id().to_owned(),
                             blob: (!link.holds(snapshot.id())).then(|| serde_bytes::ByteBuf::from(snapshot.blob())),
+                            ahead,
                         }),
                     })
                 })?;
