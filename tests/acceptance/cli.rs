@@ -87,6 +87,35 @@ fn exit_codes_say_what_happened() {
 }
 
 #[test]
+fn every_command_has_help_and_completions_and_the_man_page_come_from_the_same_definition() {
+    for command in [&["run"][..], &["eval"], &["component", "run"], &["snapshot", "create"]] {
+        let help = ivm(&[command, &["--help"]].concat());
+        assert_eq!(help.status.code(), Some(0), "{command:?}");
+        assert!(stdout(&help).starts_with("Usage: ivm ") || stdout(&help).contains("\nUsage: ivm "), "{command:?}: {}", stdout(&help));
+    }
+    let eval_help = stdout(&ivm(&["eval", "--help"]));
+    assert!(eval_help.contains("--snapshot <FILE>") && eval_help.contains("--memory-limit <MB>"), "{eval_help}");
+    assert!(!eval_help.contains("--module"), "run's options are not eval's");
+    let version = stdout(&ivm(&["--version"]));
+    assert!(version.starts_with("ivm ") && version.contains("(V8 15."), "{version}");
+    // Completions name the commands and their options.
+    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef ivm"), ("fish", "complete -c ivm")] {
+        let script = stdout(&ivm(&["completions", shell]));
+        assert!(script.contains(marker) && script.contains("snapshot-key"), "{shell}");
+    }
+    assert_eq!(ivm(&["completions", "cmd.exe"]).status.code(), Some(2));
+    let man = stdout(&ivm(&["manpage"]));
+    assert!(man.starts_with(".ie") || man.contains(".TH ivm 1"), "{}", &man[..200.min(man.len())]);
+    for section in [".SH COMMANDS", "ivm snapshot create", "EXIT STATUS", "\\-\\-allow\\-debugging"] {
+        assert!(man.contains(section), "the man page lacks {section}");
+    }
+    // Options stay with their commands.
+    assert_eq!(ivm(&["eval", "--module", "1"]).status.code(), Some(2));
+    assert_eq!(ivm(&["run", "--allow-read", ".", "x.js"]).status.code(), Some(2), "--allow-read needs --module");
+    assert_eq!(ivm(&["eval", "--inspect", "--inspect-brk", "1"]).status.code(), Some(2));
+}
+
+#[test]
 fn isolation_process_runs_the_isolate_in_a_worker_with_the_same_results() {
     let o = ivm(&["--isolation", "process", "eval", "console.log('from the worker'); 6 * 7"]);
     assert_eq!((o.status.code(), stdout(&o)), (Some(0), "from the worker\n42\n".into()));

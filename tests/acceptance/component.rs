@@ -126,6 +126,9 @@ fn ivm_component_run_runs_a_guest_with_arguments() {
 fn the_readme_guest_runs() {
     let out = Command::new(env!("CARGO_BIN_EXE_ivm")).args(["component", "run"]).arg(guest("hello")).arg("world").output().unwrap();
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "Hello, world! 42\n"));
+    // Everything after the guest is the guest's, flags too.
+    let out = Command::new(env!("CARGO_BIN_EXE_ivm")).args(["component", "run"]).arg(guest("hello")).arg("--json").output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "Hello, --json! 42\n"));
 }
 
 #[test]
