@@ -70,16 +70,17 @@ def linked_crates():
         if node in seen:
             continue
         seen.add(node)
+        if is_proc_macro(packages[node]):
+            continue  # runs in the compiler; neither it nor its dependencies are linked
         for dep in nodes[node]["deps"]:
             if any(kind["kind"] is None for kind in dep["dep_kinds"]):
                 stack.append(dep["pkg"])
-    crates = []
-    for node in seen - members:
-        package = packages[node]
-        if any("proc-macro" in target["kind"] for target in package["targets"]):
-            continue
-        crates.append(package)
+    crates = [packages[node] for node in seen - members if not is_proc_macro(packages[node])]
     return sorted(crates, key=lambda p: (p["name"], p["version"]))
+
+
+def is_proc_macro(package):
+    return any("proc-macro" in target["kind"] for target in package["targets"])
 
 
 def paragraph(fields):

@@ -14,7 +14,7 @@ deb="$(realpath "$2")"
 work="$(mktemp -d)"
 cleanup() {
   umount "$work/empty/proc" 2>/dev/null || true
-  rm -rf "$work"
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 

@@ -8,7 +8,8 @@
 # Reproducible: file times come from SOURCE_DATE_EPOCH (default: the last commit's time) and
 # the build's own folders are remapped out of the binary; see BUILDING.md.
 #
-# Usage: ci/package.sh [--test]   (--test: then run ci/package-test.sh on the result)
+# Usage: ci/package.sh [--test]   (--test: then run ci/package-test.sh on the result, as root,
+#                                  on a Debian host with network access to its mirror)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -35,7 +36,8 @@ export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 # With an explicit --target these flags reach only what is built for the target: build
 # scripts and proc-macros stay dynamic executables for the build machine.
-export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$PWD=/build/ivm --remap-path-prefix=$cargo_home=/cargo"
+# The physical path of the checkout, so that one reached through a symbolic link is remapped too.
+export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --remap-path-prefix=$(pwd -P)=/build/ivm --remap-path-prefix=$(cd "$cargo_home" && pwd -P)=/cargo"
 cargo build --locked --release --target "$target" --bin ivm
 
 binary="target/$target/release/ivm"
@@ -62,7 +64,7 @@ deb="$(ls target/debian/ivm_*.deb)"
 echo "ci/package.sh: $deb ($(stat -c %s "$deb") bytes; ivm stripped: $(stat -c %s "$assets/ivm") bytes)"
 # Errors fail the build; the overrides the package ships (ci/debian/lintian-overrides) say
 # why each one is by design.
-lintian --fail-on error --info "$deb"
+lintian --fail-on error,warning --info "$deb"
 
 if [ "${1:-}" = "--test" ]; then
   bash ci/package-test.sh "$assets/ivm" "$deb"

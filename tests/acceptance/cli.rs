@@ -113,6 +113,8 @@ fn every_command_has_help_and_completions_and_the_man_page_come_from_the_same_de
     assert_eq!(ivm(&["eval", "--module", "1"]).status.code(), Some(2));
     assert_eq!(ivm(&["run", "--allow-read", ".", "x.js"]).status.code(), Some(2), "--allow-read needs --module");
     assert_eq!(ivm(&["eval", "--inspect", "--inspect-brk", "1"]).status.code(), Some(2));
+    // The last of a repeated option wins.
+    assert_eq!(ivm(&["--timeout", "5", "eval", "--timeout", "0", "--json", "--json", "6 * 7"]).status.code(), Some(0));
 }
 
 #[test]
@@ -388,6 +390,10 @@ fn debugging_flags_need_an_address_and_a_script() {
     assert_eq!(out.status.code(), Some(2));
     let out = ivm(&["--cpu-prof", "x", "component", "run", "guest.wasm"]);
     assert_eq!(out.status.code(), Some(2));
+    // Host names are not looked up (the static binary has no name services).
+    let out = ivm(&["eval", "--inspect=example.invalid:9229", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an IP address or localhost"), "{out:?}");
 }
 
 #[test]

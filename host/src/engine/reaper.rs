@@ -14,20 +14,32 @@ type Remains = Box<dyn Send>;
 /// Dead isolates waiting for the reaper. Past this many, `retire` blocks.
 const BACKLOG: usize = 8;
 
+/// The reaper's queue; the first call starts the thread, which takes the caller's scheduling
+/// priority.
+fn queue() -> Option<&'static SyncSender<Remains>> {
+    static QUEUE: OnceLock<Option<SyncSender<Remains>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = sync_channel::<Remains>(BACKLOG);
+            std::thread::Builder::new()
+                .name("ivm-reaper".into())
+                .spawn(move || rx.into_iter().for_each(drop))
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
+/// Starts the reaper now rather than at the first disposal.
+pub(crate) fn start() {
+    queue();
+}
+
 /// Drops `remains` on the reaper thread (or here, if the thread cannot be started).
 pub(crate) fn retire(remains: impl Send + 'static) {
-    static QUEUE: OnceLock<Option<SyncSender<Remains>>> = OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Remains>(BACKLOG);
-        std::thread::Builder::new()
-            .name("ivm-reaper".into())
-            .spawn(move || rx.into_iter().for_each(drop))
-            .ok()
-            .map(|_| tx)
-    });
     let remains: Remains = Box::new(remains);
     // A failed send hands the value back inside the error, which then drops here.
-    if let Some(queue) = queue {
+    if let Some(queue) = queue() {
         let _ = queue.send(remains);
     }
 }

@@ -29,7 +29,8 @@ const SNAPSHOT_KEY_HELP: &str = "Seal and open snapshots with the key in FILE (3
 
 #[derive(Parser)]
 #[command(name = "ivm", about = ABOUT, after_help = AFTER_HELP, subcommand_required = true, arg_required_else_help = true)]
-#[command(disable_version_flag = true, max_term_width = 100)]
+// The last of a repeated option wins, as it always did.
+#[command(disable_version_flag = true, args_override_self = true, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub limits: Limits,
@@ -287,6 +288,9 @@ fn leaves<'a>(command: &'a clap::Command, path: &str) -> Vec<(String, &'a clap::
 }
 
 /// Writes the completion script for `shell`.
-pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
-    clap_complete::generate(shell, &mut command(), "ivm", out);
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    // Made in memory first: clap_complete panics on a failed write (a reader gone away).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command(), "ivm", &mut script);
+    out.write_all(&script)
 }

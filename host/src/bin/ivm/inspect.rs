@@ -62,10 +62,23 @@ impl Debugging {
     }
 }
 
+/// `HOST:PORT` with an IP address or `localhost` as the host. Names are not looked up: the
+/// static `ivm` would need the C library's name services (NSS) for that, and a debugger is
+/// served on this machine's own addresses anyway.
+fn listen_address(address: &str) -> std::io::Result<std::net::SocketAddr> {
+    if let Ok(address) = address.parse() {
+        return Ok(address);
+    }
+    match address.strip_prefix("localhost:").map(str::parse::<u16>) {
+        Some(Ok(port)) => Ok((std::net::Ipv4Addr::LOCALHOST, port).into()),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "HOST:PORT takes an IP address or localhost as the host")),
+    }
+}
+
 /// Listens on `address` and serves DevTools clients on threads of their own; says where on
 /// standard error, as `node --inspect` does.
 fn serve(isolate: &Isolate, address: &str, filename: &str) -> std::io::Result<()> {
-    let listener = TcpListener::bind(address)?;
+    let listener = TcpListener::bind(listen_address(address)?)?;
     let local = listener.local_addr()?;
     let id = target_id();
     eprintln!("Debugger listening on ws://{local}/{id}\nFor help, see: https://nodejs.org/en/docs/inspector");

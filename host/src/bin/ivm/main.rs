@@ -47,26 +47,26 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let isolation = match cli.limits.isolation {
-        Some(isolation) => Some(isolation.into()),
-        // The default comes from IVM_ISOLATION: a bad value there is a usage error too.
-        None => match Isolation::from_env() {
-            Ok(_) => None,
-            Err(e) => return exit_usage(e.message()),
-        },
-    };
+    let isolation = cli.limits.isolation.map(Into::into);
     let mut args = Args { limits: cli.limits, isolation, debugging: Debugging::default(), starting: None };
+    let runs_isolates = !matches!(cli.command, Command::Completions { .. } | Command::Manpage);
+    if runs_isolates && args.isolation.is_none() {
+        // The default comes from IVM_ISOLATION: a bad value there is a usage error too.
+        if let Err(e) = Isolation::from_env() {
+            return exit_usage(e.message());
+        }
+    }
     let print_value = matches!(cli.command, Command::Eval(_));
     let result = match cli.command {
+        // A reader that has gone away (`| head`) is no error, as for print_out.
         Command::Completions { shell } => {
-            cli::write_completions(shell, &mut std::io::stdout().lock());
+            let _ = cli::write_completions(shell, &mut std::io::stdout().lock());
             return ExitCode::SUCCESS;
         }
         Command::Manpage => {
-            return match cli::write_man_page(&mut std::io::stdout().lock()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => exit_usage(&format!("cannot write the man page: {e}")),
-            };
+            let mut page = Vec::new();
+            let _ = cli::write_man_page(&mut page).and_then(|()| std::io::stdout().lock().write_all(&page));
+            return ExitCode::SUCCESS;
         }
         Command::Component(ComponentCommand::Run(component)) => return run_component(&args, &component),
         Command::Snapshot(SnapshotCommand::Create(create)) => {
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
             let cache = match &run.code_cache {
                 Some(dir) => match DiskCache::open(dir, run.code_cache_key.as_deref()) {
                     Ok(cache) => Some(cache),
-                    Err(e) => return exit_usage(&e),
+                    Err(e) => return exit_failed(&e),
                 },
                 None => None,
             };
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             } else {
                 match read_source(&run.file) {
                     Ok(code) => run_script(&args, &code, &run.file, cache.as_ref()),
-                    Err(e) => return exit_usage(&format!("cannot read {}: {e}", run.file)),
+                    Err(e) => return exit_failed(&format!("cannot read {}: {e}", run.file)),
                 }
             }
         }
@@ -164,6 +164,12 @@ fn report(args: &Args, result: Result<Value, Error>, print_value: bool) -> ExitC
 /// Reports a usage error (exit status 2).
 fn exit_usage(message: &str) -> ExitCode {
     print_err(&format!("ivm: {message}\nTry 'ivm --help' for more information."));
+    ExitCode::from(2)
+}
+
+/// Reports a file or key that cannot be used (exit status 2, as a usage error).
+fn exit_failed(message: &str) -> ExitCode {
+    print_err(&format!("ivm: {message}"));
     ExitCode::from(2)
 }
 

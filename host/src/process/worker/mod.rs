@@ -19,7 +19,7 @@ mod queue;
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ pub fn serve_worker() -> ExitCode {
         std::process::abort();
     }));
     crate::engine::platform();
+    // Started here, at the worker's priority, before any thread of a lower one could start it.
+    crate::engine::reaper::start();
     let out = match protocol_output() {
         Ok(out) => out,
         Err(e) => {
@@ -72,6 +74,7 @@ pub fn serve_worker() -> ExitCode {
         next: AtomicU64::new(1),
         start: Mutex::default(),
         ready: Mutex::default(),
+        making_ahead: AtomicBool::new(false),
     });
     worker.send(&FromWorker::Hello { version: protocol::VERSION, pid: std::process::id() });
     let mut input = match PollingPipe::new(std::io::stdin()) {
@@ -127,6 +130,8 @@ struct Worker {
     /// deserializing a large snapshot takes milliseconds (4 for a 2.7 MB one here) that the
     /// request then need not wait for. It costs the worker one isolate more than it hosts.
     ready: Mutex<Option<Ready>>,
+    /// Whether an isolate is being made ahead (at most one is).
+    making_ahead: AtomicBool,
 }
 
 /// An isolate made ahead of its request.
@@ -361,19 +366,29 @@ impl Worker {
     /// Makes an isolate like `new` for the next request, on a thread of the lowest priority
     /// (nice 19), so that it takes time the worker's running isolates leave.
     fn make_ahead(self: &Arc<Self>, new: NewIsolate, start: Option<crate::Snapshot>) {
+        // One at a time: a burst of requests must not pile up isolates half made (the
+        // worker's memory ceiling allows for one).
+        if self.making_ahead.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let (made_one, made) = std::sync::mpsc::channel();
         *self.ready.lock() = Some(Ready { new: new.clone(), made });
         let worker = self.clone();
-        // Not started: the next request makes its isolate itself.
-        let _ = std::thread::Builder::new().name("ivm-isolate-ahead".into()).spawn(move || {
+        let started = std::thread::Builder::new().name("ivm-isolate-ahead".into()).spawn(move || {
             // SAFETY: plain system calls; on Linux a priority set with the thread's id is the
             // thread's alone. Failing leaves it at the worker's priority.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
             let id = worker.next_id();
             // Unclaimed (taken by a request for another kind, or not made in time), it is
-            // dropped here.
+            // disposed by the reaper, which `serve_worker` started at normal priority: no
+            // thread this one starts inherits its priority.
             let _ = made_one.send((id, worker.make_isolate(id, new, start)));
+            worker.making_ahead.store(false, Ordering::SeqCst);
         });
+        if started.is_err() {
+            // The next request makes its isolate itself.
+            self.making_ahead.store(false, Ordering::SeqCst);
+        }
     }
 
     /// The snapshot an isolate starts from (`None`: V8's built-in one), if this worker's
