@@ -58,8 +58,6 @@ pub fn serve_worker() -> ExitCode {
         std::process::abort();
     }));
     crate::engine::platform();
-    // Started here, at the worker's priority, before any thread of a lower one could start it.
-    crate::engine::reaper::start();
     let out = match protocol_output() {
         Ok(out) => out,
         Err(e) => {
@@ -371,6 +369,9 @@ impl Worker {
         if self.making_ahead.swap(true, Ordering::SeqCst) {
             return;
         }
+        // The reaper disposes of an isolate made ahead that nobody took: started here, at the
+        // worker's priority, so that it does not inherit the lower one.
+        crate::engine::reaper::start();
         let (made_one, made) = std::sync::mpsc::channel();
         *self.ready.lock() = Some(Ready { new: new.clone(), made });
         let worker = self.clone();
@@ -380,8 +381,8 @@ impl Worker {
             unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
             let id = worker.next_id();
             // Unclaimed (taken by a request for another kind, or not made in time), it is
-            // disposed by the reaper, which `serve_worker` started at normal priority: no
-            // thread this one starts inherits its priority.
+            // disposed by the reaper, already started: no thread this one starts inherits
+            // its priority.
             let _ = made_one.send((id, worker.make_isolate(id, new, start)));
             worker.making_ahead.store(false, Ordering::SeqCst);
         });
