@@ -20,15 +20,8 @@ command -v mmdebstrap >/dev/null 2>&1 || need_packages+=(mmdebstrap)
 command -v dpkg-deb >/dev/null 2>&1 || need_packages+=(dpkg)
 command -v file >/dev/null 2>&1 || need_packages+=(file)
 command -v strip >/dev/null 2>&1 || need_packages+=(binutils)
-if [ ${#need_packages[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
-  else
-    echo "ci/package.sh: please install: ${need_packages[*]}" >&2
-    exit 1
-  fi
-fi
+. ci/install-packages.sh
+install_packages ci/package.sh "${need_packages[@]}"
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --version 3.6.2 --locked
 
 target=x86_64-unknown-linux-gnu

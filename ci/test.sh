@@ -18,15 +18,8 @@ command -v node >/dev/null 2>&1 || need_packages+=(nodejs)
 [ -x /usr/lib/llvm-22/bin/wasm-ld ] || need_packages+=(lld-22)
 [ -e /usr/lib/wasm32-wasi/crt1-reactor.o ] || need_packages+=(wasi-libc)
 [ -e /usr/lib/llvm-22/lib/clang/22/lib/wasi/libclang_rt.builtins-wasm32.a ] || need_packages+=(libclang-rt-22-dev-wasm32)
-if [ ${#need_packages[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
-  else
-    echo "ci/test.sh: please install: ${need_packages[*]}" >&2
-    exit 1
-  fi
-fi
+. ci/install-packages.sh
+install_packages ci/test.sh "${need_packages[@]}"
 # The C bindings generator for guest components (0.61 is the newest that builds with Rust 1.95).
 if ! command -v wit-bindgen >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/wit-bindgen" ]; then
   cargo install wit-bindgen-cli --version 0.61.1 --locked

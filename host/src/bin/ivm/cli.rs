@@ -61,7 +61,7 @@ pub struct Limits {
     /// process, so a V8 crash or abort, or a script that ignores its timeout, ends only the
     /// worker. For 'component run', where the guest's isolates live
     #[arg(long, global = true, value_name = "MODE")]
-    pub isolation: Option<IsolationArg>,
+    isolation: Option<IsolationArg>,
     /// Report on stderr what the code cache did
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -71,6 +71,11 @@ impl Limits {
     /// `None`: no `--timeout`; `Some(None)`: `--timeout 0`, no timeout.
     pub fn timeout(&self) -> Option<Option<Duration>> {
         self.timeout.map(|ms| (ms > 0).then(|| Duration::from_millis(ms)))
+    }
+
+    /// `--isolation`, if given (else `IVM_ISOLATION` decides).
+    pub fn isolation(&self) -> Option<ivm::Isolation> {
+        self.isolation.map(Into::into)
     }
 }
 

@@ -28,7 +28,6 @@ static ALLOCATOR: ivm::BoundedAllocator = ivm::BoundedAllocator::new();
 /// What a run (`run`, `eval`, `snapshot create`) was asked.
 struct Args {
     limits: Limits,
-    isolation: Option<Isolation>,
     debugging: Debugging,
     /// The snapshot of `--snapshot`, opened.
     starting: Option<Snapshot>,
@@ -47,10 +46,9 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let isolation = cli.limits.isolation.map(Into::into);
-    let mut args = Args { limits: cli.limits, isolation, debugging: Debugging::default(), starting: None };
+    let mut args = Args { limits: cli.limits, debugging: Debugging::default(), starting: None };
     let runs_isolates = !matches!(cli.command, Command::Completions { .. } | Command::Manpage);
-    if runs_isolates && args.isolation.is_none() {
+    if runs_isolates && args.limits.isolation().is_none() {
         // The default comes from IVM_ISOLATION: a bad value there is a usage error too.
         if let Err(e) = Isolation::from_env() {
             return exit_usage(e.message());
@@ -199,7 +197,7 @@ fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
     // JavaScript that runs for no operation (what an async host function's completion left
     // behind) is bounded by the same timeout; without --timeout, nothing is.
     let mut options = IsolateOptions::default().memory_limit(args.limits.memory_limit).default_timeout(args.limits.timeout().flatten());
-    if let Some(isolation) = args.isolation {
+    if let Some(isolation) = args.limits.isolation() {
         options = options.isolation(isolation);
     }
     if let Some(cache) = cache {
@@ -301,7 +299,7 @@ fn run_component(args: &Args, component: &ComponentRunArgs) -> ExitCode {
     if let Some(mb) = component.memory_budget {
         limits = limits.memory_budget_mb(mb);
     }
-    if let Some(isolation) = args.isolation {
+    if let Some(isolation) = args.limits.isolation() {
         limits = limits.isolation(isolation);
     }
     limits = limits.debugging(component.allow_debugging);
