@@ -85,6 +85,12 @@ if [ "$baseline_only" -eq 0 ]; then
   else
     echo ">> no guest toolchain: component_eval_us is not measured" >&2
   fi
+  # The C program that times eval through libivm (c_api_eval_us, c_api_eval_ratio).
+  bash ci/c-api.sh --release --stage-only >&2
+  cc -O2 -Wall -Werror host/c-api/examples/bench.c -I target/c-api/include target/c-api/lib/libivm.a \
+    $(PKG_CONFIG_PATH=target/c-api/lib/pkgconfig pkg-config --static --libs-only-l ivm | sed 's/-livm//') \
+    -o "$out_dir/c-api-bench"
+  export IVM_BENCH_C_API="$root/$out_dir/c-api-bench"
 fi
 
 # --- run both, interleaved ----------------------------------------------------------------
@@ -224,6 +230,11 @@ if "component_eval_us" in ivm:
     v, native = ivm["component_eval_us"], ivm.get("eval_sync_us")
     shown = fmt(v) + (f" (native eval_sync_us {fmt(native)}, ×{v / native:.2f})" if num(native) and native else "")
     rows.append(("component_eval_us (eval round trip from a wasm guest)", shown, DASH, DASH, "no target", DASH))
+
+if "c_api_eval_us" in ivm:
+    v, ratio = ivm["c_api_eval_us"], ivm.get("c_api_eval_ratio")
+    shown = fmt(v) + (f" (Rust API eval_sync_us {fmt(ivm.get('eval_sync_us'))}, ×{ratio:.2f})" if num(ratio) else "")
+    rows.append(("c_api_eval_us (eval round trip through libivm, from C)", shown, DASH, DASH, "no target", DASH))
 
 # Process isolation (issue 6): absolute targets, with the in-process figure beside each.
 for key, native_key, target, label in (

@@ -2,12 +2,14 @@
 """Writes the Debian copyright file (DEP-5) of the `ivm` package: ivm itself, what the V8
 archive bundles, the static C library, and every crate linked into the binary (from
 `cargo metadata`: normal dependencies of the `ivm` package for x86_64 Linux, proc-macros
-left out since their code is not in the binary), each with its license.
+left out since their code is not in the binary), each with its license. With `--library`,
+the same for libivm's packages (the `ivm-c-api` crate's dependencies; glibc is linked
+dynamically there, so it is not listed).
 
 A license this script has no text for stops it: a new dependency's license is read before
 it ships.
 
-Usage: ci/deb-copyright.py OUT [GLIBC_VERSION]
+Usage: ci/deb-copyright.py OUT [GLIBC_VERSION | --library]
 """
 
 import json
@@ -56,14 +58,14 @@ def names(expression):
     return found
 
 
-def linked_crates():
+def linked_crates(root_name):
     metadata = json.loads(subprocess.run(
         ["cargo", "metadata", "--locked", "--format-version", "1", "--filter-platform", "x86_64-unknown-linux-gnu"],
         check=True, capture_output=True, text=True, cwd=os.path.dirname(HERE)).stdout)
     packages = {p["id"]: p for p in metadata["packages"]}
     nodes = {n["id"]: n for n in metadata["resolve"]["nodes"]}
     members = set(metadata["workspace_members"])
-    root = next(p["id"] for p in metadata["packages"] if p["name"] == "ivm" and p["id"] in members)
+    root = next(p["id"] for p in metadata["packages"] if p["name"] == root_name and p["id"] in members)
     seen, stack = set(), [root]
     while stack:
         node = stack.pop()
@@ -94,28 +96,39 @@ def paragraph(fields):
 
 def main():
     out = sys.argv[1]
-    glibc = sys.argv[2] if len(sys.argv) > 2 else "the build machine's"
+    library = sys.argv[2:] == ["--library"]
+    glibc = None if library else sys.argv[2] if len(sys.argv) > 2 else "the build machine's"
+    if library:
+        comment = ("libivm (libivm.so.0, libivm.a) is ivm's C API. Besides ivm's own code it holds the\n"
+                   "V8 archive built from the source of the `v8` crate 152.2.0 (its folders are named\n"
+                   "below) and the Rust crates listed below by the folder `cargo vendor\n"
+                   "--versioned-dirs` puts them in (those ivm's workspace links; libivm holds a subset).")
+    else:
+        comment = ("The ivm binary is one static executable. Besides ivm's own code it holds the V8\n"
+                   "archive built from the source of the `v8` crate 152.2.0 (its folders are named\n"
+                   "below), the GNU C Library (linked statically; its version is named below), and\n"
+                   "the Rust crates listed below by the folder `cargo vendor --versioned-dirs` puts\n"
+                   "them in.")
     paragraphs = [paragraph([
         ("Format", "https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"),
         ("Upstream-Name", "ivm"),
-        ("Comment", "The ivm binary is one static executable. Besides ivm's own code it holds the V8\n"
-                    "archive built from the source of the `v8` crate 152.2.0 (its folders are named\n"
-                    "below), the GNU C Library (linked statically; its version is named below), and\n"
-                    "the Rust crates listed below by the folder `cargo vendor --versioned-dirs` puts\n"
-                    "them in."),
+        ("Comment", comment),
     ])]
     paragraphs.append(paragraph([("Files", "*"), ("Copyright", "2026 The ivm developers"), ("License", "MIT or Apache-2.0")]))
     used = {"MIT", "Apache-2.0", "LGPL-2.1+"}
     for files, holders, license, what in BUNDLED:
         paragraphs.append(paragraph([("Files", files), ("Copyright", holders), ("License", license), ("Comment", f"{what}, in the V8 archive")]))
         used |= names(license)
-    paragraphs.append(paragraph([
-        ("Files", "debian/glibc/*"),
-        ("Copyright", "1991-2025 Free Software Foundation, Inc. and others"),
-        ("License", "LGPL-2.1+"),
-        ("Comment", f"The GNU C Library {glibc}, linked statically; its source is Debian's glibc package."),
-    ]))
-    for crate in linked_crates():
+    if glibc is not None:
+        paragraphs.append(paragraph([
+            ("Files", "debian/glibc/*"),
+            ("Copyright", "1991-2025 Free Software Foundation, Inc. and others"),
+            ("License", "LGPL-2.1+"),
+            ("Comment", f"The GNU C Library {glibc}, linked statically; its source is Debian's glibc package."),
+        ]))
+    else:
+        used.discard("LGPL-2.1+")
+    for crate in linked_crates("ivm-c-api" if library else "ivm"):
         license = spdx_to_dep5(crate["license"] or "")
         if not license:
             sys.exit(f"deb-copyright: {crate['name']} {crate['version']} states no license")

@@ -3,13 +3,18 @@
 # 1. the stripped binary alone, in an otherwise empty root with /proc mounted, evaluates,
 #    stops a script at its memory limit (exit 4) and runs a process-isolated isolate;
 # 2. the .deb installs into a clean minimal Debian root (mmdebstrap, from Debian's mirror),
-#    where `ivm --version`, `man ivm`, a hostile script and a guest component work.
+#    where `ivm --version`, `man ivm`, a hostile script and a guest component work;
+# 3. there too, libivm0 and libivm-dev install, and the C example (from the package's
+#    examples) builds with gcc and pkg-config against the shared and the static library and
+#    passes, with /usr/bin/ivm as worker program.
 #
-# Usage: ci/package-test.sh STRIPPED_IVM IVM.deb
+# Usage: ci/package-test.sh STRIPPED_IVM IVM.deb LIBIVM0.deb LIBIVM-DEV.deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary="$(realpath "$1")"
 deb="$(realpath "$2")"
+lib_deb="$(realpath "$3")"
+dev_deb="$(realpath "$4")"
 [ "$(id -u)" = 0 ] || { echo "package-test: run as root (chroot, mount)" >&2; exit 1; }
 work="$(mktemp -d)"
 cleanup() {
@@ -60,10 +65,18 @@ ivm component run /tmp/hello.wasm deb | grep -x "Hello, deb! 42"
 test -s /usr/share/bash-completion/completions/ivm
 test -s /usr/share/zsh/vendor-completions/_ivm
 test -s /usr/share/fish/vendor_completions.d/ivm.fish
+dpkg -i /tmp/$(basename "$lib_deb") /tmp/$(basename "$dev_deb") >/dev/null
+cd /tmp
+cp /usr/share/doc/libivm-dev/examples/example.c .
+cc -std=c11 -D_DEFAULT_SOURCE example.c \$(pkg-config --cflags --libs ivm) -lpthread -o example
+./example /usr/bin/ivm | grep -x "all checks passed"
+cc -std=c11 -D_DEFAULT_SOURCE example.c /usr/lib/\$(gcc -print-multiarch)/libivm.a \$(pkg-config --static --libs-only-l ivm | sed 's/-livm//') -lpthread -o example-static
+./example-static /usr/bin/ivm | grep -x "all checks passed"
 EOF
 # mmdebstrap mounts /proc, /sys and /dev for its hooks; the root is thrown away after.
-mmdebstrap --variant=minbase --include=man-db --quiet \
-  --customize-hook="copy-in '$deb' '$guest' '$work/inside.sh' /tmp" \
+mmdebstrap --variant=minbase --include=man-db,gcc,libc6-dev,pkg-config --quiet \
+  --customize-hook="copy-in '$deb' '$lib_deb' '$dev_deb' '$guest' '$work/inside.sh' /tmp" \
   --customize-hook='chroot "$1" sh -x /tmp/inside.sh' \
   "$suite" "$work/debian-root"
 echo "package-test: ok: $(basename "$deb") installs into a clean $suite root; --version, man, limits and a component work there"
+echo "package-test: ok: libivm0 and libivm-dev install there; the C example builds with pkg-config (shared and static) and passes"

@@ -2,8 +2,8 @@
 # Sets up a fresh machine and runs every test: the README's test command.
 # Installs what the build and the tests need (V8 comes prebuilt and hash-checked by
 # host/build.rs, see BUILDING.md), then runs clippy (warnings are errors), the unit tests, the
-# acceptance suite (in-process, then process-isolated), the documentation examples, and checks
-# the guest crate.
+# acceptance suite (in-process, then process-isolated), the documentation examples, checks
+# the guest crate, and proves the C API (ci/c-api.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The C API builds ivm without its default features (no CLI, component host or tokio): what
+# only those features use must not be left dead there.
+cargo clippy --locked -p ivm-c-api -- -D warnings
 # The layers stay layered: no import cycle over 3 files, but the engine core's (ARCHITECTURE.md).
 python3 ci/import-cycles.py host/src 3 --allow isolate/inner.rs isolate/nesting.rs run/mod.rs run/state.rs \
   run/deadlines.rs run/host_calls.rs
@@ -46,3 +49,6 @@ cargo test --locked --test acceptance
 IVM_ISOLATION=process cargo test --locked --test acceptance
 cargo test --locked --doc
 cargo check --locked -p ivm-guest
+# libivm, the C API: its header against its exports, and the C, C++ and Python examples
+# (also against the static library, and the C one under valgrind).
+bash ci/c-api.sh

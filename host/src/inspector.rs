@@ -104,6 +104,7 @@ impl InspectorSession {
     /// Ends a pause of the session's isolate and keeps any from beginning until the guard
     /// drops: for a caller about to wait on the isolate that is also the one that would serve
     /// the pause (a WebAssembly guest inside a call).
+    #[cfg(feature = "component")]
     pub(crate) fn hold_pauses(&self) -> PausesHeld {
         self.inspector.hold_pauses(true);
         PausesHeld(self.inspector.clone())
@@ -112,8 +113,10 @@ impl InspectorSession {
 
 /// Pauses of a session's isolate held off (see [`InspectorSession::hold_pauses`]) until
 /// this is dropped.
+#[cfg(feature = "component")]
 pub(crate) struct PausesHeld(Inspector);
 
+#[cfg(feature = "component")]
 impl Drop for PausesHeld {
     fn drop(&mut self) {
         self.0.hold_pauses(false);
@@ -121,6 +124,7 @@ impl Drop for PausesHeld {
 }
 
 impl Inspector {
+    #[cfg(feature = "component")]
     fn hold_pauses(&self, hold: bool) {
         match self {
             Inspector::Local(agent) => {

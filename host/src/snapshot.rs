@@ -146,7 +146,7 @@ impl Snapshot {
 }
 
 /// What goes into a [`Snapshot`], and the limits its creation runs under.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct SnapshotBuilder {
     scripts: Vec<(String, ScriptOrigin)>,

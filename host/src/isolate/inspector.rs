@@ -210,6 +210,10 @@ pub(crate) struct Agent {
     /// A drain is asked for (a job of the isolate and an interrupt; whichever comes first
     /// drains, and clears this so that later messages ask again).
     drain_queued: AtomicBool,
+    /// Interrupts asked for and not run yet, each holding a `Weak` of this agent: V8 drops
+    /// the interrupts of an isolate it frees without running them, so `tear_down` frees
+    /// those `Weak`s (else each would keep the agent's allocation for good).
+    interrupts: AtomicUsize,
     /// Told when a run pauses (`true`) and goes on (`false`): a worker tells its host.
     on_pause: Mutex<Option<PauseListener>>,
     /// Callers waiting on the isolate that cannot serve a pause (see `hold_pauses`).
@@ -307,6 +311,7 @@ impl Agent {
                 enabled: enable,
                 dispatching: AtomicU64::new(0),
                 drain_queued: AtomicBool::new(false),
+                interrupts: AtomicUsize::new(0),
                 on_pause: Mutex::default(),
                 pauses_held: AtomicUsize::new(0),
                 isolate: Arc::downgrade(inner),
@@ -340,6 +345,13 @@ impl Agent {
         drop(sessions);
         let inspector = self.v8.lock().take();
         drop(inspector);
+        // With the isolate locked no interrupt runs, and V8 frees it next without running
+        // those still asked for.
+        for _ in 0..self.interrupts.swap(0, Ordering::SeqCst) {
+            // SAFETY: each counted interrupt holds one `Weak` from `into_raw` of `me`, which
+            // nothing else will take now.
+            drop(unsafe { Weak::from_raw(Weak::as_ptr(&self.me)) });
+        }
     }
 
     /// The agent of `isolate`, if it has one.
@@ -434,7 +446,10 @@ impl Agent {
         // Each drain asks for an interrupt of its own: one asked for while the isolate was
         // idle may run only at its next JavaScript, after later messages were queued.
         let data = Weak::into_raw(self.me.clone()) as *mut c_void;
+        // Counted first: the interrupt may run at once, on the thread running JavaScript.
+        self.interrupts.fetch_add(1, Ordering::SeqCst);
         if !self.handle.request_interrupt(drain_interrupt, data) {
+            self.interrupts.fetch_sub(1, Ordering::SeqCst);
             // SAFETY: the interrupt was not queued, so `data` is still ours.
             drop(unsafe { Weak::from_raw(data as *const Agent) });
         }
@@ -633,6 +648,7 @@ unsafe extern "C" fn drain_interrupt(_isolate: v8::UnsafeRawIsolatePtr, data: *m
     // SAFETY: `data` is the `Weak` leaked in `Agent::schedule_drain`; this is its only consumer.
     let agent = unsafe { Weak::from_raw(data as *const Agent) };
     if let Some(agent) = agent.upgrade() {
+        agent.interrupts.fetch_sub(1, Ordering::SeqCst);
         // Later messages ask again (the job may wait behind the JavaScript running).
         agent.drain_queued.store(false, Ordering::SeqCst);
         agent.drain();

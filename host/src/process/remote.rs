@@ -160,6 +160,7 @@ impl RemoteIsolate {
     }
 
     /// See [`Agent::hold_pauses`](crate::isolate::inspector::Agent::hold_pauses).
+    #[cfg(feature = "component")]
     pub(crate) fn hold_pauses(&self, hold: bool) {
         if !self.is_disposed() {
             self.link.post(Some(self.id), Op::HoldPauses { hold });

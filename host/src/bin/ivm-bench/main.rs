@@ -57,7 +57,8 @@ fn main() -> Result<(), ivm::Error> {
         }),
     );
     // 3. sync eval round trip
-    put("eval_sync_us", 1000.0 * time_ms(20_000, |_| drop(context.eval::<Value>("1+1").expect("eval"))));
+    let eval_sync_us = 1000.0 * time_ms(20_000, |_| drop(context.eval::<Value>("1+1").expect("eval")));
+    put("eval_sync_us", eval_sync_us);
     // ... and in an isolate with the inspector enabled, no session attached
     let inspected = Isolate::new(IsolateOptions::default().inspector().isolation(ivm::Isolation::InProcess))?.create_context()?;
     put("eval_sync_inspector_us", 1000.0 * time_ms(20_000, |_| drop(inspected.eval::<Value>("1+1").expect("eval"))));
@@ -166,13 +167,21 @@ fn main() -> Result<(), ivm::Error> {
         put("component_eval_us", component_eval_us(std::path::Path::new(&guest)));
     }
 
-    // 15. process isolation (an isolate in a worker process): eval and call round trips, a
+    // 15. eval round trip through libivm's C API (host/c-api/examples/bench.c, built by
+    // ci/bench-compare.sh), the same `1+1` as eval_sync_us, and its ratio to it
+    if let Some(program) = std::env::var_os("IVM_BENCH_C_API") {
+        let c_api = c_api_eval_us(std::path::Path::new(&program));
+        put("c_api_eval_us", c_api);
+        put("c_api_eval_ratio", c_api / eval_sync_us);
+    }
+
+    // 16. process isolation (an isolate in a worker process): eval and call round trips, a
     // host function called from the worker, and creating an isolate from a warm pool
     if std::env::var_os("IVM_BENCH_NO_PROCESS").is_none() {
         for (key, value) in process_figures()? {
             put(key, value);
         }
-        // 16. startup snapshot: an isolate and a context ready with a ~1 MB library, from a
+        // 17. startup snapshot: an isolate and a context ready with a ~1 MB library, from a
         // snapshot (in a warm worker of that snapshot) against evaluating the library anew
         for (key, value) in snapshot_figures()? {
             put(key, value);
@@ -354,6 +363,13 @@ fn component_eval_us(guest: &std::path::Path) -> f64 {
     let run = GuestProgram::load(guest).and_then(|p| p.run(&[], GuestLimits::default(), Output::Capture)).expect("the bench guest runs");
     let printed: serde_json::Value = serde_json::from_slice(&run.stdout).expect("the bench guest prints JSON");
     printed["component_eval_us"].as_f64().expect("component_eval_us")
+}
+
+fn c_api_eval_us(program: &std::path::Path) -> f64 {
+    let run = std::process::Command::new(program).output().expect("the C API bench runs");
+    assert!(run.status.success(), "the C API bench failed: {}", String::from_utf8_lossy(&run.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&run.stdout).expect("the C API bench prints JSON");
+    printed["c_api_eval_us"].as_f64().expect("c_api_eval_us")
 }
 
 fn cached_compile_ratio() -> Result<f64, ivm::Error> {
