@@ -11,6 +11,13 @@
 # 200 MB static library (and lintian refuses zstd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+need_packages=()
+command -v lintian >/dev/null 2>&1 || need_packages+=(lintian)
+command -v dpkg-deb >/dev/null 2>&1 || need_packages+=(dpkg)
+command -v objdump >/dev/null 2>&1 || need_packages+=(binutils)
+. ci/install-packages.sh
+install_packages ci/libivm-deb.sh "${need_packages[@]}"
+export PATH="$HOME/.cargo/bin:$PATH"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
 # The build's own folders are remapped out of the library, as for the static binary (but
 # libivm links glibc dynamically: no crt-static).

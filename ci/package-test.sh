@@ -61,7 +61,8 @@ ivm --version | grep "^ivm .* (V8 "
 MANPAGER=cat man ivm 2>/dev/null | grep -q "snapshot create"
 test "\$(status ivm --memory-limit 16 eval '$hog')" = 4
 test "\$(status ivm --timeout 50 eval 'for (;;) {}')" = 3
-ivm component run /tmp/hello.wasm deb | grep -x "Hello, deb! 42"
+ivm component run /tmp/hello.wasm deb >/tmp/out
+grep -x "Hello, deb! 42" /tmp/out
 test -s /usr/share/bash-completion/completions/ivm
 test -s /usr/share/zsh/vendor-completions/_ivm
 test -s /usr/share/fish/vendor_completions.d/ivm.fish
@@ -69,9 +70,11 @@ dpkg -i /tmp/$(basename "$lib_deb") /tmp/$(basename "$dev_deb") >/dev/null
 cd /tmp
 cp /usr/share/doc/libivm-dev/examples/example.c .
 cc -std=c11 -D_DEFAULT_SOURCE example.c \$(pkg-config --cflags --libs ivm) -lpthread -o example
-./example /usr/bin/ivm | grep -x "all checks passed"
+./example /usr/bin/ivm >out
+grep -x "all checks passed" out
 cc -std=c11 -D_DEFAULT_SOURCE example.c /usr/lib/\$(gcc -print-multiarch)/libivm.a \$(pkg-config --static --libs-only-l ivm | sed 's/-livm//') -lpthread -o example-static
-./example-static /usr/bin/ivm | grep -x "all checks passed"
+./example-static /usr/bin/ivm >out
+grep -x "all checks passed" out
 EOF
 # mmdebstrap mounts /proc, /sys and /dev for its hooks; the root is thrown away after.
 mmdebstrap --variant=minbase --include=man-db,gcc,libc6-dev,pkg-config --quiet \

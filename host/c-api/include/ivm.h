@@ -223,11 +223,13 @@ enum ivm_isolation_enum {
 
 ivm_isolate_options_t *ivm_isolate_options_new(void);
 void ivm_isolate_options_delete(ivm_isolate_options_t *options);
-/* Memory limit in MB (heap, ArrayBuffers and WebAssembly memories): default 128, minimum 8. */
+/* Memory limit in MB (heap, ArrayBuffers and WebAssembly memories): default 128, minimum 8
+   (a smaller one is refused by ivm_isolate_new). A setter that fails leaves the options as
+   they were. */
 ivm_error_t *ivm_isolate_options_set_memory_limit(ivm_isolate_options_t *options, uint64_t mb);
 ivm_error_t *ivm_isolate_options_set_isolation(ivm_isolate_options_t *options, ivm_isolation_t isolation);
-/* The `ivm` binary worker processes run (an absolute path). Isolates whose options name the
-   same program share its worker processes. */
+/* The `ivm` binary worker processes run (an absolute path); it makes the isolate process-
+   isolated. Isolates whose options name the same program share its worker processes. */
 ivm_error_t *ivm_isolate_options_set_worker_program(ivm_isolate_options_t *options, const char *path);
 /* The timeout of runs that set none (and of async host functions' completions): default
    30000 ms; 0: none. */
@@ -248,6 +250,7 @@ ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *options, ivm_isolate_t
 void ivm_isolate_delete(ivm_isolate_t *isolate);
 /* Disposes the isolate now: a run in progress stops; later calls give IVM_ERROR_DISPOSED. */
 ivm_error_t *ivm_isolate_dispose(const ivm_isolate_t *isolate);
+/* True also for NULL. */
 bool ivm_isolate_is_disposed(const ivm_isolate_t *isolate);
 /* CPU and wall-clock time the isolate has run, in nanoseconds. */
 ivm_error_t *ivm_isolate_cpu_time_ns(const ivm_isolate_t *isolate, uint64_t *out);
@@ -372,7 +375,7 @@ ivm_error_t *ivm_isolate_compile_module(const ivm_isolate_t *isolate, const char
 ivm_error_t *ivm_isolate_json_module(const ivm_isolate_t *isolate, const char *name, const char *json, size_t len,
                                      ivm_module_t **out);
 void ivm_module_delete(ivm_module_t *module);
-/* The module's file name (its origin's), borrowed from the module. */
+/* The module's file name (its origin's), borrowed from the module; NULL for NULL. */
 const char *ivm_module_filename(const ivm_module_t *module);
 
 /* Finds the module `specifier` names, imported by `referrer` (borrowed for the call): set
@@ -403,7 +406,8 @@ int8_t ivm_module_cached_data_rejected(const ivm_module_t *module);
 void ivm_reference_delete(ivm_reference_t *reference);
 /* Another handle to the same value (the caller's); NULL for NULL. */
 ivm_reference_t *ivm_reference_clone(const ivm_reference_t *reference);
-/* `typeof` as isolated-vm reports it ("null" for null, "object" for symbols), static. */
+/* `typeof` as isolated-vm reports it ("null" for null, "object" for symbols), static; NULL
+   for NULL. */
 const char *ivm_reference_type_of(const ivm_reference_t *reference);
 /* Reads property `key`; `transfer` as for runs (AUTO: a reference for objects). */
 ivm_error_t *ivm_reference_get(const ivm_reference_t *reference, const char *key, size_t len, ivm_transfer_t transfer,

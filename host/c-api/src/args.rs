@@ -60,8 +60,9 @@ pub(crate) unsafe fn name<'a>(ptr: *const c_char, name: &str) -> Result<&'a str>
 
 /// A list of `len` borrowed handles.
 pub(crate) unsafe fn list<'a, T>(ptr: *const *const T, len: usize, name: &str) -> Result<Vec<&'a T>> {
+    let size = len.checked_mul(size_of::<*const T>()).ok_or_else(|| Error::InvalidArgument(format!("`{name}`: {len} is too many")))?;
     // SAFETY: the caller lends `len` pointers at `ptr`.
-    let pointers = unsafe { bytes(ptr.cast::<u8>(), len * size_of::<*const T>(), name) }?;
+    let pointers = unsafe { bytes(ptr.cast::<u8>(), size, name) }?;
     let pointers = pointers.as_ptr().cast::<*const T>();
     (0..len)
         // SAFETY: in bounds, and each element is NULL or a handle.

@@ -106,15 +106,14 @@ pub unsafe extern "C" fn ivm_inspector_session_poll(
     boundary(|| {
         let session = unsafe { args::borrow(session, "session") }?;
         let (out, received) = unsafe { (args::out(out, "out")?, args::out(received, "received")?) };
-        *received = false;
         match session.0.recv_timeout(Duration::from_millis(wait_ms.into())) {
             Ok(Some(message)) => {
                 ivm_bytes_t::give(out, message.into_bytes());
                 *received = true;
-                Ok(())
             }
-            Ok(None) => Err(Error::disposed("The inspector session has ended")),
-            Err(_) => Ok(()),
+            Ok(None) => return Err(Error::disposed("The inspector session has ended")),
+            Err(_) => *received = false,
         }
+        Ok(())
     })
 }

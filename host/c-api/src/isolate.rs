@@ -19,11 +19,11 @@ pub extern "C" fn ivm_isolate_options_new() -> *mut ivm_isolate_options_t {
     give(ivm_isolate_options_t(IsolateOptions::default()))
 }
 
-/// Applies one setter to options the caller lends.
+/// Applies one setter to options the caller lends; a setter that fails leaves them as they were.
 unsafe fn change(options: *mut ivm_isolate_options_t, set: impl FnOnce(IsolateOptions) -> Result<IsolateOptions>) -> *mut crate::ivm_error_t {
     boundary(|| {
         let options = unsafe { args::borrow_mut(options, "options") }?;
-        options.0 = set(std::mem::take(&mut options.0))?;
+        options.0 = set(options.0.clone())?;
         Ok(())
     })
 }

@@ -20,12 +20,11 @@ pub extern "C" fn ivm_snapshot_options_new() -> *mut ivm_snapshot_options_t {
     give(ivm_snapshot_options_t(Snapshot::builder()))
 }
 
+/// Applies one setter to options the caller lends; a setter that fails leaves them as they were.
 unsafe fn change(options: *mut ivm_snapshot_options_t, set: impl FnOnce(SnapshotBuilder) -> Result<SnapshotBuilder>) -> *mut crate::ivm_error_t {
     boundary(|| {
         let options = unsafe { args::borrow_mut(options, "options") }?;
-        // A builder has no default: a stand-in holds the place while `set` works.
-        let builder = std::mem::replace(&mut options.0, Snapshot::builder());
-        options.0 = set(builder)?;
+        options.0 = set(options.0.clone())?;
         Ok(())
     })
 }

@@ -210,10 +210,8 @@ pub(crate) struct Agent {
     /// A drain is asked for (a job of the isolate and an interrupt; whichever comes first
     /// drains, and clears this so that later messages ask again).
     drain_queued: AtomicBool,
-    /// Interrupts asked for and not run yet, each holding a `Weak` of this agent: V8 drops
-    /// the interrupts of an isolate it frees without running them, so `tear_down` frees
-    /// those `Weak`s (else each would keep the agent's allocation for good).
-    interrupts: AtomicUsize,
+    /// This agent's number in `AGENTS`: what its interrupts carry to find it.
+    id: u64,
     /// Told when a run pauses (`true`) and goes on (`false`): a worker tells its host.
     on_pause: Mutex<Option<PauseListener>>,
     /// Callers waiting on the isolate that cannot serve a pause (see `hold_pauses`).
@@ -311,7 +309,7 @@ impl Agent {
                 enabled: enable,
                 dispatching: AtomicU64::new(0),
                 drain_queued: AtomicBool::new(false),
-                interrupts: AtomicUsize::new(0),
+                id: NEXT_AGENT.fetch_add(1, Ordering::Relaxed),
                 on_pause: Mutex::default(),
                 pauses_held: AtomicUsize::new(0),
                 isolate: Arc::downgrade(inner),
@@ -320,6 +318,7 @@ impl Agent {
                 me: me.clone(),
             }
         });
+        AGENTS.lock().insert(agent.id, Arc::downgrade(&agent));
         isolate.set_slot(agent.clone());
         // Disposing ends a pause and a wait for a debugger; V8's inspector goes with the
         // isolate locked, before V8 frees the isolate.
@@ -345,13 +344,6 @@ impl Agent {
         drop(sessions);
         let inspector = self.v8.lock().take();
         drop(inspector);
-        // With the isolate locked no interrupt runs, and V8 frees it next without running
-        // those still asked for.
-        for _ in 0..self.interrupts.swap(0, Ordering::SeqCst) {
-            // SAFETY: each counted interrupt holds one `Weak` from `into_raw` of `me`, which
-            // nothing else will take now.
-            drop(unsafe { Weak::from_raw(Weak::as_ptr(&self.me)) });
-        }
     }
 
     /// The agent of `isolate`, if it has one.
@@ -445,14 +437,9 @@ impl Agent {
         }
         // Each drain asks for an interrupt of its own: one asked for while the isolate was
         // idle may run only at its next JavaScript, after later messages were queued.
-        let data = Weak::into_raw(self.me.clone()) as *mut c_void;
-        // Counted first: the interrupt may run at once, on the thread running JavaScript.
-        self.interrupts.fetch_add(1, Ordering::SeqCst);
-        if !self.handle.request_interrupt(drain_interrupt, data) {
-            self.interrupts.fetch_sub(1, Ordering::SeqCst);
-            // SAFETY: the interrupt was not queued, so `data` is still ours.
-            drop(unsafe { Weak::from_raw(data as *const Agent) });
-        }
+        // The interrupt carries the agent's number, not a pointer: V8 drops the interrupts of
+        // an isolate it frees without running them, so whatever one owned would leak.
+        self.handle.request_interrupt(drain_interrupt, self.id as usize as *mut c_void);
         let me = self.me.clone();
         inner.post(move |session| {
             if let Some(agent) = me.upgrade() {
@@ -635,6 +622,7 @@ impl Drop for Agent {
     /// Torn down with its isolate (`tear_down`); if not (the last handle went elsewhere), V8's
     /// objects are left rather than touched without the isolate's lock.
     fn drop(&mut self) {
+        AGENTS.lock().remove(&self.id);
         self.fail_all();
         if self.v8.get_mut().is_some() {
             std::mem::forget(std::mem::take(self.sessions.get_mut()));
@@ -643,12 +631,15 @@ impl Drop for Agent {
     }
 }
 
+/// The agents of the process by number, for their interrupts to find them.
+static AGENTS: std::sync::LazyLock<Mutex<HashMap<u64, Weak<Agent>>>> = std::sync::LazyLock::new(Mutex::default);
+static NEXT_AGENT: AtomicU64 = AtomicU64::new(1);
+
 /// The interrupt that drains the inbox while JavaScript runs.
 unsafe extern "C" fn drain_interrupt(_isolate: v8::UnsafeRawIsolatePtr, data: *mut c_void) {
-    // SAFETY: `data` is the `Weak` leaked in `Agent::schedule_drain`; this is its only consumer.
-    let agent = unsafe { Weak::from_raw(data as *const Agent) };
-    if let Some(agent) = agent.upgrade() {
-        agent.interrupts.fetch_sub(1, Ordering::SeqCst);
+    // The registry's lock is let go before the agent is used (or dropped, which takes it).
+    let agent = AGENTS.lock().get(&(data as usize as u64)).and_then(Weak::upgrade);
+    if let Some(agent) = agent {
         // Later messages ask again (the job may wait behind the JavaScript running).
         agent.drain_queued.store(false, Ordering::SeqCst);
         agent.drain();
