@@ -10,6 +10,7 @@
 #include <ivm.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,43 @@ static ivm_error_t *resolve(void *user_data, const char *specifier, const ivm_mo
     return NULL;
 }
 
+/* import() and import.meta: modules compiled on demand. */
+static ivm_error_t *import_module(void *user_data, const ivm_isolate_t *isolate, const char *specifier,
+                                  const char *referrer, ivm_module_t **module) {
+    (void)user_data;
+    CHECK(strcmp(referrer, "main.js") == 0 || strcmp(referrer, "lazy.mjs") == 0);
+    const char *code = strcmp(specifier, "lazy.mjs") == 0 ? "export { base } from 'base.mjs'; export const meta = import.meta.where;"
+                       : strcmp(specifier, "base.mjs") == 0 ? "export const base = 40;"
+                       : NULL;
+    if (code == NULL) return ivm_error_new("Error", "not found", 9);
+    ivm_compile_options_t *origin = ivm_compile_options_new();
+    ivm_error_t *error = ivm_compile_options_set_origin(origin, specifier, 0, 0);
+    if (error == NULL) error = ivm_isolate_compile_module(isolate, code, strlen(code), origin, module);
+    ivm_compile_options_delete(origin);
+    return error;
+}
+
+static ivm_error_t *import_meta(void *user_data, const char *filename, ivm_value_t **meta) {
+    (void)user_data;
+    char json[256];
+    snprintf(json, sizeof json, "{\"where\": \"in %s\"}", filename);
+    return ivm_value_new_json(json, strlen(json), meta);
+}
+
+/* --- isolate events ---------------------------------------------------------------------- */
+
+static char rejection_seen[256];
+static void on_rejection(void *user_data, const ivm_error_t *error) {
+    (void)user_data;
+    snprintf(rejection_seen, sizeof rejection_seen, "%s: %s", ivm_error_name(error), ivm_error_message(error));
+}
+
+static volatile int catastrophes = 0;
+static void on_catastrophe(void *user_data, const char *message) {
+    (void)user_data;
+    if (strstr(message, "signal") != NULL || strstr(message, "worker") != NULL) catastrophes++;
+}
+
 /* --- heap snapshots ---------------------------------------------------------------------- */
 
 static bool count_bytes(void *user_data, const uint8_t *data, size_t len) {
@@ -213,6 +251,11 @@ static void null_arguments(void) {
     REFUSED(ivm_isolate_stop_cpu_profiler(NULL, NULL, NULL));
     REFUSED(ivm_isolate_heap_snapshot(NULL, NULL, NULL));
     REFUSED(ivm_isolate_inspector_session(NULL, NULL));
+    REFUSED(ivm_isolate_set_dynamic_import(NULL, import_module, NULL, NULL));
+    REFUSED(ivm_isolate_set_import_meta(NULL, NULL, NULL, NULL));
+    REFUSED(ivm_isolate_options_set_on_catastrophic_error(NULL, on_catastrophe, NULL, NULL));
+    REFUSED(ivm_isolate_options_set_on_unhandled_rejection(NULL, NULL, NULL, NULL));
+    REFUSED(ivm_isolate_data_module(NULL, "x", NULL, NULL));
     REFUSED(ivm_inspector_session_dispatch(NULL, NULL, 0));
     REFUSED(ivm_inspector_session_poll(NULL, 0, &bytes, &flag));
     /* Queries and deletes take NULL quietly. */
@@ -244,6 +287,7 @@ int main(int argc, char **argv) {
     ok(ivm_isolate_options_set_memory_limit(options, 32), "set_memory_limit");
     ivm_error_delete(fails(ivm_isolate_options_set_memory_limit(NULL, 32), IVM_ERROR_INVALID_ARGUMENT, "NULL options"));
     ivm_error_delete(fails(ivm_isolate_options_set_isolation(options, 7), IVM_ERROR_INVALID_ARGUMENT, "isolation 7"));
+    ok(ivm_isolate_options_set_on_unhandled_rejection(options, on_rejection, NULL, NULL), "on_unhandled_rejection");
     ivm_isolate_t *isolate = NULL;
     ok(ivm_isolate_new(options, &isolate), "isolate_new");
     ivm_error_delete(fails(ivm_isolate_new(options, NULL), IVM_ERROR_INVALID_ARGUMENT, "NULL out"));
@@ -335,6 +379,10 @@ int main(int argc, char **argv) {
     ivm_error_delete(fails(ivm_function_new(NULL, NULL, NULL, count_finalized, &value), IVM_ERROR_INVALID_ARGUMENT,
                            "NULL function"));
     CHECK(finalized == 1); /* its user_data is finalized even though the call failed */
+
+    /* A rejection nothing handled is reported, not lost. */
+    expect_json(context, "(async () => { throw new SyntaxError('forgotten') })(), 1", "1");
+    CHECK(strcmp(rejection_seen, "SyntaxError: forgotten") == 0);
 
     /* Console output. */
     expect_json(context, "console.warn('careful', 1)", "null");
@@ -448,6 +496,36 @@ int main(int argc, char **argv) {
     CHECK(strcmp(ivm_error_message(error), "no such module") == 0);
     ivm_error_delete(error);
     ivm_module_delete(broken);
+    /* import() through the hook, with import.meta from the other one, and a data module. */
+    ok(ivm_isolate_set_dynamic_import(isolate, import_module, NULL, count_finalized), "set_dynamic_import");
+    ok(ivm_isolate_set_import_meta(isolate, import_meta, NULL, NULL), "set_import_meta");
+    ivm_run_options_t *main_js = ivm_run_options_new();
+    ok(ivm_run_options_set_filename(main_js, "main.js"), "set_filename");
+    ok(ivm_run_options_set_promise(main_js, true), "set_promise");
+    ok(ivm_run_options_set_transfer(main_js, IVM_TRANSFER_COPY), "set_transfer");
+    const char *dynamic = "import('lazy.mjs').then(m => `${m.base + 2} ${m.meta}`)";
+    ok(ivm_context_eval(context, dynamic, strlen(dynamic), main_js, &value), "dynamic import");
+    CHECK(ivm_value_get_string(value, &text, &text_len) && text_len == 14 && memcmp(text, "42 in lazy.mjs", 14) == 0);
+    ivm_value_delete(value);
+    const char *missing_import = "import('nowhere.mjs').catch(e => e.message)";
+    ok(ivm_context_eval(context, missing_import, strlen(missing_import), main_js, &value), "failed import");
+    CHECK(ivm_value_get_string(value, &text, &text_len) && text_len == 9 && memcmp(text, "not found", 9) == 0);
+    ivm_value_delete(value);
+    ivm_run_options_delete(main_js);
+    ivm_value_t *exports = NULL;
+    const char *settings = "{\"default\": [1, 2], \"limit\": 3}";
+    ok(ivm_value_new_json(settings, strlen(settings), &exports), "exports");
+    ivm_module_t *data = NULL;
+    ok(ivm_isolate_data_module(isolate, "settings", exports, &data), "data_module");
+    ivm_value_delete(exports);
+    ok(ivm_module_instantiate(data, context, resolve, &library), "instantiate data");
+    ok(ivm_module_evaluate(data, NULL), "evaluate data");
+    ok(ivm_module_namespace(data, &namespace), "data namespace");
+    ok(ivm_reference_get(namespace, "limit", 5, IVM_TRANSFER_COPY, &value), "get limit");
+    CHECK(ivm_value_get_number(value, &n) && n == 3);
+    ivm_value_delete(value);
+    ivm_reference_delete(namespace);
+    ivm_module_delete(data);
     ivm_module_delete(main_module);
     ivm_module_delete(library.math);
     ivm_module_delete(library.config);
@@ -512,12 +590,23 @@ int main(int argc, char **argv) {
         ok(ivm_isolate_options_set_isolation(remote, IVM_ISOLATION_PROCESS), "set_isolation");
         ok(ivm_isolate_options_set_worker_program(remote, worker), "set_worker_program");
         ok(ivm_isolate_options_set_memory_limit(remote, 16), "set_memory_limit");
+        ok(ivm_isolate_options_set_on_catastrophic_error(remote, on_catastrophe, NULL, NULL), "on_catastrophic_error");
         ok(ivm_isolate_new(remote, &isolate), "isolate_new process");
         CHECK(ivm_isolate_worker_pid(isolate) != 0);
         ok(ivm_isolate_create_context(isolate, NULL, &context), "create_context");
         expect_json(context, "[6 * 7, typeof process]", "[42,\"undefined\"]");
         error = fails(ivm_context_eval(context, hog, strlen(hog), NULL, &value), IVM_ERROR_MEMORY_LIMIT, "worker's limit");
         ivm_error_delete(error);
+        ivm_context_delete(context);
+        ivm_isolate_delete(isolate);
+        /* A worker that dies is reported, and its isolate's calls fail; this process goes on. */
+        ok(ivm_isolate_new(remote, &isolate), "isolate_new process");
+        ok(ivm_isolate_create_context(isolate, NULL, &context), "create_context");
+        kill((pid_t)ivm_isolate_worker_pid(isolate), SIGKILL);
+        error = fails(ivm_context_eval(context, "for (;;) {}", 11, NULL, &value), IVM_ERROR_WORKER_CRASHED, "killed worker");
+        ivm_error_delete(error);
+        for (int i = 0; i < 200 && catastrophes == 0; i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
+        CHECK(catastrophes == 1);
         ivm_context_delete(context);
         ivm_isolate_delete(isolate);
 
@@ -552,9 +641,10 @@ int main(int argc, char **argv) {
 
     ivm_run_options_delete(copy);
     ivm_isolate_options_delete(options);
-    /* Both host functions go with their isolate, which is freed in the background. */
-    for (int i = 0; i < 200 && finalized < 3; i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
-    CHECK(finalized == 3);
+    /* Both host functions and the import hook go with their isolate, which is freed in the
+       background. */
+    for (int i = 0; i < 200 && finalized < 4; i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
+    CHECK(finalized == 4);
     if (failures) {
         fprintf(stderr, "%d checks failed\n", failures);
         return 1;

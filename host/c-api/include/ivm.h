@@ -243,6 +243,23 @@ ivm_error_t *ivm_isolate_options_set_code_cache_key(ivm_isolate_options_t *optio
    lives in a worker process that hosts only that snapshot's isolates. */
 ivm_error_t *ivm_isolate_options_set_snapshot(ivm_isolate_options_t *options, const ivm_snapshot_t *snapshot);
 
+/* Hears that ivm lost control of the isolate (isolated-vm's onCatastrophicError): its worker
+   process died, or a script did not stop within the grace after its timeout. `message` (why)
+   is borrowed for the call, which comes on one of libivm's threads. libivm calls
+   `finalizer(user_data)` (if not NULL) once nothing can call `function` any more — also when
+   this call fails. */
+typedef void (*ivm_catastrophic_func_t)(void *user_data, const char *message);
+ivm_error_t *ivm_isolate_options_set_on_catastrophic_error(ivm_isolate_options_t *options,
+                                                          ivm_catastrophic_func_t function, void *user_data,
+                                                          void (*finalizer)(void *));
+/* Hears each promise rejection that nothing handled by the end of the operation that caused
+   it (e.g. a forgotten async call that threw): `error` (kind IVM_ERROR_EXCEPTION) is borrowed
+   for the call. Without one, such rejections are dropped. `finalizer` as above. */
+typedef void (*ivm_rejection_func_t)(void *user_data, const ivm_error_t *error);
+ivm_error_t *ivm_isolate_options_set_on_unhandled_rejection(ivm_isolate_options_t *options,
+                                                           ivm_rejection_func_t function, void *user_data,
+                                                           void (*finalizer)(void *));
+
 /* Makes an isolate; `options` may be NULL (the defaults) and stays the caller's. */
 ivm_error_t *ivm_isolate_new(const ivm_isolate_options_t *options, ivm_isolate_t **out);
 /* Frees the handle. The isolate itself lives while any handle into it (a context, script,
@@ -374,6 +391,10 @@ ivm_error_t *ivm_isolate_compile_module(const ivm_isolate_t *isolate, const char
 /* A module whose default export is the parsed `json`, named `name`. */
 ivm_error_t *ivm_isolate_json_module(const ivm_isolate_t *isolate, const char *name, const char *json, size_t len,
                                      ivm_module_t **out);
+/* A module whose exports are the properties of `exports` (data, borrowed; e.g. from
+   ivm_value_new_json("{\"default\": ..., \"limit\": 3}")). Every importer gets its own copy. */
+ivm_error_t *ivm_isolate_data_module(const ivm_isolate_t *isolate, const char *name, const ivm_value_t *exports,
+                                     ivm_module_t **out);
 void ivm_module_delete(ivm_module_t *module);
 /* The module's file name (its origin's), borrowed from the module; NULL for NULL. */
 const char *ivm_module_filename(const ivm_module_t *module);
@@ -395,6 +416,28 @@ ivm_error_t *ivm_module_evaluate(const ivm_module_t *module, const ivm_run_optio
 /* A reference to the module's namespace (its bindings are live). */
 ivm_error_t *ivm_module_namespace(const ivm_module_t *module, ivm_reference_t **out);
 bool ivm_module_cached_data(const ivm_module_t *module, const uint8_t **data, size_t *len);
+
+/* Loads the module `import(specifier)` asks for, in the module or script named `referrer`
+   (both borrowed for the call): set `*module` to a module of `isolate` (borrowed for the call;
+   compile the module there), which libivm takes, and return NULL; or return an error (given to
+   libivm), with which the import rejects. libivm links the module with this same function for
+   its own imports, evaluates it, and resolves the import with its namespace. Called on the
+   thread running the isolate's JavaScript. */
+typedef ivm_error_t *(*ivm_import_func_t)(void *user_data, const ivm_isolate_t *isolate, const char *specifier,
+                                          const char *referrer, ivm_module_t **module);
+/* Lets `import()` load modules (without it, `import()` rejects with a TypeError). It replaces
+   the function set before; it is kept as long as the isolate, and `finalizer(user_data)` (if
+   not NULL) runs once nothing can call it — also when this call fails. */
+ivm_error_t *ivm_isolate_set_dynamic_import(const ivm_isolate_t *isolate, ivm_import_func_t function, void *user_data,
+                                            void (*finalizer)(void *));
+/* Makes `import.meta` for the module named `filename` (borrowed for the call): set `*meta` to
+   an object value given to libivm (left NULL: an empty object) and return NULL, or return an
+   error. */
+typedef ivm_error_t *(*ivm_import_meta_func_t)(void *user_data, const char *filename, ivm_value_t **meta);
+/* Fills each module's `import.meta` on first use with the properties `function` gives
+   (without it, `import.meta.url` is the module's file name). `finalizer` as above. */
+ivm_error_t *ivm_isolate_set_import_meta(const ivm_isolate_t *isolate, ivm_import_meta_func_t function,
+                                         void *user_data, void (*finalizer)(void *));
 int8_t ivm_module_cached_data_rejected(const ivm_module_t *module);
 
 /* ---------------------------------------------------------------------------------------- */

@@ -8,7 +8,7 @@ use engine::{CacheKey, Isolate, IsolateOptions, Isolation};
 use crate::snapshot::ivm_snapshot_t;
 use crate::{Result, args, boundary, give, quietly};
 
-pub struct ivm_isolate_options_t(IsolateOptions);
+pub struct ivm_isolate_options_t(pub(crate) IsolateOptions);
 
 pub struct ivm_isolate_t(pub(crate) Isolate);
 

@@ -21,6 +21,7 @@ mod callback;
 mod context;
 mod debug;
 mod error;
+mod hooks;
 mod isolate;
 mod module;
 mod reference;

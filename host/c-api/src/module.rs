@@ -10,17 +10,18 @@ use crate::context::{ivm_context_t, ivm_run_options_t, run_options};
 use crate::error::ivm_error_t;
 use crate::isolate::ivm_isolate_t;
 use crate::reference::ivm_reference_t;
+use crate::value::ivm_value_t;
 use crate::script::{compile_options, ivm_compile_options_t, lend_cache, rejected};
 use crate::{args, boundary, give, quietly};
 
 pub struct ivm_module_t {
-    module: Module,
+    pub(crate) module: Module,
     /// The module's file name, as C reads it.
     filename: CString,
 }
 
 impl ivm_module_t {
-    fn new(module: Module) -> ivm_module_t {
+    pub(crate) fn new(module: Module) -> ivm_module_t {
         let filename = CString::new(module.filename().replace('\0', "\u{fffd}")).unwrap_or_default();
         ivm_module_t { module, filename }
     }
@@ -57,6 +58,22 @@ pub unsafe extern "C" fn ivm_isolate_json_module(
         let (isolate, name) = unsafe { (args::borrow(isolate, "isolate")?, args::name(name, "name")?) };
         let (json, out) = unsafe { (args::text(json, len, "json")?, args::out(out, "out")?) };
         *out = give(ivm_module_t::new(isolate.0.json_module(name, json)?));
+        Ok(())
+    })
+}
+
+/// A module whose exports are `exports`' properties (an object value, borrowed).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_isolate_data_module(
+    isolate: *const ivm_isolate_t,
+    name: *const c_char,
+    exports: *const ivm_value_t,
+    out: *mut *mut ivm_module_t,
+) -> *mut ivm_error_t {
+    boundary(|| {
+        let (isolate, name) = unsafe { (args::borrow(isolate, "isolate")?, args::name(name, "name")?) };
+        let (exports, out) = unsafe { (args::borrow(exports, "exports")?, args::out(out, "out")?) };
+        *out = give(ivm_module_t::new(isolate.0.data_module(name, exports.0.data()?)?));
         Ok(())
     })
 }

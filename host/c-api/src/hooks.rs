@@ -1,0 +1,155 @@
+//! Callbacks the embedder installs on an isolate: its catastrophic errors and unhandled
+//! rejections (isolate options), and what `import()` and `import.meta` give (isolate hooks).
+
+use std::ffi::{CString, c_char, c_void};
+use std::ptr;
+use std::sync::Arc;
+
+use engine::{Error, Isolate, JsError, Value};
+
+use crate::callback::UserData;
+use crate::error::{Failure, ivm_error_t};
+use crate::isolate::{ivm_isolate_options_t, ivm_isolate_t};
+use crate::module::ivm_module_t;
+use crate::value::ivm_value_t;
+use crate::{Result, args, boundary};
+
+type Finalizer = Option<unsafe extern "C" fn(*mut c_void)>;
+
+/// Text for a C callback: a NUL inside becomes U+FFFD.
+fn c_string(text: &str) -> CString {
+    CString::new(text.replace('\0', "\u{fffd}")).unwrap_or_default()
+}
+
+/// Installs a callback made from the embedder's function: the shared body of the setters, which
+/// own `user_data` at once (its finalizer runs also when they refuse their arguments).
+unsafe fn install<F>(
+    function: Option<F>,
+    user_data: *mut c_void,
+    finalizer: Finalizer,
+    install: impl FnOnce(F, Arc<UserData>) -> Result<()>,
+) -> *mut ivm_error_t {
+    let user_data = UserData::new(user_data, finalizer);
+    boundary(|| install(function.ok_or_else(|| Error::InvalidArgument("`function` is NULL".into()))?, user_data))
+}
+
+/// Hears that ivm lost control of the isolate (its worker process died, or a script did not stop
+/// after its timeout): `message` says why, borrowed for the call.
+pub type ivm_catastrophic_func_t = unsafe extern "C" fn(user_data: *mut c_void, message: *const c_char);
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_isolate_options_set_on_catastrophic_error(
+    options: *mut ivm_isolate_options_t,
+    function: Option<ivm_catastrophic_func_t>,
+    user_data: *mut c_void,
+    finalizer: Finalizer,
+) -> *mut ivm_error_t {
+    let set = |function: ivm_catastrophic_func_t, user_data: Arc<UserData>| {
+        let options = unsafe { args::borrow_mut(options, "options") }?;
+        options.0 = options.0.clone().on_catastrophic_error(move |message: &str| {
+            let message = c_string(message);
+            // SAFETY: the embedder's function, with its data; the text lives through the call.
+            unsafe { function(user_data.get(), message.as_ptr()) }
+        });
+        Ok(())
+    };
+    unsafe { install(function, user_data, finalizer, set) }
+}
+
+/// Hears a promise rejection nothing handled by the end of the operation that caused it:
+/// `error` (an IVM_ERROR_EXCEPTION) is borrowed for the call.
+pub type ivm_rejection_func_t = unsafe extern "C" fn(user_data: *mut c_void, error: *const ivm_error_t);
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_isolate_options_set_on_unhandled_rejection(
+    options: *mut ivm_isolate_options_t,
+    function: Option<ivm_rejection_func_t>,
+    user_data: *mut c_void,
+    finalizer: Finalizer,
+) -> *mut ivm_error_t {
+    let set = |function: ivm_rejection_func_t, user_data: Arc<UserData>| {
+        let options = unsafe { args::borrow_mut(options, "options") }?;
+        options.0 = options.0.clone().on_unhandled_rejection(move |rejection: JsError| {
+            let error = ivm_error_t::new(Failure::Ivm(Error::Exception(Box::new(rejection))));
+            // SAFETY: the embedder's function, with its data; the error lives through the call.
+            unsafe { function(user_data.get(), &error) }
+        });
+        Ok(())
+    };
+    unsafe { install(function, user_data, finalizer, set) }
+}
+
+/// Loads the module `import(specifier)` asks for in a module or script named `referrer`:
+/// set `*module` to a module of `isolate` (borrowed for the call; compile it there), which
+/// libivm takes, and return NULL; or return an error (given to libivm), with which the import
+/// rejects. The same function resolves the static imports of what it loads.
+pub type ivm_import_func_t = unsafe extern "C" fn(
+    user_data: *mut c_void,
+    isolate: *const ivm_isolate_t,
+    specifier: *const c_char,
+    referrer: *const c_char,
+    module: *mut *mut ivm_module_t,
+) -> *mut ivm_error_t;
+
+/// Takes an error a C callback returned (NULL: none).
+unsafe fn returned(error: *mut ivm_error_t) -> Result<()> {
+    // SAFETY: NULL or an error the callback gave libivm.
+    if error.is_null() { Ok(()) } else { Err(unsafe { Box::from_raw(error) }.error) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_isolate_set_dynamic_import(
+    isolate: *const ivm_isolate_t,
+    function: Option<ivm_import_func_t>,
+    user_data: *mut c_void,
+    finalizer: Finalizer,
+) -> *mut ivm_error_t {
+    let set = |function: ivm_import_func_t, user_data: Arc<UserData>| {
+        let isolate = unsafe { args::borrow(isolate, "isolate") }?;
+        isolate.0.set_dynamic_import(move |isolate: &Isolate, request, referrer| {
+            let specifier = CString::new(request.specifier.as_str())
+                .map_err(|_| Error::InvalidArgument(format!("the specifier '{}' holds a NUL", request.specifier.escape_default())))?;
+            let (referrer, handle) = (c_string(referrer), ivm_isolate_t(isolate.clone()));
+            let mut module = ptr::null_mut();
+            // SAFETY: the embedder's function, with its data; the arguments live through it.
+            unsafe { returned(function(user_data.get(), &handle, specifier.as_ptr(), referrer.as_ptr(), &mut module)) }?;
+            // SAFETY: NULL or a module the function gave libivm.
+            match (!module.is_null()).then(|| unsafe { Box::from_raw(module) }) {
+                Some(module) => Ok(module.module.clone()),
+                None => Err(Error::InvalidArgument(format!("the import hook gave no module for '{}'", request.specifier))),
+            }
+        });
+        Ok(())
+    };
+    unsafe { install(function, user_data, finalizer, set) }
+}
+
+/// Makes `import.meta` of the module named `filename`: set `*meta` to an object value (given to
+/// libivm) and return NULL, or return an error.
+pub type ivm_import_meta_func_t =
+    unsafe extern "C" fn(user_data: *mut c_void, filename: *const c_char, meta: *mut *mut ivm_value_t) -> *mut ivm_error_t;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_isolate_set_import_meta(
+    isolate: *const ivm_isolate_t,
+    function: Option<ivm_import_meta_func_t>,
+    user_data: *mut c_void,
+    finalizer: Finalizer,
+) -> *mut ivm_error_t {
+    let set = |function: ivm_import_meta_func_t, user_data: Arc<UserData>| {
+        let isolate = unsafe { args::borrow(isolate, "isolate") }?;
+        isolate.0.set_import_meta(move |filename: &str| {
+            let filename = c_string(filename);
+            let mut meta = ptr::null_mut();
+            // SAFETY: the embedder's function, with its data; the name lives through it.
+            unsafe { returned(function(user_data.get(), filename.as_ptr(), &mut meta)) }?;
+            // SAFETY: NULL or a value the function gave libivm.
+            match (!meta.is_null()).then(|| unsafe { Box::from_raw(meta) }) {
+                Some(meta) => meta.0.data(),
+                None => Ok(Value::Object(Default::default())),
+            }
+        });
+        Ok(())
+    };
+    unsafe { install(function, user_data, finalizer, set) }
+}
