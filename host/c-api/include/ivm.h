@@ -417,12 +417,15 @@ ivm_error_t *ivm_module_evaluate(const ivm_module_t *module, const ivm_run_optio
 ivm_error_t *ivm_module_namespace(const ivm_module_t *module, ivm_reference_t **out);
 bool ivm_module_cached_data(const ivm_module_t *module, const uint8_t **data, size_t *len);
 
+int8_t ivm_module_cached_data_rejected(const ivm_module_t *module);
+
 /* Loads the module `import(specifier)` asks for, in the module or script named `referrer`
    (both borrowed for the call): set `*module` to a module of `isolate` (borrowed for the call;
    compile the module there), which libivm takes, and return NULL; or return an error (given to
    libivm), with which the import rejects. libivm links the module with this same function for
    its own imports, evaluates it, and resolves the import with its namespace. Called on the
-   thread running the isolate's JavaScript. */
+   thread running the isolate's JavaScript (for a process-isolated isolate, on a thread of
+   libivm's). */
 typedef ivm_error_t *(*ivm_import_func_t)(void *user_data, const ivm_isolate_t *isolate, const char *specifier,
                                           const char *referrer, ivm_module_t **module);
 /* Lets `import()` load modules (without it, `import()` rejects with a TypeError). It replaces
@@ -438,7 +441,6 @@ typedef ivm_error_t *(*ivm_import_meta_func_t)(void *user_data, const char *file
    (without it, `import.meta.url` is the module's file name). `finalizer` as above. */
 ivm_error_t *ivm_isolate_set_import_meta(const ivm_isolate_t *isolate, ivm_import_meta_func_t function,
                                          void *user_data, void (*finalizer)(void *));
-int8_t ivm_module_cached_data_rejected(const ivm_module_t *module);
 
 /* ---------------------------------------------------------------------------------------- */
 /* References                                                                                */

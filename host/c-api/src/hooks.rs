@@ -112,9 +112,12 @@ pub unsafe extern "C" fn ivm_isolate_set_dynamic_import(
             let (referrer, handle) = (c_string(referrer), ivm_isolate_t(isolate.clone()));
             let mut module = ptr::null_mut();
             // SAFETY: the embedder's function, with its data; the arguments live through it.
-            unsafe { returned(function(user_data.get(), &handle, specifier.as_ptr(), referrer.as_ptr(), &mut module)) }?;
+            let error = unsafe { function(user_data.get(), &handle, specifier.as_ptr(), referrer.as_ptr(), &mut module) };
+            // Both are taken first: a function may set a module and still fail.
             // SAFETY: NULL or a module the function gave libivm.
-            match (!module.is_null()).then(|| unsafe { Box::from_raw(module) }) {
+            let module = (!module.is_null()).then(|| unsafe { Box::from_raw(module) });
+            unsafe { returned(error) }?;
+            match module {
                 Some(module) => Ok(module.module.clone()),
                 None => Err(Error::InvalidArgument(format!("the import hook gave no module for '{}'", request.specifier))),
             }
@@ -142,9 +145,12 @@ pub unsafe extern "C" fn ivm_isolate_set_import_meta(
             let filename = c_string(filename);
             let mut meta = ptr::null_mut();
             // SAFETY: the embedder's function, with its data; the name lives through it.
-            unsafe { returned(function(user_data.get(), filename.as_ptr(), &mut meta)) }?;
+            let error = unsafe { function(user_data.get(), filename.as_ptr(), &mut meta) };
+            // Both are taken first: a function may set a value and still fail.
             // SAFETY: NULL or a value the function gave libivm.
-            match (!meta.is_null()).then(|| unsafe { Box::from_raw(meta) }) {
+            let meta = (!meta.is_null()).then(|| unsafe { Box::from_raw(meta) });
+            unsafe { returned(error) }?;
+            match meta {
                 Some(meta) => meta.0.data(),
                 None => Ok(Value::Object(Default::default())),
             }

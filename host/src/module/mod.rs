@@ -146,7 +146,10 @@ impl Isolate {
         match &self.backend {
             Backend::Local(inner) => {
                 let import: ImportFn = Arc::new(move |scope, request, referrer| import(scope, &*hook, request, referrer));
-                *inner.module_hooks.import.lock() = Some(import);
+                // The replaced hook is dropped after the lock is let go (dropping it may run
+                // an embedder's finalizer, which may set a hook again).
+                let replaced = inner.module_hooks.import.lock().replace(import);
+                drop(replaced);
             }
             Backend::Remote(remote) => {
                 // The hook is given this isolate: a handle that does not keep it alive.
@@ -156,7 +159,8 @@ impl Isolate {
                     let module = hook(&Isolate { backend: Backend::Remote(remote.clone()) }, request, referrer)?;
                     Ok((module.remote_id(&remote)?, Box::new(module)))
                 });
-                *remote.import.lock() = Some(import);
+                let replaced = remote.import.lock().replace(import);
+                drop(replaced);
                 // A disposed isolate needs no hook.
                 let _ = remote.run(Ok(Op::Hooks { import: true, meta: false }));
             }
@@ -168,9 +172,11 @@ impl Isolate {
     /// is the module's filename.
     pub fn set_import_meta(&self, hook: impl Fn(&str) -> Result<crate::Value> + Send + Sync + 'static) {
         match &self.backend {
-            Backend::Local(inner) => *inner.module_hooks.meta.lock() = Some(Arc::new(hook)),
+            // Replaced hooks are dropped after the lock is let go, as in `set_dynamic_import`.
+            Backend::Local(inner) => drop(inner.module_hooks.meta.lock().replace(Arc::new(hook))),
             Backend::Remote(remote) => {
-                *remote.meta.lock() = Some(Arc::new(hook));
+                let replaced = remote.meta.lock().replace(Arc::new(hook));
+                drop(replaced);
                 let _ = remote.run(Ok(Op::Hooks { import: false, meta: true }));
             }
         }
@@ -777,11 +783,16 @@ fn import<'s>(
 ) -> Result<v8::Local<'s, v8::Promise>> {
     let inner = IsolateInner::of(scope).ok_or_else(Error::isolate_disposed)?;
     let isolate = Isolate::local(inner.clone());
-    let module = hook(&isolate, request, referrer)?;
+    // V8 called in: a panic of the hook must not unwind into it (as for import.meta's).
+    let guarded = |request: &ImportRequest, referrer: &str| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&isolate, request, referrer)))
+            .unwrap_or_else(|_| Err(Error::js("Error", "The dynamic import hook panicked")))
+    };
+    let module = guarded(request, referrer)?;
     // Link in the context that asked, with the hook resolving the module's own imports.
     let context = scope.get_current_context();
     let context = Context::from_id(isolate.clone(), inner.insert(Slot::Context(v8::Global::new(scope, context))));
-    module.instantiate(&context, |request, referrer| hook(&isolate, request, referrer.filename()))?;
+    module.instantiate(&context, |request, referrer| guarded(request, referrer.filename()))?;
     let local = module_of(scope, &inner, module.handle.id)?;
     let evaluated = local.evaluate(scope).ok_or_else(js::threw)?;
     let evaluated = v8::Local::<v8::Promise>::try_from(evaluated).map_err(|_| Error::js("TypeError", "module evaluation gave no promise"))?;
