@@ -75,9 +75,32 @@ fn outcome(error: *mut ivm_error_t, result: *mut ivm_value_t) -> Result<Value> {
 }
 
 /// Takes ownership of a handle the embedder gave libivm.
-unsafe fn taken<T>(handle: *mut T) -> Option<T> {
+pub(crate) unsafe fn taken<T>(handle: *mut T) -> Option<T> {
     // SAFETY: the caller's contract: NULL or a handle libivm made and the embedder gave back.
     (!handle.is_null()).then(|| *unsafe { Box::from_raw(handle) })
+}
+
+/// Takes an error a C callback returned (NULL: none).
+pub(crate) unsafe fn returned(error: *mut ivm_error_t) -> Result<()> {
+    // SAFETY: the caller's contract: NULL or an error the callback gave libivm.
+    match unsafe { taken(error) } {
+        Some(error) => Err(error.error),
+        None => Ok(()),
+    }
+}
+
+/// The shared body of the functions that take an embedder's function with its `user_data` and
+/// finalizer: the data is owned at once (so that its finalizer runs also when the arguments are
+/// refused), `function` (the argument called `what`) must not be NULL, then `body` uses them.
+pub(crate) unsafe fn with_function<F>(
+    function: Option<F>,
+    what: &str,
+    user_data: *mut c_void,
+    finalizer: Option<unsafe extern "C" fn(*mut c_void)>,
+    body: impl FnOnce(F, Arc<UserData>) -> Result<()>,
+) -> *mut ivm_error_t {
+    let user_data = UserData::new(user_data, finalizer);
+    boundary(|| body(function.ok_or_else(|| Error::InvalidArgument(format!("`{what}` is NULL")))?, user_data))
 }
 
 unsafe fn name_of(name: *const c_char) -> Result<String> {
@@ -85,8 +108,7 @@ unsafe fn name_of(name: *const c_char) -> Result<String> {
     Ok(if name.is_null() { String::new() } else { unsafe { args::name(name, "name") }?.to_owned() })
 }
 
-/// The shared body of the two constructors: the embedder's data is owned at once (so that its
-/// finalizer runs also when the arguments are refused), then `make` turns it into a callback.
+/// The shared body of the two constructors: `make` turns the embedder's function into a callback.
 unsafe fn new_function<F>(
     name: *const c_char,
     function: Option<F>,
@@ -95,13 +117,12 @@ unsafe fn new_function<F>(
     out: *mut *mut ivm_value_t,
     make: impl FnOnce(F, Arc<UserData>) -> Callback,
 ) -> *mut ivm_error_t {
-    let user_data = UserData::new(user_data, finalizer);
-    boundary(|| {
+    let body = |function, user_data| {
         let (name, out) = unsafe { (name_of(name)?, args::out(out, "out")?) };
-        let function = function.ok_or_else(|| Error::InvalidArgument("`function` is NULL".into()))?;
         *out = give(ivm_value_t(Held::Function(make(function, user_data).name(name))));
         Ok(())
-    })
+    };
+    unsafe { with_function(function, "function", user_data, finalizer, body) }
 }
 
 #[unsafe(no_mangle)]

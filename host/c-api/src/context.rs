@@ -2,11 +2,12 @@
 //! eval-closure.
 
 use std::ffi::{c_char, c_void};
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{ConsoleLevel, Context, ContextOptions, EvalOptions, ScriptOrigin, Transfer, Transferred};
 
-use crate::callback::UserData;
+use crate::callback::{UserData, with_function};
 use crate::isolate::ivm_isolate_t;
 use crate::reference::ivm_reference_t;
 use crate::value::{self, Held, ivm_value_t};
@@ -49,11 +50,8 @@ pub unsafe extern "C" fn ivm_context_options_set_console(
     user_data: *mut c_void,
     finalizer: Option<unsafe extern "C" fn(*mut c_void)>,
 ) -> *mut crate::ivm_error_t {
-    // Owned at once, so that the finalizer runs also when the arguments are refused.
-    let user_data = UserData::new(user_data, finalizer);
-    boundary(|| {
+    let body = |sink: ivm_console_func_t, user_data: Arc<UserData>| {
         let options = unsafe { args::borrow_mut(options, "options") }?;
-        let sink = sink.ok_or_else(|| engine::Error::InvalidArgument("`sink` is NULL".into()))?;
         let console = move |level: ConsoleLevel, line: &str| {
             let level = match level {
                 ConsoleLevel::Log => 0,
@@ -65,7 +63,8 @@ pub unsafe extern "C" fn ivm_context_options_set_console(
         };
         options.0 = std::mem::take(&mut options.0).console(console);
         Ok(())
-    })
+    };
+    unsafe { with_function(sink, "sink", user_data, finalizer, body) }
 }
 
 /// Makes a context. `options` may be NULL; it stays the caller's.
@@ -98,12 +97,12 @@ pub extern "C" fn ivm_run_options_new() -> *mut ivm_run_options_t {
     give(ivm_run_options_t(EvalOptions::default()))
 }
 
+/// 0: no timeout of the run's own (the isolate's default timeout applies).
 /// Applies one setter to run options the caller lends.
 unsafe fn change(options: *mut ivm_run_options_t, set: impl FnOnce(&mut EvalOptions) -> Result<()>) -> *mut crate::ivm_error_t {
-    boundary(|| set(&mut unsafe { args::borrow_mut(options, "options") }?.0))
+    unsafe { crate::change(options, |o| set(&mut o.0)) }
 }
 
-/// 0: no timeout of the run's own (the isolate's default timeout applies).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_run_options_set_timeout_ms(options: *mut ivm_run_options_t, ms: u64) -> *mut crate::ivm_error_t {
     unsafe {

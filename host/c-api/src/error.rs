@@ -9,7 +9,7 @@ use std::ptr;
 
 use engine::{Error, ErrorKind};
 
-use crate::{args, boundary, give, quietly};
+use crate::{args, boundary, c_text, give, quietly};
 
 /// The kinds, as numbered in ivm.h (`IVM_ERROR_*`).
 #[repr(u8)]
@@ -74,12 +74,6 @@ pub struct ivm_error_t {
     name: CString,
     message: CString,
     stack: Option<CString>,
-}
-
-/// Text for C: a NUL inside it (JavaScript strings may hold one) ends the C string early, so it
-/// is written as U+FFFD; the full text is what ivm's Rust API returns.
-fn c_text(text: &str) -> CString {
-    CString::new(text.replace('\0', "\u{fffd}")).unwrap_or_default()
 }
 
 impl ivm_error_t {

@@ -1,37 +1,20 @@
 //! Callbacks the embedder installs on an isolate: its catastrophic errors and unhandled
 //! rejections (isolate options), and what `import()` and `import.meta` give (isolate hooks).
 
-use std::ffi::{CString, c_char, c_void};
+use std::ffi::{c_char, c_void};
 use std::ptr;
 use std::sync::Arc;
 
 use engine::{Error, Isolate, JsError, Value};
 
-use crate::callback::UserData;
+use crate::callback::{UserData, returned, taken, with_function};
 use crate::error::{Failure, ivm_error_t};
 use crate::isolate::{ivm_isolate_options_t, ivm_isolate_t};
 use crate::module::ivm_module_t;
 use crate::value::ivm_value_t;
-use crate::{Result, args, boundary};
+use crate::{args, c_text};
 
 type Finalizer = Option<unsafe extern "C" fn(*mut c_void)>;
-
-/// Text for a C callback: a NUL inside becomes U+FFFD.
-fn c_string(text: &str) -> CString {
-    CString::new(text.replace('\0', "\u{fffd}")).unwrap_or_default()
-}
-
-/// Installs a callback made from the embedder's function: the shared body of the setters, which
-/// own `user_data` at once (its finalizer runs also when they refuse their arguments).
-unsafe fn install<F>(
-    function: Option<F>,
-    user_data: *mut c_void,
-    finalizer: Finalizer,
-    install: impl FnOnce(F, Arc<UserData>) -> Result<()>,
-) -> *mut ivm_error_t {
-    let user_data = UserData::new(user_data, finalizer);
-    boundary(|| install(function.ok_or_else(|| Error::InvalidArgument("`function` is NULL".into()))?, user_data))
-}
 
 /// Hears that ivm lost control of the isolate (its worker process died, or a script did not stop
 /// after its timeout): `message` says why, borrowed for the call.
@@ -47,13 +30,13 @@ pub unsafe extern "C" fn ivm_isolate_options_set_on_catastrophic_error(
     let set = |function: ivm_catastrophic_func_t, user_data: Arc<UserData>| {
         let options = unsafe { args::borrow_mut(options, "options") }?;
         options.0 = options.0.clone().on_catastrophic_error(move |message: &str| {
-            let message = c_string(message);
+            let message = c_text(message);
             // SAFETY: the embedder's function, with its data; the text lives through the call.
             unsafe { function(user_data.get(), message.as_ptr()) }
         });
         Ok(())
     };
-    unsafe { install(function, user_data, finalizer, set) }
+    unsafe { with_function(function, "function", user_data, finalizer, set) }
 }
 
 /// Hears a promise rejection nothing handled by the end of the operation that caused it:
@@ -76,7 +59,7 @@ pub unsafe extern "C" fn ivm_isolate_options_set_on_unhandled_rejection(
         });
         Ok(())
     };
-    unsafe { install(function, user_data, finalizer, set) }
+    unsafe { with_function(function, "function", user_data, finalizer, set) }
 }
 
 /// Loads the module `import(specifier)` asks for in a module or script named `referrer`:
@@ -91,12 +74,6 @@ pub type ivm_import_func_t = unsafe extern "C" fn(
     module: *mut *mut ivm_module_t,
 ) -> *mut ivm_error_t;
 
-/// Takes an error a C callback returned (NULL: none).
-unsafe fn returned(error: *mut ivm_error_t) -> Result<()> {
-    // SAFETY: NULL or an error the callback gave libivm.
-    if error.is_null() { Ok(()) } else { Err(unsafe { Box::from_raw(error) }.error) }
-}
-
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_isolate_set_dynamic_import(
     isolate: *const ivm_isolate_t,
@@ -107,24 +84,23 @@ pub unsafe extern "C" fn ivm_isolate_set_dynamic_import(
     let set = |function: ivm_import_func_t, user_data: Arc<UserData>| {
         let isolate = unsafe { args::borrow(isolate, "isolate") }?;
         isolate.0.set_dynamic_import(move |isolate: &Isolate, request, referrer| {
-            let specifier = CString::new(request.specifier.as_str())
-                .map_err(|_| Error::InvalidArgument(format!("the specifier '{}' holds a NUL", request.specifier.escape_default())))?;
-            let (referrer, handle) = (c_string(referrer), ivm_isolate_t(isolate.clone()));
+            let specifier = crate::module::specifier(request)?;
+            let (referrer, handle) = (c_text(referrer), ivm_isolate_t(isolate.clone()));
             let mut module = ptr::null_mut();
             // SAFETY: the embedder's function, with its data; the arguments live through it.
             let error = unsafe { function(user_data.get(), &handle, specifier.as_ptr(), referrer.as_ptr(), &mut module) };
             // Both are taken first: a function may set a module and still fail.
             // SAFETY: NULL or a module the function gave libivm.
-            let module = (!module.is_null()).then(|| unsafe { Box::from_raw(module) });
+            let module = unsafe { taken(module) };
             unsafe { returned(error) }?;
             match module {
-                Some(module) => Ok(module.module.clone()),
+                Some(module) => Ok(module.module),
                 None => Err(Error::InvalidArgument(format!("the import hook gave no module for '{}'", request.specifier))),
             }
         });
         Ok(())
     };
-    unsafe { install(function, user_data, finalizer, set) }
+    unsafe { with_function(function, "function", user_data, finalizer, set) }
 }
 
 /// Makes `import.meta` of the module named `filename`: set `*meta` to an object value (given to
@@ -142,13 +118,13 @@ pub unsafe extern "C" fn ivm_isolate_set_import_meta(
     let set = |function: ivm_import_meta_func_t, user_data: Arc<UserData>| {
         let isolate = unsafe { args::borrow(isolate, "isolate") }?;
         isolate.0.set_import_meta(move |filename: &str| {
-            let filename = c_string(filename);
+            let filename = c_text(filename);
             let mut meta = ptr::null_mut();
             // SAFETY: the embedder's function, with its data; the name lives through it.
             let error = unsafe { function(user_data.get(), filename.as_ptr(), &mut meta) };
             // Both are taken first: a function may set a value and still fail.
             // SAFETY: NULL or a value the function gave libivm.
-            let meta = (!meta.is_null()).then(|| unsafe { Box::from_raw(meta) });
+            let meta = unsafe { taken(meta) };
             unsafe { returned(error) }?;
             match meta {
                 Some(meta) => meta.0.data(),
@@ -157,5 +133,5 @@ pub unsafe extern "C" fn ivm_isolate_set_import_meta(
         });
         Ok(())
     };
-    unsafe { install(function, user_data, finalizer, set) }
+    unsafe { with_function(function, "function", user_data, finalizer, set) }
 }

@@ -21,11 +21,11 @@ pub extern "C" fn ivm_isolate_options_new() -> *mut ivm_isolate_options_t {
 
 /// Applies one setter to options the caller lends; a setter that fails leaves them as they were.
 unsafe fn change(options: *mut ivm_isolate_options_t, set: impl FnOnce(IsolateOptions) -> Result<IsolateOptions>) -> *mut crate::ivm_error_t {
-    boundary(|| {
-        let options = unsafe { args::borrow_mut(options, "options") }?;
+    let rebuild = |options: &mut ivm_isolate_options_t| {
         options.0 = set(options.0.clone())?;
         Ok(())
-    })
+    };
+    unsafe { crate::change(options, rebuild) }
 }
 
 #[unsafe(no_mangle)]

@@ -54,6 +54,17 @@ pub(crate) fn quietly<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
 
+/// Applies one setter to options the caller lends (`ivm_*_options_set_*`).
+pub(crate) unsafe fn change<O>(options: *mut O, set: impl FnOnce(&mut O) -> Result<()>) -> *mut ivm_error_t {
+    boundary(|| set(unsafe { args::borrow_mut(options, "options") }?))
+}
+
+/// Text for C: a NUL inside it (JavaScript strings may hold one) would end the C string early,
+/// so it is written as U+FFFD; the full text is what ivm's Rust API returns.
+pub(crate) fn c_text(text: &str) -> std::ffi::CString {
+    std::ffi::CString::new(text.replace('\0', "\u{fffd}")).unwrap_or_default()
+}
+
 /// Moves a result to C: the caller owns the handle and frees it with its `_delete`.
 pub(crate) fn give<T>(value: T) -> *mut T {
     Box::into_raw(Box::new(value))

@@ -4,9 +4,10 @@
 use std::ffi::{CString, c_char, c_void};
 use std::ptr;
 
-use engine::{Error, Module};
+use engine::{Error, ImportRequest, Module};
 
 use crate::context::{ivm_context_t, ivm_run_options_t, run_options};
+use crate::callback::returned;
 use crate::error::ivm_error_t;
 use crate::isolate::ivm_isolate_t;
 use crate::reference::ivm_reference_t;
@@ -22,12 +23,18 @@ pub struct ivm_module_t {
 
 impl ivm_module_t {
     pub(crate) fn new(module: Module) -> ivm_module_t {
-        let filename = CString::new(module.filename().replace('\0', "\u{fffd}")).unwrap_or_default();
+        let filename = crate::c_text(module.filename());
         ivm_module_t { module, filename }
     }
 }
 
 crate::deleters!(ivm_module_delete: ivm_module_t);
+
+/// An import's specifier for a C callback (one holding a NUL cannot be passed).
+pub(crate) fn specifier(request: &ImportRequest) -> crate::Result<CString> {
+    CString::new(request.specifier.as_str())
+        .map_err(|_| Error::InvalidArgument(format!("the specifier '{}' holds a NUL", request.specifier.escape_default())))
+}
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_isolate_compile_module(
@@ -104,16 +111,11 @@ pub unsafe extern "C" fn ivm_module_instantiate(
         let (module, context) = unsafe { (args::borrow(module, "module")?, args::borrow(context, "context")?) };
         let resolver = resolver.ok_or_else(|| Error::InvalidArgument("`resolver` is NULL".into()))?;
         module.module.instantiate(&context.0, |request, referrer| {
-            let specifier = CString::new(request.specifier.as_str())
-                .map_err(|_| Error::InvalidArgument(format!("the specifier '{}' holds a NUL", request.specifier.escape_default())))?;
+            let specifier = specifier(request)?;
             let referrer = ivm_module_t::new(referrer.clone());
             let mut found: *const ivm_module_t = ptr::null();
             // SAFETY: the embedder's resolver, with its data; the strings live through the call.
-            let error = unsafe { resolver(user_data, specifier.as_ptr(), &referrer, &mut found) };
-            if !error.is_null() {
-                // SAFETY: an error the resolver gave libivm.
-                return Err(unsafe { Box::from_raw(error) }.error);
-            }
+            unsafe { returned(resolver(user_data, specifier.as_ptr(), &referrer, &mut found)) }?;
             // SAFETY: NULL or a module the resolver lends.
             match unsafe { found.as_ref() } {
                 Some(found) => Ok(found.module.clone()),

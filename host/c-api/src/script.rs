@@ -22,7 +22,7 @@ pub extern "C" fn ivm_compile_options_new() -> *mut ivm_compile_options_t {
 }
 
 unsafe fn change(options: *mut ivm_compile_options_t, set: impl FnOnce(&mut CompileOptions) -> Result<()>) -> *mut crate::ivm_error_t {
-    boundary(|| set(&mut unsafe { args::borrow_mut(options, "options") }?.0))
+    unsafe { crate::change(options, |o| set(&mut o.0)) }
 }
 
 #[unsafe(no_mangle)]
