@@ -542,7 +542,11 @@ int main(int argc, char **argv) {
     ok(ivm_isolate_cpu_time_ns(isolate, &cpu), "cpu_time");
     ok(ivm_isolate_wall_time_ns(isolate, &wall), "wall_time");
     ok(ivm_isolate_reference_count(isolate, &handles), "reference_count");
-    CHECK(cpu >= 40000000 && wall >= cpu && handles >= 2); /* the 50 ms timeout spun */
+    /* The 50 ms timeout spun: at least 50 ms of wall time. Its CPU time is what the thread got
+       of a core meanwhile (30 ms of it on a loaded machine), never more than the wall time. */
+    if (!(wall >= 50000000 && cpu > 0 && cpu <= wall && handles >= 2))
+        fprintf(stderr, "cpu %llu wall %llu handles %llu\n", (unsigned long long)cpu, (unsigned long long)wall, (unsigned long long)handles);
+    CHECK(wall >= 50000000 && cpu > 0 && cpu <= wall && handles >= 2);
     ok(ivm_isolate_start_cpu_profiler(isolate, "spin"), "start_cpu_profiler");
     expect_json(context, "let t = 0; for (let i = 0; i < 3e6; i++) t += i; t > 0", "true");
     ivm_bytes_t profile = {0};
