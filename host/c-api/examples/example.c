@@ -543,10 +543,11 @@ int main(int argc, char **argv) {
     ok(ivm_isolate_wall_time_ns(isolate, &wall), "wall_time");
     ok(ivm_isolate_reference_count(isolate, &handles), "reference_count");
     /* The 50 ms timeout spun: at least 50 ms of wall time. Its CPU time is what the thread got
-       of a core meanwhile (30 ms of it on a loaded machine), never more than the wall time. */
-    if (!(wall >= 50000000 && cpu > 0 && cpu <= wall && handles >= 2))
+       of a core meanwhile (30 ms of it on a loaded machine), no more than the wall time but for
+       the microseconds between the two clocks' reads (CI saw 15 us). */
+    if (!(wall >= 50000000 && cpu > 0 && cpu <= wall + 1000000 && handles >= 2))
         fprintf(stderr, "cpu %llu wall %llu handles %llu\n", (unsigned long long)cpu, (unsigned long long)wall, (unsigned long long)handles);
-    CHECK(wall >= 50000000 && cpu > 0 && cpu <= wall && handles >= 2);
+    CHECK(wall >= 50000000 && cpu > 0 && cpu <= wall + 1000000 && handles >= 2);
     ok(ivm_isolate_start_cpu_profiler(isolate, "spin"), "start_cpu_profiler");
     expect_json(context, "let t = 0; for (let i = 0; i < 3e6; i++) t += i; t > 0", "true");
     ivm_bytes_t profile = {0};
