@@ -48,6 +48,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Host(raw::Error::Exception(e)) => write!(f, "{}: {}", e.name, e.message),
             Error::Host(raw::Error::Timeout(_)) => f.write_str("Script execution timed out."),
+            Error::Host(raw::Error::CpuLimit(_)) => f.write_str("Script execution exceeded its CPU time limit."),
             Error::Host(raw::Error::MemoryLimit) => f.write_str("Isolate was disposed during execution due to memory limit"),
             Error::Host(other) => write!(f, "{other:?}"),
             Error::Value(message) => f.write_str(message),
@@ -63,16 +64,18 @@ impl From<raw::Error> for Error {
     }
 }
 
-/// Options for a run: a timeout in milliseconds, and whether to wait for a promise result.
+/// Options for a run: a timeout and a CPU-time limit in milliseconds, and whether to wait for
+/// a promise result.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     pub timeout_ms: Option<u32>,
+    pub cpu_limit_ms: Option<u32>,
     pub promise: bool,
 }
 
 impl RunOptions {
     fn raw(self) -> raw::RunOptions {
-        raw::RunOptions { timeout_ms: self.timeout_ms, promise: self.promise, transfer: raw::Transfer::Copy }
+        raw::RunOptions { timeout_ms: self.timeout_ms, cpu_limit_ms: self.cpu_limit_ms, promise: self.promise, transfer: raw::Transfer::Copy }
     }
 }
 
@@ -82,7 +85,7 @@ pub struct Isolate(raw::Isolate);
 impl Isolate {
     /// An isolate with a memory limit in MB (0: the host's default, 128).
     pub fn new(memory_limit_mb: u32) -> Result<Isolate, Error> {
-        Ok(Isolate(raw::Isolate::create(raw::IsolateOptions { memory_limit_mb, inspector: false })?))
+        Ok(Isolate(raw::Isolate::create(raw::IsolateOptions { memory_limit_mb, inspector: false, cpu_budget_ms: None })?))
     }
 
     /// A new context.

@@ -70,7 +70,7 @@ pub use context::{Context, ContextOptions};
 pub use data::{CachedData, CallFrame, CompileOptions, CpuProfile, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key, PositionTick, ProfileNode, ScriptOrigin, ThreadCpuProfile, Transfer};
 pub use engine::executor::{max_threads, set_max_threads};
 pub use engine::v8_version;
-pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
+pub use error::{CPU_LIMIT_MESSAGE, Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
 pub use inspector::InspectorSession;
 pub use isolate::{CatastrophicHandler, DEFAULT_TIMEOUT, Isolate, IsolateOptions, Operation};
 pub use process::{Isolation, PoolOptions, WorkerPool};

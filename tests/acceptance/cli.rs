@@ -70,6 +70,12 @@ fn exit_codes_say_what_happened() {
     assert_eq!(json(&o)["error"]["message"], "Script execution timed out.");
     assert_eq!(json(&o)["error"]["kind"], "timeout");
 
+    // Out of CPU time (a wait is not charged; the spin after it is).
+    let o = ivm(&["--cpu-limit", "40", "--json", "eval", "Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200); for (;;) {}"]);
+    assert_eq!(o.status.code(), Some(6));
+    assert_eq!(json(&o)["error"]["kind"], "cpu-limit");
+    assert_eq!(json(&o)["error"]["message"], "Script execution exceeded its CPU time limit.");
+
     let o = ivm(&["--memory-limit", "16", "--json", "eval", "const a = []; for (;;) a.push({})"]);
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(json(&o)["error"]["kind"], "memory-limit");

@@ -6,6 +6,7 @@ mod cli;
 mod code_cache;
 mod component;
 mod context;
+mod cpu_limits;
 mod external_copy;
 mod hostile;
 mod inspector;

@@ -6,7 +6,7 @@ typedef ivm_isolate_types_error_t error_t;
 
 // The WIT name of an error's case.
 static const char *error_name(const error_t *e) {
-    static const char *names[] = {"exception", "timeout", "memory-limit", "disposed", "abandoned", "invalid-argument", "conversion", "limit"};
+    static const char *names[] = {"exception", "timeout", "memory-limit", "disposed", "abandoned", "invalid-argument", "conversion", "limit", "cpu-limit"};
     return e->tag < sizeof names / sizeof *names ? names[e->tag] : "?";
 }
 

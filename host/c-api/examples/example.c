@@ -220,6 +220,8 @@ static void null_arguments(void) {
     REFUSED(ivm_context_eval(NULL, "1", 1, NULL, &value));
     REFUSED(ivm_context_eval_closure(NULL, NULL, 5, NULL, 3, NULL, &value));
     REFUSED(ivm_run_options_set_timeout_ms(NULL, 1));
+    REFUSED(ivm_run_options_set_cpu_limit_ms(NULL, 1));
+    REFUSED(ivm_isolate_options_set_cpu_budget_ms(NULL, 1));
     REFUSED(ivm_run_options_set_transfer(NULL, 9));
     REFUSED(ivm_compile_options_set_origin(NULL, NULL, 0, 0));
     REFUSED(ivm_compile_options_set_cached_data(NULL, NULL, 4));
@@ -358,6 +360,27 @@ int main(int argc, char **argv) {
     ivm_error_delete(error);
     ivm_run_options_delete(quick);
     expect_json(context, "'still here'", "\"still here\"");
+
+    /* CPU-time limits: a spinning loop runs out of CPU time; an isolate's CPU budget, once
+       spent, refuses its runs. */
+    ivm_run_options_t *frugal = ivm_run_options_new();
+    ok(ivm_run_options_set_cpu_limit_ms(frugal, 30), "set_cpu_limit_ms");
+    error = fails(ivm_context_eval(context, "for (;;) {}", 11, frugal, &value), IVM_ERROR_CPU_LIMIT, "cpu limit");
+    CHECK(strcmp(ivm_error_message(error), "Script execution exceeded its CPU time limit.") == 0);
+    CHECK(strcmp(ivm_error_kind_name(IVM_ERROR_CPU_LIMIT), "cpu-limit") == 0);
+    ivm_error_delete(error);
+    ivm_run_options_delete(frugal);
+    ivm_isolate_options_t *budgeted = ivm_isolate_options_new();
+    ok(ivm_isolate_options_set_cpu_budget_ms(budgeted, 30), "set_cpu_budget_ms");
+    ivm_isolate_t *metered = NULL;
+    ok(ivm_isolate_new(budgeted, &metered), "budgeted isolate");
+    ivm_isolate_options_delete(budgeted);
+    ivm_context_t *metered_context = NULL;
+    ok(ivm_isolate_create_context(metered, NULL, &metered_context), "budgeted context");
+    ivm_error_delete(fails(ivm_context_eval(metered_context, "for (;;) {}", 11, NULL, &value), IVM_ERROR_CPU_LIMIT, "budget"));
+    ivm_error_delete(fails(ivm_context_eval(metered_context, "1", 1, NULL, &value), IVM_ERROR_CPU_LIMIT, "budget spent"));
+    ivm_context_delete(metered_context);
+    ivm_isolate_delete(metered);
 
     /* Host functions: sync and async, set on the global object. */
     int calls = 0;

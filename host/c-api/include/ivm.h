@@ -84,6 +84,9 @@ enum ivm_error_kind_enum {
     IVM_ERROR_CONVERSION = 7,
     /* The worker process of a process-isolated isolate died; the message says how. */
     IVM_ERROR_WORKER_CRASHED = 8,
+    /* The run used up its CPU time (its own limit, or what was left of the isolate's CPU
+       budget; once that is spent, runs are refused with this). The isolate stays usable. */
+    IVM_ERROR_CPU_LIMIT = 9,
     /* A bug in libivm, caught before it could cross into C. */
     IVM_ERROR_INTERNAL = 100,
 };
@@ -234,6 +237,9 @@ ivm_error_t *ivm_isolate_options_set_worker_program(ivm_isolate_options_t *optio
 /* The timeout of runs that set none (and of async host functions' completions): default
    30000 ms; 0: none. */
 ivm_error_t *ivm_isolate_options_set_default_timeout(ivm_isolate_options_t *options, uint64_t ms);
+/* The CPU time the isolate may use across all its runs (ivm_isolate_cpu_time counts it);
+   0: no budget (the default). */
+ivm_error_t *ivm_isolate_options_set_cpu_budget_ms(ivm_isolate_options_t *options, uint64_t ms);
 /* Accept inspector sessions (ivm_isolate_inspector_session). */
 ivm_error_t *ivm_isolate_options_set_inspector(ivm_isolate_options_t *options, bool enabled);
 /* The secret (at least 32 bytes) code caches are sealed with; default: a random key of this
@@ -343,6 +349,10 @@ void ivm_run_options_delete(ivm_run_options_t *options);
 /* Wall-clock limit of the run, its microtasks and (with promise) the wait for its promise;
    0: the isolate's default timeout. */
 ivm_error_t *ivm_run_options_set_timeout_ms(ivm_run_options_t *options, uint64_t ms);
+/* CPU-time limit of the same, on the CPU clock of the threads running the isolate (time
+   blocked in Atomics.wait or waiting for host functions is not charged): IVM_ERROR_CPU_LIMIT
+   when used up; 0: none but the isolate's CPU budget. */
+ivm_error_t *ivm_run_options_set_cpu_limit_ms(ivm_run_options_t *options, uint64_t ms);
 /* If the result is a promise, wait for it and use its value (a rejection is an exception). */
 ivm_error_t *ivm_run_options_set_promise(ivm_run_options_t *options, bool promise);
 ivm_error_t *ivm_run_options_set_transfer(ivm_run_options_t *options, ivm_transfer_t transfer);

@@ -97,17 +97,28 @@ pub extern "C" fn ivm_run_options_new() -> *mut ivm_run_options_t {
     give(ivm_run_options_t(EvalOptions::default()))
 }
 
-/// 0: no timeout of the run's own (the isolate's default timeout applies).
 /// Applies one setter to run options the caller lends.
 unsafe fn change(options: *mut ivm_run_options_t, set: impl FnOnce(&mut EvalOptions) -> Result<()>) -> *mut crate::ivm_error_t {
     unsafe { crate::change(options, |o| set(&mut o.0)) }
 }
 
+/// 0: no timeout of the run's own (the isolate's default timeout applies).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_run_options_set_timeout_ms(options: *mut ivm_run_options_t, ms: u64) -> *mut crate::ivm_error_t {
     unsafe {
         change(options, |o| {
             o.timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            Ok(())
+        })
+    }
+}
+
+/// 0: no CPU limit of the run's own (the isolate's CPU budget, if any, applies).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_run_options_set_cpu_limit_ms(options: *mut ivm_run_options_t, ms: u64) -> *mut crate::ivm_error_t {
+    unsafe {
+        change(options, |o| {
+            o.cpu_limit = (ms > 0).then(|| Duration::from_millis(ms));
             Ok(())
         })
     }

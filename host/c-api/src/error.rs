@@ -23,6 +23,7 @@ pub(crate) enum Kind {
     InvalidArgument = 6,
     Conversion = 7,
     WorkerCrashed = 8,
+    CpuLimit = 9,
     /// A bug in ivm (a panic caught at the boundary).
     Internal = 100,
 }
@@ -38,6 +39,7 @@ impl Kind {
             ErrorKind::InvalidArgument => Kind::InvalidArgument,
             ErrorKind::Conversion => Kind::Conversion,
             ErrorKind::WorkerCrashed => Kind::WorkerCrashed,
+            ErrorKind::CpuLimit => Kind::CpuLimit,
             _ => Kind::Internal,
         }
     }
@@ -120,6 +122,7 @@ pub extern "C" fn ivm_error_kind_name(kind: u8) -> *const c_char {
         6 => c"invalid-argument",
         7 => c"conversion",
         8 => c"worker-crashed",
+        9 => c"cpu-limit",
         100 => c"internal",
         _ => c"unknown",
     };

@@ -60,6 +60,11 @@ pub unsafe extern "C" fn ivm_isolate_options_set_default_timeout(options: *mut i
 }
 
 #[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_isolate_options_set_cpu_budget_ms(options: *mut ivm_isolate_options_t, ms: u64) -> *mut crate::ivm_error_t {
+    unsafe { change(options, |o| Ok(o.cpu_budget((ms > 0).then(|| Duration::from_millis(ms))))) }
+}
+
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_isolate_options_set_inspector(options: *mut ivm_isolate_options_t, enabled: bool) -> *mut crate::ivm_error_t {
     unsafe {
         change(options, |mut o| {

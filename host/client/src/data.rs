@@ -56,6 +56,12 @@ pub struct EvalOptions {
     /// Wall-clock limit for the script, the microtasks it queues, and (with `promise`) the
     /// time until its promise settles. `None`: no limit.
     pub timeout: Option<Duration>,
+    /// CPU-time limit for the same: the CPU time the isolate uses while the run is in progress
+    /// (its threads' CPU clocks, as `cpu_time` reads them), so time spent blocked in
+    /// `Atomics.wait` or waiting for host functions is not charged. Running out ends the run
+    /// with [`Error::CpuLimit`](crate::Error::CpuLimit). `None`: no limit but the isolate's
+    /// CPU budget, if it has one.
+    pub cpu_limit: Option<Duration>,
     /// Where the code comes from, for stack traces and syntax errors.
     pub origin: ScriptOrigin,
     /// How a non-primitive result transfers when it is asked for as a dynamic value.
@@ -69,6 +75,11 @@ impl EvalOptions {
     /// Sets the timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+    /// Sets the CPU-time limit (see [`EvalOptions::cpu_limit`]).
+    pub fn cpu_limit(mut self, limit: Duration) -> Self {
+        self.cpu_limit = Some(limit);
         self
     }
     /// Sets the filename shown in stack traces.

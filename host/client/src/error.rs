@@ -12,6 +12,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// isolated-vm's message for a timeout.
 pub const TIMEOUT_MESSAGE: &str = "Script execution timed out.";
+/// The message for a run stopped by its CPU-time limit, or refused because the isolate's CPU
+/// budget is spent (isolated-vm has no CPU limit; this follows its timeout's wording).
+pub const CPU_LIMIT_MESSAGE: &str = "Script execution exceeded its CPU time limit.";
 /// isolated-vm's message for an isolate that hit its memory limit during a call.
 pub const MEMORY_LIMIT_MESSAGE: &str = "Isolate was disposed during execution due to memory limit";
 
@@ -26,6 +29,14 @@ pub enum Error {
     /// usable. `stack` holds the frames that were running when the timer fired.
     Timeout {
         /// The frames that were running when the timeout fired (may be empty).
+        stack: String,
+    },
+    /// The run used up its CPU time: its own `cpu_limit`, or what was left of the isolate's
+    /// `cpu_budget` (a run after the budget is spent is refused with this, running nothing).
+    /// The script was terminated; the isolate stays usable. `stack` holds the frames that
+    /// were running when the limit was reached (may be empty).
+    CpuLimit {
+        /// The frames that were running when the limit was reached (may be empty).
         stack: String,
     },
     /// The isolate went over its memory limit. It has been disposed.
@@ -59,6 +70,8 @@ pub enum ErrorKind {
     Exception,
     /// See [`Error::Timeout`].
     Timeout,
+    /// See [`Error::CpuLimit`].
+    CpuLimit,
     /// See [`Error::MemoryLimit`].
     MemoryLimit,
     /// See [`Error::Disposed`].
@@ -74,12 +87,13 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// A stable kebab-case name: `exception`, `timeout`, `memory-limit`, `disposed`,
+    /// A stable kebab-case name: `exception`, `timeout`, `cpu-limit`, `memory-limit`, `disposed`,
     /// `abandoned`, `invalid-argument`, `conversion`, `worker-crashed`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Exception => "exception",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::CpuLimit => "cpu-limit",
             ErrorKind::MemoryLimit => "memory-limit",
             ErrorKind::Disposed => "disposed",
             ErrorKind::Abandoned => "abandoned",
@@ -137,6 +151,7 @@ impl Error {
         match self {
             Error::Exception(_) => ErrorKind::Exception,
             Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::CpuLimit { .. } => ErrorKind::CpuLimit,
             Error::MemoryLimit => ErrorKind::MemoryLimit,
             Error::Disposed { .. } => ErrorKind::Disposed,
             Error::Abandoned => ErrorKind::Abandoned,
@@ -151,6 +166,7 @@ impl Error {
         match self {
             Error::Exception(e) => &e.message,
             Error::Timeout { .. } => TIMEOUT_MESSAGE,
+            Error::CpuLimit { .. } => CPU_LIMIT_MESSAGE,
             Error::MemoryLimit => MEMORY_LIMIT_MESSAGE,
             Error::Disposed { message } => message,
             Error::Abandoned => "Promise was abandoned",
@@ -169,12 +185,12 @@ impl Error {
         }
     }
 
-    /// The JavaScript stack, when there is one: an exception's stack, or for a timeout the
-    /// frames that were running when it fired.
+    /// The JavaScript stack, when there is one: an exception's stack, or for a timeout (or CPU
+    /// limit) the frames that were running when it fired.
     pub fn stack(&self) -> Option<&str> {
         match self {
             Error::Exception(e) => e.stack.as_deref(),
-            Error::Timeout { stack } if !stack.is_empty() => Some(stack),
+            Error::Timeout { stack } | Error::CpuLimit { stack } if !stack.is_empty() => Some(stack),
             _ => None,
         }
     }

@@ -27,7 +27,7 @@ mod pool;
 pub mod spin;
 
 pub use data::{CacheOutcome, CachedData, CallFrame, CompileOptions, CpuProfile, ConsoleLevel, EvalOptions, HeapStatistics, ImportRequest, Key, PositionTick, ProfileNode, ScriptOrigin, ThreadCpuProfile, Transfer};
-pub use error::{Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
+pub use error::{CPU_LIMIT_MESSAGE, Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
 pub use isolate::{IsolateEvents, WorkerIsolate, WorkerSettings};
 pub use link::Link;
 pub use pool::{Lease, PoolOptions, WorkerPool, worker_program};

@@ -20,7 +20,7 @@ use crate::error::{Error, JsError, Result};
 pub const WORKER_ARG: &str = "--ivm-worker";
 
 /// The protocol version both sides must speak.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 256 << 20;
 
@@ -37,6 +37,7 @@ pub struct NewIsolate {
     pub rejections: bool,
     pub cache_secret: Option<Vec<u8>>,
     pub default_timeout: Option<Duration>,
+    pub cpu_budget: Option<Duration>,
     pub inspector: bool,
     /// The startup snapshot to start from.
     pub snapshot: Option<StartFrom>,

@@ -108,6 +108,8 @@ pub struct GuestLimits {
     pub memory_budget_mb: u64,
     /// The timeout of runs that set none. `None`: no limit.
     pub default_timeout: Option<Duration>,
+    /// The CPU-time limit of runs that set none (`run-options.cpu-limit-ms`). `None`: no limit.
+    pub default_cpu_limit: Option<Duration>,
     /// Where the guest's isolates live. `None`: as [`IsolateOptions::isolation`] decides
     /// when unset (`IVM_ISOLATION`, else in process).
     pub isolation: Option<Isolation>,
@@ -132,6 +134,7 @@ impl Default for GuestLimits {
             max_isolates: 16,
             memory_budget_mb: 2048,
             default_timeout: Some(Duration::from_secs(30)),
+            default_cpu_limit: None,
             isolation: None,
             debugging: false,
             snapshot_key: None,
@@ -153,6 +156,11 @@ impl GuestLimits {
     /// Sets the timeout of runs that set none.
     pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.default_timeout = timeout;
+        self
+    }
+    /// Sets the CPU-time limit of runs that set none.
+    pub fn default_cpu_limit(mut self, limit: Option<Duration>) -> Self {
+        self.default_cpu_limit = limit;
         self
     }
     /// Puts the guest's isolates in this process or in worker processes (a guest that
@@ -267,6 +275,7 @@ impl From<crate::Error> for wit::Error {
         match e {
             E::Exception(e) => wit::Error::Exception(js_error(*e)),
             E::Timeout { stack } => wit::Error::Timeout(if stack.is_empty() { crate::TIMEOUT_MESSAGE.to_owned() } else { stack }),
+            E::CpuLimit { stack } => wit::Error::CpuLimit(if stack.is_empty() { crate::CPU_LIMIT_MESSAGE.to_owned() } else { stack }),
             E::MemoryLimit => wit::Error::MemoryLimit,
             E::Disposed { message } => wit::Error::Disposed(message),
             E::Abandoned => wit::Error::Abandoned,
@@ -288,6 +297,7 @@ impl GuestIsolates {
     fn run_options(&self, options: wit::RunOptions) -> EvalOptions {
         let mut eval = EvalOptions::default().transfer(transfer(options.transfer));
         eval.timeout = options.timeout_ms.map(|ms| Duration::from_millis(ms.into())).or(self.limits.default_timeout);
+        eval.cpu_limit = options.cpu_limit_ms.map(|ms| Duration::from_millis(ms.into())).or(self.limits.default_cpu_limit);
         eval.promise = options.promise;
         eval
     }
@@ -394,7 +404,8 @@ impl GuestIsolates {
         {
             return Ok(Err(e));
         }
-        let mut options = IsolateOptions { inspector: options.inspector, snapshot, ..IsolateOptions::default().memory_limit(mb) };
+        let cpu_budget = options.cpu_budget_ms.map(|ms| Duration::from_millis(ms.into()));
+        let mut options = IsolateOptions { inspector: options.inspector, snapshot, cpu_budget, ..IsolateOptions::default().memory_limit(mb) };
         options.isolation = self.limits.isolation;
         let isolate = guest!(Isolate::new(options));
         self.isolates.push((isolate.clone(), mb));

@@ -47,6 +47,8 @@ impl From<wit::Error> for old::Error {
             E::InvalidArgument(m) => old::Error::InvalidArgument(m),
             E::Conversion(m) => old::Error::Conversion(m),
             E::Limit(m) => old::Error::Limit(m),
+            // 0.1.0 guests set no CPU limits; were one to reach them, a timeout is the nearest.
+            E::CpuLimit(stack) => old::Error::Timeout(stack),
         }
     }
 }
@@ -116,7 +118,7 @@ impl From<old::Transfer> for wit::Transfer {
 
 impl From<old::RunOptions> for wit::RunOptions {
     fn from(o: old::RunOptions) -> wit::RunOptions {
-        wit::RunOptions { timeout_ms: o.timeout_ms, promise: o.promise, transfer: o.transfer.into() }
+        wit::RunOptions { timeout_ms: o.timeout_ms, cpu_limit_ms: None, promise: o.promise, transfer: o.transfer.into() }
     }
 }
 
@@ -147,7 +149,7 @@ impl old::Host for GuestIsolates {}
 
 impl old::HostIsolate for GuestIsolates {
     fn create(&mut self, options: old::IsolateOptions) -> Host<Resource<GuestIsolate>> {
-        back(wit::HostIsolate::create(self, wit::IsolateOptions { memory_limit_mb: options.memory_limit_mb, inspector: false }))
+        back(wit::HostIsolate::create(self, wit::IsolateOptions { memory_limit_mb: options.memory_limit_mb, inspector: false, cpu_budget_ms: None }))
     }
 
     fn create_context(&mut self, this: Resource<GuestIsolate>) -> Host<Resource<Context>> {

@@ -7,9 +7,11 @@
 //! and those that follow a stretch of at least [`SHORT`] until [`UNMEASURED_AFTER`] short
 //! ones in a row have gone by (so a GC task run between two long evals does not make the
 //! second one go unmeasured). Other stretches count their wall time as CPU time, which for a
-//! thread holding an isolate that briefly is what it spent on a CPU.
+//! thread holding an isolate that briefly is what it spent on a CPU. Once a run has a CPU
+//! limit ([`measure_cpu`](Clock::measure_cpu)), every stretch reads the CPU clock: a short
+//! stretch's wall time would charge a wait (`Atomics.wait`) as CPU time.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sync::Mutex;
@@ -26,6 +28,8 @@ pub(crate) struct Clock {
     running: Mutex<Option<Segment>>,
     /// Short stretches in a row since the last long one.
     short_in_a_row: AtomicU32,
+    /// Every stretch reads the CPU clock (a CPU limit depends on it).
+    measure_always: AtomicBool,
 }
 
 /// The time the isolate is being held right now.
@@ -64,7 +68,8 @@ impl Clock {
     /// Starts a segment on the current thread (the isolate was just locked); returns when.
     pub(crate) fn start(&self) -> Instant {
         let cpu_clock = this_thread_cpu_clock();
-        let cpu_start = (self.short_in_a_row.load(Ordering::Relaxed) < UNMEASURED_AFTER).then(|| read_cpu(cpu_clock));
+        let measure = self.measure_always.load(Ordering::Relaxed) || self.short_in_a_row.load(Ordering::Relaxed) < UNMEASURED_AFTER;
+        let cpu_start = measure.then(|| read_cpu(cpu_clock));
         let now = Instant::now();
         let segment = Segment { wall_start: now, cpu_clock, cpu_start };
         *self.running.lock() = Some(segment);
@@ -83,6 +88,17 @@ impl Clock {
                 self.short_in_a_row.fetch_add(1, Ordering::Relaxed);
             }
             self.wall_ns.fetch_add(wall.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// From now on every stretch reads the CPU clock, the running one too (called on the
+    /// thread holding the isolate; its unmeasured part so far counts its wall time).
+    pub(crate) fn measure_cpu(&self) {
+        if self.measure_always.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(s) = self.running.lock().as_mut().filter(|s| s.cpu_start.is_none()) {
+            s.cpu_start = Some(read_cpu(s.cpu_clock).saturating_sub(s.wall_start.elapsed().as_nanos() as u64));
         }
     }
 

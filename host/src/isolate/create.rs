@@ -51,6 +51,7 @@ impl Isolate {
                         rejections: options.on_unhandled_rejection.is_some(),
                         cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
                         default_timeout: options.default_timeout,
+                        cpu_budget: options.cpu_budget,
                         inspector: options.inspector,
                         snapshot: options.snapshot.as_ref().map(|snapshot| StartFrom {
                             id: snapshot.id().to_owned(),
@@ -111,6 +112,7 @@ impl Isolate {
             memory,
             cache_key,
             options.default_timeout,
+            options.cpu_budget,
             options.terminate_grace,
             options.on_catastrophic_error,
         )?;

@@ -37,7 +37,8 @@ pub(crate) struct IsolateInner {
     pub(super) handle: v8::IsolateHandle,
     pub(super) disposed: AtomicBool,
     pub(crate) memory: Arc<MemoryGuard>,
-    pub(super) clock: Clock,
+    /// Its CPU and wall time (shared with the deadlines, which read it for CPU limits).
+    pub(super) clock: Arc<Clock>,
     handles: Mutex<HandleTable>,
     /// Who holds the isolate, and the async operations queued on it.
     pub(super) jobs: Jobs<Job>,
@@ -51,6 +52,8 @@ pub(crate) struct IsolateInner {
     pub(super) me: Weak<IsolateInner>,
     /// The timeout of operations that give none, and of JavaScript that runs for no operation.
     pub(crate) default_timeout: Option<Duration>,
+    /// The CPU time it may use in all (`IsolateOptions::cpu_budget`).
+    cpu_budget: Option<Duration>,
     /// Stretches of runs of this isolate on some thread's stack right now.
     pub(crate) runs_on_stack: Arc<std::sync::atomic::AtomicUsize>,
     /// The deadlines of its runs.
@@ -140,12 +143,23 @@ impl Session<'_> {
 }
 
 impl IsolateInner {
+    /// The CPU time a run may use: its own `limit`, or what is left of the isolate's budget
+    /// if that is less; `None`: no CPU limit.
+    pub(crate) fn cpu_allowance(&self, limit: Option<Duration>) -> Option<Duration> {
+        let left = self.cpu_budget.map(|budget| budget.saturating_sub(self.clock.cpu_time()));
+        match (limit, left) {
+            (Some(limit), Some(left)) => Some(limit.min(left)),
+            (limit, left) => limit.or(left),
+        }
+    }
+
     /// The state of a new V8 isolate, which becomes shared (lockable from any thread) here.
     pub(crate) fn create(
         mut isolate: v8::OwnedIsolate,
         memory: Arc<MemoryGuard>,
         cache_key: CacheKey,
         default_timeout: Option<Duration>,
+        cpu_budget: Option<Duration>,
         terminate_grace: Duration,
         on_catastrophic_error: Option<CatastrophicHandler>,
     ) -> Result<Arc<IsolateInner>> {
@@ -153,6 +167,7 @@ impl IsolateInner {
         let address = engine::platform::address(&isolate);
         let mut failed = None;
         let blocking_waits = Arc::<BlockingWaits>::default();
+        let clock = Arc::<Clock>::default();
         let inner = Arc::new_cyclic(|owner: &Weak<IsolateInner>| {
             // V8's callbacks find their way back to the isolate's state through this.
             isolate.set_slot(owner.clone());
@@ -168,16 +183,17 @@ impl IsolateInner {
                 v8: Mutex::new(shared.map(Arc::new)),
                 handle,
                 memory,
-                clock: Clock::default(),
+                clock: clock.clone(),
                 handles: Mutex::default(),
                 jobs: Jobs::default(),
                 parked: parked::Parked::default(),
                 tasks: tasks::Tasks::default(),
                 runs_on_stack: Arc::default(),
-                deadlines: run::Deadlines::new(blocking_waits.clone(), terminate_grace, on_catastrophic_error),
+                deadlines: run::Deadlines::new(blocking_waits.clone(), clock, terminate_grace, on_catastrophic_error),
                 address,
                 me: owner.clone(),
                 default_timeout,
+                cpu_budget,
                 kept: Mutex::default(),
                 cache_key,
                 compile_context: Mutex::default(),

@@ -4,6 +4,7 @@
 //! makes isolates.
 
 mod clock;
+pub(crate) use clock::Clock;
 mod create;
 mod inner;
 pub(crate) mod inspector;
@@ -75,6 +76,11 @@ pub struct IsolateOptions {
     /// completion runs after the operation that called it has ended, V8 tasks such as
     /// `FinalizationRegistry` callbacks. Default 30 s; `None`: no limit.
     pub default_timeout: Option<Duration>,
+    /// The CPU time the isolate may use in all, across runs (a platform's per-request CPU
+    /// allowance, say): a run is stopped with [`Error::CpuLimit`](crate::Error::CpuLimit) when
+    /// it is spent, and later runs are refused with it. Counted as
+    /// [`cpu_time`](Isolate::cpu_time) counts. Default `None`: no budget.
+    pub cpu_budget: Option<Duration>,
     /// Gives the isolate V8's inspector (isolated-vm's `inspector: true`): its contexts are
     /// reported by name, and [`inspector_session`](Isolate::inspector_session)s connect to it.
     /// Default `false`. The CPU profiler and heap snapshots do not need it.
@@ -101,6 +107,7 @@ impl Default for IsolateOptions {
             terminate_grace: Duration::from_secs(5),
             on_catastrophic_error: None,
             default_timeout: Some(DEFAULT_TIMEOUT),
+            cpu_budget: None,
             inspector: false,
             snapshot: None,
         }
@@ -117,6 +124,7 @@ impl std::fmt::Debug for IsolateOptions {
             .field("tenant", &self.tenant)
             .field("terminate_grace", &self.terminate_grace)
             .field("default_timeout", &self.default_timeout)
+            .field("cpu_budget", &self.cpu_budget)
             .field("inspector", &self.inspector)
             .field("snapshot", &self.snapshot)
             .finish_non_exhaustive()
@@ -208,6 +216,23 @@ impl IsolateOptions {
     /// ```
     pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.default_timeout = timeout;
+        self
+    }
+
+    /// Sets the isolate's CPU budget (see [`IsolateOptions::cpu_budget`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = ivm::IsolateOptions::default().cpu_budget(Some(Duration::from_millis(20)));
+    /// let context = ivm::Isolate::new(options)?.create_context()?;
+    /// let err = context.eval::<()>("for (;;) {}").unwrap_err();
+    /// assert_eq!(err.kind(), ivm::ErrorKind::CpuLimit);
+    /// // Spent: the next run is refused.
+    /// assert_eq!(context.eval::<i32>("1").unwrap_err().kind(), ivm::ErrorKind::CpuLimit);
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn cpu_budget(mut self, budget: Option<Duration>) -> Self {
+        self.cpu_budget = budget;
         self
     }
 

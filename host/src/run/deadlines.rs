@@ -8,12 +8,16 @@
 //! default timeout, run after run) changes nothing; an earlier one re-arms it. When the timer
 //! fires, every run whose deadline has passed fires, and the timer is armed for the next.
 //!
+//! A CPU limit is a deadline too: the earliest wall time at which the isolate's CPU time can
+//! reach it (CPU time grows no faster than wall time on the one thread holding the isolate).
+//! When that passes, the clock is read: a run that waited meanwhile has CPU time left, and
+//! its deadline moves to when it could next run out.
+//!
 //! Lock order: the watchdog's table, then a `Deadlines` (timer actions run under the
 //! watchdog's lock and take it); so nothing here touches a timer while holding `Deadlines`.
 
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -21,7 +25,7 @@ use super::state::{RunContext, RunState, Wake};
 use super::{FAILED_TO_TERMINATE, TIMEOUT_FRAMES};
 use super::BlockingWaits;
 use crate::watchdog::Timer;
-use crate::isolate::{CatastrophicHandler, IsolateInner};
+use crate::isolate::{CatastrophicHandler, Clock, IsolateInner};
 use crate::sync::Mutex;
 
 /// The deadlines of an isolate's runs.
@@ -30,6 +34,8 @@ pub(crate) struct Deadlines {
     me: Weak<Deadlines>,
     /// Woken when a run's deadline passes (a blocking host function stops waiting).
     blocking_waits: Arc<BlockingWaits>,
+    /// The isolate's clock, for CPU limits.
+    clock: Arc<Clock>,
     /// How long a run may go on after its deadline before it is reported.
     grace: Duration,
     on_catastrophic_error: Option<CatastrophicHandler>,
@@ -38,7 +44,7 @@ pub(crate) struct Deadlines {
 #[derive(Default)]
 struct State {
     /// Each run is kept alive by its `Run`, which takes it off this list before letting go.
-    runs: Vec<(Instant, *const RunState)>,
+    runs: Vec<Deadline>,
     /// When the timer is armed for, and which arming it is (a later one replaces it).
     armed: Option<(Instant, u64)>,
     timer: Option<Timer>,
@@ -47,12 +53,26 @@ struct State {
     paused: bool,
 }
 
+/// When a run is stopped, unless it ends first.
+struct Deadline {
+    at: Instant,
+    run: *const RunState,
+    /// For a CPU limit: the isolate's CPU time at which the run is out of it (`at` is the
+    /// earliest that can be).
+    cpu_out_at: Option<Duration>,
+}
+
 // SAFETY: the run pointers are only used under the lock (see `State::runs`).
 unsafe impl Send for State {}
 
 impl Deadlines {
-    pub(crate) fn new(blocking_waits: Arc<BlockingWaits>, grace: Duration, on_catastrophic_error: Option<CatastrophicHandler>) -> Arc<Deadlines> {
-        Arc::new_cyclic(|me| Deadlines { state: Mutex::default(), me: me.clone(), blocking_waits, grace, on_catastrophic_error })
+    pub(crate) fn new(
+        blocking_waits: Arc<BlockingWaits>,
+        clock: Arc<Clock>,
+        grace: Duration,
+        on_catastrophic_error: Option<CatastrophicHandler>,
+    ) -> Arc<Deadlines> {
+        Arc::new_cyclic(|me| Deadlines { state: Mutex::default(), me: me.clone(), blocking_waits, clock, grace, on_catastrophic_error })
     }
 
     fn state(&self) -> crate::sync::MutexGuard<'_, State> {
@@ -60,10 +80,12 @@ impl Deadlines {
     }
 
     /// Fires `run` at `deadline`, unless it is removed first.
-    fn add(&self, deadline: Instant, run: &Arc<RunState>) {
+    fn add(&self, deadline: Deadline) {
+        let deadline_at = deadline.at;
         let rearm = {
             let mut state = self.state();
-            state.runs.push((deadline, Arc::as_ptr(run)));
+            state.runs.push(deadline);
+            let deadline = deadline_at;
             match state.armed {
                 _ if state.paused => None,
                 Some((at, _)) if at <= deadline => None,
@@ -114,10 +136,10 @@ impl Deadlines {
         let (at, arming) = {
             let mut state = self.state();
             state.paused = false;
-            for (deadline, _) in &mut state.runs {
-                *deadline = deadline.checked_add(paused).unwrap_or(*deadline);
+            for deadline in &mut state.runs {
+                deadline.at = deadline.at.checked_add(paused).unwrap_or(deadline.at);
             }
-            let Some(at) = state.runs.iter().map(|(deadline, _)| *deadline).min() else { return };
+            let Some(at) = state.runs.iter().map(|deadline| deadline.at).min() else { return };
             state.arming += 1;
             state.armed = Some((at, state.arming));
             (at, state.arming)
@@ -125,12 +147,10 @@ impl Deadlines {
         self.arm(at, arming);
     }
 
+    /// Takes `run`'s deadlines off the list.
     fn remove(&self, run: &Arc<RunState>) {
         let run = Arc::as_ptr(run);
-        let mut state = self.state();
-        if let Some(at) = state.runs.iter().position(|(_, r)| std::ptr::eq(*r, run)) {
-            state.runs.swap_remove(at);
-        }
+        self.state().runs.retain(|deadline| !std::ptr::eq(deadline.run, run));
     }
 
     /// The timer's action (on the watchdog thread, which may arm timers there).
@@ -139,40 +159,53 @@ impl Deadlines {
         move || {
             let Some(me) = me.upgrade() else { return };
             let now = Instant::now();
-            let due: Vec<Arc<RunState>> = {
+            let due: Vec<(Arc<RunState>, bool)> = {
                 let mut state = me.state();
                 if state.arming != arming {
                     return;
                 }
                 let mut due = Vec::new();
-                state.runs.retain(|(deadline, run)| {
-                    let passed = *deadline <= now;
-                    if passed {
-                        // SAFETY: on the list, the run is alive (see `State::runs`); the count
-                        // taken here keeps it so.
-                        due.push(unsafe {
-                            Arc::increment_strong_count(*run);
-                            Arc::from_raw(*run)
-                        });
+                let mut cpu_time = None;
+                state.runs.retain_mut(|deadline| {
+                    if deadline.at > now {
+                        return true;
                     }
-                    !passed
+                    if let Some(out_at) = deadline.cpu_out_at {
+                        let used = *cpu_time.get_or_insert_with(|| me.clock.cpu_time());
+                        if let Some(left) = out_at.checked_sub(used).filter(|left| !left.is_zero()) {
+                            // It waited part of the time: check again when it could run out.
+                            deadline.at = now.checked_add(left).unwrap_or(deadline.at);
+                            return true;
+                        }
+                    }
+                    // SAFETY: on the list, the run is alive (see `State::runs`); the count
+                    // taken here keeps it so.
+                    let run = unsafe {
+                        Arc::increment_strong_count(deadline.run);
+                        Arc::from_raw(deadline.run)
+                    };
+                    due.push((run, deadline.cpu_out_at.is_some()));
+                    false
                 });
-                let next = state.runs.iter().map(|(deadline, _)| *deadline).min();
+                let next = state.runs.iter().map(|deadline| deadline.at).min();
                 state.arming += 1;
                 state.armed = next.map(|at| (at, state.arming));
                 let arming = state.arming;
                 state.timer = next.map(|at| Timer::arm(at, me.fire(arming)));
                 due
             };
-            for run in due {
-                me.fired(run);
+            for (run, out_of_cpu) in due {
+                me.fired(run, out_of_cpu);
             }
         }
     }
 
-    /// `run`'s deadline has passed.
-    fn fired(&self, run: Arc<RunState>) {
-        run.fired.store(true, Ordering::SeqCst);
+    /// `run`'s deadline has passed (`out_of_cpu`: its CPU limit's).
+    fn fired(&self, run: Arc<RunState>, out_of_cpu: bool) {
+        if !run.fire(out_of_cpu) {
+            // Its other limit stopped it already.
+            return;
+        }
         // A blocking host function stops waiting; a waiting run is woken; a running one is
         // interrupted (the interrupt checks it is the run on the stack).
         self.blocking_waits.abort();
@@ -236,13 +269,25 @@ impl Run {
 
 impl Run {
     /// Arms a run of `inner` in `context` with `timeout` (`None`: the isolate's default
-    /// timeout) from `now`. A timeout too far away to be represented never fires.
-    pub(crate) fn arm(inner: &IsolateInner, context: RunContext, timeout: Option<Duration>, now: Instant) -> Run {
+    /// timeout) from `now`, and `cpu` of CPU time from the isolate's CPU time now. A limit
+    /// too far away to be represented never fires.
+    pub(crate) fn arm(inner: &IsolateInner, context: RunContext, timeout: Option<Duration>, cpu: Option<Duration>, now: Instant) -> Run {
         let state = RunState::new(inner, context);
-        let deadline = timeout.or(inner.default_timeout).and_then(|after| now.checked_add(after));
-        let Some(deadline) = deadline else { return Run { state: ManuallyDrop::new(state), armed: false } };
-        inner.deadlines.add(deadline, &state);
-        Run { state: ManuallyDrop::new(state), armed: true }
+        let mut armed = false;
+        if let Some(at) = timeout.or(inner.default_timeout).and_then(|after| now.checked_add(after)) {
+            inner.deadlines.add(Deadline { at, run: Arc::as_ptr(&state), cpu_out_at: None });
+            armed = true;
+        }
+        if let Some(cpu) = cpu {
+            let clock = &inner.deadlines.clock;
+            clock.measure_cpu();
+            let out_at = clock.cpu_time().checked_add(cpu);
+            if let Some((at, out_at)) = now.checked_add(cpu).zip(out_at) {
+                inner.deadlines.add(Deadline { at, run: Arc::as_ptr(&state), cpu_out_at: Some(out_at) });
+                armed = true;
+            }
+        }
+        Run { state: ManuallyDrop::new(state), armed }
     }
 }
 
@@ -270,7 +315,8 @@ unsafe extern "C" fn on_timeout(mut isolate: v8::UnsafeRawIsolatePtr, data: *mut
         if let Some(context) = run.context(scope) {
             let context = v8::Local::new(scope, &context);
             let scope = &mut v8::ContextScope::new(scope, context);
-            if let Some(stack) = timeout_stack(scope) {
+            let message = if run.out_of_cpu() { crate::error::CPU_LIMIT_MESSAGE } else { crate::error::TIMEOUT_MESSAGE };
+            if let Some(stack) = timeout_stack(scope, message) {
                 run.touch();
                 *run.stack.lock() = stack;
             }
@@ -279,10 +325,10 @@ unsafe extern "C" fn on_timeout(mut isolate: v8::UnsafeRawIsolatePtr, data: *mut
     isolate.terminate_execution();
 }
 
-/// The stack of the JavaScript running now, as isolated-vm writes a timeout's.
-fn timeout_stack(scope: &mut v8::PinScope<'_, '_>) -> Option<String> {
+/// The stack of the JavaScript running now, as isolated-vm writes a timeout's, under `message`.
+fn timeout_stack(scope: &mut v8::PinScope<'_, '_>, message: &str) -> Option<String> {
     let trace = v8::StackTrace::current_stack_trace(scope, TIMEOUT_FRAMES)?;
-    let mut text = String::from("Error: Script execution timed out.");
+    let mut text = format!("Error: {message}");
     for i in 0..trace.get_frame_count() {
         let Some(frame) = trace.get_frame(scope, i) else { continue };
         let function = frame.get_function_name(scope).map(|f| f.to_rust_string_lossy(scope));

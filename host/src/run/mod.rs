@@ -50,6 +50,8 @@ const TIMEOUT_FRAMES: usize = 10;
 pub(crate) struct Limits {
     /// The run's wall-clock limit; `None`: the isolate's default timeout.
     pub(crate) timeout: Option<Duration>,
+    /// The run's CPU-time limit; `None`: only the isolate's CPU budget, if any.
+    pub(crate) cpu_limit: Option<Duration>,
     /// Wait for a promise result to settle and use its value (or its rejection).
     pub(crate) await_promise: bool,
 }
@@ -57,7 +59,7 @@ pub(crate) struct Limits {
 impl Limits {
     /// The limits `options` ask for.
     pub(crate) fn of(options: &EvalOptions) -> Limits {
-        Limits { timeout: options.timeout, await_promise: options.promise }
+        Limits { timeout: options.timeout, cpu_limit: options.cpu_limit, await_promise: options.promise }
     }
 }
 
@@ -158,7 +160,12 @@ pub(crate) fn run_in_context<R>(
 pub(crate) fn start<R, F: Finish<R>>(session: &mut Session<'_>, js: JsRun<impl Body, F>) -> Result<Progress<R, F>> {
     let JsRun { context: context_id, limits, body, finish, released } = js;
     let inner = session.inner;
-    let run = Run::arm(inner, RunContext::Handle(context_id), limits.timeout, session.now());
+    let cpu = inner.cpu_allowance(limits.cpu_limit);
+    if cpu.is_some_and(|cpu| cpu.is_zero()) {
+        // The isolate's budget is spent (or the run allowed none): nothing runs.
+        return Err(Error::CpuLimit { stack: String::new() });
+    }
+    let run = Run::arm(inner, RunContext::Handle(context_id), limits.timeout, cpu, session.now());
     v8::scope!(let scope, &mut *session.isolate);
     let context = inner
         .local(scope, context_id, |slot| match slot {
@@ -336,7 +343,7 @@ impl Detached {
             Some(state) => (None, state),
             None => {
                 let context = context.map_or(RunContext::None, |c| RunContext::Global(c.clone()));
-                let run = Run::arm(inner, context, None, Instant::now());
+                let run = Run::arm(inner, context, None, inner.cpu_allowance(None), Instant::now());
                 let state = run.state().clone();
                 (Some(run), state)
             }

@@ -2,7 +2,7 @@
 //! its deadline, and whoever waits for it; and the runs each thread is inside.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Deadlines;
@@ -23,6 +23,11 @@ pub(crate) enum Wake {
     /// The isolate is gone.
     Gone,
 }
+
+/// [`RunState::fired`]'s values.
+const NOT_FIRED: u8 = 0;
+const TIMED_OUT: u8 = 1;
+const OUT_OF_CPU: u8 = 2;
 
 /// Who waits for a parked run.
 enum Waiter {
@@ -60,7 +65,9 @@ pub(crate) struct RunState {
     pub(super) deadlines: Arc<Deadlines>,
     /// The isolate's count of run stretches on stacks (changed by the thread holding it).
     isolate_on_stack: Arc<AtomicUsize>,
-    pub(super) fired: AtomicBool,
+    /// Whether a limit stopped it: [`NOT_FIRED`], [`TIMED_OUT`] or [`OUT_OF_CPU`] (the first
+    /// to fire stays).
+    fired: AtomicU8,
     /// Stretches of this run on some thread's stack right now (0 while it waits; changed by
     /// the thread holding the isolate).
     on_stack: AtomicUsize,
@@ -108,7 +115,7 @@ impl RunState {
                 handle: inner.thread_safe_handle(),
                 deadlines: inner.deadlines.clone(),
                 isolate_on_stack: inner.runs_on_stack.clone(),
-                fired: AtomicBool::new(false),
+                fired: AtomicU8::new(NOT_FIRED),
                 on_stack: AtomicUsize::new(0),
                 ended: AtomicBool::new(false),
                 context_id: AtomicU64::new(0),
@@ -132,7 +139,7 @@ impl RunState {
 
     /// Makes a run state nothing else holds new again.
     fn reset(&self) {
-        self.fired.store(false, Ordering::Relaxed);
+        self.fired.store(NOT_FIRED, Ordering::Relaxed);
         self.on_stack.store(0, Ordering::Relaxed);
         self.ended.store(false, Ordering::Relaxed);
         self.context_id.store(0, Ordering::Relaxed);
@@ -157,12 +164,25 @@ impl RunState {
     }
 
     pub(crate) fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
+        self.fired.load(Ordering::SeqCst) != NOT_FIRED
     }
 
-    /// The timeout error, with the stack captured when it hit.
+    /// Marks the run stopped by its timeout (`out_of_cpu`: by its CPU limit); false if a
+    /// limit already had.
+    pub(super) fn fire(&self, out_of_cpu: bool) -> bool {
+        let why = if out_of_cpu { OUT_OF_CPU } else { TIMED_OUT };
+        self.fired.compare_exchange(NOT_FIRED, why, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Whether the CPU limit, not the timeout, stopped it.
+    pub(super) fn out_of_cpu(&self) -> bool {
+        self.fired.load(Ordering::SeqCst) == OUT_OF_CPU
+    }
+
+    /// The error of the limit that stopped it, with the stack captured when it hit.
     pub(super) fn timeout(&self) -> Error {
-        Error::Timeout { stack: self.stack.lock().clone() }
+        let stack = self.stack.lock().clone();
+        if self.out_of_cpu() { Error::CpuLimit { stack } } else { Error::Timeout { stack } }
     }
 
     /// Puts the run on this thread's stack (its JavaScript runs here now) until the guard

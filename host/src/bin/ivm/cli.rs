@@ -17,7 +17,7 @@ awaited.
 
 EXIT STATUS:
     0 success, 1 JavaScript exception, 2 usage error, 3 timeout, 4 memory limit,
-    5 the isolate's worker process crashed
+    5 the isolate's worker process crashed, 6 CPU-time limit
 
 ENVIRONMENT:
     IVM_ISOLATION      the default of --isolation
@@ -53,6 +53,11 @@ pub struct Limits {
     /// given; 'snapshot create': 30 s; 0 lifts it)
     #[arg(long, global = true, value_name = "MS")]
     timeout: Option<u64>,
+    /// CPU-time limit in milliseconds for the same, on the CPU clock of the threads running the
+    /// isolate: time the script spends waiting (Atomics.wait, promises) is not charged
+    /// (default: none; 'component run': for the guest's runs that set none; 0 lifts it)
+    #[arg(long, global = true, value_name = "MS")]
+    cpu_limit: Option<u64>,
     /// Print exactly one JSON line on stdout: {"ok":true,"value":...} or {"ok":false,"error":{...}};
     /// console output then goes to stderr
     #[arg(long, global = true)]
@@ -71,6 +76,11 @@ impl Limits {
     /// `None`: no `--timeout`; `Some(None)`: `--timeout 0`, no timeout.
     pub fn timeout(&self) -> Option<Option<Duration>> {
         self.timeout.map(|ms| (ms > 0).then(|| Duration::from_millis(ms)))
+    }
+
+    /// `--cpu-limit`, `None` when not given or 0.
+    pub fn cpu_limit(&self) -> Option<Duration> {
+        self.cpu_limit.filter(|&ms| ms > 0).map(Duration::from_millis)
     }
 
     /// `--isolation`, if given (else `IVM_ISOLATION` decides).

@@ -137,6 +137,7 @@ fn report(args: &Args, result: Result<Value, Error>, print_value: bool) -> ExitC
             ErrorKind::Timeout => 3,
             ErrorKind::MemoryLimit => 4,
             ErrorKind::WorkerCrashed => 5,
+            ErrorKind::CpuLimit => 6,
             _ => 1,
         },
     };
@@ -195,8 +196,12 @@ fn read_source(path: &str) -> std::io::Result<String> {
 /// An isolate with the limits asked for, and a context with a `console`.
 fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
     // JavaScript that runs for no operation (what an async host function's completion left
-    // behind) is bounded by the same timeout; without --timeout, nothing is.
-    let mut options = IsolateOptions::default().memory_limit(args.limits.memory_limit).default_timeout(args.limits.timeout().flatten());
+    // behind) is bounded by the same timeout; without --timeout, nothing is. The CPU limit
+    // is the isolate's budget as well, so it bounds that too.
+    let mut options = IsolateOptions::default()
+        .memory_limit(args.limits.memory_limit)
+        .default_timeout(args.limits.timeout().flatten())
+        .cpu_budget(args.limits.cpu_limit());
     if let Some(isolation) = args.limits.isolation() {
         options = options.isolation(isolation);
     }
@@ -221,6 +226,7 @@ fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
 fn eval_options(args: &Args) -> EvalOptions {
     let mut options = EvalOptions::default().copy().promise();
     options.timeout = args.limits.timeout().flatten();
+    options.cpu_limit = args.limits.cpu_limit();
     options
 }
 
@@ -293,6 +299,7 @@ fn run_component(args: &Args, component: &ComponentRunArgs) -> ExitCode {
     if let Some(timeout) = args.limits.timeout() {
         limits = limits.default_timeout(timeout);
     }
+    limits = limits.default_cpu_limit(args.limits.cpu_limit());
     if let Some(n) = component.max_isolates {
         limits = limits.max_isolates(usize::try_from(n).unwrap_or(usize::MAX));
     }

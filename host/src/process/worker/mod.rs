@@ -413,7 +413,7 @@ impl Worker {
     }
 
     fn make_isolate(self: &Arc<Self>, id: Id, new: NewIsolate, snapshot: Option<crate::Snapshot>) -> Result<Isolate> {
-        let mut options = IsolateOptions::default().memory_limit(new.memory_limit).default_timeout(new.default_timeout);
+        let mut options = IsolateOptions::default().memory_limit(new.memory_limit).default_timeout(new.default_timeout).cpu_budget(new.cpu_budget);
         options.inspector = new.inspector;
         options.snapshot = snapshot;
         if let Some(secret) = new.cache_secret {
