@@ -242,6 +242,7 @@ for key, native_key, target, label in (
     ("process_call_us", "call_sync_us", None, "Reference apply in a worker"),
     ("process_callback_us", "callback_us", None, "JS in a worker → host function"),
     ("process_isolate_create_ms", None, 5.0, "isolate + context from a warm pool"),
+    ("process_worker_start_ms", None, None, "a new worker process, sandboxed, to its hello"),
 ):
     if key not in ivm:
         continue

@@ -73,7 +73,7 @@ pub use engine::v8_version;
 pub use error::{CPU_LIMIT_MESSAGE, Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
 pub use inspector::InspectorSession;
 pub use isolate::{CatastrophicHandler, DEFAULT_TIMEOUT, Isolate, IsolateOptions, Operation};
-pub use process::{Isolation, PoolOptions, WorkerPool};
+pub use process::{Isolation, PoolOptions, SandboxPolicy, SandboxReport, SandboxStep, WorkerPool};
 pub use module::loader::DirLoader;
 pub use module::Module;
 pub use script::Script;

@@ -64,6 +64,14 @@ fn json_output_is_one_line_with_ok_or_a_typed_error() {
 }
 
 #[test]
+fn verbose_says_what_confines_a_worker() {
+    let o = ivm(&["--isolation", "process", "--verbose", "eval", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(" sandbox: applied: no-new-privileges, ") && err.contains("syscall-filter"), "{err}");
+    assert_eq!(stdout(&o), "1\n");
+}
+
+#[test]
 fn exit_codes_say_what_happened() {
     let o = ivm(&["--timeout", "30", "--json", "eval", "for (;;) {}"]);
     assert_eq!(o.status.code(), Some(3));

@@ -184,21 +184,29 @@ fn a_guest_debugs_and_profiles_its_isolates_when_the_host_allows_it() {
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), DEBUG), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs guest `name` in both isolation modes, checking that it succeeds and prints `expected`.
+fn prints_in_both_modes(name: &'static str, expected: &str) {
+    let program = GuestProgram::load(&guest(name)).unwrap();
+    for isolation in [Isolation::InProcess, Isolation::Process] {
+        let run = program.run(&[], GuestLimits::default().isolation(isolation), Output::Capture).unwrap();
+        assert_eq!((run.status, String::from_utf8_lossy(&run.stdout).as_ref()), (0, expected), "{name}, {isolation:?}");
+    }
+}
+
 #[test]
 fn a_guest_makes_a_startup_snapshot_and_starts_isolates_from_it() {
     // Version 0.2.0: a snapshot made under the guest's limits, kept as sealed bytes and opened
-    // again; tampering and hostile creation scripts are error values. Both isolation modes.
-    let program = GuestProgram::load(&guest("snapshot")).unwrap();
-    for isolation in [Isolation::InProcess, Isolation::Process] {
-        let run = program.run(&[], GuestLimits::default().isolation(isolation), Output::Capture).unwrap();
-        assert_eq!(
-            (run.status, String::from_utf8_lossy(&run.stdout).as_ref()),
-            (
-                0,
-                "from the snapshot: Hello, guest! 12\nreopened: Hello, again!\ntampered: invalid-argument\n\
-                 spinning: timeout\nhoarding: memory-limit\nthrowing: exception\n"
-            ),
-            "{isolation:?}"
-        );
-    }
+    // again; tampering and hostile creation scripts are error values.
+    prints_in_both_modes(
+        "snapshot",
+        "from the snapshot: Hello, guest! 12\nreopened: Hello, again!\ntampered: invalid-argument\n\
+         spinning: timeout\nhoarding: memory-limit\nthrowing: exception\n",
+    );
+}
+
+#[test]
+fn a_guest_runs_into_cpu_limits_as_error_values() {
+    // Version 0.2.0: a run's CPU limit (a spin is stopped, a wait is not charged) and an
+    // isolate's CPU budget (spent, then runs are refused).
+    prints_in_both_modes("cpu", "spinning: cpu-limit\nwaiting: timed-out\nover budget: cpu-limit\nspent: cpu-limit\n");
 }

@@ -16,6 +16,7 @@ mod load;
 mod modules;
 mod process;
 mod references;
+mod sandbox;
 mod script;
 mod snapshot;
 mod transfer;

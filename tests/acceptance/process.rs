@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use ivm::{Context, ContextOptions, Error, EvalOptions, Isolate, IsolateOptions, Isolation, PoolOptions, Value, WorkerPool};
 
-const WORKER: &str = env!("CARGO_BIN_EXE_ivm");
+pub(crate) const WORKER: &str = env!("CARGO_BIN_EXE_ivm");
 
 fn pool(options: PoolOptions) -> WorkerPool {
     WorkerPool::new(options.worker_program(WORKER))
 }
 
 /// Options for an isolate in `pool` whose catastrophic errors land in the returned list.
-fn watched(pool: &WorkerPool) -> (IsolateOptions, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn watched(pool: &WorkerPool) -> (IsolateOptions, Arc<Mutex<Vec<String>>>) {
     let heard = Arc::new(Mutex::new(Vec::new()));
     let sink = heard.clone();
     let options = IsolateOptions::default().pool(pool).on_catastrophic_error(move |message| sink.lock().unwrap().push(message.to_owned()));
@@ -27,7 +27,7 @@ fn timeout(ms: u64) -> EvalOptions {
 }
 
 /// Waits (a little) for something another thread reports.
-fn eventually(what: &str, done: impl Fn() -> bool) {
+pub(crate) fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -104,12 +104,13 @@ fn a_v8_abort_at_the_workers_memory_ceiling_ends_only_that_worker() {
     assert_eq!(Isolate::new(IsolateOptions::default().pool(&pool)).unwrap().create_context().unwrap().eval::<u32>("1").unwrap(), 1);
 }
 
-/// What a fake worker writes to say hello properly: `Hello { version, pid: 7 }` as rmp-serde
-/// writes it (`{"Hello": [version, 7]}`), in a frame.
+/// What a fake worker writes to say hello properly: `Hello { version, pid: 7, sandbox }` with
+/// an empty sandbox report, as rmp-serde writes it (`{"Hello": [version, 7, [[], []]]}`), in a
+/// frame.
 fn hello() -> String {
     let version = ivm_client::protocol::VERSION;
     assert!(version < 128, "one byte in MessagePack");
-    format!(r"printf '\012\000\000\000\201\245Hello\222\{version:03o}\007'")
+    format!(r"printf '\015\000\000\000\201\245Hello\223\{version:03o}\007\222\220\220'")
 }
 
 /// A fake worker program: a shell script.

@@ -208,6 +208,7 @@ static void null_arguments(void) {
     REFUSED(ivm_isolate_cpu_time_ns(NULL, &number));
     REFUSED(ivm_isolate_wall_time_ns(NULL, &number));
     REFUSED(ivm_isolate_reference_count(NULL, &number));
+    REFUSED(ivm_isolate_sandbox(NULL, &bytes));
     REFUSED(ivm_isolate_heap_statistics(NULL, NULL));
     ivm_isolate_options_t *options = ivm_isolate_options_new();
     REFUSED(ivm_isolate_options_set_worker_program(options, NULL));
@@ -294,6 +295,10 @@ int main(int argc, char **argv) {
     ivm_isolate_t *isolate = NULL;
     ok(ivm_isolate_new(options, &isolate), "isolate_new");
     ivm_error_delete(fails(ivm_isolate_new(options, NULL), IVM_ERROR_INVALID_ARGUMENT, "NULL out"));
+    ivm_bytes_t no_sandbox = {0};
+    ok(ivm_isolate_sandbox(isolate, &no_sandbox), "sandbox in process");
+    CHECK(no_sandbox.size == 4 && memcmp(no_sandbox.data, "null", 4) == 0);
+    ivm_bytes_delete(&no_sandbox);
 
     ivm_context_options_t *context_options = ivm_context_options_new();
     ok(ivm_context_options_set_name(context_options, "main"), "set_name");
@@ -622,6 +627,10 @@ int main(int argc, char **argv) {
         ok(ivm_isolate_options_set_on_catastrophic_error(remote, on_catastrophe, NULL, NULL), "on_catastrophic_error");
         ok(ivm_isolate_new(remote, &isolate), "isolate_new process");
         CHECK(ivm_isolate_worker_pid(isolate) != 0);
+        ivm_bytes_t sandbox = {0};
+        ok(ivm_isolate_sandbox(isolate, &sandbox), "sandbox");
+        CHECK(sandbox.data != NULL && strstr((const char *)sandbox.data, "\"syscall-filter\"]") != NULL);
+        ivm_bytes_delete(&sandbox);
         ok(ivm_isolate_create_context(isolate, NULL, &context), "create_context");
         expect_json(context, "[6 * 7, typeof process]", "[42,\"undefined\"]");
         error = fails(ivm_context_eval(context, hog, strlen(hog), NULL, &value), IVM_ERROR_MEMORY_LIMIT, "worker's limit");

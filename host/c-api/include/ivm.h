@@ -282,6 +282,11 @@ ivm_error_t *ivm_isolate_wall_time_ns(const ivm_isolate_t *isolate, uint64_t *ou
 ivm_error_t *ivm_isolate_reference_count(const ivm_isolate_t *isolate, uint64_t *out);
 /* The worker's process id; 0 for an isolate in this process. */
 uint32_t ivm_isolate_worker_pid(const ivm_isolate_t *isolate);
+/* What confines the isolate's worker process, as JSON: {"applied": ["no-new-privileges", ...,
+   "syscall-filter"], "missing": [{"step": "user-namespace", "reason": "..."}]}; `null` for an
+   isolate in this process. IVM_SANDBOX=required in the host's environment makes a missing
+   step stop the worker instead (creating the isolate fails with IVM_ERROR_WORKER_CRASHED). */
+ivm_error_t *ivm_isolate_sandbox(const ivm_isolate_t *isolate, ivm_bytes_t *out);
 
 /* isolated-vm's getHeapStatistics(), in bytes. */
 typedef struct ivm_heap_statistics {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use engine::{CacheKey, Isolate, IsolateOptions, Isolation};
 
+use crate::bytes::ivm_bytes_t;
 use crate::snapshot::ivm_snapshot_t;
 use crate::{Result, args, boundary, give, quietly};
 
@@ -136,6 +137,20 @@ pub unsafe extern "C" fn ivm_isolate_reference_count(isolate: *const ivm_isolate
 pub unsafe extern "C" fn ivm_isolate_worker_pid(isolate: *const ivm_isolate_t) -> u32 {
     // SAFETY: the header's contract (NULL or an isolate).
     quietly(0, || unsafe { isolate.as_ref() }.and_then(|i| i.0.worker_pid()).unwrap_or(0))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ivm_isolate_sandbox(isolate: *const ivm_isolate_t, out: *mut ivm_bytes_t) -> *mut crate::ivm_error_t {
+    boundary(|| {
+        let isolate = unsafe { args::borrow(isolate, "isolate")? };
+        let out = unsafe { args::out(out, "out") }?;
+        let report = isolate.0.sandbox().map(|report| {
+            let missing: Vec<_> = report.missing.iter().map(|(step, reason)| serde_json::json!({ "step": step.as_str(), "reason": reason })).collect();
+            serde_json::json!({ "applied": report.applied.iter().map(|step| step.as_str()).collect::<Vec<_>>(), "missing": missing })
+        });
+        ivm_bytes_t::give(out, serde_json::to_vec(&report).map_err(|e| engine::Error::Conversion(e.to_string()))?);
+        Ok(())
+    })
 }
 
 /// ivm.h's `ivm_heap_statistics_t`.

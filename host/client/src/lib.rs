@@ -15,6 +15,7 @@
 pub mod data;
 pub mod error;
 pub mod protocol;
+pub mod sandbox;
 pub mod sync;
 pub mod tls;
 pub mod value;
@@ -32,4 +33,5 @@ pub use isolate::{IsolateEvents, WorkerIsolate, WorkerSettings};
 pub use link::Link;
 pub use pool::{Lease, PoolOptions, WorkerPool, worker_program};
 pub use protocol::WORKER_ARG;
+pub use sandbox::{SandboxPolicy, SandboxReport, SandboxStep};
 pub use value::{BigInt, Value, from_value, to_value};

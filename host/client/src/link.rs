@@ -14,6 +14,7 @@ use crate::ceiling::{self, Cgroup};
 use crate::error::{Error, Result};
 use crate::isolate::IsolateEvents;
 use crate::protocol::{self, Answer, FromWorker, Id, Op, Reply, ToWorker, WORKER_ARG};
+use crate::sandbox::{SandboxPolicy, SandboxReport};
 use crate::spin::PollingPipe;
 use crate::sync::{Condvar, Mutex};
 use crate::tls::{self, Origin};
@@ -25,7 +26,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 const STDERR_LINES: usize = 64;
 const STDERR_LINE_BYTES: u64 = 1000;
 /// The environment variables a worker gets (it starts with nothing else of the host's).
-const WORKER_ENV: [&str; 2] = ["IVM_V8_FLAGS", "IVM_SPIN_US"];
+const WORKER_ENV: [&str; 3] = ["IVM_V8_FLAGS", "IVM_SPIN_US", "TZ"];
 /// Bytes of console output and rejections a worker may have queued for the embedder's
 /// handlers. Past it the host stops reading from the worker until the handlers catch up, so
 /// a slow reader of the output slows the worker down instead of growing the host.
@@ -45,6 +46,8 @@ pub struct Link {
     isolates: Mutex<HashMap<Id, Weak<dyn IsolateEvents>>>,
     /// Why the worker is gone, once it is.
     crashed: OnceLock<String>,
+    /// What confined the worker, as its hello said.
+    sandbox: OnceLock<SandboxReport>,
     retired: AtomicBool,
     /// The tenant whose isolates it hosts.
     pub tenant: Option<String>,
@@ -128,7 +131,7 @@ fn automatic_ceiling(limits_mb: u64, isolates: u64) -> u64 {
 
 impl Link {
     /// Starts a worker and waits for its hello.
-    pub fn spawn(program: &Path, fixed_ceiling_mb: Option<u64>, tenant: Option<String>) -> Result<Arc<Link>> {
+    pub fn spawn(program: &Path, fixed_ceiling_mb: Option<u64>, sandbox: SandboxPolicy, tenant: Option<String>) -> Result<Arc<Link>> {
         let ceiling = fixed_ceiling_mb.map_or_else(|| automatic_ceiling(0, 0), |mb| mb << 20);
         let cgroup_bytes = fixed_ceiling_mb.map_or_else(|| ceiling::for_isolates(0, 0), |mb| mb << 20);
         let cgroup = Cgroup::create(cgroup_bytes);
@@ -137,6 +140,7 @@ impl Link {
         command.arg(WORKER_ARG).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Nothing of the host's environment (its secrets) but what the worker needs.
         command.env_clear().envs(WORKER_ENV.iter().filter_map(|name| Some((name, std::env::var_os(name)?))));
+        command.env(SandboxPolicy::ENV, sandbox.as_str());
         // SAFETY: the closure runs in the child between fork and exec and only makes
         // async-signal-safe syscalls.
         unsafe {
@@ -169,6 +173,7 @@ impl Link {
             next_request: AtomicU64::new(1),
             isolates: Mutex::default(),
             crashed: OnceLock::new(),
+            sandbox: OnceLock::new(),
             retired: AtomicBool::new(false),
             tenant,
             holds: Mutex::default(),
@@ -354,6 +359,11 @@ impl Link {
         })
     }
 
+    /// What confined the worker (set before [`spawn`](Self::spawn) returns).
+    pub fn sandbox(&self) -> SandboxReport {
+        self.sandbox.get().cloned().unwrap_or_default()
+    }
+
     /// Why the worker is gone, once it is.
     pub fn crash(&self) -> Option<&str> {
         self.crashed.get().map(String::as_str)
@@ -450,7 +460,8 @@ impl Link {
         };
         let problem = loop {
             match protocol::read_frame::<FromWorker>(&mut input) {
-                Ok(Some(FromWorker::Hello { version, .. })) if version == protocol::VERSION => {
+                Ok(Some(FromWorker::Hello { version, sandbox, .. })) if version == protocol::VERSION => {
+                    let _ = self.sandbox.set(sandbox);
                     if let Some(hello) = hello.take() {
                         let _ = hello.send(Ok(()));
                     }
@@ -643,13 +654,14 @@ fn signal_name(signal: i32) -> &'static str {
         libc::SIGTRAP => "SIGTRAP",
         libc::SIGFPE => "SIGFPE",
         libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
         _ => "signal",
     }
 }
 
 /// V8's (or the allocator's) last words, if the worker left any on its standard error.
 fn last_words(lines: &VecDeque<String>) -> Option<String> {
-    const MARKERS: [&str; 5] = ["Fatal", "FATAL", "Check failed", "out of memory", "memory allocation of"];
+    const MARKERS: [&str; 6] = ["Fatal", "FATAL", "Check failed", "out of memory", "memory allocation of", "ivm worker:"];
     lines
         .iter()
         .map(|line| line.trim_start_matches(['#', ' ']).trim())
@@ -661,6 +673,9 @@ fn last_words(lines: &VecDeque<String>) -> Option<String> {
 fn describe(pid: u32, status: Option<ExitStatus>, problem: Option<String>, escalated: bool, stderr: &VecDeque<String>) -> String {
     let mut reason = match status {
         Some(status) => match (status.signal(), status.code()) {
+            (Some(libc::SIGSYS), _) => {
+                format!("the worker process (pid {pid}) was killed by its sandbox (signal 31, SIGSYS): it made a forbidden system call")
+            }
             (Some(signal), _) => format!("the worker process (pid {pid}) was killed by signal {signal} ({})", signal_name(signal)),
             (None, Some(code)) => format!("the worker process (pid {pid}) exited with status {code}"),
             (None, None) => format!("the worker process (pid {pid}) ended"),

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use crate::error::{Error, Result};
 use crate::link::Link;
 use crate::protocol::{Id, Op};
+use crate::sandbox::SandboxPolicy;
 use crate::sync::Mutex;
 
 /// Options for a [`WorkerPool`].
@@ -29,11 +30,21 @@ pub struct PoolOptions {
     /// limit per isolate, raised as isolates arrive: a backstop for what V8's limits do not
     /// see, such as native memory.
     pub memory_ceiling: Option<u64>,
+    /// Whether a worker may start when the kernel refuses part of its sandbox (default: as
+    /// `IVM_SANDBOX` says, `required` or else best effort). What confined a worker is in
+    /// its [`SandboxReport`](crate::SandboxReport) either way.
+    pub sandbox: SandboxPolicy,
 }
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        PoolOptions { isolates_per_worker: 1, idle_workers: 1, worker_program: None, memory_ceiling: None }
+        PoolOptions {
+            isolates_per_worker: 1,
+            idle_workers: 1,
+            worker_program: None,
+            memory_ceiling: None,
+            sandbox: SandboxPolicy::from_env(),
+        }
     }
 }
 
@@ -51,6 +62,11 @@ impl PoolOptions {
     /// Sets the worker program.
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_program = Some(path.into());
+        self
+    }
+    /// Sets whether every sandbox step is required (see [`PoolOptions::sandbox`]).
+    pub fn sandbox(mut self, policy: SandboxPolicy) -> Self {
+        self.sandbox = policy;
         self
     }
     /// Sets a fixed memory ceiling per worker, in MB.
@@ -207,7 +223,7 @@ impl WorkerPool {
 impl Pool {
     fn spawn(&self, tenant: Option<String>) -> Result<Arc<Link>> {
         let program = worker_program(self.options.worker_program.as_ref())?;
-        Link::spawn(&program, self.options.memory_ceiling, tenant).map_err(|e| match e {
+        Link::spawn(&program, self.options.memory_ceiling, self.options.sandbox, tenant).map_err(|e| match e {
             Error::WorkerCrashed { reason } => Error::WorkerCrashed { reason: format!("no worker: {reason}") },
             other => other,
         })

@@ -29,6 +29,21 @@ pub use crate::value::wire::Wire;
 /// Worker-side ids: of isolates, and of handles (contexts, scripts, references, modules).
 pub type Id = u64;
 
+/// What [`Op::SandboxProbe`] makes a worker try. It answers with [`Reply::Count`]: the
+/// `errno` the call failed with, 0 if it succeeded.
+#[cfg(debug_assertions)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxProbe {
+    /// `open("/etc/passwd")`.
+    OpenFile,
+    /// `socket(AF_INET, SOCK_STREAM)`.
+    Socket,
+    /// `fork()`, the child exiting at once.
+    Fork,
+    /// `execv("/bin/true")`.
+    Exec,
+}
+
 /// What an isolate made in a worker is like.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewIsolate {
@@ -69,7 +84,8 @@ pub enum ToWorker {
 /// Worker → host.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromWorker {
-    Hello { version: u32, pid: u32 },
+    /// The worker is ready, confined as `sandbox` says.
+    Hello { version: u32, pid: u32, sandbox: crate::sandbox::SandboxReport },
     Response { id: u64, result: Result<Reply, Error> },
     /// Request `id`, which has a timeout, has started running (its escalation counts from
     /// now, not from when it was queued).
@@ -188,6 +204,9 @@ pub struct Access {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Op {
     CreateIsolate(NewIsolate),
+    /// Test-only, and only in debug builds: the worker tries what its sandbox forbids.
+    #[cfg(debug_assertions)]
+    SandboxProbe(SandboxProbe),
     /// Makes a startup snapshot from `scripts` (and a warm-up script), in a worker that does
     /// nothing else: V8's raw blob (the host seals it).
     CreateSnapshot { scripts: Vec<(String, ScriptOrigin)>, warmup: Option<String>, memory_limit: u64, timeout: Option<Duration> },

@@ -30,12 +30,20 @@ static PLATFORM: OnceLock<v8::SharedRef<v8::Platform>> = OnceLock::new();
 pub(crate) fn platform() -> &'static v8::SharedRef<v8::Platform> {
     PLATFORM.get_or_init(|| {
         ignore_stray_profiler_signals();
+        v8::V8::set_entropy_source(fill_random);
         v8::V8::set_flags_from_string(flags());
         let platform = v8::new_custom_platform(0, false, true, self::platform::Platform).make_shared();
         v8::V8::initialize_platform(platform.clone());
         v8::V8::initialize();
         platform
     })
+}
+
+/// Where V8 seeds its random number generators (`Math.random`, hash seeds): the kernel's
+/// `getrandom`, which needs no file. V8's own source is `/dev/urandom`, which a sandboxed
+/// worker cannot open, and without either it would seed from the time.
+fn fill_random(buffer: &mut [u8]) -> bool {
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buffer).is_ok()
 }
 
 /// Gives `SIGPROF` a handler that does nothing if it has its default action, which ends the

@@ -334,6 +334,38 @@ impl Isolate {
         }
     }
 
+    /// What confines the worker process a process-isolated isolate lives in (see
+    /// [`process`](crate::process)'s docs): the sandbox steps that took effect, and those the
+    /// kernel refused. `None` in process.
+    ///
+    /// ```no_run
+    /// let isolate = ivm::Isolate::new(ivm::IsolateOptions::default().isolation(ivm::Isolation::Process))?;
+    /// let sandbox = isolate.sandbox().expect("a worker's report");
+    /// assert!(sandbox.applied(ivm::SandboxStep::SyscallFilter), "{sandbox}");
+    /// # Ok::<(), ivm::Error>(())
+    /// ```
+    pub fn sandbox(&self) -> Option<crate::SandboxReport> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            Backend::Remote(remote) => Some(remote.link.sandbox()),
+        }
+    }
+
+    /// Test-only, debug builds only: makes the isolate's worker try `probe`, something its
+    /// sandbox forbids. The `errno` it failed with (0: it succeeded), or the crash it caused.
+    #[cfg(debug_assertions)]
+    #[doc(hidden)]
+    pub fn sandbox_probe(&self, probe: crate::process::SandboxProbe) -> Result<u64> {
+        let Backend::Remote(remote) = &self.backend else {
+            return Err(Error::InvalidArgument("the isolate is not process-isolated".into()));
+        };
+        let reply = remote.link.send(None, None, Op::SandboxProbe(probe), None)?.recv().map_err(|_| remote.link.crash_error())??;
+        match reply {
+            Reply::Count(errno) => Ok(errno),
+            other => Err(Error::InvalidArgument(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     /// V8's heap statistics for this isolate.
     pub fn heap_statistics(&self) -> Result<HeapStatistics> {
         self.call(HeapStatisticsOf)

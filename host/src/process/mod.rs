@@ -22,6 +22,15 @@
 //! calls them over the pipe, and calls they make into the same worker's isolates run inside
 //! the call, as they would in process.
 //!
+//! A worker confines itself before it runs anything: a user, network and mount namespace of
+//! its own with an empty root, a Landlock domain that grants nothing, no capabilities,
+//! `no_new_privs`, and a seccomp-bpf allow-list
+//! under which opening a file or a socket fails with `EPERM` and `execve`, `fork` or `ptrace`
+//! kill it with `SIGSYS` (reported as a crash). A step the kernel refuses is left out and
+//! reported ([`Isolate::sandbox`](crate::Isolate::sandbox)), or, with
+//! [`SandboxPolicy::Required`], stops the worker. The README's "The worker sandbox" has the
+//! whole policy.
+//!
 //! [`IsolateOptions::on_catastrophic_error`]: crate::IsolateOptions::on_catastrophic_error
 //! [`IsolateOptions::tenant`]: crate::IsolateOptions::tenant
 
@@ -29,7 +38,10 @@ mod remote;
 mod worker;
 
 pub(crate) use ivm_client::protocol;
-pub use ivm_client::{PoolOptions, WORKER_ARG, WorkerPool};
+pub use ivm_client::{PoolOptions, SandboxPolicy, SandboxReport, SandboxStep, WORKER_ARG, WorkerPool};
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+pub use ivm_client::protocol::SandboxProbe;
 pub(crate) use remote::RemoteIsolate;
 pub use worker::serve_worker;
 

@@ -159,7 +159,7 @@ impl Deadlines {
         move || {
             let Some(me) = me.upgrade() else { return };
             let now = Instant::now();
-            let due: Vec<(Arc<RunState>, bool)> = {
+            let mut due: Vec<(Instant, Arc<RunState>, bool)> = {
                 let mut state = me.state();
                 if state.arming != arming {
                     return;
@@ -184,7 +184,7 @@ impl Deadlines {
                         Arc::increment_strong_count(deadline.run);
                         Arc::from_raw(deadline.run)
                     };
-                    due.push((run, deadline.cpu_out_at.is_some()));
+                    due.push((deadline.at, run, deadline.cpu_out_at.is_some()));
                     false
                 });
                 let next = state.runs.iter().map(|deadline| deadline.at).min();
@@ -194,7 +194,10 @@ impl Deadlines {
                 state.timer = next.map(|at| Timer::arm(at, me.fire(arming)));
                 due
             };
-            for (run, out_of_cpu) in due {
+            // The earliest first: a run whose CPU limit and timeout both passed before the
+            // timer could fire (a watchdog thread starved of CPU) is stopped by what came first.
+            due.sort_by_key(|(at, ..)| *at);
+            for (_, run, out_of_cpu) in due {
                 me.fired(run, out_of_cpu);
             }
         }

@@ -21,6 +21,8 @@ EXIT STATUS:
 
 ENVIRONMENT:
     IVM_ISOLATION      the default of --isolation
+    IVM_SANDBOX        'required': a worker the kernel refuses part of its sandbox does not
+                       start (default: it starts with what could be applied; see --verbose)
     XDG_CONFIG_HOME    where the per-user snapshot key lives (ivm/snapshot.key; else
                        ~/.config/ivm/snapshot.key)";
 
@@ -67,7 +69,8 @@ pub struct Limits {
     /// worker. For 'component run', where the guest's isolates live
     #[arg(long, global = true, value_name = "MODE")]
     isolation: Option<IsolationArg>,
-    /// Report on stderr what the code cache did
+    /// Report on stderr what the code cache did, and (with --isolation process) what confines
+    /// the worker
     #[arg(short, long, global = true)]
     pub verbose: bool,
 }

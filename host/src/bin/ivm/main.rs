@@ -213,6 +213,9 @@ fn context(args: &Args, cache: Option<&DiskCache>) -> Result<Context, Error> {
     }
     options.snapshot = args.starting.clone();
     let isolate = Isolate::new(options)?;
+    if let (true, Some(sandbox), Some(pid)) = (args.limits.verbose, isolate.sandbox(), isolate.worker_pid()) {
+        print_err(&format!("ivm: worker {pid} sandbox: {sandbox}"));
+    }
     let json = args.limits.json;
     isolate.create_context_with(ContextOptions::default().console(move |level, text| {
         if json || level != ConsoleLevel::Log {

@@ -147,7 +147,11 @@ impl Worker {
             Op::InspectorDispatch { .. } | Op::InspectorClose { .. } | Op::HoldPauses { .. } => {
                 return Err(Error::InvalidArgument("not an operation to queue".into()));
             }
-            Op::CreateIsolate(_) | Op::CreateSnapshot { .. } | Op::Dispose | Op::Times | Op::ReferenceCount | Op::WaitForDebugger => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
+            Op::CreateIsolate(_) | Op::CreateSnapshot { .. } | Op::Dispose | Op::Times | Op::ReferenceCount | Op::WaitForDebugger => {
+                return Err(Error::InvalidArgument("not an operation on an isolate".into()));
+            }
+            #[cfg(debug_assertions)]
+            Op::SandboxProbe(_) => return Err(Error::InvalidArgument("not an operation on an isolate".into())),
         })
     }
 

@@ -7,14 +7,15 @@
 //! waiting for (`within` a call) runs on the thread that waits, inside the call, as a nested
 //! call would in process.
 //!
-//! Here: start-up and routing. `queue.rs` is an isolate's queue of requests, `execute.rs` runs
-//! one request through the public API, `host_call.rs` calls the host and serves the requests
-//! made inside such a call.
+//! Here: start-up and routing. `sandbox.rs` confines the worker before anything else runs,
+//! `queue.rs` is an isolate's queue of requests, `execute.rs` runs one request through the
+//! public API, `host_call.rs` calls the host and serves the requests made inside such a call.
 
 mod execute;
 mod host_call;
 mod inspect;
 mod queue;
+mod sandbox;
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
@@ -57,6 +58,14 @@ pub fn serve_worker() -> ExitCode {
         eprintln!("ivm worker: {panic}");
         std::process::abort();
     }));
+    // First, while the process has one thread (see sandbox.rs).
+    let sandbox = match sandbox::confine(ivm_client::SandboxPolicy::from_env()) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("ivm worker: {e}");
+            return ExitCode::from(3);
+        }
+    };
     crate::engine::platform();
     let out = match protocol_output() {
         Ok(out) => out,
@@ -74,7 +83,7 @@ pub fn serve_worker() -> ExitCode {
         ready: Mutex::default(),
         making_ahead: AtomicBool::new(false),
     });
-    worker.send(&FromWorker::Hello { version: protocol::VERSION, pid: std::process::id() });
+    worker.send(&FromWorker::Hello { version: protocol::VERSION, pid: std::process::id(), sandbox });
     let mut input = match PollingPipe::new(std::io::stdin()) {
         Ok(pipe) => BufReader::with_capacity(64 << 10, pipe),
         Err(e) => {
@@ -217,6 +226,10 @@ impl Worker {
                 }
             }
             ToWorker::Request { id, within: None, isolate: None, op: Op::CreateIsolate(new) } => self.create_isolate(id, new),
+            #[cfg(debug_assertions)]
+            ToWorker::Request { id, within: None, isolate: None, op: Op::SandboxProbe(probe) } => {
+                self.respond(id, Ok(Reply::Count(sandbox::probe(probe))));
+            }
             ToWorker::Request { id, within: None, isolate: None, op: Op::CreateSnapshot { scripts, warmup, memory_limit, timeout } } => {
                 // On a thread of its own: this worker serves nothing else, but must go on
                 // reading (the host may end it).
@@ -376,9 +389,9 @@ impl Worker {
         *self.ready.lock() = Some(Ready { new: new.clone(), made });
         let worker = self.clone();
         let started = std::thread::Builder::new().name("ivm-isolate-ahead".into()).spawn(move || {
-            // SAFETY: plain system calls; on Linux a priority set with the thread's id is the
-            // thread's alone. Failing leaves it at the worker's priority.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+            // SAFETY: plain system call; on Linux, `PRIO_PROCESS` of 0 is the calling thread
+            // alone (the sandbox allows no other). Failing leaves it at the worker's priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
             let id = worker.next_id();
             // Unclaimed (taken by a request for another kind, or not made in time), it is
             // disposed by the reaper, already started: no thread this one starts inherits
