@@ -425,7 +425,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn block_on_released(isolate: &Arc<IsolateInner>, spawner: &Spawner, start: Box<dyn FnOnce() -> BoxFuture>) -> Result<Value> {
     let Some(frame) = nesting::current() else { return Err(Error::js("Error", "not inside an isolate")) };
     let waits = isolate.blocking_waits.clone();
-    let generation = waits.generation();
+    let mut generation = waits.generation();
     nesting::step_out(frame, || {
         let started = guarded(|| Ok(start()))?;
         let mut future: BoxFuture = if spawner.polls_in_place() {
@@ -442,9 +442,13 @@ fn block_on_released(isolate: &Arc<IsolateInner>, spawner: &Spawner, start: Box<
                 return result;
             }
             if waits.generation() != generation {
-                // The operation's timeout fired (or the isolate is being disposed): stop
-                // waiting; the termination takes over once JavaScript resumes.
-                return Err(Error::Timeout { stack: String::new() });
+                // A run's limit fired, or the isolate is being disposed. If it was this
+                // thread's run (or the isolate), stop waiting: the termination takes over once
+                // JavaScript resumes. Another run's limit is none of this wait's business.
+                if isolate.is_disposed() || crate::run::fired_on_this_thread(Arc::as_ptr(isolate)) {
+                    return Err(Error::Timeout { stack: String::new() });
+                }
+                generation = waits.generation();
             }
             waits.park(Duration::from_millis(50));
         }

@@ -129,3 +129,47 @@ fn many_isolates_at_once_are_charged_for_their_own_work() {
         }
     }
 }
+
+/// A future that completes with `value` after `ms` milliseconds of wall time.
+async fn after(ms: u64, value: i32) -> ivm::Result<i32> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = done.send(value);
+    });
+    Ok(finished.await.unwrap_or(0))
+}
+
+#[test]
+fn a_limit_of_one_run_leaves_another_runs_host_call_alone() {
+    let (_isolate, context) = new_context();
+    context.set_global("late", Callback::new_async(|(): ()| after(5_000, 0))).unwrap();
+    context.set_global("slow", Callback::new_blocking(|(): ()| after(300, 5))).unwrap();
+    // Run A waits 5 s for a host function's promise, under a 100 ms timeout; meanwhile run B
+    // blocks 300 ms in a host function. A's timeout is A's alone.
+    let parked = context.eval_async::<()>("late()", EvalOptions::default().promise().timeout(Duration::from_millis(100)));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(context.eval::<i32>("slow()").unwrap(), 5);
+    let err = crate::block_on(parked).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+}
+
+#[test]
+fn a_script_that_ignores_its_cpu_limit_costs_its_worker_not_the_host() {
+    // A huge BigInt's toString ignores termination for seconds. In a worker, the host cannot
+    // see the CPU limit, so the worker ends itself twice the grace period after it.
+    let options = IsolateOptions::default()
+        .pool(&ivm::WorkerPool::new(ivm::PoolOptions::default().worker_program(crate::process::WORKER)))
+        .default_timeout(None)
+        .terminate_grace(Duration::from_millis(200));
+    let (options, heard) = crate::process::watched_options(options);
+    let context = Isolate::new(options).unwrap().create_context().unwrap();
+    let started = std::time::Instant::now();
+    let err = context.eval_with::<usize>("(1n << 30000000n).toString().length", &EvalOptions::default().cpu_limit(Duration::from_millis(50))).unwrap_err();
+    match &err {
+        Error::WorkerCrashed { reason } => assert!(reason.contains("Script failed to terminate"), "{reason}"),
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    crate::process::eventually("the catastrophic-error handler", || !heard.lock().unwrap().is_empty());
+}

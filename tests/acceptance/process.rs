@@ -16,10 +16,14 @@ fn pool(options: PoolOptions) -> WorkerPool {
 
 /// Options for an isolate in `pool` whose catastrophic errors land in the returned list.
 pub(crate) fn watched(pool: &WorkerPool) -> (IsolateOptions, Arc<Mutex<Vec<String>>>) {
+    watched_options(IsolateOptions::default().pool(pool))
+}
+
+/// `options` with catastrophic errors landing in the returned list.
+pub(crate) fn watched_options(options: IsolateOptions) -> (IsolateOptions, Arc<Mutex<Vec<String>>>) {
     let heard = Arc::new(Mutex::new(Vec::new()));
     let sink = heard.clone();
-    let options = IsolateOptions::default().pool(pool).on_catastrophic_error(move |message| sink.lock().unwrap().push(message.to_owned()));
-    (options, heard)
+    (options.on_catastrophic_error(move |message| sink.lock().unwrap().push(message.to_owned())), heard)
 }
 
 fn timeout(ms: u64) -> EvalOptions {

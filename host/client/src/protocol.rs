@@ -53,6 +53,8 @@ pub struct NewIsolate {
     pub cache_secret: Option<Vec<u8>>,
     pub default_timeout: Option<Duration>,
     pub cpu_budget: Option<Duration>,
+    /// The host's `terminate_grace`.
+    pub terminate_grace: Duration,
     pub inspector: bool,
     /// The startup snapshot to start from.
     pub snapshot: Option<StartFrom>,

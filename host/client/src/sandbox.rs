@@ -78,7 +78,7 @@ pub struct SandboxReport {
 impl SandboxReport {
     /// Whether every step took effect.
     pub fn is_complete(&self) -> bool {
-        self.missing.is_empty()
+        SandboxStep::ALL.iter().all(|step| self.applied.contains(step))
     }
 
     /// Whether `step` took effect.

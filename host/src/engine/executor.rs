@@ -134,6 +134,11 @@ impl Pool {
                 drop(ready);
                 if work.clone().run_queued() {
                     schedule(work);
+                } else {
+                    // Before the lock: the last handle of a task drops its future, whose
+                    // drop may schedule work (a host call abandoned mid-flight settles its
+                    // promise as a job), which takes this lock.
+                    drop(work);
                 }
                 ready = self.ready.lock();
             } else if ready.workers > self.base {

@@ -78,16 +78,19 @@ impl Clock {
 
     /// Ends the running segment (the isolate is about to be unlocked).
     pub(crate) fn stop(&self) {
-        let segment = self.running.lock().take();
-        if let Some(s) = segment {
+        let mut running = self.running.lock();
+        if let Some(s) = running.take() {
             let wall = s.wall_start.elapsed();
+            // Under the lock `cpu_time` reads with, so a reader always finds the segment in
+            // one place or the other (a CPU limit checked against too little overshoots).
             self.cpu_ns.fetch_add(s.cpu_so_far(wall), Ordering::Relaxed);
+            self.wall_ns.fetch_add(wall.as_nanos() as u64, Ordering::Relaxed);
+            drop(running);
             if wall >= SHORT {
                 self.short_in_a_row.store(0, Ordering::Relaxed);
             } else if self.short_in_a_row.load(Ordering::Relaxed) < UNMEASURED_AFTER {
                 self.short_in_a_row.fetch_add(1, Ordering::Relaxed);
             }
-            self.wall_ns.fetch_add(wall.as_nanos() as u64, Ordering::Relaxed);
         }
     }
 

@@ -52,6 +52,7 @@ impl Isolate {
                         cache_secret: options.code_cache_key.as_ref().map(|key| key.secret().to_vec()),
                         default_timeout: options.default_timeout,
                         cpu_budget: options.cpu_budget,
+                        terminate_grace: options.terminate_grace,
                         inspector: options.inspector,
                         snapshot: options.snapshot.as_ref().map(|snapshot| StartFrom {
                             id: snapshot.id().to_owned(),

@@ -11,7 +11,9 @@
 //! A CPU limit is a deadline too: the earliest wall time at which the isolate's CPU time can
 //! reach it (CPU time grows no faster than wall time on the one thread holding the isolate).
 //! When that passes, the clock is read: a run that waited meanwhile has CPU time left, and
-//! its deadline moves to when it could next run out.
+//! its deadline moves to when it could next run out, but no sooner than a sixteenth of its
+//! limit (at least 1 ms) later: a run that waits with a few microseconds left would otherwise
+//! have the watchdog read its clock over and over. The limit may so be overrun by that much.
 //!
 //! Lock order: the watchdog's table, then a `Deadlines` (timer actions run under the
 //! watchdog's lock and take it); so nothing here touches a timer while holding `Deadlines`.
@@ -58,8 +60,21 @@ struct Deadline {
     at: Instant,
     run: *const RunState,
     /// For a CPU limit: the isolate's CPU time at which the run is out of it (`at` is the
-    /// earliest that can be).
-    cpu_out_at: Option<Duration>,
+    /// earliest that can be), and how long to wait at least before reading the clock again.
+    cpu: Option<CpuWatch>,
+}
+
+#[derive(Clone, Copy)]
+struct CpuWatch {
+    out_at: Duration,
+    recheck: Duration,
+}
+
+impl CpuWatch {
+    /// The least time between two readings of the clock for a limit of `limit`.
+    fn new(out_at: Duration, limit: Duration) -> CpuWatch {
+        CpuWatch { out_at, recheck: (limit / 16).max(Duration::from_millis(1)) }
+    }
 }
 
 // SAFETY: the run pointers are only used under the lock (see `State::runs`).
@@ -170,11 +185,11 @@ impl Deadlines {
                     if deadline.at > now {
                         return true;
                     }
-                    if let Some(out_at) = deadline.cpu_out_at {
+                    if let Some(cpu) = deadline.cpu {
                         let used = *cpu_time.get_or_insert_with(|| me.clock.cpu_time());
-                        if let Some(left) = out_at.checked_sub(used).filter(|left| !left.is_zero()) {
+                        if let Some(left) = cpu.out_at.checked_sub(used).filter(|left| !left.is_zero()) {
                             // It waited part of the time: check again when it could run out.
-                            deadline.at = now.checked_add(left).unwrap_or(deadline.at);
+                            deadline.at = now.checked_add(left.max(cpu.recheck)).unwrap_or(deadline.at);
                             return true;
                         }
                     }
@@ -184,7 +199,7 @@ impl Deadlines {
                         Arc::increment_strong_count(deadline.run);
                         Arc::from_raw(deadline.run)
                     };
-                    due.push((deadline.at, run, deadline.cpu_out_at.is_some()));
+                    due.push((deadline.at, run, deadline.cpu.is_some()));
                     false
                 });
                 let next = state.runs.iter().map(|deadline| deadline.at).min();
@@ -278,7 +293,7 @@ impl Run {
         let state = RunState::new(inner, context);
         let mut armed = false;
         if let Some(at) = timeout.or(inner.default_timeout).and_then(|after| now.checked_add(after)) {
-            inner.deadlines.add(Deadline { at, run: Arc::as_ptr(&state), cpu_out_at: None });
+            inner.deadlines.add(Deadline { at, run: Arc::as_ptr(&state), cpu: None });
             armed = true;
         }
         if let Some(cpu) = cpu {
@@ -286,7 +301,7 @@ impl Run {
             clock.measure_cpu();
             let out_at = clock.cpu_time().checked_add(cpu);
             if let Some((at, out_at)) = now.checked_add(cpu).zip(out_at) {
-                inner.deadlines.add(Deadline { at, run: Arc::as_ptr(&state), cpu_out_at: Some(out_at) });
+                inner.deadlines.add(Deadline { at, run: Arc::as_ptr(&state), cpu: Some(CpuWatch::new(out_at, cpu)) });
                 armed = true;
             }
         }

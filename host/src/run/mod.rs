@@ -343,8 +343,14 @@ impl Detached {
             Some(state) => (None, state),
             None => {
                 let context = context.map_or(RunContext::None, |c| RunContext::Global(c.clone()));
-                let run = Run::arm(inner, context, None, inner.cpu_allowance(None), Instant::now());
+                let cpu = inner.cpu_allowance(None);
+                let run = Run::arm(inner, context, None, cpu, Instant::now());
                 let state = run.state().clone();
+                if cpu.is_some_and(|cpu| cpu.is_zero()) && state.fire(true) {
+                    // The isolate's CPU budget is spent: its JavaScript stops before it starts
+                    // (`end` lifts the termination, as after any limit of its own).
+                    state.handle.terminate_execution();
+                }
                 (Some(run), state)
             }
         };

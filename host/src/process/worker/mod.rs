@@ -40,7 +40,10 @@ use queue::Queue;
 
 /// Serves the host on standard input and output until the host goes away. The `ivm` binary
 /// runs this when started with [`WORKER_ARG`](super::WORKER_ARG); an embedder that wants its
-/// own executable as the worker program calls it the same way, first thing in `main`:
+/// own executable as the worker program calls it the same way, first thing in `main`, before
+/// anything starts a thread (the worker's sandbox is confined to the threads it starts; one
+/// started earlier leaves the namespaces, Landlock and dropped capabilities out of its
+/// report):
 ///
 /// ```no_run
 /// fn main() -> std::process::ExitCode {
@@ -426,7 +429,18 @@ impl Worker {
     }
 
     fn make_isolate(self: &Arc<Self>, id: Id, new: NewIsolate, snapshot: Option<crate::Snapshot>) -> Result<Isolate> {
-        let mut options = IsolateOptions::default().memory_limit(new.memory_limit).default_timeout(new.default_timeout).cpu_budget(new.cpu_budget);
+        let mut options = IsolateOptions::default()
+            .memory_limit(new.memory_limit)
+            .default_timeout(new.default_timeout)
+            .cpu_budget(new.cpu_budget)
+            // The host kills a worker whose script overstays its timeout by the grace period;
+            // a CPU limit it cannot see, so a script that ignores one's termination (a huge
+            // BigInt) ends the worker here, a grace period later than the host would.
+            .terminate_grace(new.terminate_grace.saturating_mul(2))
+            .on_catastrophic_error(|why| {
+                eprintln!("ivm worker: {why}");
+                std::process::abort();
+            });
         options.inspector = new.inspector;
         options.snapshot = snapshot;
         if let Some(secret) = new.cache_secret {

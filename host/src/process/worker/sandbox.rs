@@ -24,19 +24,38 @@ pub(super) fn confine(policy: SandboxPolicy) -> Result<SandboxReport, String> {
         Ok(()) => report.applied.push(step),
         Err(why) => report.missing.push((step, why)),
     };
+    // The namespaces, Landlock and capabilities are the calling thread's (and those it starts
+    // later): in a worker program that started threads before `serve_worker`, those would keep
+    // them. (The host set `no_new_privs` before the program started; the filter is put on
+    // every thread.) Where threads cannot be counted (no /proc), the worker is taken to be
+    // alone, as `ivm`'s always is.
+    let crowded = match threads() {
+        Some(n) if n > 1 => Some(format!("the worker program had {n} threads before it confined itself (serve_worker must come first)")),
+        _ => None,
+    };
+    let per_thread = |apply: fn() -> Result<(), String>| crowded.clone().map_or_else(apply, Err);
+    // SAFETY: plain syscall.
     step(SandboxStep::NoNewPrivileges, check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "prctl(PR_SET_NO_NEW_PRIVS)"));
     step(SandboxStep::InheritedDescriptorsClosed, close_inherited_descriptors());
-    keep_time_zone();
-    step(SandboxStep::UserNamespace, unshare(libc::CLONE_NEWUSER, "unshare(CLONE_NEWUSER)"));
-    step(SandboxStep::NetworkNamespace, unshare(libc::CLONE_NEWNET, "unshare(CLONE_NEWNET)"));
-    step(SandboxStep::EmptyRoot, empty_root());
-    step(SandboxStep::Landlock, landlock());
-    step(SandboxStep::CapabilitiesDropped, drop_capabilities());
+    if crowded.is_none() {
+        keep_time_zone();
+    }
+    step(SandboxStep::UserNamespace, per_thread(|| unshare(libc::CLONE_NEWUSER, "unshare(CLONE_NEWUSER)")));
+    step(SandboxStep::NetworkNamespace, per_thread(|| unshare(libc::CLONE_NEWNET, "unshare(CLONE_NEWNET)")));
+    step(SandboxStep::EmptyRoot, per_thread(empty_root));
+    step(SandboxStep::Landlock, per_thread(landlock));
+    step(SandboxStep::CapabilitiesDropped, per_thread(drop_capabilities));
     step(SandboxStep::SyscallFilter, install_filter());
     if policy == SandboxPolicy::Required && !report.is_complete() {
         return Err(format!("the sandbox is required, but the kernel refused part of it ({report})"));
     }
     Ok(report)
+}
+
+/// The threads of this process, from `/proc/self/status`.
+fn threads() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
 /// `Ok` for a call that returned 0, else the error it set, as `what: error`.
@@ -59,27 +78,31 @@ fn close_inherited_descriptors() -> Result<(), String> {
     check(unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } as libc::c_int, "close_range")
 }
 
-/// ICU finds the local time zone through `/etc/localtime` when a script first asks, which
-/// the empty root hides: the zone's name goes into `TZ` now (ICU has the zone data itself).
-/// A `TZ` the host passed stays.
+/// ICU finds the local time zone through files when a script first asks (`TZ` naming a zone
+/// file, else `/etc/localtime`), which the empty root hides: the zone's name goes into `TZ`
+/// now (ICU has the zone data itself). The name comes from the path of the zone file (a `TZ`
+/// such as `:/etc/localtime`, or the link `/etc/localtime` is), else from `/etc/timezone`. A
+/// `TZ` that names a zone stays as it is.
 fn keep_time_zone() {
-    if std::env::var_os("TZ").is_some() {
-        return;
-    }
-    let Ok(target) = std::fs::read_link("/etc/localtime") else { return };
-    let target = target.to_string_lossy();
-    if let Some((_, zone)) = target.split_once("zoneinfo/") {
-        // SAFETY: the process has one thread (see the module docs), so nothing reads the
-        // environment concurrently.
+    let file = match std::env::var("TZ") {
+        Ok(tz) if !tz.trim_start_matches(':').starts_with('/') => return,
+        Ok(tz) => tz.trim_start_matches(':').to_owned(),
+        Err(_) => "/etc/localtime".to_owned(),
+    };
+    let named = std::fs::canonicalize(&file).ok().and_then(|path| Some(path.to_str()?.split_once("zoneinfo/")?.1.to_owned()));
+    let zone = named.or_else(|| Some(std::fs::read_to_string("/etc/timezone").ok()?.trim().to_owned()));
+    if let Some(zone) = zone.filter(|zone| !zone.is_empty()) {
+        // SAFETY: the worker has one thread here (see `confine`), so nothing reads the
+        // environment meanwhile.
         unsafe { std::env::set_var("TZ", zone) };
     }
 }
 
 /// A mount namespace whose root is an empty, read-only tmpfs: no path leads to a file. The
 /// tmpfs is mounted over a directory every system has (`/tmp`, else `/dev`, ...), then made
-/// the root with `pivot_root`, and the old root is detached; where the old root is no mount
-/// point (`pivot_root` refuses, e.g. in a chroot), the tmpfs becomes the root through
-/// `chroot`.
+/// the root with `pivot_root`, and the old root is detached; where `pivot_root` refuses
+/// nonetheless (a root file system that cannot be moved, as an initramfs), the tmpfs becomes
+/// the root through `chroot`. In a chroot, where `/` is no mount point, the step is left out.
 fn empty_root() -> Result<(), String> {
     fn c(path: &CStr) -> *const libc::c_char {
         path.as_ptr()
