@@ -2,6 +2,7 @@
 //! `IVM_ERROR_INVALID_ARGUMENT` errors naming the argument.
 
 use std::ffi::{CStr, c_char};
+use std::time::Duration;
 
 use engine::Error;
 
@@ -9,6 +10,11 @@ use crate::Result;
 
 fn null(name: &str) -> Error {
     Error::InvalidArgument(format!("`{name}` is NULL"))
+}
+
+/// A limit in milliseconds where 0 means none (timeouts, CPU limits and budgets).
+pub(crate) fn millis(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 /// A handle or struct the caller lends.

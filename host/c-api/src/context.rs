@@ -3,7 +3,6 @@
 
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
-use std::time::Duration;
 
 use engine::{ConsoleLevel, Context, ContextOptions, EvalOptions, ScriptOrigin, Transfer, Transferred};
 
@@ -107,7 +106,7 @@ unsafe fn change(options: *mut ivm_run_options_t, set: impl FnOnce(&mut EvalOpti
 pub unsafe extern "C" fn ivm_run_options_set_timeout_ms(options: *mut ivm_run_options_t, ms: u64) -> *mut crate::ivm_error_t {
     unsafe {
         change(options, |o| {
-            o.timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            o.timeout = args::millis(ms);
             Ok(())
         })
     }
@@ -118,7 +117,7 @@ pub unsafe extern "C" fn ivm_run_options_set_timeout_ms(options: *mut ivm_run_op
 pub unsafe extern "C" fn ivm_run_options_set_cpu_limit_ms(options: *mut ivm_run_options_t, ms: u64) -> *mut crate::ivm_error_t {
     unsafe {
         change(options, |o| {
-            o.cpu_limit = (ms > 0).then(|| Duration::from_millis(ms));
+            o.cpu_limit = args::millis(ms);
             Ok(())
         })
     }

@@ -1,7 +1,6 @@
 //! Isolates and their options: `ivm_isolate_options_t`, `ivm_isolate_t`.
 
 use std::ffi::c_char;
-use std::time::Duration;
 
 use engine::{CacheKey, Isolate, IsolateOptions, Isolation};
 
@@ -57,12 +56,12 @@ pub unsafe extern "C" fn ivm_isolate_options_set_worker_program(options: *mut iv
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_isolate_options_set_default_timeout(options: *mut ivm_isolate_options_t, ms: u64) -> *mut crate::ivm_error_t {
-    unsafe { change(options, |o| Ok(o.default_timeout((ms > 0).then(|| Duration::from_millis(ms))))) }
+    unsafe { change(options, |o| Ok(o.default_timeout(args::millis(ms)))) }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_isolate_options_set_cpu_budget_ms(options: *mut ivm_isolate_options_t, ms: u64) -> *mut crate::ivm_error_t {
-    unsafe { change(options, |o| Ok(o.cpu_budget((ms > 0).then(|| Duration::from_millis(ms))))) }
+    unsafe { change(options, |o| Ok(o.cpu_budget(args::millis(ms)))) }
 }
 
 #[unsafe(no_mangle)]

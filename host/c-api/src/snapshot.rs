@@ -2,7 +2,6 @@
 //! snapshot, made in a worker process or opened from bytes).
 
 use std::ffi::c_char;
-use std::time::Duration;
 
 use engine::{CacheKey, ScriptOrigin, Snapshot, SnapshotBuilder};
 
@@ -52,7 +51,7 @@ pub unsafe extern "C" fn ivm_snapshot_options_set_memory_limit(options: *mut ivm
 /// 0: no limit.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ivm_snapshot_options_set_timeout_ms(options: *mut ivm_snapshot_options_t, ms: u64) -> *mut crate::ivm_error_t {
-    unsafe { change(options, |b| Ok(b.timeout((ms > 0).then(|| Duration::from_millis(ms))))) }
+    unsafe { change(options, |b| Ok(b.timeout(args::millis(ms)))) }
 }
 
 /// The key the snapshot is sealed with (at least 32 bytes); default: this process's key.

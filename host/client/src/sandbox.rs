@@ -78,7 +78,7 @@ pub struct SandboxReport {
 impl SandboxReport {
     /// Whether every step took effect.
     pub fn is_complete(&self) -> bool {
-        SandboxStep::ALL.iter().all(|step| self.applied.contains(step))
+        SandboxStep::ALL.iter().all(|&step| self.applied(step))
     }
 
     /// Whether `step` took effect.

@@ -96,18 +96,17 @@ impl Deadlines {
 
     /// Fires `run` at `deadline`, unless it is removed first.
     fn add(&self, deadline: Deadline) {
-        let deadline_at = deadline.at;
+        let due = deadline.at;
         let rearm = {
             let mut state = self.state();
             state.runs.push(deadline);
-            let deadline = deadline_at;
             match state.armed {
                 _ if state.paused => None,
-                Some((at, _)) if at <= deadline => None,
+                Some((at, _)) if at <= due => None,
                 _ => {
                     state.arming += 1;
-                    state.armed = Some((deadline, state.arming));
-                    Some((deadline, state.arming, state.timer.take()))
+                    state.armed = Some((due, state.arming));
+                    Some((due, state.arming, state.timer.take()))
                 }
             }
         };
