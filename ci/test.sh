@@ -18,6 +18,8 @@ command -v node >/dev/null 2>&1 || need_packages+=(nodejs)
 [ -x /usr/lib/llvm-22/bin/wasm-ld ] || need_packages+=(lld-22)
 [ -e /usr/lib/wasm32-wasi/crt1-reactor.o ] || need_packages+=(wasi-libc)
 [ -e /usr/lib/llvm-22/lib/clang/22/lib/wasi/libclang_rt.builtins-wasm32.a ] || need_packages+=(libclang-rt-22-dev-wasm32)
+# A venv with pip for componentize-py, which builds the Python guest (ci/build-python-guest.sh).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_packages+=(python3-venv)
 . ci/install-packages.sh
 install_packages ci/test.sh "${need_packages[@]}"
 # The C bindings generator for guest components (0.61 is the newest that builds with Rust 1.95).
@@ -43,10 +45,22 @@ if grep -q '^v8 ' <<<"$client_tree"; then
   echo "ci/test.sh: ivm-client depends on V8" >&2
   exit 1
 fi
+# The Python example guest: built once (componentize-py's output differs from build to build)
+# and compiled once into the cache both suites load it from. A debug build of wasmtime takes
+# a minute or two to compile its 18 MB; the tests would do it too, at the same time as others.
+bash ci/build-python-guest.sh target/guests/python.wasm
+cargo build --locked --bin ivm
+target/debug/ivm component run --cache-dir target/guests/cache target/guests/python.wasm CI >/dev/null
 cargo test --locked --test acceptance
 # The same suite again with every isolate in a worker process (IsolateOptions::isolation's
 # default comes from IVM_ISOLATION), so both modes keep one behaviour.
-IVM_ISOLATION=process cargo test --locked --test acceptance
+IVM_ISOLATION=process # The Python example guest: built once (componentize-py's output differs from build to build)
+# and compiled once into the cache both suites load it from. A debug build of wasmtime takes
+# a minute or two to compile its 18 MB; the tests would do it too, at the same time as others.
+bash ci/build-python-guest.sh target/guests/python.wasm
+cargo build --locked --bin ivm
+target/debug/ivm component run --cache-dir target/guests/cache target/guests/python.wasm CI >/dev/null
+cargo test --locked --test acceptance
 cargo test --locked --doc
 cargo check --locked -p ivm-guest
 # libivm, the C API: its header against its exports, and the C, C++ and Python examples

@@ -142,7 +142,7 @@ pub fn from_value<T: DeserializeOwned>(value: raw::Value) -> Result<T, Error> {
         raw::Value::Number(n) => encode(&n)?,
         raw::Value::Bigint(text) | raw::Value::String(text) => encode(&text)?,
         raw::Value::Bytes(bytes) => encode(&serde_bytes(bytes))?,
-        raw::Value::Reference(_) | raw::Value::ExternalCopy(_) => {
+        raw::Value::Reference(_) | raw::Value::ExternalCopy(_) | raw::Value::TransferIn(_) => {
             return Err(Error::Value("a handle cannot be read as data; use `raw`".into()));
         }
     };

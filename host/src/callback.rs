@@ -37,7 +37,7 @@ use crate::js::{from_v8_args, to_v8};
 use crate::js;
 use crate::value::{self, Value};
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
+type BoxFuture<T = Value> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 type JsArgs<'s> = [v8::Local<'s, v8::Value>];
 /// Reads the arguments; the returned call starts the closure's future.
 type Starter = Box<dyn for<'s, 'i> Fn(&mut v8::PinScope<'s, 'i>, &JsArgs<'s>) -> Result<Box<dyn FnOnce() -> BoxFuture>> + Send + Sync>;
@@ -419,16 +419,27 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         .unwrap_or_else(|_| Err(Error::js("Error", "A host function panicked")))
 }
 
+/// Waits for `future` in host code that JavaScript of `isolate` waits on (a module hook): with
+/// the isolate released if this thread holds it, so that the future may use the isolate, and
+/// within the limits of the run that waits, as for a blocking host function.
+#[cfg(feature = "component")]
+pub(crate) fn wait_released<T: Send + 'static>(isolate: &crate::Isolate, future: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    match isolate.as_local() {
+        Some(inner) if nesting::current().is_some() => block_on_released(inner, &Spawner::ivm(), Box::new(move || Box::pin(future))),
+        _ => tasks::block_on(future),
+    }
+}
+
 /// Starts the future and waits for it on this thread, with the isolate released (so other
 /// threads, its queued jobs, and the future itself can use it). On ivm's own pool the future
 /// is polled right here; another spawner runs it and this thread waits for its output.
-fn block_on_released(isolate: &Arc<IsolateInner>, spawner: &Spawner, start: Box<dyn FnOnce() -> BoxFuture>) -> Result<Value> {
+fn block_on_released<T: Send + 'static>(isolate: &Arc<IsolateInner>, spawner: &Spawner, start: Box<dyn FnOnce() -> BoxFuture<T>>) -> Result<T> {
     let Some(frame) = nesting::current() else { return Err(Error::js("Error", "not inside an isolate")) };
     let waits = isolate.blocking_waits.clone();
     let mut generation = waits.generation();
     nesting::step_out(frame, || {
         let started = guarded(|| Ok(start()))?;
-        let mut future: BoxFuture = if spawner.polls_in_place() {
+        let mut future: BoxFuture<T> = if spawner.polls_in_place() {
             started
         } else {
             let (tx, rx) = oneshot::channel();

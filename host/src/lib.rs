@@ -47,6 +47,7 @@ mod handle;
 mod inspector;
 mod isolate;
 mod js;
+pub mod key_file;
 mod module;
 mod op;
 pub mod process;

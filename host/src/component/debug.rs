@@ -61,7 +61,7 @@ impl GuestIsolates {
     /// The isolate of `handle` if the guest may debug it, for a call that waits on it (see
     /// `waiting_on`).
     fn debuggable(&self, handle: &Resource<GuestIsolate>) -> wasmtime::Result<(Result<Isolate, wit::Error>, Option<PausesHeld>)> {
-        let (GuestIsolate(isolate), held) = self.waiting_on(handle)?;
+        let (GuestIsolate(isolate, _), held) = self.waiting_on(handle)?;
         Ok((self.may_debug().map(|()| isolate.clone()), held))
     }
 

@@ -5,8 +5,8 @@
 //! Any wasmtime embedder offers ivm isolates to its guests in a few lines:
 //!
 //! ```no_run
-//! use ivm::component::{GuestIsolates, GuestLimits, IsolatesView};
-//! use wasmtime::component::{Component, Linker};
+//! use ivm::component::{CompileCache, GuestIsolates, GuestLimits, IsolatesView};
+//! use wasmtime::component::Linker;
 //! use wasmtime::{Engine, Store};
 //!
 //! struct State { isolates: GuestIsolates }
@@ -17,10 +17,12 @@
 //! let engine = Engine::default();
 //! let mut linker = Linker::<State>::new(&engine);
 //! ivm::component::add_to_linker(&mut linker)?;
+//! // Compiled once, then loaded from a sealed artifact (~/.cache/ivm) on later starts.
+//! let cache = CompileCache::open(CompileCache::default_dir().expect("HOME is set"))?;
+//! let (component, _) = cache.compile(&engine, &std::fs::read("guest.wasm")?)?;
 //! let limits = GuestLimits::default().max_isolates(4).memory_budget_mb(512);
 //! let mut store = Store::new(&engine, State { isolates: GuestIsolates::new(limits) });
-//! # let component = Component::new(&engine, [])?;
-//! // ... instantiate the guest with `linker` and call it ...
+//! // ... instantiate `component` with `linker` and call it ...
 //! drop(store); // every isolate the guest still held is disposed
 //! # Ok::<(), wasmtime::Error>(())
 //! ```
@@ -49,7 +51,9 @@ macro_rules! guest {
     };
 }
 
+mod cache;
 mod debug;
+mod module_hooks;
 mod run;
 mod snapshot;
 mod v0_1;
@@ -62,7 +66,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use crate::data::CachedData;
 use crate::context::Context;
 use crate::data::{CompileOptions, ImportRequest, ScriptOrigin, Transfer};
-use crate::external_copy::ExternalCopy;
+use crate::external_copy::{CopyIntoOptions, ExternalCopy, ExternalCopyOptions};
 use crate::inspector::{InspectorSession, PausesHeld};
 use crate::isolate::{Isolate, IsolateOptions};
 use crate::module::Module;
@@ -73,7 +77,8 @@ use crate::value::{Value, msgpack};
 use crate::isolate::Operation;
 use crate::{Callback, EvalOptions, Isolation};
 
-pub use run::{GuestProgram, GuestRun, Output, run_command};
+pub use cache::{CacheUse, CompileCache};
+pub use run::{GuestProgram, GuestRun, Output};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -242,16 +247,53 @@ pub fn add_to_linker<T: IsolatesView + 'static>(linker: &mut Linker<T>) -> wasmt
     v0_1::add_to_linker::<T, HasIsolates>(linker, |state| state.isolates())
 }
 
-/// An isolate resource; dropping it disposes the isolate.
-pub struct GuestIsolate(Isolate);
+/// An isolate resource, with its unhandled rejections not yet taken; dropping it disposes
+/// the isolate.
+pub struct GuestIsolate(Isolate, Arc<Rejections>);
+
+/// The unhandled rejections of a guest's isolate, until the guest takes them.
+struct Rejections(crate::sync::Mutex<wit::UnhandledRejections>);
+
+impl Default for Rejections {
+    fn default() -> Self {
+        Rejections(crate::sync::Mutex::new(wit::UnhandledRejections { reports: Vec::new(), dropped: 0 }))
+    }
+}
+
+impl Rejections {
+    /// How many reports are kept: each is bounded by the isolate's limits, but a guest that
+    /// never takes them must not make the host hold an unbounded list.
+    const KEPT: usize = 64;
+
+    fn report(&self, error: crate::JsError) {
+        let mut held = self.0.lock();
+        if held.reports.len() < Self::KEPT {
+            held.reports.push(js_error(error));
+        } else {
+            held.dropped += 1;
+        }
+    }
+
+    fn take(&self) -> wit::UnhandledRejections {
+        let mut held = self.0.lock();
+        wit::UnhandledRejections { reports: std::mem::take(&mut held.reports), dropped: std::mem::take(&mut held.dropped) }
+    }
+}
 
 /// The caller tag of a task's run: where calls of guest functions made by its JavaScript go.
 struct TaskLine(mpsc::Sender<Event>);
 
+/// Where the guest's answer to a question of a task's run goes.
+type Reply<T> = oneshot::Sender<Result<T, crate::JsError>>;
+
 /// What a task's run reports to the guest.
 enum Event {
     /// JavaScript called guest function `id`; the reply goes back on `reply`.
-    Call { id: u32, args: Vec<Value>, reply: oneshot::Sender<Result<Value, crate::JsError>> },
+    Call { id: u32, args: Vec<Value>, reply: Reply<Value> },
+    /// JavaScript imports a module (see `module_hooks`).
+    Import { request: ImportRequest, referrer: String, reply: Reply<Module> },
+    /// A module's `import.meta` is being filled.
+    Meta { filename: String, reply: Reply<Value> },
     Done(crate::Result<Transferred>),
     /// The run could not start (its arguments were wrong).
     Failed(wit::Error),
@@ -260,8 +302,8 @@ enum Event {
 /// A task resource: a run that may call the guest.
 pub struct Task {
     events: mpsc::Receiver<Event>,
-    /// The call the guest is answering.
-    pending: Option<oneshot::Sender<Result<Value, crate::JsError>>>,
+    /// The question the guest is answering.
+    pending: Option<Pending>,
     done: bool,
     /// The isolate it runs in (none for a task that could not start).
     isolate: Option<Isolate>,
@@ -274,8 +316,9 @@ impl From<crate::Error> for wit::Error {
         use crate::Error as E;
         match e {
             E::Exception(e) => wit::Error::Exception(js_error(*e)),
-            E::Timeout { stack } => wit::Error::Timeout(if stack.is_empty() { crate::TIMEOUT_MESSAGE.to_owned() } else { stack }),
-            E::CpuLimit { stack } => wit::Error::CpuLimit(if stack.is_empty() { crate::CPU_LIMIT_MESSAGE.to_owned() } else { stack }),
+            // With no frames, the stack's first line alone (as in the WIT's promise).
+            E::Timeout { stack } => wit::Error::Timeout(if stack.is_empty() { format!("Error: {}", crate::TIMEOUT_MESSAGE) } else { stack }),
+            E::CpuLimit { stack } => wit::Error::CpuLimit(if stack.is_empty() { format!("Error: {}", crate::CPU_LIMIT_MESSAGE) } else { stack }),
             E::MemoryLimit => wit::Error::MemoryLimit,
             E::Disposed { message } => wit::Error::Disposed(message),
             E::Abandoned => wit::Error::Abandoned,
@@ -307,6 +350,7 @@ impl GuestIsolates {
         Ok(Ok(match value {
             wit::Value::Reference(r) => Transferable::from(self.table.delete(r)?),
             wit::Value::ExternalCopy(c) => Transferable::from(self.take_copy(c)?),
+            wit::Value::TransferIn(c) => self.take_copy(c)?.copy_into(CopyIntoOptions::default().transfer_in()),
             data => match data_of(data) {
                 Ok(v) => Transferred::Value(v).into(),
                 Err(e) => return Ok(Err(e)),
@@ -321,7 +365,7 @@ impl GuestIsolates {
                 self.table.delete(r)?;
                 Err(wit::Error::InvalidArgument("a reference cannot be used here: only data".into()))
             }
-            wit::Value::ExternalCopy(c) => self.take_copy(c)?.copy::<Value>().map_err(wit::Error::from),
+            wit::Value::ExternalCopy(c) | wit::Value::TransferIn(c) => self.take_copy(c)?.copy::<Value>().map_err(wit::Error::from),
             data => data_of(data),
         })
     }
@@ -405,11 +449,14 @@ impl GuestIsolates {
             return Ok(Err(e));
         }
         let cpu_budget = options.cpu_budget_ms.map(|ms| Duration::from_millis(ms.into()));
-        let mut options = IsolateOptions { inspector: options.inspector, snapshot, cpu_budget, ..IsolateOptions::default().memory_limit(mb) };
+        let rejections = Arc::new(Rejections::default());
+        let reported = rejections.clone();
+        let mut options = IsolateOptions { inspector: options.inspector, snapshot, cpu_budget, ..IsolateOptions::default().memory_limit(mb) }
+            .on_unhandled_rejection(move |error| reported.report(error));
         options.isolation = self.limits.isolation;
         let isolate = guest!(Isolate::new(options));
         self.isolates.push((isolate.clone(), mb));
-        Ok(Ok(self.table.push(GuestIsolate(isolate))?))
+        Ok(Ok(self.table.push(GuestIsolate(isolate, rejections))?))
     }
 
     /// Takes the guest's handle to an external copy.
@@ -476,7 +523,7 @@ fn data_of(value: wit::Value) -> Result<Value, wit::Error> {
         V::String(s) => Value::String(s),
         V::Bytes(b) => Value::Bytes(b),
         V::Msgpack(bytes) => msgpack::from_msgpack(&bytes)?,
-        V::Reference(_) | V::ExternalCopy(_) => unreachable!("handles are taken out by the callers"),
+        V::Reference(_) | V::ExternalCopy(_) | V::TransferIn(_) => unreachable!("handles are taken out by the callers"),
     })
 }
 
@@ -527,7 +574,7 @@ impl wit::HostIsolate for GuestIsolates {
     }
 
     fn create_context(&mut self, this: Resource<GuestIsolate>, options: wit::ContextOptions) -> Host<Resource<Context>> {
-        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let (GuestIsolate(isolate, _), _held) = self.waiting_on(&this)?;
         let mut context_options = crate::ContextOptions::default();
         if let Some(name) = options.name {
             context_options = context_options.name(name);
@@ -537,25 +584,45 @@ impl wit::HostIsolate for GuestIsolates {
     }
 
     fn compile_script(&mut self, this: Resource<GuestIsolate>, code: String, options: wit::CompileOptions) -> Host<Resource<Script>> {
-        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let (GuestIsolate(isolate, _), _held) = self.waiting_on(&this)?;
         let script = guest!(isolate.compile_script(&code, &compile_options(options)));
         Ok(Ok(self.table.push(script)?))
     }
 
     fn compile_module(&mut self, this: Resource<GuestIsolate>, code: String, options: wit::CompileOptions) -> Host<Resource<Module>> {
-        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let (GuestIsolate(isolate, _), _held) = self.waiting_on(&this)?;
         let module = guest!(isolate.compile_module(&code, &compile_options(options)));
         Ok(Ok(self.table.push(module)?))
     }
 
     fn json_module(&mut self, this: Resource<GuestIsolate>, name: String, json: String) -> Host<Resource<Module>> {
-        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let (GuestIsolate(isolate, _), _held) = self.waiting_on(&this)?;
         let module = guest!(isolate.json_module(&name, &json));
         Ok(Ok(self.table.push(module)?))
     }
 
+    fn data_module(&mut self, this: Resource<GuestIsolate>, name: String, exports: Vec<(String, wit::Value)>) -> Host<Resource<Module>> {
+        let mut map = Vec::with_capacity(exports.len());
+        for (export, value) in exports {
+            map.push((export, guest!(self.data(value)?)));
+        }
+        let (GuestIsolate(isolate, _), _held) = self.waiting_on(&this)?;
+        let module = guest!(isolate.data_module(&name, Value::Object(map.into_iter().collect())));
+        Ok(Ok(self.table.push(module)?))
+    }
+
+    fn enable_module_hooks(&mut self, this: Resource<GuestIsolate>, hooks: wit::ModuleHooks) -> Host<()> {
+        let (GuestIsolate(isolate, _), _held) = self.waiting_on(&this)?;
+        guest!(module_hooks::enable(isolate, hooks));
+        Ok(Ok(()))
+    }
+
+    fn unhandled_rejections(&mut self, this: Resource<GuestIsolate>) -> wasmtime::Result<wit::UnhandledRejections> {
+        Ok(self.table.get(&this)?.1.take())
+    }
+
     fn heap_statistics(&mut self, this: Resource<GuestIsolate>) -> Host<wit::HeapStatistics> {
-        let (GuestIsolate(isolate), _held) = self.waiting_on(&this)?;
+        let (GuestIsolate(isolate, _), _held) = self.waiting_on(&this)?;
         let s = guest!(isolate.heap_statistics());
         Ok(Ok(wit::HeapStatistics {
             total_heap_size: s.total_heap_size as u64,
@@ -605,7 +672,7 @@ impl wit::HostIsolate for GuestIsolates {
     }
 
     fn drop(&mut self, this: Resource<GuestIsolate>) -> wasmtime::Result<()> {
-        let GuestIsolate(isolate) = self.table.delete(this)?;
+        let GuestIsolate(isolate, _) = self.table.delete(this)?;
         // Already disposed is fine: dropping is how a guest lets go either way.
         let _ = isolate.dispose();
         Ok(())
@@ -670,13 +737,51 @@ async fn call_guest(task: Option<Arc<TaskLine>>, id: u32, args: Value) -> crate:
         Value::Array(args) => args,
         other => vec![other],
     };
-    let task = task.ok_or_else(|| crate::Error::js("TypeError", "A guest function was called outside a task (use eval-task or apply-task)"))?;
+    answered(send_to_guest(task, "A guest function was called", |reply| Event::Call { id, args, reply })?).await
+}
+
+/// Hands the question `event` makes to the task of the run that asks (`what` it did, for the
+/// error outside a task); the guest's answer comes on the receiver.
+fn send_to_guest<T>(task: Option<Arc<TaskLine>>, what: &str, event: impl FnOnce(Reply<T>) -> Event) -> crate::Result<oneshot::Receiver<Result<T, crate::JsError>>> {
+    let task = task.ok_or_else(|| crate::Error::js("TypeError", format!("{what} outside a task (use eval-task or apply-task)")))?;
     let (reply, answer) = oneshot::channel();
-    task.0.send(Event::Call { id, args, reply }).map_err(|_| crate::Error::js("Error", "The guest dropped the task"))?;
+    task.0.send(event(reply)).map_err(|_| crate::Error::js("Error", "The guest dropped the task"))?;
+    Ok(answer)
+}
+
+/// The guest's answer, as JavaScript gets it.
+async fn answered<T>(answer: oneshot::Receiver<Result<T, crate::JsError>>) -> crate::Result<T> {
     match answer.await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(crate::Error::Exception(Box::new(e))),
         Err(_) => Err(crate::Error::js("Error", "The guest dropped the task without answering")),
+    }
+}
+
+/// A question of a task's run that the guest is answering.
+enum Pending {
+    /// A guest function's call or `import.meta`: answered by `resume`.
+    Value(Reply<Value>),
+    /// An `import()`: answered by `resume-import`.
+    Module(Reply<Module>),
+}
+
+/// The guest's answer, from `resume` or `resume-import`.
+enum Answer {
+    Value(Result<Value, crate::JsError>),
+    Module(Result<Module, crate::JsError>),
+}
+
+impl Pending {
+    fn answer(self, answer: Answer) {
+        let mismatch = |message: &str| crate::JsError { name: "TypeError".into(), message: message.into(), ..Default::default() };
+        // A run that stopped waiting (it timed out) no longer takes answers.
+        match (self, answer) {
+            (Pending::Value(reply), Answer::Value(value)) => drop(reply.send(value)),
+            (Pending::Module(reply), Answer::Module(module)) => drop(reply.send(module)),
+            (Pending::Value(reply), Answer::Module(_)) => drop(reply.send(Err(mismatch("The guest answered with a module where a value was asked")))),
+            (Pending::Module(reply), Answer::Value(_)) => drop(reply.send(Err(mismatch("The guest answered import() with a value (use resume-import)")))),
+        }
     }
 }
 
@@ -714,11 +819,38 @@ impl Task {
 
 impl wit::HostTask for GuestIsolates {
     fn resume(&mut self, this: Resource<Task>, reply: Option<Result<wit::Value, wit::JsError>>, wait_ms: Option<u32>) -> wasmtime::Result<wit::Step> {
-        let mut reply = match reply {
+        let answer = match reply {
             None => None,
-            Some(Ok(value)) => Some(self.data(value)?.map_err(|e| thrown(&e))),
-            Some(Err(e)) => Some(Err(crate::JsError { name: e.name, message: e.message, stack: e.stack, ..Default::default() })),
+            Some(Ok(value)) => Some(Answer::Value(self.data(value)?.map_err(|e| thrown(&e)))),
+            Some(Err(e)) => Some(Answer::Value(Err(js_exception(e)))),
         };
+        self.step(this, answer, wait_ms)
+    }
+
+    fn resume_import(&mut self, this: Resource<Task>, reply: Result<Resource<Module>, wit::JsError>, wait_ms: Option<u32>) -> wasmtime::Result<wit::Step> {
+        let answer = match reply {
+            Ok(module) => Answer::Module(Ok(self.table.get(&module)?.clone())),
+            Err(e) => Answer::Module(Err(js_exception(e))),
+        };
+        self.step(this, Some(answer), wait_ms)
+    }
+
+    fn drop(&mut self, this: Resource<Task>) -> wasmtime::Result<()> {
+        // A pending call fails (its reply sender drops); the run finishes on its own.
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// An exception from the guest, to throw in JavaScript.
+fn js_exception(e: wit::JsError) -> crate::JsError {
+    crate::JsError { name: e.name, message: e.message, stack: e.stack, ..Default::default() }
+}
+
+impl GuestIsolates {
+    /// `resume` and `resume-import`: hands the guest's `answer` to the question it answers,
+    /// then waits for the next question or the end.
+    fn step(&mut self, this: Resource<Task>, mut answer: Option<Answer>, wait_ms: Option<u32>) -> wasmtime::Result<wit::Step> {
         // Waiting without a limit (or a long one), the guest cannot serve a pause (see
         // `waiting_on`).
         let _held = match (wait_ms, &self.table.get(&this)?.isolate) {
@@ -731,8 +863,8 @@ impl wit::HostTask for GuestIsolates {
             if task.done {
                 return Ok(wit::Step::Done(Err(wit::Error::InvalidArgument("the task is done".into()))));
             }
-            if let (Some(pending), Some(reply)) = (task.pending.take(), reply.take()) {
-                let _ = pending.send(reply);
+            if let (Some(pending), Some(answer)) = (task.pending.take(), answer.take()) {
+                pending.answer(answer);
             }
             let event = match wait_ms {
                 None => task.events.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
@@ -744,16 +876,24 @@ impl wit::HostTask for GuestIsolates {
                 Err(mpsc::RecvTimeoutError::Disconnected) => Event::Done(Err(crate::Error::isolate_disposed())),
             };
             match event {
-                Event::Call { id, args, reply: answer } => match args.into_iter().map(guest_value).collect::<Result<Vec<_>, _>>() {
+                Event::Call { id, args, reply } => match args.into_iter().map(guest_value).collect::<Result<Vec<_>, _>>() {
                     Ok(args) => {
-                        task.pending = Some(answer);
+                        task.pending = Some(Pending::Value(reply));
                         return Ok(wit::Step::Call(wit::Invocation { id, args }));
                     }
                     // Arguments the guest cannot receive fail the call in JavaScript.
                     Err(e) => {
-                        let _ = answer.send(Err(thrown(&e)));
+                        let _ = reply.send(Err(thrown(&e)));
                     }
                 },
+                Event::Import { request, referrer, reply } => {
+                    task.pending = Some(Pending::Module(reply));
+                    return Ok(wit::Step::Import(wit::ImportRequest { specifier: request.specifier, referrer, attributes: request.attributes }));
+                }
+                Event::Meta { filename, reply } => {
+                    task.pending = Some(Pending::Value(reply));
+                    return Ok(wit::Step::ImportMeta(filename));
+                }
                 Event::Done(result) => {
                     task.finish();
                     return Ok(wit::Step::Done(self.give_out(result)?));
@@ -766,11 +906,6 @@ impl wit::HostTask for GuestIsolates {
         }
     }
 
-    fn drop(&mut self, this: Resource<Task>) -> wasmtime::Result<()> {
-        // A pending call fails (its reply sender drops); the run finishes on its own.
-        self.table.delete(this)?;
-        Ok(())
-    }
 }
 
 /// A guest-side failure as the exception JavaScript sees.
@@ -924,6 +1059,16 @@ impl wit::HostReference for GuestIsolates {
         let (reference, _held) = self.waiting_on(&this)?;
         let result = reference.copy::<Value>().map(Transferred::Value);
         self.give_out(result)
+    }
+
+    fn external_copy(&mut self, this: Resource<Reference>, options: wit::ExternalCopyOptions) -> Host<Resource<ExternalCopy>> {
+        let mut copy_options = ExternalCopyOptions { transfer_out: options.transfer_out, ..Default::default() };
+        for buffer in &options.transfer_list {
+            copy_options = copy_options.transfer(self.table.get(buffer)?);
+        }
+        let (reference, _held) = self.waiting_on(&this)?;
+        let copy = guest!(reference.external_copy(&copy_options));
+        self.hold_copy(copy)
     }
 
     fn drop(&mut self, this: Resource<Reference>) -> wasmtime::Result<()> {

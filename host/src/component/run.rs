@@ -10,7 +10,7 @@ use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{GuestIsolates, GuestLimits, IsolatesView};
+use super::{CacheUse, CompileCache, GuestIsolates, GuestLimits, IsolatesView};
 use crate::Isolate;
 
 mod guest {
@@ -46,6 +46,7 @@ pub struct GuestProgram {
     component: Component,
     linker: Linker<State>,
     exports_run: bool,
+    compiled: Option<CacheUse>,
 }
 
 /// Where a run's standard output and error go.
@@ -72,15 +73,27 @@ pub struct GuestRun {
 }
 
 impl GuestProgram {
-    /// Compiles the component at `path`.
-    pub fn load(path: &Path) -> wasmtime::Result<GuestProgram> {
+    /// Compiles the component at `path`, or loads it from `cache` (see [`CompileCache`]).
+    pub fn load(path: &Path, cache: Option<&CompileCache>) -> wasmtime::Result<GuestProgram> {
         let engine = Engine::default();
-        let component = Component::from_file(&engine, path)?;
+        let (component, compiled) = match cache {
+            None => (Component::from_file(&engine, path)?, None),
+            Some(cache) => {
+                let wasm = std::fs::read(path).map_err(|e| wasmtime::Error::msg(format!("cannot read {}: {e}", path.display())))?;
+                let (component, how) = cache.compile(&engine, &wasm)?;
+                (component, Some(how))
+            }
+        };
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::add_to_linker(&mut linker)?;
         let exports_run = component.component_type().exports(&engine).any(|(export, _)| export == "run");
-        Ok(GuestProgram { engine, component, linker, exports_run })
+        Ok(GuestProgram { engine, component, linker, exports_run, compiled })
+    }
+
+    /// How the cache given to [`load`](Self::load) served it; none without a cache.
+    pub fn cache_use(&self) -> Option<&CacheUse> {
+        self.compiled.as_ref()
     }
 
     /// Runs the program with `args` (its `run` arguments; a command's `argv[1..]`).
@@ -114,10 +127,4 @@ impl GuestProgram {
         drop(store);
         Ok(GuestRun { status, stdout: captured.contents().to_vec(), isolates })
     }
-}
-
-/// Runs the guest at `path` once with this process's standard streams (`ivm component run`);
-/// returns its exit status.
-pub fn run_command(path: &Path, args: &[String], limits: GuestLimits) -> wasmtime::Result<u8> {
-    Ok(GuestProgram::load(path)?.run(args, limits, Output::Inherit)?.status)
 }

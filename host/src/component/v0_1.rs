@@ -78,7 +78,7 @@ impl From<wit::Value> for old::Value {
             V::Bytes(b) => old::Value::Bytes(b),
             V::Msgpack(b) => old::Value::Msgpack(b),
             V::Reference(r) => old::Value::Reference(r),
-            V::ExternalCopy(c) => old::Value::ExternalCopy(c),
+            V::ExternalCopy(c) | V::TransferIn(c) => old::Value::ExternalCopy(c),
         }
     }
 }
@@ -334,12 +334,20 @@ impl old::HostExternalCopy for GuestIsolates {
 impl old::HostTask for GuestIsolates {
     fn resume(&mut self, this: Resource<Task>, reply: Option<Result<old::Value, old::JsError>>) -> wasmtime::Result<old::Step> {
         let reply = reply.map(|reply| reply.map(Into::into).map_err(Into::into));
-        // Without a wait, a task never reports `running`.
-        Ok(match wit::HostTask::resume(self, this, reply, None)? {
-            wit::Step::Done(result) => old::Step::Done(result.map(Into::into).map_err(Into::into)),
-            wit::Step::Call(call) => old::Step::Call(old::Invocation { id: call.id, args: call.args.into_iter().map(Into::into).collect() }),
-            wit::Step::Running => unreachable!("a resume without a wait returns a call or the end"),
-        })
+        let mut step = wit::HostTask::resume(self, Resource::new_borrow(this.rep()), reply, None)?;
+        loop {
+            // Module hooks are 0.2.0's: only a guest that also imports 0.2.0 can turn them on,
+            // and it answers them there.
+            let unanswerable = || wit::JsError { name: "TypeError".into(), message: "an ivm:isolate@0.1.0 task cannot answer module hooks".into(), stack: None };
+            step = match step {
+                wit::Step::Done(result) => return Ok(old::Step::Done(result.map(Into::into).map_err(Into::into))),
+                wit::Step::Call(call) => return Ok(old::Step::Call(old::Invocation { id: call.id, args: call.args.into_iter().map(Into::into).collect() })),
+                wit::Step::Import(_) => wit::HostTask::resume_import(self, Resource::new_borrow(this.rep()), Err(unanswerable()), None)?,
+                wit::Step::ImportMeta(_) => wit::HostTask::resume(self, Resource::new_borrow(this.rep()), Some(Err(unanswerable())), None)?,
+                // Without a wait, a task never reports `running`.
+                wit::Step::Running => unreachable!("a resume without a wait returns a call or the end"),
+            };
+        }
     }
 
     fn drop(&mut self, this: Resource<Task>) -> wasmtime::Result<()> {

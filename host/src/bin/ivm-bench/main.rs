@@ -370,7 +370,7 @@ impl Future for YieldOnce {
 
 fn component_eval_us(guest: &std::path::Path) -> f64 {
     use ivm::component::{GuestLimits, GuestProgram, Output};
-    let run = GuestProgram::load(guest).and_then(|p| p.run(&[], GuestLimits::default(), Output::Capture)).expect("the bench guest runs");
+    let run = GuestProgram::load(guest, None).and_then(|p| p.run(&[], GuestLimits::default(), Output::Capture)).expect("the bench guest runs");
     let printed: serde_json::Value = serde_json::from_slice(&run.stdout).expect("the bench guest prints JSON");
     printed["component_eval_us"].as_f64().expect("component_eval_us")
 }

@@ -227,6 +227,13 @@ pub struct ComponentRunArgs {
     /// snapshots)
     #[arg(long)]
     pub allow_debugging: bool,
+    /// Keep the compiled guest in DIR, sealed with the key in DIR/key [default:
+    /// $XDG_CACHE_HOME/ivm, else ~/.cache/ivm]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the guest without the compile cache
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Subcommand)]

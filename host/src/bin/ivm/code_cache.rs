@@ -1,7 +1,7 @@
 //! `--code-cache DIR`: sealed code caches kept in a directory across runs.
 //!
 //! The key that seals them lives in `DIR/key`, made on first use with owner-only permissions
-//! (or comes from `--code-cache-key FILE`; see `key_file`). Each cached file is stored as
+//! (or comes from `--code-cache-key FILE`; see `ivm::key_file`). Each cached file is stored as
 //! `DIR/<sha-256 of its name>.ivmcache`; a stale or tampered one is rejected by ivm and
 //! replaced.
 
@@ -20,12 +20,10 @@ impl DiskCache {
     pub fn open(dir: &Path, key_file: Option<&Path>) -> Result<DiskCache, String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create the code cache directory {}: {e}", dir.display()))?;
         let key = match key_file {
-            Some(file) => crate::key_file::load(file, "code cache key")?,
-            None => {
-                crate::key_file::check_dir(dir)?;
-                crate::key_file::load_or_make(&dir.join("key"), "code cache key")?
-            }
-        };
+            Some(file) => ivm::key_file::load(file, "code cache key"),
+            None => ivm::key_file::load_or_make(&dir.join("key"), "code cache key"),
+        }
+        .map_err(|e| e.message().to_owned())?;
         Ok(DiskCache { dir: dir.to_path_buf(), key })
     }
 
@@ -56,22 +54,11 @@ impl DiskCache {
             None => "none yet",
         };
         if let Some(made) = made {
-            let _ = self.write(&self.path(name), made.as_bytes());
+            let _ = ivm::key_file::write_private(&self.path(name), made.as_bytes());
         }
         if verbose {
             let made = if made.is_some() { ", stored a new one" } else { "" };
             let _ = writeln!(std::io::stderr(), "ivm: code cache for {name}: {report}{made}");
         }
-    }
-
-    /// Writes `bytes` to `path` through a new file beside it (see `key_file::write_beside`),
-    /// renamed into place.
-    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let temporary = crate::key_file::write_beside(path, bytes, false)?;
-        let renamed = fs::rename(&temporary, path);
-        if renamed.is_err() {
-            let _ = fs::remove_file(&temporary);
-        }
-        renamed
     }
 }

@@ -3,7 +3,6 @@
 mod cli;
 mod code_cache;
 mod inspect;
-mod key_file;
 mod snapshot;
 
 use std::io::{Read, Write};
@@ -17,6 +16,7 @@ use ivm::{
 
 use clap::FromArgMatches;
 use cli::{Cli, Command, ComponentCommand, ComponentRunArgs, DebugArgs, Limits, SnapshotCommand, StartArgs};
+use ivm::component::{CacheUse, CompileCache, GuestProgram, Output};
 use code_cache::DiskCache;
 use inspect::Debugging;
 
@@ -314,11 +314,39 @@ fn run_component(args: &Args, component: &ComponentRunArgs) -> ExitCode {
     }
     limits = limits.debugging(component.allow_debugging);
     let Some((guest, guest_args)) = component.command.split_first() else { return exit_usage("'component run' needs GUEST.wasm") };
-    match ivm::component::run_command(Path::new(guest), guest_args, limits) {
-        Ok(status) => ExitCode::from(status),
+    let cache = match compile_cache(component) {
+        Ok(cache) => cache,
+        Err(e) => return exit_failed(&e),
+    };
+    let program = GuestProgram::load(Path::new(guest), cache.as_ref());
+    if args.limits.verbose
+        && let Ok(program) = &program
+    {
+        match program.cache_use() {
+            Some(CacheUse::Loaded) => print_err(&format!("ivm: {guest}: loaded from the compile cache")),
+            Some(CacheUse::Refused(why)) => print_err(&format!("ivm: {guest}: compiled; the cached artifact was refused: {why}")),
+            _ => print_err(&format!("ivm: {guest}: compiled")),
+        }
+    }
+    match program.and_then(|program| program.run(guest_args, limits, Output::Inherit)) {
+        Ok(run) => ExitCode::from(run.status),
         Err(e) => {
             print_err(&format!("ivm: {guest}: {e:#}"));
             ExitCode::from(1)
         }
     }
+}
+
+/// The compile cache `component run` uses: `--cache-dir`, else the default one; none with
+/// `--no-cache`, or when there is no home directory for the default.
+fn compile_cache(component: &ComponentRunArgs) -> Result<Option<CompileCache>, String> {
+    let dir = match (&component.cache_dir, component.no_cache) {
+        (_, true) => return Ok(None),
+        (Some(dir), false) => dir.clone(),
+        (None, false) => match CompileCache::default_dir() {
+            Some(dir) => dir,
+            None => return Ok(None),
+        },
+    };
+    CompileCache::open(&dir).map(Some).map_err(|e| format!("the compile cache {}: {}", dir.display(), e.message()))
 }

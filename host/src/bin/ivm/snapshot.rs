@@ -11,7 +11,7 @@ use ivm::{CacheKey, Error, ScriptOrigin, Snapshot};
 /// The snapshot key: from `key_file`, or the user's own.
 pub fn key(key_file: Option<&Path>) -> Result<CacheKey, String> {
     if let Some(path) = key_file {
-        return crate::key_file::load(path, "snapshot key");
+        return ivm::key_file::load(path, "snapshot key").map_err(|e| e.message().to_owned());
     }
     let config = match (std::env::var_os("XDG_CONFIG_HOME"), std::env::var_os("HOME")) {
         (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
@@ -24,8 +24,7 @@ pub fn key(key_file: Option<&Path>) -> Result<CacheKey, String> {
         .mode(0o700)
         .create(&dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    crate::key_file::check_dir(&dir)?;
-    crate::key_file::load_or_make(&dir.join("snapshot.key"), "snapshot key")
+    ivm::key_file::load_or_make(&dir.join("snapshot.key"), "snapshot key").map_err(|e| e.message().to_owned())
 }
 
 /// The snapshot in `path`, opened with the key: a refusal says why.
