@@ -85,6 +85,13 @@ if [ "$baseline_only" -eq 0 ]; then
   else
     echo ">> no guest toolchain: component_eval_us is not measured" >&2
   fi
+  # The componentize-py example guest, for its starts through the compile cache
+  # (component_python_*_start_ms), when its venv can be made (PyPI, python3-venv).
+  if bash ci/build-python-guest.sh "$out_dir/python-guest.wasm" >/dev/null 2>&1; then
+    export IVM_BENCH_PYTHON_GUEST="$root/$out_dir/python-guest.wasm"
+  else
+    echo ">> no componentize-py: component_python_*_start_ms are not measured" >&2
+  fi
   # The C program that times eval through libivm (c_api_eval_us, c_api_eval_ratio).
   bash ci/c-api.sh --release --stage-only >&2
   cc -O2 -Wall -Werror host/c-api/examples/bench.c -I target/c-api/include target/c-api/lib/libivm.a \

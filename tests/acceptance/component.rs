@@ -224,6 +224,8 @@ fn a_guest_answers_module_hooks_and_moves_buffers_between_isolates() {
          import() outside a task: TypeError\n\
          step: import ./lib.js\nstep: import config\nstep: import.meta of lib.js\n\
          dynamic import: 42 guest:lib.js\n\
+         step: import ./elsewhere.js\n\
+         a module of another isolate: Resolved dependency was not `Module`: the module belongs to another isolate\n\
          rejecting: done\nunhandled rejections: 1 (dropped 0), Error: lost\ntaken again: 0\n\
          source after the copy: 0\ntarget: 3: 1,2,3\n",
     );

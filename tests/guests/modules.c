@@ -71,10 +71,12 @@ static void data_module(ivm_isolate_types_borrow_isolate_t isolate, context_t co
     ivm_isolate_types_module_drop_own(main);
 }
 
-// `import()` of `./lib.js`, which imports `config` and reads `import.meta.url`: each is a
-// step of the task, answered by the guest.
-static void dynamic_import(ivm_isolate_types_borrow_isolate_t isolate, context_t context, ivm_isolate_types_own_module_t config) {
-    guest_string_t code = text("import('./lib.js').then(lib => `${lib.double(21)} ${lib.url}`)");
+// Runs `code` as a task whose `import()`s and `import.meta`s the guest answers: `config` is
+// the data module, `./lib.js` is compiled when asked for (it imports `config` and reads
+// `import.meta.url`), anything else is compiled in `elsewhere`, another isolate.
+static void dynamic_import(const char *label, const char *source, ivm_isolate_types_borrow_isolate_t isolate, ivm_isolate_types_borrow_isolate_t elsewhere,
+                           context_t context, ivm_isolate_types_own_module_t config) {
+    guest_string_t code = text(source);
     ivm_isolate_types_own_task_t task = ivm_isolate_types_method_context_eval_task(context, &code, (ivm_isolate_types_run_options_t *)&RUN);
     ivm_isolate_types_borrow_task_t borrowed = ivm_isolate_types_borrow_task(task);
     ivm_isolate_types_own_module_t lib = {0};
@@ -87,8 +89,11 @@ static void dynamic_import(ivm_isolate_types_borrow_isolate_t isolate, context_t
             ivm_isolate_types_result_borrow_module_js_error_t reply = {0};
             if (specifier->len == 6 && memcmp(specifier->ptr, "config", 6) == 0) {
                 reply.val.ok = ivm_isolate_types_borrow_module(config);
-            } else if (compile(isolate, "lib.js", "import { limit } from 'config'; export const double = x => x * 2 + limit - 3; export const url = import.meta.url;", &lib)) {
+            } else if (specifier->len == 8 && memcmp(specifier->ptr, "./lib.js", 8) == 0 &&
+                       compile(isolate, "lib.js", "import { limit } from 'config'; export const double = x => x * 2 + limit - 3; export const url = import.meta.url;", &lib)) {
                 // Compiled while the import waits.
+                reply.val.ok = ivm_isolate_types_borrow_module(lib);
+            } else if (compile(elsewhere, "elsewhere.js", "export default 1", &lib)) {
                 reply.val.ok = ivm_isolate_types_borrow_module(lib);
             } else {
                 reply.is_err = true;
@@ -107,7 +112,7 @@ static void dynamic_import(ivm_isolate_types_borrow_isolate_t isolate, context_t
         }
     }
     if (step.tag == IVM_ISOLATE_TYPES_STEP_DONE)
-        print_result("dynamic import", !step.val.done.is_err, &step.val.done.val.ok, &step.val.done.val.err);
+        print_result(label, !step.val.done.is_err, &step.val.done.val.ok, &step.val.done.val.err);
     ivm_isolate_types_task_drop_own(task);
     if (lib.__handle)
         ivm_isolate_types_module_drop_own(lib);
@@ -185,7 +190,9 @@ bool exports_guest_run(guest_list_string_t *args, guest_string_t *failure) {
         return false;
     }
     eval(in, "import() outside a task", "import('./lib.js').catch(e => e.name)");
-    dynamic_import(borrowed, in, config);
+    ivm_isolate_types_borrow_isolate_t other_borrowed = ivm_isolate_types_borrow_isolate(other);
+    dynamic_import("dynamic import", "import('./lib.js').then(lib => `${lib.double(21)} ${lib.url}`)", borrowed, other_borrowed, in, config);
+    dynamic_import("a module of another isolate", "import('./elsewhere.js').then(() => 'imported', e => e.message)", borrowed, other_borrowed, in, config);
     rejections(borrowed, in);
     transfer(in, ivm_isolate_types_borrow_context(other_context));
     ivm_isolate_types_module_drop_own(config);

@@ -183,6 +183,11 @@ impl Isolate {
     }
 }
 
+/// A hook or resolver gave a module of another isolate.
+fn foreign_module() -> Error {
+    Error::InvalidArgument("Resolved dependency was not `Module`: the module belongs to another isolate".into())
+}
+
 fn not_a_map() -> Error {
     Error::InvalidArgument("a data module's exports must be a map of names to values".into())
 }
@@ -319,11 +324,7 @@ impl Module {
 
     /// The module's id in `remote`, which must be its isolate.
     pub(crate) fn remote_id(&self, remote: &Arc<RemoteIsolate>) -> Result<u64> {
-        if self.isolate().is_remote(remote) {
-            Ok(self.handle.id)
-        } else {
-            Err(Error::InvalidArgument("Resolved dependency was not `Module`: the module belongs to another isolate".into()))
-        }
+        if self.isolate().is_remote(remote) { Ok(self.handle.id) } else { Err(foreign_module()) }
     }
 
     fn check_context(&self, context: &Context) -> Result<()> {
@@ -789,6 +790,9 @@ fn import<'s>(
             .unwrap_or_else(|_| Err(Error::js("Error", "The dynamic import hook panicked")))
     };
     let module = guarded(request, referrer)?;
+    if !module.isolate().same(&isolate) {
+        return Err(foreign_module());
+    }
     // Link in the context that asked, with the hook resolving the module's own imports.
     let context = scope.get_current_context();
     let context = Context::from_id(isolate.clone(), inner.insert(Slot::Context(v8::Global::new(scope, context))));

@@ -167,6 +167,19 @@ fn main() -> Result<(), ivm::Error> {
         put("component_eval_us", component_eval_us(std::path::Path::new(&guest)));
     }
 
+    // 14b. component starts through the compile cache (`GuestProgram::load` with a
+    // `CompileCache`, then the guest's run): the first, into an empty cache, compiles; the
+    // median of the next three loads the sealed artifact. The C bench guest, and the
+    // componentize-py example guest (guest-abi/examples/python) when ci/bench-compare.sh could
+    // build it.
+    for (name, var) in [("c", "IVM_BENCH_GUEST"), ("python", "IVM_BENCH_PYTHON_GUEST")] {
+        if let Some(guest) = std::env::var_os(var) {
+            let (first, cached) = component_starts_ms(std::path::Path::new(&guest));
+            put(&format!("component_{name}_first_start_ms"), first);
+            put(&format!("component_{name}_cached_start_ms"), cached);
+        }
+    }
+
     // 15. eval round trip through libivm's C API (host/c-api/examples/bench.c, built by
     // ci/bench-compare.sh), the same `1+1` as eval_sync_us, and its ratio to it
     if let Some(program) = std::env::var_os("IVM_BENCH_C_API") {
@@ -373,6 +386,24 @@ fn component_eval_us(guest: &std::path::Path) -> f64 {
     let run = GuestProgram::load(guest, None).and_then(|p| p.run(&[], GuestLimits::default(), Output::Capture)).expect("the bench guest runs");
     let printed: serde_json::Value = serde_json::from_slice(&run.stdout).expect("the bench guest prints JSON");
     printed["component_eval_us"].as_f64().expect("component_eval_us")
+}
+
+/// A guest's first start into an empty compile cache, and the median of three starts after.
+fn component_starts_ms(guest: &std::path::Path) -> (f64, f64) {
+    use ivm::component::{CompileCache, GuestLimits, GuestProgram, Output};
+    let dir = std::env::temp_dir().join(format!("ivm-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = CompileCache::open(&dir).expect("a compile cache in the temporary directory");
+    let start = || {
+        let began = Instant::now();
+        GuestProgram::load(guest, Some(&cache)).and_then(|p| p.run(&[], GuestLimits::default(), Output::Capture)).expect("the guest runs");
+        began.elapsed().as_secs_f64() * 1e3
+    };
+    let first = start();
+    let mut cached: Vec<f64> = (0..3).map(|_| start()).collect();
+    cached.sort_by(f64::total_cmp);
+    let _ = std::fs::remove_dir_all(&dir);
+    (first, cached[1])
 }
 
 fn c_api_eval_us(program: &std::path::Path) -> f64 {
