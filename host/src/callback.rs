@@ -419,12 +419,13 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         .unwrap_or_else(|_| Err(Error::js("Error", "A host function panicked")))
 }
 
-/// Waits for `future` in host code that JavaScript of `isolate` waits on (a module hook): with
-/// the isolate released if this thread holds it, so that the future may use the isolate, and
-/// within the limits of the run that waits, as for a blocking host function.
+/// Waits for `future` in host code that JavaScript waits on (a module hook): with the isolate
+/// released if it is in this process (`local`) and this thread holds it, so that the future
+/// may use the isolate, and within the limits of the run that waits, as for a blocking host
+/// function.
 #[cfg(feature = "component")]
-pub(crate) fn wait_released<T: Send + 'static>(isolate: &crate::Isolate, future: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-    match isolate.as_local() {
+pub(crate) fn wait_released<T: Send + 'static>(local: Option<&Arc<IsolateInner>>, future: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    match local {
         Some(inner) if nesting::current().is_some() => block_on_released(inner, &Spawner::ivm(), Box::new(move || Box::pin(future))),
         _ => tasks::block_on(future),
     }

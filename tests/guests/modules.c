@@ -4,6 +4,7 @@
 // isolates by a transfer list.
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "guest.h"
 #include "guest_util.h"
@@ -74,10 +75,13 @@ static void data_module(ivm_isolate_types_borrow_isolate_t isolate, context_t co
 // Runs `code` as a task whose `import()`s and `import.meta`s the guest answers: `config` is
 // the data module, `./lib.js` is compiled when asked for (it imports `config` and reads
 // `import.meta.url`), anything else is compiled in `elsewhere`, another isolate.
-static void dynamic_import(const char *label, const char *source, ivm_isolate_types_borrow_isolate_t isolate, ivm_isolate_types_borrow_isolate_t elsewhere,
-                           context_t context, ivm_isolate_types_own_module_t config) {
+// A specifier starting with `slow` is answered after 300 ms, past the task's `timeout_ms`.
+static void dynamic_import(const char *label, const char *source, uint32_t timeout_ms, ivm_isolate_types_borrow_isolate_t isolate,
+                           ivm_isolate_types_borrow_isolate_t elsewhere, context_t context, ivm_isolate_types_own_module_t config) {
     guest_string_t code = text(source);
-    ivm_isolate_types_own_task_t task = ivm_isolate_types_method_context_eval_task(context, &code, (ivm_isolate_types_run_options_t *)&RUN);
+    ivm_isolate_types_run_options_t run = RUN;
+    run.timeout_ms.val = timeout_ms;
+    ivm_isolate_types_own_task_t task = ivm_isolate_types_method_context_eval_task(context, &code, &run);
     ivm_isolate_types_borrow_task_t borrowed = ivm_isolate_types_borrow_task(task);
     ivm_isolate_types_own_module_t lib = {0};
     ivm_isolate_types_step_t step;
@@ -87,6 +91,8 @@ static void dynamic_import(const char *label, const char *source, ivm_isolate_ty
             const guest_string_t *specifier = &step.val.import.specifier;
             printf("step: import %.*s\n", (int)specifier->len, (const char *)specifier->ptr);
             ivm_isolate_types_result_borrow_module_js_error_t reply = {0};
+            if (specifier->len > 4 && memcmp(specifier->ptr, "slow", 4) == 0)
+                usleep(300 * 1000);
             if (specifier->len == 6 && memcmp(specifier->ptr, "config", 6) == 0) {
                 reply.val.ok = ivm_isolate_types_borrow_module(config);
             } else if (specifier->len == 8 && memcmp(specifier->ptr, "./lib.js", 8) == 0 &&
@@ -131,6 +137,10 @@ static void rejections(ivm_isolate_types_borrow_isolate_t isolate, context_t con
     ivm_isolate_types_unhandled_rejections_free(&taken);
     ivm_isolate_types_method_isolate_unhandled_rejections(isolate, &taken);
     printf("taken again: %zu\n", taken.reports.len);
+    eval(context, "rejecting a thousand", "for (let i = 0; i < 1000; i++) Promise.reject(new Error('x'.repeat(1000))); 'done'");
+    ivm_isolate_types_method_isolate_unhandled_rejections(isolate, &taken);
+    printf("kept %zu, dropped %llu\n", taken.reports.len, (unsigned long long)taken.dropped);
+    ivm_isolate_types_unhandled_rejections_free(&taken);
 }
 
 // `{ data: buffer }` copied out of `from` with `buffer` on the transfer list, then moved into
@@ -191,8 +201,10 @@ bool exports_guest_run(guest_list_string_t *args, guest_string_t *failure) {
     }
     eval(in, "import() outside a task", "import('./lib.js').catch(e => e.name)");
     ivm_isolate_types_borrow_isolate_t other_borrowed = ivm_isolate_types_borrow_isolate(other);
-    dynamic_import("dynamic import", "import('./lib.js').then(lib => `${lib.double(21)} ${lib.url}`)", borrowed, other_borrowed, in, config);
-    dynamic_import("a module of another isolate", "import('./elsewhere.js').then(() => 'imported', e => e.message)", borrowed, other_borrowed, in, config);
+    dynamic_import("dynamic import", "import('./lib.js').then(lib => `${lib.double(21)} ${lib.url}`)", 10000, borrowed, other_borrowed, in, config);
+    dynamic_import("a module of another isolate", "import('./elsewhere.js').then(() => 'imported', e => e.message)", 10000, borrowed, other_borrowed, in, config);
+    dynamic_import("an answer too late", "import('slow.js').then(() => 'imported', e => e.message)", 100, borrowed, other_borrowed, in, config);
+    eval(in, "after it", "'usable'");
     rejections(borrowed, in);
     transfer(in, ivm_isolate_types_borrow_context(other_context));
     ivm_isolate_types_module_drop_own(config);

@@ -38,5 +38,5 @@ pub(super) fn enable(isolate: &Isolate, hooks: wit::ModuleHooks) -> Result<()> {
 fn ask_guest<T: Send + 'static>(isolate: &Isolate, what: &str, event: impl FnOnce(oneshot::Sender<std::result::Result<T, JsError>>) -> Event) -> Result<T> {
     let task = crate::callback::caller_tag().and_then(|tag| tag.downcast::<TaskLine>().ok());
     let answer = super::send_to_guest(task, what, event)?;
-    crate::callback::wait_released(isolate, super::answered(answer))
+    crate::callback::wait_released(isolate.as_local(), super::answered(answer))
 }

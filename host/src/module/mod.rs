@@ -769,6 +769,11 @@ fn dynamic_import<'s>(
         Err(e) => {
             let reason = crate::exception::to_js(scope, &e);
             resolver.reject(scope, reason);
+            // The run ran out of time while the hook waited: it is being stopped, and what it
+            // would have done with the promise is moot, so its rejection is not reported.
+            if matches!(e, Error::Timeout { .. } | Error::CpuLimit { .. }) {
+                crate::isolate::rejections::forget(scope, promise);
+            }
         }
     }
     Some(promise)
