@@ -12,6 +12,7 @@ set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: ci/build-python-guest.sh OUT.wasm" >&2; exit 2; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(realpath -m "$1")"
+mkdir -p "$(dirname "$out")"
 componentize_py_version=0.25.1
 msgpack_version=1.2.4
 venv="$root/target/pyguest-venv"

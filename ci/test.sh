@@ -54,13 +54,7 @@ target/debug/ivm component run --cache-dir target/guests/cache target/guests/pyt
 cargo test --locked --test acceptance
 # The same suite again with every isolate in a worker process (IsolateOptions::isolation's
 # default comes from IVM_ISOLATION), so both modes keep one behaviour.
-IVM_ISOLATION=process # The Python example guest: built once (componentize-py's output differs from build to build)
-# and compiled once into the cache both suites load it from. A debug build of wasmtime takes
-# a minute or two to compile its 18 MB; the tests would do it too, at the same time as others.
-bash ci/build-python-guest.sh target/guests/python.wasm
-cargo build --locked --bin ivm
-target/debug/ivm component run --cache-dir target/guests/cache target/guests/python.wasm CI >/dev/null
-cargo test --locked --test acceptance
+IVM_ISOLATION=process cargo test --locked --test acceptance
 cargo test --locked --doc
 cargo check --locked -p ivm-guest
 # libivm, the C API: its header against its exports, and the C, C++ and Python examples

@@ -423,10 +423,11 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// released if it is in this process (`local`) and this thread holds it, so that the future
 /// may use the isolate, and within the limits of the run that waits, as for a blocking host
 /// function.
-#[cfg(feature = "component")]
 pub(crate) fn wait_released<T: Send + 'static>(local: Option<&Arc<IsolateInner>>, future: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
     match local {
-        Some(inner) if nesting::current().is_some() => block_on_released(inner, &Spawner::ivm(), Box::new(move || Box::pin(future))),
+        Some(inner) if nesting::current().is_some_and(|frame| std::ptr::eq(frame.inner, Arc::as_ptr(inner))) => {
+            block_on_released(inner, &Spawner::ivm(), Box::new(move || Box::pin(future)))
+        }
         _ => tasks::block_on(future),
     }
 }

@@ -227,7 +227,7 @@ fn a_guest_answers_module_hooks_and_moves_buffers_between_isolates() {
          dynamic import: 42 guest:lib.js\n\
          step: import ./elsewhere.js\n\
          a module of another isolate: Resolved dependency was not `Module`: the module belongs to another isolate\n\
-         step: import slow.js\nan answer too late: timeout\nafter it: usable\n\
+         step: import slow.js\nan answer too late: timeout\nafter it: undefined\n\
          rejecting: done\nunhandled rejections: 1 (dropped 0), Error: lost\ntaken again: 0\n\
          rejecting a thousand: done\nkept 64, dropped 936\n\
          source after the copy: 0\ntarget: 3: 1,2,3\n",
@@ -328,6 +328,9 @@ fn concurrent_starts_of_one_guest_share_the_compile_cache_without_corrupting_it(
     // One key, one whole artifact, no temporary files left.
     let cache = CompileCache::open(&dir).unwrap();
     artifact(&dir);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    entries.sort();
+    assert_eq!(entries, ["components", "key"]);
     assert_eq!(GuestProgram::load(&hello, Some(&cache)).unwrap().cache_use(), Some(&CacheUse::Loaded));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -355,7 +358,11 @@ fn the_cli_caches_compiled_guests_under_the_users_cache_directory() {
     assert!(start(&[]).contains(": compiled"));
     assert!(start(&[]).contains("loaded from the compile cache"));
     assert!(home.join("ivm/key").exists());
-    // A cache directory others may write to is refused: they could swap the key.
+    // A cache directory others may write to is refused: they could swap the key. The default
+    // one is then left out (the guest still runs); one named with --cache-dir is an error.
+    std::fs::set_permissions(home.join("ivm"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let stderr = start(&[]);
+    assert!(stderr.contains("writable by you alone") && stderr.contains("compiling without it"), "{stderr}");
     let shared = home.join("shared");
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();

@@ -75,7 +75,8 @@ static void data_module(ivm_isolate_types_borrow_isolate_t isolate, context_t co
 // Runs `code` as a task whose `import()`s and `import.meta`s the guest answers: `config` is
 // the data module, `./lib.js` is compiled when asked for (it imports `config` and reads
 // `import.meta.url`), anything else is compiled in `elsewhere`, another isolate.
-// A specifier starting with `slow` is answered after 300 ms, past the task's `timeout_ms`.
+// A specifier starting with `slow` is answered after 300 ms, past the task's `timeout_ms`, with
+// a module that would leave `sideEffect` behind.
 static void dynamic_import(const char *label, const char *source, uint32_t timeout_ms, ivm_isolate_types_borrow_isolate_t isolate,
                            ivm_isolate_types_borrow_isolate_t elsewhere, context_t context, ivm_isolate_types_own_module_t config) {
     guest_string_t code = text(source);
@@ -91,9 +92,13 @@ static void dynamic_import(const char *label, const char *source, uint32_t timeo
             const guest_string_t *specifier = &step.val.import.specifier;
             printf("step: import %.*s\n", (int)specifier->len, (const char *)specifier->ptr);
             ivm_isolate_types_result_borrow_module_js_error_t reply = {0};
-            if (specifier->len > 4 && memcmp(specifier->ptr, "slow", 4) == 0)
+            bool slow = specifier->len > 4 && memcmp(specifier->ptr, "slow", 4) == 0;
+            if (slow)
                 usleep(300 * 1000);
-            if (specifier->len == 6 && memcmp(specifier->ptr, "config", 6) == 0) {
+            if (slow && compile(isolate, "slow.js", "globalThis.sideEffect = 'ran'; export default 1", &lib)) {
+                // Too late: the run is over, and the module must never run.
+                reply.val.ok = ivm_isolate_types_borrow_module(lib);
+            } else if (specifier->len == 6 && memcmp(specifier->ptr, "config", 6) == 0) {
                 reply.val.ok = ivm_isolate_types_borrow_module(config);
             } else if (specifier->len == 8 && memcmp(specifier->ptr, "./lib.js", 8) == 0 &&
                        compile(isolate, "lib.js", "import { limit } from 'config'; export const double = x => x * 2 + limit - 3; export const url = import.meta.url;", &lib)) {
@@ -204,7 +209,7 @@ bool exports_guest_run(guest_list_string_t *args, guest_string_t *failure) {
     dynamic_import("dynamic import", "import('./lib.js').then(lib => `${lib.double(21)} ${lib.url}`)", 10000, borrowed, other_borrowed, in, config);
     dynamic_import("a module of another isolate", "import('./elsewhere.js').then(() => 'imported', e => e.message)", 10000, borrowed, other_borrowed, in, config);
     dynamic_import("an answer too late", "import('slow.js').then(() => 'imported', e => e.message)", 100, borrowed, other_borrowed, in, config);
-    eval(in, "after it", "'usable'");
+    eval(in, "after it", "typeof sideEffect");
     rejections(borrowed, in);
     transfer(in, ivm_isolate_types_borrow_context(other_context));
     ivm_isolate_types_module_drop_own(config);

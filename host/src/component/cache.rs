@@ -65,12 +65,13 @@ pub enum CacheUse {
 
 impl CompileCache {
     /// The default directory: `$XDG_CACHE_HOME/ivm`, else `~/.cache/ivm`; none without either
-    /// variable.
+    /// variable. A relative `XDG_CACHE_HOME` is ignored, as the XDG specification says.
     pub fn default_dir() -> Option<PathBuf> {
-        match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
-            (Some(dir), _) if !dir.is_empty() => Some(PathBuf::from(dir).join("ivm")),
-            (_, Some(home)) if !home.is_empty() => Some(PathBuf::from(home).join(".cache/ivm")),
-            _ => None,
+        let absolute = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|dir| dir.is_absolute());
+        match (absolute("XDG_CACHE_HOME"), absolute("HOME")) {
+            (Some(dir), _) => Some(dir.join("ivm")),
+            (None, Some(home)) => Some(home.join(".cache/ivm")),
+            (None, None) => None,
         }
     }
 
@@ -97,7 +98,7 @@ impl CompileCache {
     pub fn compile(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, CacheUse)> {
         let header = header(engine, wasm);
         let path = self.artifact_path(&header);
-        let how = match std::fs::read(&path) {
+        let how = match read_artifact(&path) {
             Err(_) => CacheUse::Compiled,
             Ok(sealed) => match self.open_sealed(&header, &sealed) {
                 // SAFETY: the bytes are what `Component::serialize` gave this cache for this
@@ -144,6 +145,21 @@ impl CompileCache {
         }
         Ok(serialized)
     }
+}
+
+/// The artifact at `path`: a regular file, not followed through a symbolic link (so nothing
+/// planted there makes a start read a device or another file).
+fn read_artifact(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn make_dir(dir: &Path) -> crate::Result<()> {

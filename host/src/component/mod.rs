@@ -261,14 +261,20 @@ impl Default for Rejections {
 }
 
 impl Rejections {
-    /// How many reports are kept: each is bounded by the isolate's limits, but a guest that
-    /// never takes them must not make the host hold an unbounded list.
+    /// How many reports are kept, and how many bytes of each text: a guest that never takes
+    /// them must not make the host hold much (a report's text can be as large as its isolate's
+    /// heap, and one string rejected over and over is copied each time).
     const KEPT: usize = 64;
+    const TEXT: usize = 16 << 10;
 
     fn report(&self, error: crate::JsError) {
         let mut held = self.0.lock();
         if held.reports.len() < Self::KEPT {
-            held.reports.push(js_error(error));
+            let mut report = js_error(error);
+            for text in [&mut report.name, &mut report.message].into_iter().chain(report.stack.as_mut()) {
+                shorten(text, Self::TEXT);
+            }
+            held.reports.push(report);
         } else {
             held.dropped += 1;
         }
@@ -280,7 +286,8 @@ impl Rejections {
     }
 }
 
-/// The caller tag of a task's run: where calls of guest functions made by its JavaScript go.
+/// The caller tag of a task's run: where the questions its JavaScript asks the guest (calls of
+/// guest functions, module hooks) go.
 struct TaskLine(mpsc::Sender<Event>);
 
 /// Where the guest's answer to a question of a task's run goes.
@@ -329,6 +336,15 @@ impl From<crate::Error> for wit::Error {
             // A kind added to ivm after this interface version: its message, as a host error.
             other => wit::Error::InvalidArgument(other.to_string()),
         }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (at a character boundary), marking the cut with `…`.
+fn shorten(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max - 3).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
     }
 }
 
@@ -786,8 +802,8 @@ impl Pending {
 }
 
 impl Task {
-    /// Starts the async operation `submit` makes in `isolate`, tagged so that the
-    /// guest-function calls of its JavaScript come to the new task.
+    /// Starts the async operation `submit` makes in `isolate`, tagged so that what its
+    /// JavaScript asks the guest (guest-function calls, module hooks) comes to the new task.
     fn start(isolate: &Isolate, submit: impl FnOnce() -> Operation<Transferred>) -> Task {
         let (events, receiver) = mpsc::channel();
         let done = events.clone();
@@ -905,7 +921,6 @@ impl GuestIsolates {
             }
         }
     }
-
 }
 
 /// A guest-side failure as the exception JavaScript sees.

@@ -6,9 +6,12 @@
 //! compile the module meanwhile, so the hook waits with the isolate released (as a blocking
 //! host function does), within the run's limits.
 
+use std::sync::{Arc, Weak};
+
 use super::{Event, TaskLine, wit};
 use crate::Isolate;
 use crate::error::{Error, JsError, Result};
+use crate::isolate::IsolateInner;
 
 /// Installs the hooks named in `hooks` on `isolate`.
 pub(super) fn enable(isolate: &Isolate, hooks: wit::ModuleHooks) -> Result<()> {
@@ -18,25 +21,29 @@ pub(super) fn enable(isolate: &Isolate, hooks: wit::ModuleHooks) -> Result<()> {
     if hooks.contains(wit::ModuleHooks::DYNAMIC_IMPORT) {
         isolate.set_dynamic_import(|isolate, request, referrer| {
             let (request, referrer) = (request.clone(), referrer.to_owned());
-            ask_guest(isolate, "import() was used", |reply| Event::Import { request, referrer, reply })
+            ask_guest(isolate.as_local(), "import() was used", |reply| Event::Import { request, referrer, reply })
         });
     }
     if hooks.contains(wit::ModuleHooks::IMPORT_META) {
-        // The hook holds the isolate; disposing it (as the guest's store does, at the latest)
-        // lets the hook go.
-        let held = isolate.clone();
+        // Weak: the hook is kept in the isolate it would otherwise keep alive.
+        let local = isolate.as_local().map(Arc::downgrade);
         isolate.set_import_meta(move |filename| {
             let filename = filename.to_owned();
-            ask_guest(&held, "import.meta was used", |reply| Event::Meta { filename, reply })
+            let local = local.as_ref().and_then(Weak::upgrade);
+            ask_guest(local.as_ref(), "import.meta was used", |reply| Event::Meta { filename, reply })
         });
     }
     Ok(())
 }
 
 /// Hands the guest the question `event` makes, through the task whose JavaScript runs on this
-/// thread, and waits for its answer.
-fn ask_guest<T: Send + 'static>(isolate: &Isolate, what: &str, event: impl FnOnce(oneshot::Sender<std::result::Result<T, JsError>>) -> Event) -> Result<T> {
+/// thread, and waits for its answer (with the isolate released if it is in this process).
+fn ask_guest<T: Send + 'static>(
+    local: Option<&Arc<IsolateInner>>,
+    what: &str,
+    event: impl FnOnce(oneshot::Sender<std::result::Result<T, JsError>>) -> Event,
+) -> Result<T> {
     let task = crate::callback::caller_tag().and_then(|tag| tag.downcast::<TaskLine>().ok());
     let answer = super::send_to_guest(task, what, event)?;
-    crate::callback::wait_released(isolate.as_local(), super::answered(answer))
+    crate::callback::wait_released(local, super::answered(answer))
 }

@@ -46,7 +46,7 @@ pub struct GuestProgram {
     component: Component,
     linker: Linker<State>,
     exports_run: bool,
-    compiled: Option<CacheUse>,
+    cache_use: Option<CacheUse>,
 }
 
 /// Where a run's standard output and error go.
@@ -76,7 +76,7 @@ impl GuestProgram {
     /// Compiles the component at `path`, or loads it from `cache` (see [`CompileCache`]).
     pub fn load(path: &Path, cache: Option<&CompileCache>) -> wasmtime::Result<GuestProgram> {
         let engine = Engine::default();
-        let (component, compiled) = match cache {
+        let (component, cache_use) = match cache {
             None => (Component::from_file(&engine, path)?, None),
             Some(cache) => {
                 let wasm = std::fs::read(path).map_err(|e| wasmtime::Error::msg(format!("cannot read {}: {e}", path.display())))?;
@@ -88,12 +88,12 @@ impl GuestProgram {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::add_to_linker(&mut linker)?;
         let exports_run = component.component_type().exports(&engine).any(|(export, _)| export == "run");
-        Ok(GuestProgram { engine, component, linker, exports_run, compiled })
+        Ok(GuestProgram { engine, component, linker, exports_run, cache_use })
     }
 
     /// How the cache given to [`load`](Self::load) served it; none without a cache.
     pub fn cache_use(&self) -> Option<&CacheUse> {
-        self.compiled.as_ref()
+        self.cache_use.as_ref()
     }
 
     /// Runs the program with `args` (its `run` arguments; a command's `argv[1..]`).

@@ -337,7 +337,7 @@ impl old::HostTask for GuestIsolates {
         let mut step = wit::HostTask::resume(self, Resource::new_borrow(this.rep()), reply, None)?;
         loop {
             // Module hooks are 0.2.0's: only a guest that also imports 0.2.0 can turn them on,
-            // and it answers them there.
+            // and a task resumed through 0.1.0 cannot answer them, so they fail in JavaScript.
             let unanswerable = || wit::JsError { name: "TypeError".into(), message: "an ivm:isolate@0.1.0 task cannot answer module hooks".into(), stack: None };
             step = match step {
                 wit::Step::Done(result) => return Ok(old::Step::Done(result.map(Into::into).map_err(Into::into))),

@@ -337,16 +337,18 @@ fn run_component(args: &Args, component: &ComponentRunArgs) -> ExitCode {
     }
 }
 
-/// The compile cache `component run` uses: `--cache-dir`, else the default one; none with
-/// `--no-cache`, or when there is no home directory for the default.
+/// The compile cache `component run` uses: `--cache-dir` (which must work), else the default
+/// one if it can be used (if not, the guest is compiled, and the reason goes to standard
+/// error); none with `--no-cache`, or without a home directory.
 fn compile_cache(component: &ComponentRunArgs) -> Result<Option<CompileCache>, String> {
-    let dir = match (&component.cache_dir, component.no_cache) {
-        (_, true) => return Ok(None),
-        (Some(dir), false) => dir.clone(),
-        (None, false) => match CompileCache::default_dir() {
-            Some(dir) => dir,
-            None => return Ok(None),
-        },
-    };
-    CompileCache::open(&dir).map(Some).map_err(|e| format!("the compile cache {}: {}", dir.display(), e.message()))
+    let refused = |dir: &Path, e: ivm::Error| format!("the compile cache {}: {}", dir.display(), e.message());
+    match (&component.cache_dir, component.no_cache) {
+        (_, true) => Ok(None),
+        (Some(dir), false) => CompileCache::open(dir).map(Some).map_err(|e| refused(dir, e)),
+        (None, false) => Ok(CompileCache::default_dir().and_then(|dir| {
+            CompileCache::open(&dir)
+                .map_err(|e| print_err(&format!("ivm: {}; compiling without it", refused(&dir, e))))
+                .ok()
+        })),
+    }
 }

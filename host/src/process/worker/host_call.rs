@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::execute::value_wire;
@@ -41,25 +41,29 @@ impl Worker {
         }
     }
 
-    /// Forwards `import()` and `import.meta` to the host's hooks.
+    /// Forwards `import()` and `import.meta` to the host's hooks. JavaScript waits for them as
+    /// for a blocking host function: with the isolate released (the host's hook may use it)
+    /// and within the run's limits, as in the host's own process.
     pub(super) fn install_hooks(self: &Arc<Self>, hosted: &Arc<Hosted>, import: bool, meta: bool) {
         let (worker, id) = (Arc::downgrade(self), hosted.id);
+        // Weak: the hooks are kept in the isolate they would otherwise keep alive.
+        let local = hosted.isolate.as_local().map(Arc::downgrade);
+        let ask = move |target: Target| {
+            let worker = worker.upgrade().ok_or_else(Error::isolate_disposed)?;
+            let local = local.as_ref().and_then(Weak::upgrade);
+            crate::callback::wait_released(local.as_ref(), worker.call_host(id, target, CallKind::Blocking))
+        };
         if import {
-            let worker = worker.clone();
+            let ask = ask.clone();
             hosted.isolate.set_dynamic_import(move |_, request, referrer| {
-                let worker = worker.upgrade().ok_or_else(Error::isolate_disposed)?;
-                let target = Target::Import { request: request.clone(), referrer: referrer.to_owned() };
-                match block_on(worker.call_host(id, target, CallKind::Sync))? {
+                match ask(Target::Import { request: request.clone(), referrer: referrer.to_owned() })? {
                     Answered::Module(module) => Ok(module),
                     Answered::Value(_) => Err(Error::Conversion("the import hook gave no module".into())),
                 }
             });
         }
         if meta {
-            hosted.isolate.set_import_meta(move |filename| {
-                let worker = worker.upgrade().ok_or_else(Error::isolate_disposed)?;
-                answer_value(block_on(worker.call_host(id, Target::Meta { filename: filename.to_owned() }, CallKind::Sync))?)
-            });
+            hosted.isolate.set_import_meta(move |filename| answer_value(ask(Target::Meta { filename: filename.to_owned() })?));
         }
     }
 
