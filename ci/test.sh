@@ -56,6 +56,10 @@ cargo test --locked --test acceptance
 # default comes from IVM_ISOLATION), so both modes keep one behaviour.
 IVM_ISOLATION=process cargo test --locked --test acceptance
 cargo test --locked --doc
+# The npm package (node/): its native addon, which links no V8, and its tests against the
+# debug `ivm` as the worker program.
+bash node/build.sh --debug
+IVM_WORKER="$PWD/target/debug/ivm" node --test node/test
 cargo check --locked -p ivm-guest
 # libivm, the C API: its header against its exports, and the C, C++ and Python examples
 # (also against the static library, and the C one under valgrind).
