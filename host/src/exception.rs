@@ -44,7 +44,9 @@ pub(crate) fn exception<'s>(
     let location = message.map(|m| Location {
         filename: m.get_script_resource_name(scope).map(|n| n.to_rust_string_lossy(scope)).unwrap_or_default(),
         line: m.get_line_number(scope).unwrap_or(0) as u32,
-        column: m.get_start_column() as u32 + 1,
+        // V8 gives -1 for an unknown column (an exception made by the embedder, e.g. a copy
+        // that nests too deep): 0 then, as for an unknown line.
+        column: u32::try_from(m.get_start_column()).map_or(0, |column| column + 1),
     });
     let text_budget = crate::isolate::memory::MemoryGuard::of(scope).limit();
     let mut budget = Budget { errors: MAX_DESCRIBED, text: text_budget, seen: Vec::new() };

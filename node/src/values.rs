@@ -100,7 +100,13 @@ impl Builder {
         Ok(out)
     }
 
+    /// The Node value of `value`. Nesting is bounded by the reader (1,000 levels); deep data
+    /// moves to a stack of its own, as every recursion over nested data does.
     fn value(&self, value: &Value) -> napi::Result<sys::napi_value> {
+        ivm_client::value::deep(value.nests(), || self.build(value))
+    }
+
+    fn build(&self, value: &Value) -> napi::Result<sys::napi_value> {
         let env = self.env;
         let mut out = ptr::null_mut();
         match value {

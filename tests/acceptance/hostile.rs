@@ -114,3 +114,16 @@ fn setting_a_global_javascript_made_non_configurable_fails() {
     assert_eq!((err.name(), err.message()), ("TypeError", "Set failed"));
     assert_eq!(context.get_global::<u32>("fixed").unwrap(), 1);
 }
+
+#[test]
+fn a_copy_nested_deeper_than_v8_serializes_is_a_range_error() {
+    // V8's serializer gives up with a RangeError whose message has no column (-1): describing
+    // it once overflowed (a panic in a debug build; in a worker, the worker's end).
+    let (_isolate, context) = crate::new_context();
+    let deep = "let w = 1; for (let i = 0; i < 5000; i++) w = [w]; w";
+    match context.eval_with::<ivm::Value>(deep, &ivm::EvalOptions::default().transfer(ivm::Transfer::Copy)) {
+        Err(ivm::Error::Exception(e)) => assert_eq!((e.name.as_str(), e.message.as_str()), ("RangeError", "Maximum call stack size exceeded")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(context.eval::<i32>("1 + 1").unwrap(), 2);
+}
