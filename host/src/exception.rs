@@ -70,16 +70,18 @@ impl Budget<'_> {
             _ => value.to_rust_string_lossy(scope),
         };
         if text.len() > self.text {
-            let mut end = self.text;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-            text.push('…');
+            cut(&mut text, self.text);
         }
         self.text = self.text.saturating_sub(text.len());
         text
     }
+}
+
+/// Cuts `text` at the last character boundary at or before byte `end`, marking the cut with `…`.
+pub(crate) fn cut(text: &mut String, end: usize) {
+    let end = (0..=end).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    text.truncate(end);
+    text.push('…');
 }
 
 /// A BigInt in hex (`0x…`, `-0x…`), which takes time linear in its length.

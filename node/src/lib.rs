@@ -30,10 +30,13 @@ const ISOLATES_PER_WORKER: usize = 64;
 /// One pool of workers per worker program.
 fn pool(program: String) -> WorkerPool {
     static POOLS: OnceLock<Mutex<HashMap<PathBuf, WorkerPool>>> = OnceLock::new();
-    let per_worker = std::env::var("IVM_ISOLATES_PER_WORKER").ok().and_then(|n| n.parse().ok()).unwrap_or(ISOLATES_PER_WORKER);
     let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let program = PathBuf::from(program);
-    pools.entry(program.clone()).or_insert_with(|| WorkerPool::new(PoolOptions::default().worker_program(program).isolates_per_worker(per_worker))).clone()
+    let made = |program: PathBuf| {
+        let per_worker = std::env::var("IVM_ISOLATES_PER_WORKER").ok().and_then(|n| n.parse().ok()).unwrap_or(ISOLATES_PER_WORKER);
+        WorkerPool::new(PoolOptions::default().worker_program(program).isolates_per_worker(per_worker))
+    };
+    pools.entry(program.clone()).or_insert_with(|| made(program)).clone()
 }
 
 /// What the worker reports for an isolate. Host functions are not offered yet: a call is

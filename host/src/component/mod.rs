@@ -271,8 +271,11 @@ impl Rejections {
         let mut held = self.0.lock();
         if held.reports.len() < Self::KEPT {
             let mut report = js_error(error);
+            // Cut so that the text with its `…` fits.
             for text in [&mut report.name, &mut report.message].into_iter().chain(report.stack.as_mut()) {
-                shorten(text, Self::TEXT);
+                if text.len() > Self::TEXT {
+                    crate::exception::cut(text, Self::TEXT - '…'.len_utf8());
+                }
             }
             held.reports.push(report);
         } else {
@@ -336,15 +339,6 @@ impl From<crate::Error> for wit::Error {
             // A kind added to ivm after this interface version: its message, as a host error.
             other => wit::Error::InvalidArgument(other.to_string()),
         }
-    }
-}
-
-/// Cuts `text` to at most `max` bytes (at a character boundary), marking the cut with `…`.
-fn shorten(text: &mut String, max: usize) {
-    if text.len() > max {
-        let cut = (0..=max - 3).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
     }
 }
 
@@ -926,7 +920,7 @@ impl GuestIsolates {
 /// A guest-side failure as the exception JavaScript sees.
 fn thrown(error: &wit::Error) -> crate::JsError {
     let (name, message) = match error {
-        wit::Error::Exception(e) => return crate::JsError { name: e.name.clone(), message: e.message.clone(), stack: e.stack.clone(), ..Default::default() },
+        wit::Error::Exception(e) => return js_exception(e.clone()),
         wit::Error::InvalidArgument(m) | wit::Error::Conversion(m) | wit::Error::Limit(m) => ("TypeError", m.clone()),
         other => ("Error", format!("{other:?}")),
     };

@@ -24,7 +24,8 @@ ENVIRONMENT:
     IVM_SANDBOX        'required': a worker the kernel refuses part of its sandbox does not
                        start (default: it starts with what could be applied; see --verbose)
     XDG_CONFIG_HOME    where the per-user snapshot key lives (ivm/snapshot.key; else
-                       ~/.config/ivm/snapshot.key)";
+                       ~/.config/ivm/snapshot.key)
+    XDG_CACHE_HOME     where 'component run' keeps compiled guests (ivm/; else ~/.cache/ivm)";
 
 const SNAPSHOT_KEY_HELP: &str = "Seal and open snapshots with the key in FILE (32 bytes or more, mode 600); default: \
     $XDG_CONFIG_HOME/ivm/snapshot.key (else ~/.config/ivm/snapshot.key), made on first use";
