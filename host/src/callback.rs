@@ -458,7 +458,10 @@ fn block_on_released<T: Send + 'static>(isolate: &Arc<IsolateInner>, spawner: &S
                 // A run's limit fired, or the isolate is being disposed. If it was this
                 // thread's run (or the isolate), stop waiting: the termination takes over once
                 // JavaScript resumes. Another run's limit is none of this wait's business.
-                if isolate.is_disposed() || crate::run::fired_on_this_thread(Arc::as_ptr(isolate)) {
+                if isolate.is_disposed() {
+                    return Err(Error::disposed("Isolate was disposed during execution"));
+                }
+                if crate::run::fired_on_this_thread(Arc::as_ptr(isolate)) {
                     return Err(Error::Timeout { stack: String::new() });
                 }
                 generation = waits.generation();

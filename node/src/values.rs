@@ -8,19 +8,32 @@ use ivm_client::{HeapStatistics, Value};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
 
-/// A native call's result for the JavaScript half: `{ value }`, or `{ error: { kind, name,
-/// message, stack } }` for it to throw as isolated-vm would.
-pub struct Outcome(ivm_client::Result<Value>);
+/// A native call's result for the JavaScript half: `{ value }`, `{ reference, typeof }` (a
+/// handle to a value left in the isolate), `{ externalCopy: { bytes, buffers } }`, or
+/// `{ error: { kind, name, message, stack } }` for it to throw as isolated-vm would.
+pub enum Outcome {
+    Value(Value),
+    Reference { id: u64, type_of: String },
+    ExternalCopy(ivm_client::protocol::Copy),
+    Failed(ivm_client::Error),
+}
 
 impl Outcome {
     pub fn of(result: ivm_client::Result<Value>) -> Outcome {
-        Outcome(result)
+        result.map_or_else(Outcome::Failed, Outcome::Value)
     }
 
     /// A worker's reply, read within `budget`.
     pub fn reply(reply: ivm_client::Result<ivm_client::protocol::Reply>, budget: ivm_client::value::wire::Budget) -> Outcome {
-        Outcome(reply.and_then(|reply| crate::reply_value(reply, budget)))
+        reply.and_then(|reply| crate::reply_outcome(reply, budget)).unwrap_or_else(Outcome::Failed)
     }
+}
+
+/// The Node value of `value`.
+pub fn node_value<'env>(env: &'env napi::Env, value: &Value) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
+    let raw = Builder { env: env.raw() }.value(value)?;
+    // SAFETY: `raw` was just made in `env`.
+    unsafe { napi::bindgen_prelude::FromNapiValue::from_napi_value(env.raw(), raw) }
 }
 
 pub fn number(n: f64) -> Value {
@@ -181,9 +194,20 @@ impl ToNapiValue for Outcome {
     unsafe fn to_napi_value(env: sys::napi_env, outcome: Self) -> napi::Result<sys::napi_value> {
         let builder = Builder { env };
         let out = builder.object()?;
-        match &outcome.0 {
-            Ok(value) => builder.set(out, "value", builder.value(value)?)?,
-            Err(e) => builder.set(out, "error", builder.error(e)?)?,
+        match &outcome {
+            Outcome::Value(value) => builder.set(out, "value", builder.value(value)?)?,
+            Outcome::Reference { id, type_of } => {
+                builder.set(out, "reference", builder.value(&Value::Number(*id as f64))?)?;
+                builder.set(out, "typeof", builder.string(type_of)?)?;
+            }
+            Outcome::ExternalCopy(copy) => {
+                let buffers: Vec<Value> = copy.buffers.iter().map(|b| Value::Bytes(b.to_vec())).collect();
+                let made = builder.object()?;
+                builder.set(made, "bytes", builder.value(&Value::Bytes(copy.bytes.clone()))?)?;
+                builder.set(made, "buffers", builder.array(&buffers)?)?;
+                builder.set(out, "externalCopy", made)?;
+            }
+            Outcome::Failed(e) => builder.set(out, "error", builder.error(e)?)?,
         }
         Ok(out)
     }

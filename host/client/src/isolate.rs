@@ -95,24 +95,33 @@ impl WorkerIsolate {
     /// Runs `op` in the worker and waits for its reply. Inside a host function the worker
     /// called, the request runs inside that call (see [`tls`]).
     pub fn request(&self, op: Op) -> Result<Reply> {
+        self.request_waiting(op, |reply| {
+            let mut answer = None;
+            crate::spin::poll_for(|| match reply.try_recv() {
+                Ok(result) => {
+                    answer = Some(result);
+                    true
+                }
+                Err(oneshot::TryRecvError::Empty) => false,
+                Err(oneshot::TryRecvError::Disconnected) => true,
+            });
+            match answer {
+                Some(result) => result,
+                None => reply.recv().unwrap_or_else(|_| Err(self.link.crash_error())),
+            }
+        })
+    }
+
+    /// Sends `op` as [`request`](Self::request) does and has `wait` wait for its reply: for a
+    /// caller that serves the calls its JavaScript makes back while it waits, on the same
+    /// thread (Node's main thread runs host functions inline). A reply channel that closes
+    /// without a reply means the worker is gone: [`Link::crash_error`].
+    pub fn request_waiting(&self, op: Op, wait: impl FnOnce(oneshot::Receiver<Result<Reply>>) -> Result<Reply>) -> Result<Reply> {
         self.check_alive()?;
         let within = tls::answering(self.link.key());
         let escalate = self.escalation(&op);
         let reply = self.link.send(Some(self.id), within, op, escalate)?;
-        let mut answer = None;
-        crate::spin::poll_for(|| match reply.try_recv() {
-            Ok(result) => {
-                answer = Some(result);
-                true
-            }
-            Err(oneshot::TryRecvError::Empty) => false,
-            Err(oneshot::TryRecvError::Disconnected) => true,
-        });
-        let answer = match answer {
-            Some(result) => result,
-            None => reply.recv().unwrap_or_else(|_| Err(self.link.crash_error())),
-        };
-        after(&self.disposed, answer)
+        after(&self.disposed, wait(reply))
     }
 
     /// Queues `op` in the worker now and returns a future of its reply.

@@ -31,6 +31,8 @@ pub use data::{CacheOutcome, CachedData, CallFrame, CompileOptions, CpuProfile, 
 pub use error::{CPU_LIMIT_MESSAGE, Error, ErrorKind, JsError, Location, MEMORY_LIMIT_MESSAGE, Result, TIMEOUT_MESSAGE};
 pub use isolate::{IsolateEvents, WorkerIsolate, WorkerSettings};
 pub use link::Link;
+/// The reply channel of [`WorkerIsolate::request_waiting`].
+pub use oneshot;
 pub use pool::{Lease, PoolOptions, WorkerPool, worker_program};
 pub use protocol::WORKER_ARG;
 pub use sandbox::{SandboxPolicy, SandboxReport, SandboxStep};
