@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: ivm (target/release/ivm-bench --json) vs isolated-vm 5 (Node).
+# Side-by-side benchmark: ivm (target/release/ivm-bench --json) and the npm package node/
+# (isolated-vm's API over ivm workers, running the baseline script itself) vs isolated-vm 5.
 #
-# Usage: ci/bench-compare.sh [--baseline-only] [--runs N]
+# Usage: ci/bench-compare.sh [--baseline-only | --node-only] [--runs N]
 #   --baseline-only  run only the isolated-vm half (no cargo build, no ivm-bench)
+#   --node-only      run isolated-vm and the npm package only (no ivm-bench)
 #   --runs N         repeat each side N times (default 1), interleaved, and report
 #                    the median of every numeric figure
 #
@@ -12,8 +14,8 @@
 #                    directory the script was called from)
 #
 # Outputs (under the repo root):
-#   target/bench/ivm.json, target/bench/isolated-vm.json   figures (median over runs; with
-#                                                          --runs 1 the raw object as printed)
+#   target/bench/ivm.json, target/bench/isolated-vm.json,  figures (median over runs; with
+#   target/bench/node-package.json                         --runs 1 the raw object as printed)
 #   target/bench/runs/<side>.<i>.json                       raw object of every run
 #   target/bench/compare.md                                 header + comparison table
 set -euo pipefail
@@ -23,13 +25,15 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 
 baseline_only=0
+node_only=0
 runs=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --baseline-only) baseline_only=1; shift ;;
+    --node-only) node_only=1; shift ;;
     --runs) [ $# -ge 2 ] || { echo "--runs needs a value" >&2; exit 2; }; runs="$2"; shift 2 ;;
     --runs=*) runs="${1#--runs=}"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -74,8 +78,20 @@ fi
 cp "$baseline_js" "$base_dir/isolated-vm-baseline.js"
 isolated_vm_version="$(node -p 'require(process.argv[1]).version' "$root/$ivm_pkg")"
 
-# --- ivm: build the bench binary ----------------------------------------------------------
+# --- the npm package: the same script, with `isolated-vm` resolving to node/ -----------------
+# (its release addon, and the release `ivm` as the worker program).
+node_dir="target/node-package-baseline"
 if [ "$baseline_only" -eq 0 ]; then
+  echo ">> the npm package: node/build.sh and cargo build --release --bin ivm" >&2
+  bash node/build.sh >&2
+  cargo build --release --bin ivm >&2
+  mkdir -p "$node_dir/node_modules"
+  ln -sfn "$root/node" "$node_dir/node_modules/isolated-vm"
+  cp "$baseline_js" "$node_dir/isolated-vm-baseline.js"
+fi
+
+# --- ivm: build the bench binary ----------------------------------------------------------
+if [ "$baseline_only" -eq 0 ] && [ "$node_only" -eq 0 ]; then
   echo ">> cargo build --release --bin ivm-bench" >&2
   cargo build --release --bin ivm-bench >&2
   # The guest that times eval from a wasm component (component_eval_us), when the guest
@@ -106,6 +122,12 @@ for i in $(seq 1 "$runs"); do
   (cd "$base_dir" && node --no-node-snapshot --expose-gc isolated-vm-baseline.js) \
     > "$out_dir/runs/isolated-vm.$i.json"
   if [ "$baseline_only" -eq 0 ]; then
+    # No --no-node-snapshot: the package does not need it.
+    echo ">> run $i/$runs: the npm package" >&2
+    (cd "$node_dir" && IVM_WORKER="$root/target/release/ivm" node --expose-gc isolated-vm-baseline.js) \
+      > "$out_dir/runs/node-package.$i.json"
+  fi
+  if [ "$baseline_only" -eq 0 ] && [ "$node_only" -eq 0 ]; then
     echo ">> run $i/$runs: ivm" >&2
     target/release/ivm-bench --json > "$out_dir/runs/ivm.$i.json"
   fi
@@ -113,7 +135,7 @@ done
 
 # --- aggregate + table --------------------------------------------------------------------
 cpu_model="$(grep -m1 '^model name' /proc/cpuinfo | sed 's/^model name[[:space:]]*:[[:space:]]*//' || true)"
-BENCH_RUNS="$runs" BENCH_BASELINE_ONLY="$baseline_only" BENCH_NPROC="$(nproc)" \
+BENCH_RUNS="$runs" BENCH_BASELINE_ONLY="$baseline_only" BENCH_NODE_ONLY="$node_only" BENCH_NPROC="$(nproc)" \
 BENCH_CPU="${cpu_model:-unknown}" BENCH_NODE="$(node --version)" BENCH_ISOLATED_VM="$isolated_vm_version" \
 python3 - "$out_dir" <<'PY'
 import datetime, json, os, statistics, sys
@@ -121,6 +143,7 @@ import datetime, json, os, statistics, sys
 out_dir = sys.argv[1]
 runs = int(os.environ["BENCH_RUNS"])
 baseline_only = os.environ["BENCH_BASELINE_ONLY"] == "1"
+node_only = os.environ["BENCH_NODE_ONLY"] == "1"
 
 def parse(path):
     text = open(path).read()
@@ -149,14 +172,15 @@ def aggregate(side):
     return ordered, per_run
 
 iso, iso_runs = aggregate("isolated-vm")
-if baseline_only:
+if baseline_only or node_only:
     ivm, ivm_runs = {}, {}
 else:
     ivm, ivm_runs = aggregate("ivm")
+pkg, pkg_runs = ({}, {}) if baseline_only else aggregate("node-package")
 
-for name, obj in (("isolated-vm", iso), ("ivm", ivm)):
-    if name == "ivm" and baseline_only:
-        path = os.path.join(out_dir, "ivm.json")
+for name, obj in (("isolated-vm", iso), ("ivm", ivm), ("node-package", pkg)):
+    if not obj:
+        path = os.path.join(out_dir, f"{name}.json")
         if os.path.exists(path):
             os.remove(path)  # stale from an earlier full run
         continue
@@ -199,7 +223,7 @@ def fmt(v):
 def ivm_cell(v, shown):
     if num(v):
         return shown
-    return DASH if baseline_only else DASH + " (not yet measured)"
+    return DASH if baseline_only or node_only else DASH + " (not yet measured)"
 
 rows = []
 for key, direction, target in metrics:
@@ -272,7 +296,7 @@ if "starved_eval_ms" in ivm:
 missing_iso = [k for k, _, _ in metrics if k not in iso]
 if missing_iso:
     notes.append("keys missing from isolated-vm output: " + ", ".join(missing_iso))
-if not baseline_only:
+if not baseline_only and not node_only:
     missing_ivm = [k for k, _, _ in metrics if k not in ivm]
     if missing_ivm:
         notes.append("keys missing from ivm output (not yet measured): " + ", ".join(missing_ivm))
@@ -295,13 +319,36 @@ for r in rows:
     lines.append("| " + " | ".join(r) + " |")
 lines.append("")
 lines.append("Lower is better for *_ms, *_us and rss_per_isolate_MB; higher is better for *_MBps and *_per_s.")
+
+# The npm package: isolated-vm's own script, its isolates in ivm workers. Every synchronous
+# operation is a round trip to a worker process; its Node functions run on Node's thread.
+if pkg:
+    lines += [
+        "",
+        "## The npm package (node/) vs isolated-vm: the same script",
+        "",
+        f"- node {os.environ['BENCH_NODE']}; the package's isolates run in `ivm` workers, on ivm's pinned V8",
+        "",
+        "| metric | npm package | isolated-vm | ratio (package/isolated-vm) | better |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for key, direction, _ in metrics:
+        a, b = pkg.get(key), iso.get(key)
+        if key == "timeout_20ms_elapsed_ms" and num(a) and num(b):
+            a, b, key = a - 20, b - 20, key + " (overshoot past 20 ms)"
+        ratio = a / b if num(a) and num(b) and b > 0 else None
+        better = DASH
+        if ratio is not None:
+            better = "package" if (ratio < 1 if direction == LOWER else ratio > 1) else "isolated-vm"
+        note = " (Node's RSS only: the isolates are in the workers)" if key == "rss_per_isolate_MB" else ""
+        lines.append(f"| {key}{note} | {fmt(a)} | {fmt(b)} | {fmt(ratio) if ratio is not None else DASH} | {better} |")
 for n in notes:
     lines.append(f"- {n}")
 if runs > 1:
     lines.append("")
     lines.append("Per-run values:")
     lines.append("")
-    for side, pr in (("isolated-vm", iso_runs), ("ivm", ivm_runs)):
+    for side, pr in (("isolated-vm", iso_runs), ("ivm", ivm_runs), ("node-package", pkg_runs)):
         for k, vs in pr.items():
             lines.append(f"- {side} {k}: " + ", ".join(fmt(v) for v in vs))
 text = "\n".join(lines) + "\n"

@@ -14,6 +14,8 @@ need_packages=()
 command -v cc >/dev/null 2>&1 || need_packages+=(gcc)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3)
 command -v node >/dev/null 2>&1 || need_packages+=(nodejs)
+# npm fetches the Node 22 and 24 the npm package is also tested on (node/test.sh).
+command -v npm >/dev/null 2>&1 || need_packages+=(npm)
 [ -x /usr/lib/llvm-22/bin/clang ] || need_packages+=(clang-22)
 [ -x /usr/lib/llvm-22/bin/wasm-ld ] || need_packages+=(lld-22)
 [ -e /usr/lib/wasm32-wasi/crt1-reactor.o ] || need_packages+=(wasi-libc)
@@ -57,9 +59,9 @@ cargo test --locked --test acceptance
 IVM_ISOLATION=process cargo test --locked --test acceptance
 cargo test --locked --doc
 # The npm package (node/): its native addon, which links no V8, and its tests against the
-# debug `ivm` as the worker program.
+# debug `ivm` as the worker program, on this Node and on Node 22 and 24 (the same build).
 bash node/build.sh --debug
-IVM_WORKER="$PWD/target/debug/ivm" node --test node/test
+IVM_WORKER="$PWD/target/debug/ivm" bash node/test.sh
 cargo check --locked -p ivm-guest
 # libivm, the C API: its header against its exports, and the C, C++ and Python examples
 # (also against the static library, and the C one under valgrind).

@@ -8,6 +8,7 @@
 // Each operation is written once, as a generator that yields the worker operations it needs
 // (`function* (…) { const made = yield { op: … } }`); `sync`, `async` and `ignored` drive it
 // in isolated-vm's three call styles.
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 const util = require('util');
@@ -142,7 +143,10 @@ const promiseAt = (index, field) => args => Boolean((field ? args[index]?.[field
 
 // ---- Node functions called from isolates ----------------------------------------------------
 
-/** Node functions isolates may call, by id: `{ fn, awaits }` (`awaits`: a returned promise is waited for). */
+/**
+ * Node functions isolates may call, by id: `{ fn, awaits, ignored }` (`awaits`: a returned
+ * promise is waited for; `ignored`: nobody waits for the result).
+ */
 const callbacks = new Map();
 let nextCallback = 1;
 
@@ -161,6 +165,7 @@ function failure(error) {
 }
 
 function success(value) {
+  if (isPrimitive(value) && typeof value !== 'bigint' && typeof value !== 'symbol') return { primitive: value };
   try {
     return { value: serialize(value) };
   } catch (error) {
@@ -177,7 +182,9 @@ function dispatch(token, id, args) {
   } catch (error) {
     return native.answer(token, failure(error));
   }
-  if (entry.awaits && result !== null && typeof result === 'object' && typeof result.then === 'function') {
+  if (entry.ignored) {
+    native.answer(token, {});
+  } else if (entry.awaits && result !== null && typeof result === 'object' && typeof result.then === 'function') {
     Promise.resolve(result).then(value => native.answer(token, success(value)), error => native.answer(token, failure(error)));
   } else {
     native.answer(token, success(result));
@@ -243,6 +250,7 @@ function* toInput(value, context, options = {}) {
   }
   if (typeof value === 'symbol') throw new TypeError(NON_TRANSFERABLE);
   if (options.reference) return yield* proxyFor(new Reference(value), context);
+  if (isPrimitive(value) && typeof value !== 'bigint') return { primitive: value };
   if (isPrimitive(value) || options.copy) return { data: serialize(value) };
   if (options.externalCopy) return new ExternalCopy(value)._input(false);
   if (typeof value === 'function') return isolate._callback(value, 'sync', value.name);
@@ -287,7 +295,7 @@ function* proxyFor(reference, context) {
   const fn = typeof value === 'function' ? value : () => value;
   const kinds = ['sync', 'async', 'ignored', 'blocking'].map(kind => isolate._callback(fn, kind, fn.name));
   const factory = yield* context._proxyFactory();
-  const made = yield { op: 'apply', reference: factory, args: [...kinds, { data: serialize(type) }], transfer: 'reference' };
+  const made = yield { op: 'apply', reference: factory, args: [...kinds, { primitive: type }], transfer: 'reference' };
   return { reference: made.reference, release: true };
 }
 
@@ -339,6 +347,8 @@ class Isolate {
   #native;
   #options;
   #callbacks = new Set();
+  /** Node function → its callback ids, by kind. */
+  #callbackIds = new WeakMap();
   #reported = false;
   #disposedByUser = false;
 
@@ -348,7 +358,9 @@ class Isolate {
     if (!(memoryLimit >= 8)) throw new RangeError('`memoryLimit` must be at least 8 MB');
     this.#options = options;
     this._memoryLimit = memoryLimit;
-    this.#native = native.NativeIsolate.create(memoryLimit, workerProgram(options.ivmPath));
+    const program = workerProgram(options.ivmPath);
+    const snapshot = options.snapshot === undefined ? undefined : unsealSnapshot(options.snapshot, program);
+    this.#native = native.NativeIsolate.create(memoryLimit, program, snapshot);
     liveIsolates.set(this.#native.key, new WeakRef(this));
     isolates.register(this, { key: this.#native.key, callbacks: this.#callbacks });
   }
@@ -375,12 +387,19 @@ class Isolate {
     return this.#native.requestAsync(op);
   }
 
-  /** @internal A Node function this isolate may call, as an input. */
+  /**
+   * @internal A Node function this isolate may call, as an input. A function passed again
+   * keeps its id: the table grows with the functions, not with how often they cross.
+   */
   _callback(fn, kind, name) {
-    const id = nextCallback++;
-    callbacks.set(id, { fn, awaits: kind === 'async' || kind === 'blocking' });
-    this.#callbacks.add(id);
-    return { callback: id, kind, name: String(name || '') };
+    let ids = this.#callbackIds.get(fn);
+    if (!ids) this.#callbackIds.set(fn, (ids = {}));
+    if (ids[kind] === undefined) {
+      ids[kind] = nextCallback++;
+      callbacks.set(ids[kind], { fn, awaits: kind === 'async' || kind === 'blocking', ignored: kind === 'ignored' });
+      this.#callbacks.add(ids[kind]);
+    }
+    return { callback: ids[kind], kind, name: String(name || '') };
   }
 
   /** @internal The worker died. */
@@ -427,6 +446,57 @@ class Isolate {
     return received(await this._requestAsync({ op: 'stopProfiler', title: String(title) }));
   }
 }
+
+// ---- Startup snapshots ----------------------------------------------------------------------
+
+/**
+ * The key this process seals startup snapshots with. V8 runs a snapshot as code, so an isolate
+ * starts only from one this process made (with the same worker program), never from bytes
+ * that came from elsewhere.
+ */
+const snapshotKey = crypto.randomBytes(32);
+const SNAPSHOT_MAGIC = Buffer.from('ivm-node-snapshot-1\0');
+
+function sealSnapshot(program, blob) {
+  const programBytes = Buffer.from(program);
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(programBytes.length);
+  const body = Buffer.concat([SNAPSHOT_MAGIC, length, programBytes, blob]);
+  return Buffer.concat([body, crypto.createHmac('sha256', snapshotKey).update(body).digest()]);
+}
+
+/** `snapshot` (an ExternalCopy of what createSnapshot made) as `{ id, blob }` for `program`'s workers. */
+function unsealSnapshot(snapshot, program) {
+  const refused = new TypeError('`snapshot` must be an ExternalCopy of a snapshot made by Isolate.createSnapshot in this process, with this worker program');
+  if (!(snapshot instanceof ExternalCopy)) throw refused;
+  const sealed = Buffer.from(snapshot.copy());
+  if (sealed.length < SNAPSHOT_MAGIC.length + 4 + 32) throw refused;
+  const body = sealed.subarray(0, sealed.length - 32);
+  const tag = crypto.createHmac('sha256', snapshotKey).update(body).digest();
+  if (!crypto.timingSafeEqual(tag, sealed.subarray(sealed.length - 32)) || !body.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) throw refused;
+  const programLength = body.readUInt32LE(SNAPSHOT_MAGIC.length);
+  const programStart = SNAPSHOT_MAGIC.length + 4;
+  if (body.subarray(programStart, programStart + programLength).toString() !== program) throw refused;
+  const blob = body.subarray(programStart + programLength);
+  return { id: crypto.createHash('sha256').update(blob).digest('hex'), blob };
+}
+
+/**
+ * isolated-vm's `Isolate.createSnapshot(scripts, warmupScript)`: runs the scripts (`{ code,
+ * filename }`) in a new worker, and gives the startup snapshot of what they left, as an
+ * ExternalCopy of an ArrayBuffer for `new Isolate({ snapshot })`.
+ */
+Isolate.createSnapshot = function createSnapshot(scripts, warmupScript) {
+  if (!Array.isArray(scripts)) throw new TypeError('`scripts` must be an array');
+  const sources = scripts.map((script) => {
+    if (script === null || typeof script !== 'object' || typeof script.code !== 'string') throw new TypeError('Each script must be `{ code, filename? }`');
+    return { code: script.code, filename: script.filename === undefined ? undefined : String(script.filename) };
+  });
+  const program = workerProgram();
+  const made = received(native.createSnapshot(program, sources, warmupScript === undefined ? undefined : String(warmupScript), 128));
+  const sealed = sealSnapshot(program, made.blob);
+  return new ExternalCopy(sealed.buffer.slice(sealed.byteOffset, sealed.byteOffset + sealed.byteLength));
+};
 
 /** Forgets an isolate's Node functions and its crash handler. */
 function forget(key, ids) {
@@ -492,6 +562,8 @@ class Handle {
   constructor(isolate, handle) {
     this.#isolate = isolate;
     this.#handle = handle;
+    // A handle Node no longer holds is released in its worker, as isolated-vm's are.
+    if (isolate !== undefined) handles.register(this, { isolate: new WeakRef(isolate), handle }, this);
   }
 
   /** @internal */
@@ -513,6 +585,7 @@ class Handle {
   /** Releases the handle; whether it was still held. */
   release() {
     if (this.#handle === undefined) return false;
+    handles.unregister(this);
     if (!this.#isolate.isDisposed) this.#isolate._native.release(this.#handle);
     this.#handle = undefined;
     return true;
@@ -664,7 +737,6 @@ class Reference extends Handle {
       this.#context = context;
       this.#type = type;
       this.#accessors = Boolean(access.accessors);
-      handles.register(this, { isolate: new WeakRef(context._isolate), handle: id }, this);
     } else {
       this.#local = true;
       this.#value = value;
@@ -717,7 +789,6 @@ class Reference extends Handle {
       this.#value = released;
       return held;
     }
-    handles.unregister(this);
     return super.release();
   }
 

@@ -1,11 +1,13 @@
-//! Node functions called from isolates: the worker's `Call`s, served on Node's main thread.
+//! Node functions called from isolates: the worker's `Call`s, served on the JavaScript thread
+//! that made the isolate (Node's main thread, or a `worker_threads` worker).
 //!
-//! A call made while the main thread waits for a synchronous operation of the same chain
+//! A call made while that thread waits for a synchronous operation of the same chain
 //! (`evalSync`, `applySync`, ... and the calls nested in them) runs inline, in that wait,
 //! as isolated-vm's do: the waiting thread is the caller tag of its request ([`Waiter`]), so
-//! the call finds it. Any other call is queued for Node's event loop through a threadsafe
-//! function that does not keep Node alive by itself. Either way `index.js`'s dispatcher runs
-//! the function and answers through [`answer`], at once or when its promise settles.
+//! the call finds it. Any other call goes to the thread's [`Queue`], which its event loop
+//! serves through a threadsafe function; the settlements of async operations go through the
+//! same queue, after the calls they made. Either way `index.js`'s dispatcher runs the
+//! function and answers through [`answer`], at once or when its promise settles.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +24,10 @@ use ivm_client::value::wire::Budget;
 use ivm_client::{JsError, Link, Value};
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, FunctionRef, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status};
+use napi::{Env, Status, sys};
+
+use crate::ops::{Primitive, js_object};
+use crate::values::Outcome;
 use napi_derive::napi;
 
 /// A call of a Node function by an isolate's JavaScript, waiting to be served.
@@ -51,15 +56,33 @@ impl Wake for Waiter {
     }
 }
 
-/// Calls for the event loop, and the threadsafe function that has it serve them.
-struct Queued {
-    calls: Mutex<VecDeque<Call>>,
-    /// Isolates whose worker died (their key), and how.
-    crashes: Mutex<VecDeque<(u64, String)>>,
-    pump: ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>,
+/// What a JavaScript thread's event loop (Node's main thread, or a `worker_threads` worker:
+/// each loads the addon and serves the isolates it made) has to do, in the order it came: an
+/// async operation's call of a Node function comes before the operation's own settlement.
+enum Queued {
+    Call(Call),
+    /// An async operation is done: its promise settles.
+    Settle(Deferred, Outcome),
+    /// The worker of isolate `key` died (`reason`).
+    Crash(u64, String),
 }
 
-static QUEUED: OnceLock<Queued> = OnceLock::new();
+/// A promise made by `napi_create_promise`, settled on its thread.
+struct Deferred(sys::napi_deferred);
+
+// SAFETY: the handle is only used (settled) on the JavaScript thread that made it, which
+// serves its queue; other threads only move it into the queue.
+unsafe impl Send for Deferred {}
+
+/// A JavaScript thread's queue, and the threadsafe function that has its event loop serve it.
+/// The function does not keep Node alive by itself: only while async operations are pending.
+pub struct Queue {
+    items: Mutex<VecDeque<Queued>>,
+    pump: ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>,
+    /// Async operations not yet settled (touched on the queue's thread only).
+    pending: AtomicU64,
+}
+
 
 /// Answers given out and not yet used: token → the call they answer (its link and number).
 type Answers = Mutex<HashMap<u64, (Arc<Link>, u64)>>;
@@ -72,6 +95,7 @@ type Dispatcher = FunctionRef<FnArgs<(f64, f64, Unknown<'static>)>, ()>;
 type CrashHandler = FunctionRef<FnArgs<(f64, String)>, ()>;
 
 thread_local! {
+    static QUEUE: RefCell<Option<Arc<Queue>>> = const { RefCell::new(None) };
     static DISPATCHER: RefCell<Option<Dispatcher>> = const { RefCell::new(None) };
     static ON_CRASH: RefCell<Option<CrashHandler>> = const { RefCell::new(None) };
 }
@@ -94,13 +118,49 @@ pub fn set_dispatcher(
     DISPATCHER.with_borrow_mut(|slot| *slot = Some(dispatch));
     ON_CRASH.with_borrow_mut(|slot| *slot = Some(on_crash));
     let pump = pump.build_threadsafe_function::<()>().callee_handled::<false>().weak::<true>().build_callback(|_| Ok(()))?;
-    let _ = QUEUED.set(Queued { calls: Mutex::default(), crashes: Mutex::default(), pump });
+    let queue = Arc::new(Queue { items: Mutex::default(), pump, pending: AtomicU64::new(0) });
+    QUEUE.with_borrow_mut(|slot| *slot = Some(queue));
     Ok(())
 }
 
-/// Routes a call the worker made: to the main thread's wait if its request is one, else to
-/// the event loop.
-pub fn route(link: Arc<Link>, call: u64, target: Target, origin: Origin, budget: Budget) {
+/// This JavaScript thread's queue: the isolates it makes are served by it.
+pub fn queue_of_this_thread() -> Option<Arc<Queue>> {
+    QUEUE.with_borrow(Clone::clone)
+}
+
+impl Queue {
+    fn push(&self, item: Queued) {
+        lock(&self.items).push_back(item);
+        self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+
+    /// A worker died: `index.js`'s crash handler hears it for isolate `key`, from the event
+    /// loop.
+    pub fn crashed(&self, key: u64, reason: &str) {
+        self.push(Queued::Crash(key, reason.to_owned()));
+    }
+
+    /// A promise of `outcome`, settled through this queue (after the calls its operation made
+    /// of Node functions). Called on the queue's thread.
+    pub fn settle_later(self: &Arc<Self>, env: &Env, outcome: impl Future<Output = Outcome> + Send + 'static) -> napi::Result<sys::napi_value> {
+        let (mut deferred, mut promise) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: plain N-API calls on this thread's env.
+        if unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) } != sys::Status::napi_ok {
+            return Err(napi::Error::from_reason("napi_create_promise failed"));
+        }
+        if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+            // SAFETY: as above; the pump is alive as long as the queue.
+            unsafe { sys::napi_ref_threadsafe_function(env.raw(), self.pump.raw()) };
+        }
+        let (queue, deferred) = (self.clone(), Deferred(deferred));
+        napi::bindgen_prelude::spawn(async move { queue.push(Queued::Settle(deferred, outcome.await)) });
+        Ok(promise)
+    }
+}
+
+/// Routes a call the worker made: to the wait of the thread that sent its request, if it waits,
+/// else to the event loop of the thread that made the isolate (`queued`).
+pub fn route(link: Arc<Link>, call: u64, target: Target, origin: Origin, budget: Budget, queue: Option<&Queue>) {
     let Target::Callback { callback, args } = target else {
         // Module hooks are not offered by this package.
         return link.reply(call, Err(ivm_client::Error::js("TypeError", "Not supported")));
@@ -113,28 +173,40 @@ pub fn route(link: Arc<Link>, call: u64, target: Target, origin: Origin, budget:
         waiter.thread.unpark();
         return;
     }
-    match QUEUED.get() {
-        Some(queued) => {
-            lock(&queued.calls).push_back(call);
-            queued.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
-        }
+    match queue {
+        Some(queue) => queue.push(Queued::Call(call)),
         None => call.link.reply(call.call, Err(ivm_client::Error::js("Error", "The host function is gone"))),
     }
 }
 
-/// Serves the calls and crashes queued for the event loop (what the pump runs).
+/// Serves what is queued for this thread's event loop (what the pump runs).
 #[napi]
 pub fn serve_queued(env: Env) {
-    let Some(queued) = QUEUED.get() else { return };
-    while let Some(call) = lock(&queued.calls).pop_front() {
-        serve(&env, call);
-    }
-    while let Some((key, reason)) = lock(&queued.crashes).pop_front() {
-        ON_CRASH.with_borrow(|handler| {
-            if let Some(handler) = handler {
-                let _ = handler.borrow_back(&env).and_then(|f| f.call((key as f64, reason).into()));
+    let Some(queue) = queue_of_this_thread() else { return };
+    loop {
+        let next = lock(&queue.items).pop_front();
+        match next {
+            None => return,
+            Some(Queued::Call(call)) => serve(&env, call),
+            Some(Queued::Settle(Deferred(deferred), outcome)) => {
+                // SAFETY: `deferred` was made on this thread, and is settled once.
+                unsafe {
+                    match <Outcome as napi::bindgen_prelude::ToNapiValue>::to_napi_value(env.raw(), outcome) {
+                        Ok(value) => sys::napi_resolve_deferred(env.raw(), deferred, value),
+                        Err(e) => sys::napi_reject_deferred(env.raw(), deferred, napi::JsError::from(e).into_value(env.raw())),
+                    };
+                }
+                if queue.pending.fetch_sub(1, Ordering::Relaxed) == 1 {
+                    // SAFETY: as in `settle_later`.
+                    unsafe { sys::napi_unref_threadsafe_function(env.raw(), queue.pump.raw()) };
+                }
             }
-        });
+            Some(Queued::Crash(key, reason)) => ON_CRASH.with_borrow(|handler| {
+                if let Some(handler) = handler {
+                    let _ = handler.borrow_back(&env).and_then(|f| f.call((key as f64, reason).into()));
+                }
+            }),
+        }
     }
 }
 
@@ -164,12 +236,14 @@ fn serve(env: &Env, call: Call) {
     }
 }
 
-/// How a Node function's call ended, for [`answer`]: `value` (V8's wire format, from Node's
-/// `v8.Serializer`) or `error`.
-#[napi(object)]
-pub struct CallResult {
-    pub value: Option<Buffer>,
-    pub error: Option<ThrownError>,
+js_object! {
+    /// How a Node function's call ended, for [`answer`]: `primitive` (the value itself),
+    /// `value` (V8's wire format, from Node's `v8.Serializer`) or `error`; none: `undefined`.
+    pub struct CallResult {
+        primitive: Primitive = "primitive",
+        value: Option<Buffer> = "value",
+        error: Option<ThrownError> = "error",
+    }
 }
 
 #[napi(object)]
@@ -182,10 +256,11 @@ pub struct ThrownError {
 /// Answers the call `token` was given for (once; later answers are ignored).
 #[napi]
 pub fn answer(token: f64, result: CallResult) {
-    let answer = match (result.value, result.error) {
-        (_, Some(error)) => Err(ivm_client::Error::Exception(Box::new(JsError { name: error.name, message: error.message, stack: error.stack, ..Default::default() }))),
-        (Some(bytes), None) => Ok(Answer::Value(Wire { bytes: bytes.to_vec(), shared: Vec::new() })),
-        (None, None) => Ok(Answer::Value(Wire { bytes: vec![0xff, 0x0f, b'_'], shared: Vec::new() })),
+    let answer = match (result.primitive.wire(), result.value, result.error) {
+        (_, _, Some(error)) => Err(ivm_client::Error::Exception(Box::new(JsError { name: error.name, message: error.message, stack: error.stack, ..Default::default() }))),
+        (Some(wire), _, None) => wire.map(Answer::Value),
+        (None, Some(bytes), None) => Ok(Answer::Value(Wire { bytes: bytes.to_vec(), shared: Vec::new() })),
+        (None, None, None) => Ok(Answer::Value(Wire { bytes: vec![0xff, 0x0f, b'_'], shared: Vec::new() })),
     };
     answer_with(token as u64, answer);
 }
@@ -230,13 +305,5 @@ impl Waiter {
                 }
             }
         }
-    }
-}
-
-/// A worker died: `index.js`'s crash handler hears it for isolate `key`, from the event loop.
-pub fn crashed(key: u64, reason: &str) {
-    if let Some(queued) = QUEUED.get() {
-        lock(&queued.crashes).push_back((key, reason.to_owned()));
-        queued.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use ivm_client::protocol::{FromWorker, NewIsolate, Op, Out, Reply};
+use ivm_client::protocol::{FromWorker, NewIsolate, Op, Out, Reply, StartFrom};
 use ivm_client::tls::Origin;
 use ivm_client::value::wire::Budget;
-use ivm_client::{IsolateEvents, Link, PoolOptions, Value, WorkerIsolate, WorkerPool, WorkerSettings};
+use ivm_client::{IsolateEvents, Link, PoolOptions, ScriptOrigin, Value, WorkerIsolate, WorkerPool, WorkerSettings};
 use napi::Env;
-use napi::bindgen_prelude::PromiseRaw;
+use napi::bindgen_prelude::Unknown;
 use napi_derive::napi;
 
 use ops::OpArgs;
@@ -60,61 +60,117 @@ fn cache_secret() -> Option<[u8; 32]> {
 }
 
 /// What the worker reports for an isolate: its calls of Node functions go to [`calls::route`],
-/// its worker's death to `index.js`'s crash handler.
+/// its worker's death to `index.js`'s crash handler, and its unhandled rejections into the
+/// operation that ran them.
 struct Events {
     key: u64,
+    /// The queue of the JavaScript thread that made the isolate.
+    queue: Option<Arc<calls::Queue>>,
     link: OnceLock<Weak<Link>>,
     budget: Budget,
+    /// The first promise rejection nothing handled since the last reply, as isolated-vm throws
+    /// it into the call that is running (the rest it drops).
+    rejection: Mutex<Option<ivm_client::JsError>>,
+}
+
+impl Events {
+    /// An operation's outcome: its reply, or the rejection its JavaScript left unhandled. The
+    /// worker reports rejections as the operation ends, before its reply, and they are taken
+    /// in order on the link's reader thread ([`handles_inline`](IsolateEvents::handles_inline)),
+    /// so the rejection is here by the time the reply is.
+    /// Only operations that run JavaScript (`runs_js`) take it.
+    fn outcome(&self, reply: ivm_client::Result<Reply>, budget: Budget, runs_js: bool) -> Outcome {
+        let rejection = if runs_js { self.rejection.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() } else { None };
+        match (rejection, reply) {
+            (Some(rejection), Ok(_)) => Outcome::Failed(ivm_client::Error::Exception(Box::new(rejection))),
+            (_, reply) => Outcome::reply(reply, budget),
+        }
+    }
 }
 
 impl IsolateEvents for Events {
     fn on_event(self: Arc<Self>, event: FromWorker, origin: Origin) {
-        if let (FromWorker::Call { call, target, .. }, Some(link)) = (event, self.link.get().and_then(Weak::upgrade)) {
-            calls::route(link, call, target, origin, self.budget);
+        match event {
+            FromWorker::Call { call, target, .. } => {
+                if let Some(link) = self.link.get().and_then(Weak::upgrade) {
+                    calls::route(link, call, target, origin, self.budget, self.queue.as_deref());
+                }
+            }
+            FromWorker::Rejection { error, .. } => {
+                self.rejection.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get_or_insert(error);
+            }
+            _ => {}
         }
     }
 
+    fn handles_inline(&self, event: &FromWorker) -> bool {
+        matches!(event, FromWorker::Rejection { .. })
+    }
+
     fn on_crash(&self, reason: &str) {
-        calls::crashed(self.key, reason);
+        if let Some(queue) = &self.queue {
+            queue.crashed(self.key, reason);
+        }
     }
 }
 
 /// An isolate in a worker process.
 #[napi]
 pub struct NativeIsolate {
-    worker: Arc<WorkerIsolate>,
+    /// Until `dispose`, which gives its place in the worker back at once (not when Node
+    /// collects this object): a program that makes and disposes isolates one after another
+    /// keeps using one worker.
+    worker: Mutex<Option<Arc<WorkerIsolate>>>,
     events: Arc<Events>,
+}
+
+impl NativeIsolate {
+    fn worker(&self) -> ivm_client::Result<Arc<WorkerIsolate>> {
+        self.worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone().ok_or_else(ivm_client::Error::isolate_disposed)
+    }
 }
 
 #[napi]
 impl NativeIsolate {
     /// Starts (or joins) a worker of `program` (the `ivm` binary) and makes an isolate there
-    /// with a memory limit of `memory_limit_mb`.
+    /// with a memory limit of `memory_limit_mb`, from `snapshot` if given (which `index.js`
+    /// has checked is one this process made with `program`).
     #[napi(factory)]
-    pub fn create(memory_limit_mb: f64, program: String) -> napi::Result<NativeIsolate> {
+    pub fn create(memory_limit_mb: f64, program: String, snapshot: Option<SnapshotArg>) -> napi::Result<NativeIsolate> {
         static KEYS: AtomicU64 = AtomicU64::new(1);
         let memory_limit = memory_limit_mb.clamp(8.0, (1u64 << 40) as f64) as u64;
+        // V8 shares one read-only heap across a process, made from its first isolate's snapshot:
+        // an isolate from a snapshot lives in a worker that hosts only that snapshot's (ivm's
+        // own rule, and tenant name for it).
+        let tenant = snapshot.as_ref().map(|snapshot| format!("\u{0}snapshot {}", snapshot.id));
         let (lease, id) = pool(program)
-            .create_isolate(None, memory_limit, false, |_| {
+            .create_isolate(tenant.as_deref(), memory_limit, false, |link| {
                 Op::CreateIsolate(NewIsolate {
                     memory_limit,
-                    rejections: false,
+                    rejections: true,
                     cache_secret: cache_secret().map(|secret| secret.to_vec()),
                     default_timeout: None,
                     cpu_budget: None,
                     terminate_grace: TERMINATE_GRACE,
                     inspector: false,
-                    snapshot: None,
+                    snapshot: snapshot.as_ref().map(|snapshot| StartFrom {
+                        id: snapshot.id.clone(),
+                        blob: (!link.holds(&snapshot.id)).then(|| serde_bytes::ByteBuf::from(snapshot.blob.to_vec())),
+                        ahead: false,
+                    }),
                 })
             })
             .map_err(|e| napi::Error::from_reason(e.to_string()))?;
+        if let Some(snapshot) = &snapshot {
+            lease.link().now_holds(&snapshot.id);
+        }
         let settings = WorkerSettings { grace: TERMINATE_GRACE, default_timeout: None, memory_limit };
         let budget = Budget::of_isolate(usize::try_from(memory_limit << 20).unwrap_or(usize::MAX));
-        let events = Arc::new(Events { key: KEYS.fetch_add(1, Ordering::Relaxed), link: OnceLock::new(), budget });
+        let events = Arc::new(Events { key: KEYS.fetch_add(1, Ordering::Relaxed), queue: calls::queue_of_this_thread(), link: OnceLock::new(), budget, rejection: Mutex::default() });
         let _ = events.link.set(Arc::downgrade(lease.link()));
         let listener: Weak<dyn IsolateEvents> = Arc::downgrade(&(events.clone() as Arc<dyn IsolateEvents>));
         let worker = WorkerIsolate::new(lease, id, settings, listener);
-        Ok(NativeIsolate { worker: Arc::new(worker), events })
+        Ok(NativeIsolate { worker: Mutex::new(Some(Arc::new(worker))), events })
     }
 
     /// The number `index.js`'s crash handler knows this isolate by.
@@ -125,30 +181,31 @@ impl NativeIsolate {
 
     #[napi]
     pub fn is_disposed(&self) -> bool {
-        self.worker.is_disposed()
+        self.worker().map_or(true, |worker| worker.is_disposed())
     }
 
     /// Disposes the isolate; whether it was still alive.
     #[napi]
     pub fn dispose(&self) -> bool {
-        self.worker.dispose()
+        let worker = self.worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        worker.is_some_and(|worker| worker.dispose())
     }
 
     /// CPU and wall-clock time the isolate ran, in nanoseconds.
     #[napi]
     pub fn times(&self) -> Outcome {
-        Outcome::of(self.worker.times().map(|(cpu, wall)| values::times(cpu, wall)))
+        Outcome::of(self.worker().and_then(|worker| worker.times()).map(|(cpu, wall)| values::times(cpu, wall)))
     }
 
     #[napi]
     pub fn reference_count(&self) -> Outcome {
-        Outcome::of(self.worker.reference_count().map(|n| values::number(n as f64)))
+        Outcome::of(self.worker().and_then(|worker| worker.reference_count()).map(|n| values::number(n as f64)))
     }
 
     /// Releases a handle (a context, script or reference) in the worker.
     #[napi]
     pub fn release(&self, handle: f64) -> bool {
-        self.worker.release(handle as u64)
+        self.worker().is_ok_and(|worker| worker.release(handle as u64))
     }
 
     /// Runs an operation and waits for it on this (Node's main) thread, running the Node
@@ -159,25 +216,81 @@ impl NativeIsolate {
             Ok(op) => op,
             Err(e) => return Outcome::Failed(e),
         };
+        let worker = match self.worker() {
+            Ok(worker) => worker,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let runs_js = runs_js(&op);
         let waiter = calls::Waiter::new();
-        let link = &self.worker.link;
-        let reply = waiter.tagging(|| self.worker.request_waiting(op, |reply| waiter.wait_serving(&env, reply, link)));
-        Outcome::reply(reply, self.worker.copy_budget)
+        let reply = waiter.tagging(|| worker.request_waiting(op, |reply| waiter.wait_serving(&env, reply, &worker.link)));
+        self.events.outcome(reply, worker.copy_budget, runs_js)
     }
 
-    /// Sends an operation now; the promise settles when it is done (Node's event loop runs the
-    /// Node functions its JavaScript calls).
-    #[napi]
-    pub fn request_async<'env>(&self, env: &'env Env, args: OpArgs) -> napi::Result<PromiseRaw<'env, Outcome>> {
-        let budget = self.worker.copy_budget;
-        let sent = ops::op(args).map(|op| self.worker.request_async(op));
-        env.spawn_future(async move {
-            Ok(match sent {
-                Ok(reply) => Outcome::reply(reply.await, budget),
+    /// Sends an operation now; the promise settles when it is done, on this thread's event
+    /// loop, after the calls of Node functions its JavaScript made.
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn request_async<'env>(&self, env: &'env Env, args: OpArgs) -> napi::Result<Unknown<'env>> {
+        let queue = self.events.queue.clone().ok_or_else(|| napi::Error::from_reason("isolated-vm is not loaded on this thread"))?;
+        let worker = self.worker();
+        let budget = worker.as_ref().map_or(Budget::HOST, |worker| worker.copy_budget);
+        let sent = worker.and_then(|worker| ops::op(args).map(|op| (runs_js(&op), worker.request_async(op))));
+        let events = self.events.clone();
+        let promise = queue.settle_later(env, async move {
+            match sent {
+                Ok((runs_js, reply)) => events.outcome(reply.await, budget, runs_js),
                 Err(e) => Outcome::Failed(e),
-            })
-        })
+            }
+        })?;
+        // SAFETY: `promise` was just made in `env`.
+        unsafe { napi::bindgen_prelude::FromNapiValue::from_napi_value(env.raw(), promise) }
     }
+}
+
+/// A startup snapshot to make an isolate from: V8's blob and its SHA-256 (hex), which names it.
+#[napi(object)]
+pub struct SnapshotArg {
+    pub id: String,
+    pub blob: napi::bindgen_prelude::Buffer,
+}
+
+/// A script of a startup snapshot.
+#[napi(object)]
+pub struct SnapshotScript {
+    pub code: String,
+    pub filename: Option<String>,
+}
+
+/// How long the scripts of a snapshot may run (ivm's default for snapshots).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `scripts` (then `warmup`, in a throw-away context) in a new worker of `program` that
+/// does nothing else, and gives `{ blob }`: the startup snapshot V8 made of what they left.
+/// `index.js` seals it (it is machine code to V8: only this process's own are used).
+#[napi]
+pub fn create_snapshot(program: String, scripts: Vec<SnapshotScript>, warmup: Option<String>, memory_limit_mb: f64) -> Outcome {
+    let memory_limit = memory_limit_mb.clamp(8.0, (1u64 << 40) as f64) as u64;
+    let scripts = scripts
+        .into_iter()
+        .map(|script| (script.code, ScriptOrigin::new(script.filename.unwrap_or_else(|| "<isolated-vm>".to_owned()))))
+        .collect();
+    let made = pool(program).dedicated_worker(memory_limit).and_then(|worker| {
+        let op = Op::CreateSnapshot { scripts, warmup, memory_limit, timeout: Some(SNAPSHOT_TIMEOUT) };
+        let made = worker
+            .send(None, None, op, Some(SNAPSHOT_TIMEOUT + TERMINATE_GRACE))
+            .and_then(|reply| reply.recv().unwrap_or_else(|_| Err(worker.crash_error())));
+        worker.retire();
+        made
+    });
+    Outcome::of(made.and_then(|reply| match reply {
+        Reply::Snapshot { blob, .. } => Ok(Value::Object([("blob".to_owned(), Value::Bytes(blob.into_vec()))].into_iter().collect())),
+        _ => Err(ivm_client::Error::Conversion("the worker's reply is not a snapshot".into())),
+    }))
+}
+
+/// Whether `op` runs JavaScript (scripts, functions, getters): those the protocol gives a
+/// timeout.
+fn runs_js(op: &Op) -> bool {
+    op.timeout(Some(Duration::MAX)).is_some()
 }
 
 /// The value of an external copy a worker made (V8's wire format), read within what an isolate

@@ -5,59 +5,171 @@
 use std::time::Duration;
 
 use ivm_client::protocol::{Access, CallKind, Copy, Input, Op, Want, Wire};
-use ivm_client::{CompileOptions, EvalOptions, ImportRequest, Key, ScriptOrigin, Transfer};
-use napi::bindgen_prelude::Buffer;
+use ivm_client::{CompileOptions, EvalOptions, ImportRequest, Key, ScriptOrigin, Transfer, Value};
+use napi::bindgen_prelude::{Buffer, FromNapiValue};
+use napi::sys;
 use napi_derive::napi;
 
-/// A value going into an isolate, as `index.js` prepared it: exactly one of `data` (V8's
-/// wire format, from Node's `v8.Serializer`), `callback` (a Node function by its id),
-/// `reference` (a value of that isolate, by its handle) or `copy` (an external copy).
-#[napi(object)]
-pub struct InputArg {
-    pub data: Option<Buffer>,
-    pub callback: Option<f64>,
-    /// `sync`, `async`, `ignored` or `blocking`.
-    pub kind: Option<String>,
-    pub name: Option<String>,
-    pub reference: Option<f64>,
-    /// Release the reference once used (`derefInto({ release: true })`).
-    pub release: Option<bool>,
-    pub copy: Option<Buffer>,
-    /// The ArrayBuffers transferred with `copy`.
-    pub buffers: Option<Vec<Buffer>>,
-    pub transfer_in: Option<bool>,
+/// Defines a struct read from a JavaScript object through its own properties only. N-API's
+/// derive looks up every field, present or not, at a fraction of a microsecond each: on the
+/// path of every operation (an object of 25 fields, of which a call sets three to six) that
+/// was most of the addon's own cost.
+macro_rules! js_object {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* $field:ident: $ty:ty = $key:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Default)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl napi::bindgen_prelude::TypeName for $name {
+            fn type_name() -> &'static str {
+                stringify!($name)
+            }
+
+            fn value_type() -> napi::ValueType {
+                napi::ValueType::Object
+            }
+        }
+
+        impl napi::bindgen_prelude::FromNapiValue for $name {
+            unsafe fn from_napi_value(env: napi::sys::napi_env, object: napi::sys::napi_value) -> napi::Result<Self> {
+                let mut made = $name::default();
+                // SAFETY: N-API calls on the caller's env and value.
+                unsafe {
+                    $crate::ops::own_properties(env, object, |key, value| {
+                        match key {
+                            $($key => made.$field = <$ty as napi::bindgen_prelude::FromNapiValue>::from_napi_value(env, value)?,)*
+                            _ => {}
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok(made)
+            }
+        }
+    };
 }
 
-/// One operation: `op` names it, the other fields are its arguments.
-#[napi(object)]
-pub struct OpArgs {
-    pub op: String,
-    pub context: Option<f64>,
-    pub script: Option<f64>,
-    pub reference: Option<f64>,
-    pub code: Option<String>,
-    pub filename: Option<String>,
-    pub line_offset: Option<i32>,
-    pub column_offset: Option<i32>,
-    /// A property name, or (`index`) an array index.
-    pub key: Option<String>,
-    pub index: Option<u32>,
-    pub value: Option<InputArg>,
-    pub recv: Option<InputArg>,
-    pub args: Option<Vec<InputArg>>,
-    pub timeout: Option<f64>,
-    /// The result's transfer option: `copy`, `externalCopy` or `reference` (none: isolated-vm's
-    /// rule for the operation).
-    pub transfer: Option<String>,
-    pub promise: Option<bool>,
-    pub accessors: Option<bool>,
-    pub inherit: Option<bool>,
-    pub cached_data: Option<Buffer>,
-    pub produce_cached_data: Option<bool>,
-    pub title: Option<String>,
-    pub module: Option<f64>,
-    /// A module graph's imports, for `instantiate`.
-    pub links: Option<Vec<LinkArg>>,
+pub(crate) use js_object;
+
+fn check(status: sys::napi_status) -> napi::Result<()> {
+    if status == sys::Status::napi_ok { Ok(()) } else { Err(napi::Error::from_reason(format!("N-API call failed ({status})"))) }
+}
+
+/// Calls `each` with every own enumerable string-keyed property of `object`. Keys are read
+/// into a small buffer: a longer key (none of ours) is cut, and matches nothing.
+///
+/// # Safety
+/// `env` and `object` must be the caller's, on its thread.
+pub(crate) unsafe fn own_properties(env: sys::napi_env, object: sys::napi_value, mut each: impl FnMut(&str, sys::napi_value) -> napi::Result<()>) -> napi::Result<()> {
+    let (mut names, mut length) = (std::ptr::null_mut(), 0u32);
+    // SAFETY: plain N-API calls on the caller's env and value (the function's contract).
+    unsafe {
+        check(sys::napi_get_all_property_names(
+            env,
+            object,
+            sys::KeyCollectionMode::own_only,
+            sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+            sys::KeyConversion::numbers_to_strings,
+            &mut names,
+        ))?;
+        check(sys::napi_get_array_length(env, names, &mut length))?;
+        for i in 0..length {
+            let (mut key, mut value, mut buffer, mut written) = (std::ptr::null_mut(), std::ptr::null_mut(), [0u8; 32], 0usize);
+            check(sys::napi_get_element(env, names, i, &mut key))?;
+            check(sys::napi_get_value_string_utf8(env, key, buffer.as_mut_ptr().cast(), buffer.len(), &mut written))?;
+            check(sys::napi_get_property(env, object, key, &mut value))?;
+            each(std::str::from_utf8(&buffer[..written]).unwrap_or(""), value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A primitive passed as itself (`undefined`, `null`, a boolean, number or string), written
+/// in V8's wire format here: the common arguments cost no `v8.Serializer` buffer, which as a
+/// fresh N-API Buffer costs more than the rest of a call.
+#[derive(Default)]
+pub struct Primitive(Option<Value>);
+
+impl Primitive {
+    /// The value in V8's wire format, if one was passed.
+    pub fn wire(self) -> Option<ivm_client::Result<Wire>> {
+        self.0.map(|value| Ok(Wire { bytes: ivm_client::value::wire::to_wire(&value)?, shared: Vec::new() }))
+    }
+}
+
+impl FromNapiValue for Primitive {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+        let mut kind = 0;
+        // SAFETY: N-API calls on the caller's env and value (the trait's contract).
+        unsafe {
+            check(sys::napi_typeof(env, value, &mut kind))?;
+            Ok(Primitive(Some(match kind {
+                sys::ValueType::napi_undefined => Value::Undefined,
+                sys::ValueType::napi_null => Value::Null,
+                sys::ValueType::napi_boolean => Value::Bool(bool::from_napi_value(env, value)?),
+                sys::ValueType::napi_number => Value::Number(f64::from_napi_value(env, value)?),
+                sys::ValueType::napi_string => Value::String(String::from_napi_value(env, value)?),
+                _ => return Err(napi::Error::from_reason("`primitive` must be undefined, null, a boolean, a number or a string")),
+            })))
+        }
+    }
+}
+
+js_object! {
+    /// A value going into an isolate, as `index.js` prepared it: exactly one of `primitive`,
+    /// `data` (V8's wire format, from Node's `v8.Serializer`), `callback` (a Node function by
+    /// its id), `reference` (a value of that isolate, by its handle) or `copy` (an external
+    /// copy).
+    pub struct InputArg {
+        primitive: Primitive = "primitive",
+        data: Option<Buffer> = "data",
+        callback: Option<f64> = "callback",
+        /// `sync`, `async`, `ignored` or `blocking`.
+        kind: Option<String> = "kind",
+        name: Option<String> = "name",
+        reference: Option<f64> = "reference",
+        /// Release the reference once used (`derefInto({ release: true })`).
+        release: Option<bool> = "release",
+        copy: Option<Buffer> = "copy",
+        /// The ArrayBuffers transferred with `copy`.
+        buffers: Option<Vec<Buffer>> = "buffers",
+        transfer_in: Option<bool> = "transferIn",
+    }
+}
+
+js_object! {
+    /// One operation: `op` names it, the other fields are its arguments.
+    pub struct OpArgs {
+        op: String = "op",
+        context: Option<f64> = "context",
+        script: Option<f64> = "script",
+        reference: Option<f64> = "reference",
+        code: Option<String> = "code",
+        filename: Option<String> = "filename",
+        line_offset: Option<i32> = "lineOffset",
+        column_offset: Option<i32> = "columnOffset",
+        /// A property name, or (`index`) an array index.
+        key: Option<String> = "key",
+        index: Option<u32> = "index",
+        value: Option<InputArg> = "value",
+        recv: Option<InputArg> = "recv",
+        args: Option<Vec<InputArg>> = "args",
+        timeout: Option<f64> = "timeout",
+        /// The result's transfer option: `copy`, `externalCopy` or `reference` (none:
+        /// isolated-vm's rule for the operation).
+        transfer: Option<String> = "transfer",
+        promise: Option<bool> = "promise",
+        accessors: Option<bool> = "accessors",
+        inherit: Option<bool> = "inherit",
+        cached_data: Option<Buffer> = "cachedData",
+        produce_cached_data: Option<bool> = "produceCachedData",
+        title: Option<String> = "title",
+        module: Option<f64> = "module",
+        /// A module graph's imports, for `instantiate`.
+        links: Option<Vec<LinkArg>> = "links",
+    }
 }
 
 /// One import of a module graph: `referrer`'s `specifier` (with its attributes) is `target`.
@@ -140,7 +252,9 @@ fn input(arg: Option<InputArg>) -> ivm_client::Result<Input> {
     let Some(arg) = arg else {
         return Ok(Input::Data(Wire { bytes: vec![0xff, 0x0f, b'_'], shared: Vec::new() }));
     };
-    Ok(if let Some(data) = arg.data {
+    Ok(if let Some(wire) = arg.primitive.wire() {
+        Input::Data(wire?)
+    } else if let Some(data) = arg.data {
         Input::Data(Wire { bytes: data.to_vec(), shared: Vec::new() })
     } else if let Some(callback) = arg.callback {
         Input::Callback { callback: callback as u64, kind: kind(arg.kind.as_deref()), name: arg.name.unwrap_or_default() }
