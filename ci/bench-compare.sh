@@ -340,7 +340,10 @@ if pkg:
         better = DASH
         if ratio is not None:
             better = "package" if (ratio < 1 if direction == LOWER else ratio > 1) else "isolated-vm"
-        note = " (Node's RSS only: the isolates are in the workers)" if key == "rss_per_isolate_MB" else ""
+        note = ""
+        if key == "rss_per_isolate_MB":
+            # Node's RSS does not hold the package's isolates: they are in the workers.
+            note, better = " (Node's RSS only: the isolates are in the workers)", "not comparable"
         lines.append(f"| {key}{note} | {fmt(a)} | {fmt(b)} | {fmt(ratio) if ratio is not None else DASH} | {better} |")
 for n in notes:
     lines.append(f"- {n}")
