@@ -39,14 +39,16 @@ cargo clippy --locked -p ivm-c-api -- -D warnings
 python3 ci/import-cycles.py host/src 3 --allow isolate/inner.rs isolate/nesting.rs run/mod.rs run/state.rs \
   run/deadlines.rs run/host_calls.rs
 python3 ci/import-cycles.py host/client/src 3
-# Unit tests of the V8-free crate (its test binary does not link V8), and proof that it
-# builds without V8: nothing in its dependency tree is the v8 crate.
+# Unit tests of the V8-free crate (its test binary does not link V8), and proof that it and
+# the Node addon build without V8: nothing in their dependency trees is the v8 crate.
 cargo test --locked -p ivm-client
-client_tree=$(cargo tree --locked -p ivm-client -e normal,build --prefix none)
-if grep -q '^v8 ' <<<"$client_tree"; then
-  echo "ci/test.sh: ivm-client depends on V8" >&2
-  exit 1
-fi
+for crate in ivm-client ivm-node; do
+  tree=$(cargo tree --locked -p "$crate" -e normal,build --prefix none)
+  if grep -q '^v8 ' <<<"$tree"; then
+    echo "ci/test.sh: $crate depends on V8" >&2
+    exit 1
+  fi
+done
 # The Python example guest: built once (componentize-py's output differs from build to build)
 # and compiled once into the cache both suites load it from. A debug build of wasmtime takes
 # a minute or two to compile its 18 MB; the tests would do it too, at the same time as others.

@@ -34,6 +34,9 @@ function workerProgram(option) {
 
 /** isolated-vm's error for an outcome's `error` of an operation of `isolate`. */
 function thrown(error, isolate) {
+  // Calls in flight hear of a dead worker first: its crash handler is told now, while Node is
+  // sure to be running (the addon's own report may come when nothing keeps Node alive).
+  if (error.kind === 'worker-crashed') isolate?._crashed(error.message);
   // A run the isolate's disposal stopped.
   const stopped = ['timeout', 'disposed', 'abandoned'].includes(error.kind) && isolate?._disposedByUser;
   if (stopped && error.message !== 'Isolate is disposed') return new Error('Isolate was disposed during execution');
@@ -52,7 +55,9 @@ function thrown(error, isolate) {
       if (!error.name && /^#<Object>$|^\[object Object\]$|^Uncaught/.test(error.message || '')) {
         return new Error('An object was thrown from supplied code within isolated-vm, but that object was not an instance of `Error`.');
       }
-      const Class = globalThis[error.name] && globalThis[error.name].prototype instanceof Error ? globalThis[error.name] : Error;
+      // Only the standard classes: the isolate chooses the name, and a class of the
+      // application's would run its constructor on the isolate's data.
+      const Class = STANDARD_ERRORS[error.name] ?? Error;
       const made = withStack(new Class(error.message), error.stack);
       if (Class === Error && error.name && error.name !== 'Error') {
         Object.defineProperty(made, 'name', { value: error.name, writable: true, configurable: true });
@@ -70,6 +75,8 @@ function withStack(error, stack) {
 }
 
 const disposedError = () => new Error('Isolate is disposed');
+
+const STANDARD_ERRORS = { __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError };
 
 // ---- Call styles ----------------------------------------------------------------------------
 
@@ -144,11 +151,23 @@ const promiseAt = (index, field) => args => Boolean((field ? args[index]?.[field
 // ---- Node functions called from isolates ----------------------------------------------------
 
 /**
- * Node functions isolates may call, by id: `{ fn, awaits, ignored }` (`awaits`: a returned
- * promise is waited for; `ignored`: nobody waits for the result).
+ * What this JavaScript thread shares with the addon, made once per thread even if this file is
+ * loaded again (a test runner's fresh module registry): Node functions isolates may call, by
+ * id (`{ fn, awaits, ignored }`: `awaits`, a returned promise is waited for; `ignored`, nobody
+ * waits for the result), and isolates by their native key, for their calls and crash handler.
  */
-const callbacks = new Map();
-let nextCallback = 1;
+const shared = (globalThis[Symbol.for('isolated-vm over ivm workers')] ??= (() => {
+  const state = { callbacks: new Map(), nextCallback: 1, liveIsolates: new Map() };
+  native.setDispatcher(
+    (token, key, id, args) => dispatch(state, token, key, id, args),
+    (key, reason) => state.liveIsolates.get(key)?.deref()?._crashed(reason),
+    () => native.serveQueued(),
+  );
+  return state;
+})());
+
+/** How an isolate calls a Node function: the low two bits of its id (the addon reads them). */
+const KIND_BITS = { sync: 0, async: 1, ignored: 2, blocking: 3 };
 
 function serialize(value) {
   const serializer = new v8.Serializer();
@@ -158,14 +177,19 @@ function serialize(value) {
 }
 
 function failure(error) {
-  if (error instanceof Error) {
-    return { error: { name: String(error.name), message: String(error.message), stack: typeof error.stack === 'string' ? error.stack : undefined } };
+  try {
+    if (error instanceof Error) {
+      return { error: { name: String(error.name), message: String(error.message), stack: typeof error.stack === 'string' ? error.stack : undefined } };
+    }
+    return { error: { name: 'Error', message: String(error) } };
+  } catch {
+    // A getter that throws, an object with no `toString`.
+    return { error: { name: 'Error', message: 'The host function threw a value that cannot be described' } };
   }
-  return { error: { name: 'Error', message: String(error) } };
 }
 
 function success(value) {
-  if (isPrimitive(value) && typeof value !== 'bigint' && typeof value !== 'symbol') return { primitive: value };
+  if (passesAsItself(value)) return { primitive: value };
   try {
     return { value: serialize(value) };
   } catch (error) {
@@ -173,8 +197,9 @@ function success(value) {
   }
 }
 
-function dispatch(token, id, args) {
-  const entry = callbacks.get(id);
+/** Runs Node function `id` for the isolate of `key`, which must own it, and answers `token`. */
+function dispatch(state, token, key, id, args) {
+  const entry = state.liveIsolates.get(key)?.deref()?._owns(id) ? state.callbacks.get(id) : undefined;
   if (!entry) return native.answer(token, { error: { name: 'Error', message: 'The host function is gone' } });
   let result;
   try {
@@ -190,16 +215,6 @@ function dispatch(token, id, args) {
     native.answer(token, success(result));
   }
 }
-
-/** Isolates by their native key, for their crash handler. */
-const liveIsolates = new Map();
-
-function onCrash(key, reason) {
-  const isolate = liveIsolates.get(key)?.deref();
-  if (isolate) isolate._crashed(reason);
-}
-
-native.setDispatcher(dispatch, onCrash, () => native.serveQueued());
 
 // ---- Values into isolates -------------------------------------------------------------------
 
@@ -230,6 +245,14 @@ class SingleUse {
 const isPrimitive = value => value === null || (typeof value !== 'object' && typeof value !== 'function');
 
 /**
+ * Whether the addon takes `value` as itself (`{ primitive }`) rather than as Node's wire format:
+ * undefined, null, booleans, numbers and strings that are valid Unicode (it reads strings as
+ * UTF-8, which has no lone surrogates).
+ */
+const passesAsItself = value =>
+  value === undefined || value === null || typeof value === 'boolean' || typeof value === 'number' || (typeof value === 'string' && value.isWellFormed());
+
+/**
  * What `value` becomes in `context`'s isolate, by isolated-vm's rules and the transfer
  * `options` (`copy`, `externalCopy`, `reference`): yields the operations it needs (a Node
  * Reference becomes an object of the isolate that calls back).
@@ -250,7 +273,7 @@ function* toInput(value, context, options = {}) {
   }
   if (typeof value === 'symbol') throw new TypeError(NON_TRANSFERABLE);
   if (options.reference) return yield* proxyFor(new Reference(value), context);
-  if (isPrimitive(value) && typeof value !== 'bigint') return { primitive: value };
+  if (passesAsItself(value)) return { primitive: value };
   if (isPrimitive(value) || options.copy) return { data: serialize(value) };
   if (options.externalCopy) return new ExternalCopy(value)._input(false);
   if (typeof value === 'function') return isolate._callback(value, 'sync', value.name);
@@ -270,32 +293,47 @@ function* toInputs(values, context, options) {
  */
 const PROXY_FACTORY = `(sync, async, ignored, blocking, type) => {
   const dereference = () => { throw new TypeError('Cannot dereference this from current isolate'); };
+  const call = (how) => {
+    if (type !== 'function') return () => { throw new TypeError('Reference is not a function'); };
+    return how;
+  };
+  // A Node function's Reference calls it; another value's copies it in (the host function
+  // gives the value).
+  const copy = (how) => {
+    if (type === 'function') return () => { throw new TypeError('function could not be cloned.'); };
+    return () => how();
+  };
   return Object.freeze({
     __proto__: null,
     get typeof() { return type; },
-    applySync(recv, args, options) {
+    applySync: call((recv, args, options) => {
       if (options && options.result && options.result.promise) return async(...(args || []));
       return sync(...(args || []));
-    },
-    apply(recv, args) { return async(...(args || [])); },
-    applyIgnored(recv, args) { ignored(...(args || [])); },
-    applySyncPromise(recv, args) { return blocking(...(args || [])); },
-    copySync() { return sync(); },
-    copy() { return async(); },
+    }),
+    apply: call((recv, args) => async(...(args || []))),
+    applyIgnored: call((recv, args) => { ignored(...(args || [])); }),
+    applySyncPromise: call((recv, args) => blocking(...(args || []))),
+    copySync: copy(sync),
+    copy: copy(async),
     deref: dereference,
     derefInto: dereference,
     release() {},
   });
 }`;
 
+/** The host functions behind a Node value's References in `isolate`, made once per Reference. */
+const proxyCallbacks = new WeakMap();
+
 function* proxyFor(reference, context) {
   const isolate = context._isolate;
   const value = reference.deref();
   const type = referenceType(value);
-  const fn = typeof value === 'function' ? value : () => value;
+  let fn = proxyCallbacks.get(reference);
+  if (!fn) proxyCallbacks.set(reference, (fn = typeof value === 'function' ? value : () => value));
   const kinds = ['sync', 'async', 'ignored', 'blocking'].map(kind => isolate._callback(fn, kind, fn.name));
   const factory = yield* context._proxyFactory();
   const made = yield { op: 'apply', reference: factory, args: [...kinds, { primitive: type }], transfer: 'reference' };
+  if (made.error) throw thrown(made.error, isolate);
   return { reference: made.reference, release: true };
 }
 
@@ -361,7 +399,7 @@ class Isolate {
     const program = workerProgram(options.ivmPath);
     const snapshot = options.snapshot === undefined ? undefined : unsealSnapshot(options.snapshot, program);
     this.#native = native.NativeIsolate.create(memoryLimit, program, snapshot);
-    liveIsolates.set(this.#native.key, new WeakRef(this));
+    shared.liveIsolates.set(this.#native.key, new WeakRef(this));
     isolates.register(this, { key: this.#native.key, callbacks: this.#callbacks });
   }
 
@@ -395,19 +433,25 @@ class Isolate {
     let ids = this.#callbackIds.get(fn);
     if (!ids) this.#callbackIds.set(fn, (ids = {}));
     if (ids[kind] === undefined) {
-      ids[kind] = nextCallback++;
-      callbacks.set(ids[kind], { fn, awaits: kind === 'async' || kind === 'blocking', ignored: kind === 'ignored' });
+      ids[kind] = shared.nextCallback++ * 4 + KIND_BITS[kind];
+      shared.callbacks.set(ids[kind], { fn, awaits: kind === 'async' || kind === 'blocking', ignored: kind === 'ignored' });
       this.#callbacks.add(ids[kind]);
     }
-    return { callback: ids[kind], kind, name: String(name || '') };
+    return { callback: ids[kind], name: String(name || '') };
   }
 
-  /** @internal The worker died. */
+  /** @internal Whether Node function `id` was given to this isolate. */
+  _owns(id) {
+    return this.#callbacks.has(id);
+  }
+
+  /** @internal The worker died (once: a call in flight or the addon's report says so). */
   _crashed(reason) {
     if (this.#reported) return;
     this.#reported = true;
     forget(this.#native.key, this.#callbacks);
-    if (typeof this.#options.onCatastrophicError === 'function') this.#options.onCatastrophicError(reason);
+    const handler = this.#options.onCatastrophicError;
+    if (typeof handler === 'function') queueMicrotask(() => handler(reason));
   }
 
   get isDisposed() {
@@ -500,8 +544,8 @@ Isolate.createSnapshot = function createSnapshot(scripts, warmupScript) {
 
 /** Forgets an isolate's Node functions and its crash handler. */
 function forget(key, ids) {
-  liveIsolates.delete(key);
-  for (const id of ids) callbacks.delete(id);
+  shared.liveIsolates.delete(key);
+  for (const id of ids) shared.callbacks.delete(id);
   ids.clear();
 }
 
@@ -571,9 +615,9 @@ class Handle {
     return this.#isolate;
   }
 
-  /** @internal The handle's id; throws `released` once released. */
-  _id(released) {
-    if (this.#handle === undefined) throw new Error(released);
+  /** @internal The handle's id; once released, throws an Error saying `message`. */
+  _id(message) {
+    if (this.#handle === undefined) throw new Error(message);
     return this.#handle;
   }
 
@@ -696,7 +740,7 @@ function* instantiate(root, context, resolve) {
         seen.add(target);
         pending.push(target);
       }
-      links.push({ referrer: module._id(), specifier: request.specifier, attributes: request.attributes, target: target._id('Module has been released') });
+      links.push({ referrer: module._id('Module has been released'), specifier: request.specifier, attributes: request.attributes, target: target._id('Module has been released') });
     }
   }
   received(yield { op: 'instantiate', module: root._id('Module has been released'), context: context._id('Context is released'), links });
@@ -709,7 +753,7 @@ styles(Module, 'instantiate', function* (context, resolve) {
 
 styles(Module, 'evaluate', function* (options = {}) {
   if (!this._context) throw new Error('Module is uninstantiated');
-  received(yield { op: 'evaluate', module: this._id('Module has been released'), timeout: options.timeout }, this._context);
+  received(yield { op: 'evaluate', module: this._id('Module has been released'), timeout: options.timeout === undefined ? undefined : Number(options.timeout) }, this._context);
 }, { forms: ['async', 'sync'] });
 
 /**
@@ -727,11 +771,10 @@ class Reference extends Handle {
   #inherit = false;
 
   constructor(value, ...remote) {
-    // `Reference._remote` passes `remoteToken, context, id, type`; users pass a Node value
-    // and options (`unsafeInherit`), which then arrive as `token` and `context`.
-    let [token, context, id, type, access] = remote;
-    const isRemote = token === remoteToken;
-    if (!isRemote) context = token;
+    // Users pass a Node value and options (`unsafeInherit`); `Reference._remote` passes
+    // `remoteToken, context, id, type, access`.
+    const isRemote = remote[0] === remoteToken;
+    const [options, context, id, type, access] = isRemote ? [{}, ...remote.slice(1)] : [remote[0] ?? {}];
     super(isRemote ? context._isolate : undefined, isRemote ? id : undefined);
     if (isRemote) {
       this.#context = context;
@@ -741,7 +784,7 @@ class Reference extends Handle {
       this.#local = true;
       this.#value = value;
       this.#type = referenceType(value);
-      this.#inherit = Boolean(context?.unsafeInherit);
+      this.#inherit = Boolean(options.unsafeInherit);
     }
   }
 
@@ -852,7 +895,7 @@ class Reference extends Handle {
     const context = this.#context;
     const recvInput = recv === undefined ? undefined : yield* toInput(recv, context, options.arguments);
     const inputs = yield* toInputs(args, context, options.arguments);
-    const op = { op: 'apply', reference: this._handle, recv: recvInput, args: inputs, ...runFields(options.result), timeout: options.timeout };
+    const op = { op: 'apply', reference: this._handle, recv: recvInput, args: inputs, ...runFields(options.result), timeout: options.timeout === undefined ? undefined : Number(options.timeout) };
     return received(yield op, context, op.transfer);
   }
 

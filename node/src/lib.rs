@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use ivm_client::protocol::{FromWorker, NewIsolate, Op, Out, Reply, StartFrom};
-use ivm_client::tls::Origin;
+use ivm_client::tls::{self, Origin};
 use ivm_client::value::wire::Budget;
 use ivm_client::{IsolateEvents, Link, PoolOptions, ScriptOrigin, Value, WorkerIsolate, WorkerPool, WorkerSettings};
 use napi::Env;
@@ -67,6 +67,8 @@ struct Events {
     /// The queue of the JavaScript thread that made the isolate.
     queue: Option<Arc<calls::Queue>>,
     link: OnceLock<Weak<Link>>,
+    /// What reads of its calls' arguments may make (its `WorkerIsolate`'s copy budget, which
+    /// the reader thread that routes the calls does not hold).
     budget: Budget,
     /// The first promise rejection nothing handled since the last reply, as isolated-vm throws
     /// it into the call that is running (the rest it drops).
@@ -77,7 +79,9 @@ impl Events {
     /// An operation's outcome: its reply, or the rejection its JavaScript left unhandled. The
     /// worker reports rejections as the operation ends, before its reply, and they are taken
     /// in order on the link's reader thread ([`handles_inline`](IsolateEvents::handles_inline)),
-    /// so the rejection is here by the time the reply is.
+    /// so the rejection is here by the time the reply is. (Async operations of one isolate
+    /// that end close together may take each other's: isolated-vm's "the call that is
+    /// running" is no more precise.)
     /// Only operations that run JavaScript (`runs_js`) take it.
     fn outcome(&self, reply: ivm_client::Result<Reply>, budget: Budget, runs_js: bool) -> Outcome {
         let rejection = if runs_js { self.rejection.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() } else { None };
@@ -91,9 +95,10 @@ impl Events {
 impl IsolateEvents for Events {
     fn on_event(self: Arc<Self>, event: FromWorker, origin: Origin) {
         match event {
-            FromWorker::Call { call, target, .. } => {
+            FromWorker::Call { call, isolate, target, .. } => {
                 if let Some(link) = self.link.get().and_then(Weak::upgrade) {
-                    calls::route(link, call, target, origin, self.budget, self.queue.as_deref());
+                    let caller = calls::Caller { isolate, key: self.key, budget: self.budget };
+                    calls::route(link, call, target, origin, caller, self.queue.as_deref());
                 }
             }
             FromWorker::Rejection { error, .. } => {
@@ -208,8 +213,8 @@ impl NativeIsolate {
         self.worker().is_ok_and(|worker| worker.release(handle as u64))
     }
 
-    /// Runs an operation and waits for it on this (Node's main) thread, running the Node
-    /// functions its JavaScript calls meanwhile.
+    /// Runs an operation and waits for it on this JavaScript thread, running the Node
+    /// functions its JavaScript calls and waits for meanwhile.
     #[napi]
     pub fn request(&self, env: Env, args: OpArgs) -> Outcome {
         let op = match ops::op(args) {
@@ -221,7 +226,7 @@ impl NativeIsolate {
             Err(e) => return Outcome::Failed(e),
         };
         let runs_js = runs_js(&op);
-        let waiter = calls::Waiter::new();
+        let waiter = calls::Waiter::new(self.events.queue.clone());
         let reply = waiter.tagging(|| worker.request_waiting(op, |reply| waiter.wait_serving(&env, reply, &worker.link)));
         self.events.outcome(reply, worker.copy_budget, runs_js)
     }
@@ -233,7 +238,9 @@ impl NativeIsolate {
         let queue = self.events.queue.clone().ok_or_else(|| napi::Error::from_reason("isolated-vm is not loaded on this thread"))?;
         let worker = self.worker();
         let budget = worker.as_ref().map_or(Budget::HOST, |worker| worker.copy_budget);
-        let sent = worker.and_then(|worker| ops::op(args).map(|op| (runs_js(&op), worker.request_async(op))));
+        // Sent outside any call this thread may be answering: its JavaScript's calls are served
+        // from the event loop, not inside a call that will have returned by then.
+        let sent = worker.and_then(|worker| ops::op(args).map(|op| (runs_js(&op), tls::within(&Vec::new(), None, || worker.request_async(op)))));
         let events = self.events.clone();
         let promise = queue.settle_later(env, async move {
             match sent {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ivm_client::protocol::{Access, CallKind, Copy, Input, Op, Want, Wire};
+use ivm_client::protocol::{Access, Copy, Input, Op, Want, Wire};
 use ivm_client::{CompileOptions, EvalOptions, ImportRequest, Key, ScriptOrigin, Transfer, Value};
 use napi::bindgen_prelude::{Buffer, FromNapiValue};
 use napi::sys;
@@ -125,9 +125,8 @@ js_object! {
     pub struct InputArg {
         primitive: Primitive = "primitive",
         data: Option<Buffer> = "data",
+        /// A Node function's id, whose low two bits say how it is called (`calls::kind_of`).
         callback: Option<f64> = "callback",
-        /// `sync`, `async`, `ignored` or `blocking`.
-        kind: Option<String> = "kind",
         name: Option<String> = "name",
         reference: Option<f64> = "reference",
         /// Release the reference once used (`derefInto({ release: true })`).
@@ -189,9 +188,9 @@ fn id(field: Option<f64>, what: &str) -> ivm_client::Result<u64> {
     field.filter(|n| *n >= 0.0 && n.is_finite()).map(|n| n as u64).ok_or_else(|| invalid(format!("missing {what}")))
 }
 
-/// A timeout in milliseconds: 0, absent or not finite is none.
+/// A timeout in milliseconds: 0, absent, not finite or past what a `Duration` holds is none.
 fn millis(ms: Option<f64>) -> Option<Duration> {
-    ms.filter(|ms| *ms > 0.0 && ms.is_finite()).map(|ms| Duration::from_secs_f64(ms / 1000.0))
+    ms.filter(|ms| *ms > 0.0).and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
 }
 
 fn transfer(option: Option<&str>) -> Transfer {
@@ -239,15 +238,6 @@ fn access(args: &OpArgs) -> Access {
     Access { inherit: args.inherit.unwrap_or(false), accessors: args.accessors.unwrap_or(false) }
 }
 
-fn kind(kind: Option<&str>) -> CallKind {
-    match kind {
-        Some("async") => CallKind::Async,
-        Some("ignored") => CallKind::Ignored,
-        Some("blocking") => CallKind::Blocking,
-        _ => CallKind::Sync,
-    }
-}
-
 fn input(arg: Option<InputArg>) -> ivm_client::Result<Input> {
     let Some(arg) = arg else {
         return Ok(Input::Data(Wire { bytes: vec![0xff, 0x0f, b'_'], shared: Vec::new() }));
@@ -257,7 +247,7 @@ fn input(arg: Option<InputArg>) -> ivm_client::Result<Input> {
     } else if let Some(data) = arg.data {
         Input::Data(Wire { bytes: data.to_vec(), shared: Vec::new() })
     } else if let Some(callback) = arg.callback {
-        Input::Callback { callback: callback as u64, kind: kind(arg.kind.as_deref()), name: arg.name.unwrap_or_default() }
+        Input::Callback { callback: callback as u64, kind: crate::calls::kind_of(callback as u64), name: arg.name.unwrap_or_default() }
     } else if let Some(reference) = arg.reference {
         Input::Reference { id: reference as u64, release: arg.release.unwrap_or(false) }
     } else if let Some(copy) = arg.copy {
@@ -324,7 +314,6 @@ pub fn op(mut args: OpArgs) -> ivm_client::Result<Op> {
             want: want(&args),
         },
         "copy" => Op::Copy { reference: id(args.reference, "reference")?, want: Want::Value },
-        "externalCopy" => Op::ExternalCopy { reference: id(args.reference, "reference")?, transfer: Vec::new(), transfer_out: false },
         "compileModule" => Op::CompileModule { code: args.code.take().unwrap_or_default(), compile: compile(&args) },
         "linked" => Op::Linked { module: id(args.module, "module")? },
         "instantiate" => Op::Instantiate {

@@ -29,9 +29,9 @@ impl Outcome {
     }
 }
 
-/// The Node value of `value`.
+/// The Node value of `value` (a failure leaves no exception pending).
 pub fn node_value<'env>(env: &'env napi::Env, value: &Value) -> napi::Result<napi::bindgen_prelude::Unknown<'env>> {
-    let raw = Builder { env: env.raw() }.value(value)?;
+    let raw = Builder { env: env.raw() }.value(value).inspect_err(|_| clear_exception(env.raw()))?;
     // SAFETY: `raw` was just made in `env`.
     unsafe { napi::bindgen_prelude::FromNapiValue::from_napi_value(env.raw(), raw) }
 }
@@ -89,8 +89,22 @@ impl Builder {
     }
 
     fn set(&self, object: sys::napi_value, key: &str, value: sys::napi_value) -> napi::Result<()> {
-        let key = self.string(key)?;
-        check(unsafe { sys::napi_set_property(self.env, object, key, value) })
+        let name = self.string(key)?;
+        if key == "__proto__" {
+            // An own property, as a copy makes it: assigning would set the prototype.
+            let property = sys::napi_property_descriptor {
+                utf8name: ptr::null(),
+                name,
+                method: None,
+                getter: None,
+                setter: None,
+                value,
+                attributes: sys::PropertyAttributes::writable | sys::PropertyAttributes::enumerable | sys::PropertyAttributes::configurable,
+                data: ptr::null_mut(),
+            };
+            return check(unsafe { sys::napi_define_properties(self.env, object, 1, &property) });
+        }
+        check(unsafe { sys::napi_set_property(self.env, object, name, value) })
     }
 
     /// `new globalThis[constructor](...args)`.
@@ -190,25 +204,51 @@ impl Builder {
     }
 }
 
+/// Clears the JavaScript exception a failed N-API call may have left (`new RegExp(...)` of a
+/// pattern Node's V8 refuses, say), so that it neither escapes into Node nor fails the next
+/// call.
+pub fn clear_exception(env: sys::napi_env) {
+    let mut exception = ptr::null_mut();
+    // SAFETY: a plain N-API call on the caller's env.
+    unsafe { sys::napi_get_and_clear_last_exception(env, &mut exception) };
+}
+
+/// The Node value of `outcome`. It never fails: a value that cannot be made in Node (its
+/// pending exception cleared) becomes a `conversion` error outcome.
+pub fn outcome_value(env: sys::napi_env, outcome: Outcome) -> sys::napi_value {
+    match build_outcome(env, &outcome) {
+        Ok(value) => value,
+        Err(e) => {
+            clear_exception(env);
+            let failed = Outcome::Failed(ivm_client::Error::Conversion(format!("the value cannot be made in Node: {}", e.reason)));
+            build_outcome(env, &failed).unwrap_or(ptr::null_mut())
+        }
+    }
+}
+
 impl ToNapiValue for Outcome {
     unsafe fn to_napi_value(env: sys::napi_env, outcome: Self) -> napi::Result<sys::napi_value> {
-        let builder = Builder { env };
-        let out = builder.object()?;
-        match &outcome {
-            Outcome::Value(value) => builder.set(out, "value", builder.value(value)?)?,
-            Outcome::Reference { id, type_of } => {
-                builder.set(out, "reference", builder.value(&Value::Number(*id as f64))?)?;
-                builder.set(out, "typeof", builder.string(type_of)?)?;
-            }
-            Outcome::ExternalCopy(copy) => {
-                let buffers: Vec<Value> = copy.buffers.iter().map(|b| Value::Bytes(b.to_vec())).collect();
-                let made = builder.object()?;
-                builder.set(made, "bytes", builder.value(&Value::Bytes(copy.bytes.clone()))?)?;
-                builder.set(made, "buffers", builder.array(&buffers)?)?;
-                builder.set(out, "externalCopy", made)?;
-            }
-            Outcome::Failed(e) => builder.set(out, "error", builder.error(e)?)?,
-        }
-        Ok(out)
+        Ok(outcome_value(env, outcome))
     }
+}
+
+fn build_outcome(env: sys::napi_env, outcome: &Outcome) -> napi::Result<sys::napi_value> {
+    let builder = Builder { env };
+    let out = builder.object()?;
+    match &outcome {
+        Outcome::Value(value) => builder.set(out, "value", builder.value(value)?)?,
+        Outcome::Reference { id, type_of } => {
+            builder.set(out, "reference", builder.value(&Value::Number(*id as f64))?)?;
+            builder.set(out, "typeof", builder.string(type_of)?)?;
+        }
+        Outcome::ExternalCopy(copy) => {
+            let buffers: Vec<Value> = copy.buffers.iter().map(|b| Value::Bytes(b.to_vec())).collect();
+            let made = builder.object()?;
+            builder.set(made, "bytes", builder.value(&Value::Bytes(copy.bytes.clone()))?)?;
+            builder.set(made, "buffers", builder.array(&buffers)?)?;
+            builder.set(out, "externalCopy", made)?;
+        }
+        Outcome::Failed(e) => builder.set(out, "error", builder.error(e)?)?,
+    }
+    Ok(out)
 }

@@ -1,6 +1,6 @@
 'use strict';
 // The package's own tests: isolated-vm's API over ivm workers, and what a process boundary
-// buys (run by ci/test.sh: `node --test node/test`, with IVM_WORKER naming the ivm binary).
+// buys (run by node/test.sh, which ci/test.sh runs, with IVM_WORKER naming the ivm binary).
 const test = require('node:test');
 const assert = require('node:assert');
 const { execFileSync } = require('node:child_process');

@@ -142,7 +142,6 @@ impl WorkerIsolate {
         op.timeout(self.settings.default_timeout).and_then(|timeout| timeout.checked_add(self.settings.grace))
     }
 
-
     /// Releases a handle in the worker, after the operations queued before.
     pub fn release(&self, handle: Id) -> bool {
         if self.is_disposed() {

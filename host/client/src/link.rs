@@ -273,12 +273,13 @@ impl Link {
         }));
     }
 
-    /// A debugger paused a run of `isolate` (or let it go on): the escalations of its
-    /// requests are taken back meanwhile, and start over when it goes on.
-    fn paused(&self, isolate: Id, paused: bool) {
+    /// A run of `isolate` waits on something that is no runaway (a debugger paused it; its
+    /// host serves a call it waits for), or no longer: the escalations of its requests are
+    /// taken back meanwhile, and start over when it goes on.
+    pub fn hold_escalations(&self, isolate: Id, held: bool) {
         let mut pending = self.pending.lock();
         for waiting in pending.values_mut().filter(|waiting| waiting.isolate == Some(isolate)) {
-            if paused {
+            if held {
                 waiting.suspended |= waiting.escalation.take().is_some();
             } else if std::mem::take(&mut waiting.suspended) {
                 self.escalate(waiting);
@@ -471,7 +472,7 @@ impl Link {
                 }
                 Ok(Some(_)) if hello.is_some() => break Some("it did not start with a hello".to_owned()),
                 Ok(Some(FromWorker::Started { id })) => self.started(id),
-                Ok(Some(FromWorker::Paused { isolate, paused })) => self.paused(isolate, paused),
+                Ok(Some(FromWorker::Paused { isolate, paused })) => self.hold_escalations(isolate, paused),
                 Ok(Some(FromWorker::Response { id, result })) => {
                     let waiting = self.pending.lock().remove(&id);
                     if let Some(waiting) = waiting {
