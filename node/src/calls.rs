@@ -15,12 +15,13 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
 use ivm_client::protocol::{Answer, CallKind, Id, Reply, Target, Wire};
 use ivm_client::tls::{self, Ancestry, Answering, Origin};
+use ivm_client::sync::Mutex;
 use ivm_client::value::wire::Budget;
 use ivm_client::{JsError, Link, Value};
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, FunctionRef, Unknown};
@@ -143,10 +144,6 @@ thread_local! {
     static ON_CRASH: RefCell<Option<CrashHandler>> = const { RefCell::new(None) };
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Sets the dispatcher that runs Node functions for isolates, the crash handler, and the pump
 /// the event loop calls to serve what is queued for it (`serveQueued`). Once per JavaScript
 /// thread: `index.js` keeps what it shares with it per thread, even if it is loaded again.
@@ -176,7 +173,7 @@ pub fn queue_of_this_thread() -> Option<Arc<Queue>> {
 
 impl Queue {
     fn push(&self, item: Queued) {
-        lock(&self.items).push_back(item);
+        self.items.lock().push_back(item);
         self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
     }
 
@@ -192,7 +189,7 @@ impl Queue {
     }
 
     fn pop(&self) -> Option<Queued> {
-        let item = lock(&self.items).pop_front()?;
+        let item = self.items.lock().pop_front()?;
         if let Queued::Call(call) = &item {
             self.calls.fetch_sub(1, Ordering::Relaxed);
             self.bytes.fetch_sub(call.args.bytes.len(), Ordering::Relaxed);
@@ -251,7 +248,7 @@ pub fn route(link: Arc<Link>, call: u64, target: Target, origin: Origin, caller:
     let call = Call { link, call, isolate: caller.isolate, key: caller.key, callback, args, budget: caller.budget, chain };
     let waiter = origin.tag.filter(|_| waited_for(kind)).and_then(|tag| tag.downcast::<Waiter>().ok());
     if let Some(waiter) = waiter {
-        let mut calls = lock(&waiter.calls);
+        let mut calls = waiter.calls.lock();
         if let Some(calls) = calls.as_mut() {
             calls.push_back(call);
             waiter.thread.unpark();
@@ -289,7 +286,7 @@ pub fn serve_queued(env: Env) {
             }),
         });
     }
-    if !lock(&queue.items).is_empty() {
+    if !queue.items.lock().is_empty() {
         queue.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
@@ -328,7 +325,7 @@ fn serve(env: &Env, call: Call, inline: bool) {
         Err(e) => return call.fail(&e.to_string()),
     };
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-    lock(ANSWERS.get_or_init(Mutex::default)).insert(token, (call.link.clone(), call.call));
+    ANSWERS.get_or_init(Mutex::default).lock().insert(token, (call.link.clone(), call.call));
     // A run that waits for Node is not a runaway: its worker is not killed meanwhile.
     let waits = waited_for(kind);
     if waits {
@@ -373,13 +370,13 @@ pub fn answer(token: f64, result: CallResult) {
         (_, _, Some(error)) => Err(ivm_client::Error::Exception(Box::new(JsError { name: error.name, message: error.message, stack: error.stack, ..Default::default() }))),
         (Some(wire), _, None) => wire.map(Answer::Value),
         (None, Some(bytes), None) => Ok(Answer::Value(Wire { bytes: bytes.to_vec(), shared: Vec::new() })),
-        (None, None, None) => Ok(Answer::Value(Wire { bytes: vec![0xff, 0x0f, b'_'], shared: Vec::new() })),
+        (None, None, None) => Ok(Answer::Value(crate::ops::undefined())),
     };
     answer_with(token as u64, answer);
 }
 
 fn answer_with(token: u64, answer: ivm_client::Result<Answer>) {
-    let found = lock(ANSWERS.get_or_init(Mutex::default)).remove(&token);
+    let found = ANSWERS.get_or_init(Mutex::default).lock().remove(&token);
     if let Some((link, call)) = found {
         link.reply(call, answer);
     }
@@ -403,12 +400,12 @@ impl Waiter {
     pub fn wait_serving(self: &Arc<Self>, env: &Env, mut reply: ivm_client::oneshot::Receiver<ivm_client::Result<Reply>>, link: &Link) -> ivm_client::Result<Reply> {
         let waker = Waker::from(self.clone());
         let mut cx = Context::from_waker(&waker);
-        let has_calls = || lock(&self.calls).as_ref().is_some_and(|calls| !calls.is_empty());
+        let has_calls = || self.calls.lock().as_ref().is_some_and(|calls| !calls.is_empty());
         let result = loop {
             if let Poll::Ready(result) = Pin::new(&mut reply).poll(&mut cx) {
                 break result.unwrap_or_else(|_| Err(link.crash_error()));
             }
-            let next = lock(&self.calls).as_mut().and_then(VecDeque::pop_front);
+            let next = self.calls.lock().as_mut().and_then(VecDeque::pop_front);
             match next {
                 Some(call) => with_handle_scope(env, || serve(env, call, true)),
                 None => {
@@ -420,7 +417,7 @@ impl Waiter {
                 }
             }
         };
-        let left = lock(&self.calls).take().unwrap_or_default();
+        let left = self.calls.lock().take().unwrap_or_default();
         for call in left {
             match &self.queue {
                 Some(queue) => queue.push_call(call),

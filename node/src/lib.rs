@@ -12,11 +12,12 @@ mod values;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use ivm_client::protocol::{FromWorker, NewIsolate, Op, Out, Reply, StartFrom};
 use ivm_client::tls::{self, Origin};
+use ivm_client::sync::Mutex;
 use ivm_client::value::wire::Budget;
 use ivm_client::{IsolateEvents, Link, PoolOptions, ScriptOrigin, Value, WorkerIsolate, WorkerPool, WorkerSettings};
 use napi::Env;
@@ -34,10 +35,21 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// fate if V8 aborts it; a memory limit disposes only its isolate).
 const ISOLATES_PER_WORKER: usize = 64;
 
+/// A memory limit in MB from JavaScript: at least 8, at most 1 TiB (isolated-vm takes 10 TB).
+fn memory_limit(mb: f64) -> u64 {
+    mb.clamp(8.0, (1u64 << 40) as f64) as u64
+}
+
+/// What may be made in Node of data an isolate of `memory_limit` MB made (as the
+/// `WorkerIsolate`'s own copy budget).
+fn copy_budget(memory_limit: u64) -> Budget {
+    Budget::of_isolate(usize::try_from(memory_limit << 20).unwrap_or(usize::MAX))
+}
+
 /// One pool of workers per worker program.
 fn pool(program: String) -> WorkerPool {
     static POOLS: OnceLock<Mutex<HashMap<PathBuf, WorkerPool>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut pools = POOLS.get_or_init(Default::default).lock();
     let program = PathBuf::from(program);
     let made = |program: PathBuf| {
         let per_worker = std::env::var("IVM_ISOLATES_PER_WORKER").ok().and_then(|n| n.parse().ok()).unwrap_or(ISOLATES_PER_WORKER);
@@ -84,7 +96,7 @@ impl Events {
     /// running" is no more precise.)
     /// Only operations that run JavaScript (`runs_js`) take it.
     fn outcome(&self, reply: ivm_client::Result<Reply>, budget: Budget, runs_js: bool) -> Outcome {
-        let rejection = if runs_js { self.rejection.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() } else { None };
+        let rejection = if runs_js { self.rejection.lock().take() } else { None };
         match (rejection, reply) {
             (Some(rejection), Ok(_)) => Outcome::Failed(ivm_client::Error::Exception(Box::new(rejection))),
             (_, reply) => Outcome::reply(reply, budget),
@@ -102,7 +114,7 @@ impl IsolateEvents for Events {
                 }
             }
             FromWorker::Rejection { error, .. } => {
-                self.rejection.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get_or_insert(error);
+                self.rejection.lock().get_or_insert(error);
             }
             _ => {}
         }
@@ -131,7 +143,7 @@ pub struct NativeIsolate {
 
 impl NativeIsolate {
     fn worker(&self) -> ivm_client::Result<Arc<WorkerIsolate>> {
-        self.worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone().ok_or_else(ivm_client::Error::isolate_disposed)
+        self.worker.lock().clone().ok_or_else(ivm_client::Error::isolate_disposed)
     }
 }
 
@@ -143,7 +155,7 @@ impl NativeIsolate {
     #[napi(factory)]
     pub fn create(memory_limit_mb: f64, program: String, snapshot: Option<SnapshotArg>) -> napi::Result<NativeIsolate> {
         static KEYS: AtomicU64 = AtomicU64::new(1);
-        let memory_limit = memory_limit_mb.clamp(8.0, (1u64 << 40) as f64) as u64;
+        let memory_limit = memory_limit(memory_limit_mb);
         // V8 shares one read-only heap across a process, made from its first isolate's snapshot:
         // an isolate from a snapshot lives in a worker that hosts only that snapshot's (ivm's
         // own rule, and tenant name for it).
@@ -170,7 +182,7 @@ impl NativeIsolate {
             lease.link().now_holds(&snapshot.id);
         }
         let settings = WorkerSettings { grace: TERMINATE_GRACE, default_timeout: None, memory_limit };
-        let budget = Budget::of_isolate(usize::try_from(memory_limit << 20).unwrap_or(usize::MAX));
+        let budget = copy_budget(memory_limit);
         let events = Arc::new(Events { key: KEYS.fetch_add(1, Ordering::Relaxed), queue: calls::queue_of_this_thread(), link: OnceLock::new(), budget, rejection: Mutex::default() });
         let _ = events.link.set(Arc::downgrade(lease.link()));
         let listener: Weak<dyn IsolateEvents> = Arc::downgrade(&(events.clone() as Arc<dyn IsolateEvents>));
@@ -192,7 +204,7 @@ impl NativeIsolate {
     /// Disposes the isolate; whether it was still alive.
     #[napi]
     pub fn dispose(&self) -> bool {
-        let worker = self.worker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let worker = self.worker.lock().take();
         worker.is_some_and(|worker| worker.dispose())
     }
 
@@ -275,7 +287,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `index.js` seals it (it is machine code to V8: only this process's own are used).
 #[napi]
 pub fn create_snapshot(program: String, scripts: Vec<SnapshotScript>, warmup: Option<String>, memory_limit_mb: f64) -> Outcome {
-    let memory_limit = memory_limit_mb.clamp(8.0, (1u64 << 40) as f64) as u64;
+    let memory_limit = memory_limit(memory_limit_mb);
     let scripts = scripts
         .into_iter()
         .map(|script| (script.code, ScriptOrigin::new(script.filename.unwrap_or_else(|| "<isolated-vm>".to_owned()))))
@@ -305,7 +317,7 @@ fn runs_js(op: &Op) -> bool {
 #[napi]
 pub fn read_wire(bytes: napi::bindgen_prelude::Buffer, memory_limit_mb: f64) -> Outcome {
     let wire = ivm_client::protocol::Wire { bytes: bytes.to_vec(), shared: Vec::new() };
-    let budget = Budget::of_isolate((memory_limit_mb.clamp(8.0, (1u64 << 40) as f64) as usize).saturating_mul(1 << 20));
+    let budget = copy_budget(memory_limit(memory_limit_mb));
     Outcome::of(ivm_client::value::wire::read_value(&wire.bytes, &wire, budget))
 }
 

@@ -238,9 +238,14 @@ fn access(args: &OpArgs) -> Access {
     Access { inherit: args.inherit.unwrap_or(false), accessors: args.accessors.unwrap_or(false) }
 }
 
+/// `undefined` in V8's wire format.
+pub(crate) fn undefined() -> Wire {
+    Wire { bytes: vec![0xff, 0x0f, b'_'], shared: Vec::new() }
+}
+
 fn input(arg: Option<InputArg>) -> ivm_client::Result<Input> {
     let Some(arg) = arg else {
-        return Ok(Input::Data(Wire { bytes: vec![0xff, 0x0f, b'_'], shared: Vec::new() }));
+        return Ok(Input::Data(undefined()));
     };
     Ok(if let Some(wire) = arg.primitive.wire() {
         Input::Data(wire?)
