@@ -39,6 +39,9 @@ cargo clippy --locked -p ivm-c-api -- -D warnings
 python3 ci/import-cycles.py host/src 3 --allow isolate/inner.rs isolate/nesting.rs run/mod.rs run/state.rs \
   run/deadlines.rs run/host_calls.rs
 python3 ci/import-cycles.py host/client/src 3
+# The V8 recipe's own checks (pinned inputs refused when they differ, verify.sh,
+# compare-archives.py); V8 itself is never built here.
+bash v8-build/test.sh
 # Unit tests of the V8-free crate (its test binary does not link V8), and proof that it and
 # the Node addon build without V8: nothing in their dependency trees is the v8 crate.
 cargo test --locked -p ivm-client
