@@ -9,7 +9,7 @@
 #                      src_binding_release_x86_64-unknown-linux-gnu.rs
 #                      SHA256SUMS
 #                    plus venv/ (gn, ninja) and work/ (patched source copy and the ninja out dir).
-#   --jobs N         parallel ninja jobs (default: nproc). 2 cores take about 71 minutes.
+#   --jobs N         parallel ninja jobs (default: nproc). 2 cores take 71 minutes to 4 hours.
 #   --crate FILE     the v8-152.2.0.crate tarball (default: $CARGO_HOME/registry/cache/*/v8-152.2.0.crate,
 #                    fetched with `cargo fetch` in the repo when absent)
 #   --icu-data FILE  ICU 78's icudtl.dat (default: /usr/lib/chromium/icudtl.dat, from chromium-common)
