@@ -198,39 +198,12 @@ if [ -z "$crate_file" ]; then
   check_pinned crate "$crate_file"
 fi
 
-# ---- 4. working copy: source + ICU data + the two build-config changes -------------------------
+# ---- 4. working copy: source + ICU data + the three build-config changes -------------------------
 work="$out_dir/work/v8-$V8_CRATE_VERSION"
 stamp="$out_dir/work/prepared-from"
-prepared="$(pinned crate) $(pinned icu-data)"
-if [ -f "$stamp" ] && [ -d "$work" ]; then
-  [ "$(cat "$stamp")" = "$prepared" ] \
-    || die "$work was prepared from other inputs; delete $out_dir/work first"
-  log "reusing the prepared working copy $work (delete $out_dir/work to start afresh)"
-else
-  log "unpacking $crate_file into $work"
-  rm -rf "$out_dir/work"
-  mkdir -p "$work"
-  tar -xzf "$crate_file" -C "$work" --strip-components=1
-  chmod -R u+w "$work"
-  grep -qx 'name = "v8"' "$work/Cargo.toml" && grep -qx "version = \"$V8_CRATE_VERSION\"" "$work/Cargo.toml" \
-    || die "$crate_file is not the v8 $V8_CRATE_VERSION crate (checked Cargo.toml)"
-  for f in .gn BUILD.gn build/config/compiler/BUILD.gn build/config/sanitizers/sanitizers.gni \
-           third_party/icu/version.json "gen/$BINDING_NAME"; do
-    [ -f "$work/$f" ] || die "$work/$f is missing: not a complete v8 crate"
-  done
-
-  # ICU data: the crate leaves third_party/icu/common/icudtl.dat out; .gn sets
-  # icu_use_data_file=false, so the file is assembled into the archive.
-  icu_major="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["major_version"])' \
-    "$work/third_party/icu/version.json")"
-  grep -a -q "icudt${icu_major}l" "$icu_data" \
-    || die "$icu_data is not ICU $icu_major data (the crate's ICU major)"
-  mkdir -p "$work/third_party/icu/common"
-  cp "$icu_data" "$work/third_party/icu/common/icudtl.dat"
-  log "ICU data: $icu_data (ICU $icu_major)"
-
-  log "applying the three build-config changes"
-  python3 - "$work" <<'PY'
+# The three build-config changes, as one program. Its hash is part of the working copy's stamp,
+# so a rerun after they change refuses a copy they patched otherwise instead of resuming it.
+config_changes="$(cat <<'PY'
 import sys, pathlib
 
 root = pathlib.Path(sys.argv[1])
@@ -285,6 +258,37 @@ edit(sanitizers, cond,
      '    if (_condition && !is_ubsan && is_clang && false) {\n',
      "ubsan_hardening template turned off")
 PY
+)"
+prepared="$(pinned crate) $(pinned icu-data) $(sha256sum <<<"$config_changes" | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ -d "$work" ]; then
+  [ "$(cat "$stamp")" = "$prepared" ] \
+    || die "$work was prepared from other inputs or build-config changes; delete $out_dir/work first"
+  log "reusing the prepared working copy $work (delete $out_dir/work to start afresh)"
+else
+  log "unpacking $crate_file into $work"
+  rm -rf "$out_dir/work"
+  mkdir -p "$work"
+  tar -xzf "$crate_file" -C "$work" --strip-components=1
+  chmod -R u+w "$work"
+  grep -qx 'name = "v8"' "$work/Cargo.toml" && grep -qx "version = \"$V8_CRATE_VERSION\"" "$work/Cargo.toml" \
+    || die "$crate_file is not the v8 $V8_CRATE_VERSION crate (checked Cargo.toml)"
+  for f in .gn BUILD.gn build/config/compiler/BUILD.gn build/config/sanitizers/sanitizers.gni \
+           third_party/icu/version.json "gen/$BINDING_NAME"; do
+    [ -f "$work/$f" ] || die "$work/$f is missing: not a complete v8 crate"
+  done
+
+  # ICU data: the crate leaves third_party/icu/common/icudtl.dat out; .gn sets
+  # icu_use_data_file=false, so the file is assembled into the archive.
+  icu_major="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["major_version"])' \
+    "$work/third_party/icu/version.json")"
+  grep -a -q "icudt${icu_major}l" "$icu_data" \
+    || die "$icu_data is not ICU $icu_major data (the crate's ICU major)"
+  mkdir -p "$work/third_party/icu/common"
+  cp "$icu_data" "$work/third_party/icu/common/icudtl.dat"
+  log "ICU data: $icu_data (ICU $icu_major)"
+
+  log "applying the three build-config changes"
+  python3 -c "$config_changes" "$work"
   echo "$prepared" > "$stamp"
 fi
 
