@@ -198,7 +198,7 @@ if [ -z "$crate_file" ]; then
   check_pinned crate "$crate_file"
 fi
 
-# ---- 4. working copy: source + ICU data + the three build-config changes -------------------------
+# ---- 4. working copy: source + ICU data + the three build-config changes -----------------------
 work="$out_dir/work/v8-$V8_CRATE_VERSION"
 stamp="$out_dir/work/prepared-from"
 # The three build-config changes, as one program. Its hash is part of the working copy's stamp,
